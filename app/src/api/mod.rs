@@ -1,0 +1,13 @@
+//! Server functions, grouped by area. Each checks who is calling before it touches data.
+
+pub mod account;
+
+/// The readable part of a server function error, for showing in a form.
+pub fn error_text(e: &leptos::prelude::ServerFnError) -> String {
+    use leptos::prelude::ServerFnError;
+    match e {
+        ServerFnError::ServerError(msg) => msg.clone(),
+        ServerFnError::Request(_) => "Could not reach the server. Check your connection and try again.".into(),
+        _ => "Something went wrong. Please try again.".into(),
+    }
+}

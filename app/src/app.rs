@@ -1,0 +1,52 @@
+use crate::components::layout::{ConsoleLayout, PublicFrame, PublicLayout};
+use crate::pages::{auth, console, landing, not_found::NotFound};
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{ParentRoute, Route, Router, Routes},
+    path, SsrMode,
+};
+
+/// The HTML document around the app, rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body class="min-h-screen bg-slate-50 text-slate-900 antialiased dark:bg-slate-950 dark:text-slate-100">
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    // Every page is rendered whole before it is sent (SsrMode::Async): the console works with
+    // JavaScript off, and a page can still set its status code (401, 403, 404).
+    view! {
+        <Stylesheet id="leptos" href="/pkg/cloudrouter.css" />
+        <Title formatter=|t: String| if t.is_empty() { "CloudRouter".to_string() } else { format!("{t} · CloudRouter") } />
+        <Router>
+            <Routes fallback=|| view! { <PublicFrame><NotFound /></PublicFrame> }>
+                <ParentRoute path=path!("") view=PublicLayout ssr=SsrMode::Async>
+                    <Route path=path!("") view=landing::Landing ssr=SsrMode::Async />
+                    <Route path=path!("login") view=auth::Login ssr=SsrMode::Async />
+                    <Route path=path!("signup") view=auth::Signup ssr=SsrMode::Async />
+                </ParentRoute>
+                <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
+                    <Route path=path!("settings") view=console::settings::Settings ssr=SsrMode::Async />
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}

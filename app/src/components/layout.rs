@@ -1,0 +1,151 @@
+//! The two frames every page sits in: the public one (landing, sign-in) and the console.
+
+use crate::api::account::{me, Logout, SessionUser};
+use leptos::prelude::*;
+use leptos_router::components::{Outlet, A};
+
+#[component]
+fn Logo() -> impl IntoView {
+    view! {
+        <a href="/" class="flex items-center gap-2 font-semibold tracking-tight">
+            <img src="/favicon.svg" alt="" class="h-7 w-7" />
+            <span class="text-lg">"CloudRouter"</span>
+        </a>
+    }
+}
+
+/// The public frame as a route: its pages render in the outlet.
+#[component]
+pub fn PublicLayout() -> impl IntoView {
+    view! { <PublicFrame><Outlet /></PublicFrame> }
+}
+
+#[component]
+pub fn PublicFrame(children: Children) -> impl IntoView {
+    let user = Resource::new(|| (), |_| me());
+    view! {
+        <div class="flex min-h-screen flex-col">
+            <header class="border-b border-slate-200 bg-white/80 backdrop-blur dark:border-slate-800 dark:bg-slate-900/80">
+                <nav class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
+                    <Logo />
+                    <div class="flex items-center gap-2 text-sm">
+                        <a href="/#pricing" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">"Pricing"</a>
+                        <Suspense fallback=|| ()>
+                            {move || Suspend::new(async move {
+                                match user.await {
+                                    Ok(Some(_)) => view! { <a href="/console" class="btn-primary">"Open console"</a> }.into_any(),
+                                    _ => view! {
+                                        <a href="/login" class="btn-ghost">"Sign in"</a>
+                                        <a href="/signup" class="btn-primary">"Create account"</a>
+                                    }.into_any(),
+                                }
+                            })}
+                        </Suspense>
+                    </div>
+                </nav>
+            </header>
+            <main class="flex-1">{children()}</main>
+            <footer class="border-t border-slate-200 py-6 text-center text-xs text-slate-500 dark:border-slate-800">
+                "CloudRouter · genuine Claude models only · "
+                <a class="underline" href="mailto:support_cloudrouter@clouditera.com">"support_cloudrouter@clouditera.com"</a>
+            </footer>
+        </div>
+    }
+}
+
+struct NavItem {
+    href: &'static str,
+    label: &'static str,
+}
+
+const CUSTOMER_NAV: &[NavItem] = &[
+    NavItem { href: "/console", label: "Overview" },
+    NavItem { href: "/console/keys", label: "API keys" },
+    NavItem { href: "/console/usage", label: "Usage" },
+    NavItem { href: "/console/billing", label: "Plans & billing" },
+    NavItem { href: "/console/invoices", label: "Invoices" },
+    NavItem { href: "/console/settings", label: "Settings" },
+];
+
+const STAFF_NAV: &[NavItem] = &[
+    NavItem { href: "/console/admin", label: "Users" },
+    NavItem { href: "/console/admin/upstreams", label: "Upstreams" },
+    NavItem { href: "/console/admin/catalogue", label: "Models & channels" },
+];
+
+fn nav_links(items: &'static [NavItem]) -> impl IntoView {
+    items
+        .iter()
+        .map(|item| {
+            view! {
+                <A href=item.href exact=true attr:class="nav-link">{item.label}</A>
+            }
+        })
+        .collect_view()
+}
+
+/// The signed-in frame. The current user is loaded once here and shared with the pages below.
+#[component]
+pub fn ConsoleLayout() -> impl IntoView {
+    let user = Resource::new(|| (), |_| me());
+    provide_context(user);
+    let logout = ServerAction::<Logout>::new();
+    view! {
+        <Suspense fallback=|| view! { <p class="p-8 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match user.await {
+                    Ok(Some(u)) => view! { <ConsoleFrame user=u logout /> }.into_any(),
+                    _ => view! { <SignInPrompt /> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ConsoleFrame(user: SessionUser, logout: ServerAction<Logout>) -> impl IntoView {
+    view! {
+        <div class="min-h-screen md:flex">
+            <aside class="border-b border-slate-200 bg-white md:sticky md:top-0 md:h-screen md:w-60 md:shrink-0 md:border-b-0 md:border-r dark:border-slate-800 dark:bg-slate-900">
+                <div class="flex items-center justify-between px-4 py-3 md:py-5">
+                    <Logo />
+                </div>
+                <nav aria-label="Console" class="flex gap-1 overflow-x-auto px-2 pb-2 md:flex-col md:overflow-visible">
+                    {nav_links(CUSTOMER_NAV)}
+                    {user.is_staff.then(|| view! {
+                        <p class="hidden px-3 pt-4 text-xs font-semibold uppercase tracking-wide text-slate-400 md:block">"Admin"</p>
+                        {nav_links(STAFF_NAV)}
+                    })}
+                </nav>
+            </aside>
+            <div class="min-w-0 flex-1">
+                <header class="flex items-center justify-end gap-3 border-b border-slate-200 px-4 py-3 text-sm dark:border-slate-800">
+                    <span class="truncate text-slate-600 dark:text-slate-400" data-testid="current-user">{user.email.clone()}</span>
+                    {user.is_staff.then(|| view! { <span class="badge">"Staff"</span> })}
+                    <ActionForm action=logout>
+                        <button type="submit" class="btn-ghost">"Sign out"</button>
+                    </ActionForm>
+                </header>
+                <main class="mx-auto max-w-6xl px-4 py-6 md:px-8">
+                    <Outlet />
+                </main>
+            </div>
+        </div>
+    }
+}
+
+#[component]
+fn SignInPrompt() -> impl IntoView {
+    view! {
+        <div class="mx-auto max-w-md px-4 py-24 text-center">
+            <h1 class="text-2xl font-semibold">"Please sign in"</h1>
+            <p class="mt-2 text-slate-600 dark:text-slate-400">"Your session has ended or you are not signed in."</p>
+            <a href="/login" class="btn-primary mt-6 inline-block">"Sign in"</a>
+        </div>
+    }
+}
+
+/// The signed-in user, for pages inside the console frame.
+pub fn use_session_user() -> Resource<Result<Option<SessionUser>, ServerFnError>> {
+    expect_context()
+}

@@ -1,0 +1,73 @@
+//! The signed-out front page: what CloudRouter is, its channels and model prices, and the plans.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn Landing() -> impl IntoView {
+    view! {
+        <Title text="" />
+        <section class="mx-auto max-w-6xl px-4 pb-12 pt-16 md:pt-24">
+            <p class="badge">"Claude Opus · Sonnet · Haiku"</p>
+            <h1 class="mt-4 max-w-3xl text-4xl font-semibold tracking-tight md:text-5xl">
+                "One reliable, cheaper way to call Claude."
+            </h1>
+            <p class="mt-4 max-w-2xl text-lg text-slate-600 dark:text-slate-300">
+                "CloudRouter speaks Anthropic's API exactly. Point the official SDKs or Claude Code at us, keep your code, and pay from ¥0.6 per dollar of list price — with routing, retries and automatic failover across a pool of genuine Claude accounts."
+            </p>
+            <div class="mt-8 flex flex-wrap gap-3">
+                <a href="/signup" class="btn-primary">"Create an account"</a>
+                <a href="#pricing" class="btn-ghost">"See prices"</a>
+            </div>
+            <div class="mt-12 grid gap-4 md:grid-cols-3">
+                <Feature title="Genuine Claude, always" text="Requests only ever reach Claude models. If a model fails, we fall back within the Claude pool — and every response and usage record says which model really served." />
+                <Feature title="Drop-in compatible" text="POST /v1/messages with JSON or streaming, count_tokens and models. Tools, images, thinking, prompt caching and beta headers pass through untouched." />
+                <Feature title="Exact, transparent billing" text="Every request is metered from Anthropic's own usage figures, priced at list price, and charged at your channel's rate. A failed request costs nothing." />
+            </div>
+        </section>
+
+        <section id="pricing" class="border-t border-slate-200 bg-white py-16 dark:border-slate-800 dark:bg-slate-900">
+            <div class="mx-auto max-w-6xl px-4">
+                <h2 class="text-2xl font-semibold tracking-tight">"Channels"</h2>
+                <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
+                    "Usage is priced at the model's official list price in US dollars, then charged in yuan at your key's channel rate. Dearer channels get more stable upstreams and more concurrency."
+                </p>
+
+
+                <h2 class="mt-16 text-2xl font-semibold tracking-tight">"Plans"</h2>
+                <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
+                    "Subscribe for a monthly allowance, keep a pay-as-you-go balance, or both: usage draws on the plan first and the balance after."
+                </p>
+                <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-5">
+                    <Plan name="Starter" fit="Personal learning and light use" note="7-day no-questions refund" />
+                    <Plan name="Pro" fit="Small teams and frequent use" note="30-day no-questions refund" />
+                    <Plan name="Ultra" fit="Mission-critical workloads" note="Enterprise SLA" />
+                    <Plan name="Pay-as-you-go" fit="Uncertain or spiky spend" note="Top up, pay per request" />
+                    <Plan name="Enterprise" fit="Large scale or special needs" note="Custom terms and contracts" />
+                </div>
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn Feature(title: &'static str, text: &'static str) -> impl IntoView {
+    view! {
+        <div class="card">
+            <h3 class="font-semibold">{title}</h3>
+            <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{text}</p>
+        </div>
+    }
+}
+
+#[component]
+fn Plan(name: &'static str, fit: &'static str, note: &'static str) -> impl IntoView {
+    view! {
+        <div class="card">
+            <h3 class="font-semibold">{name}</h3>
+            <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{fit}</p>
+            <p class="mt-3 text-xs font-medium text-indigo-600 dark:text-indigo-400">{note}</p>
+        </div>
+    }
+}
+

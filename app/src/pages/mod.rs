@@ -1,0 +1,5 @@
+
+pub mod auth;
+pub mod console;
+pub mod landing;
+pub mod not_found;

@@ -1,0 +1,91 @@
+//! Server-side plumbing for server functions: the shared state, the session, and the checks of
+//! who is calling. Every server function starts with `require_user` or `require_staff`.
+
+use cloudrouter_core::accounts::{self, Role, User};
+use leptos::prelude::*;
+use sqlx::PgPool;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+/// What the console's server functions need, provided as Leptos context by the server binary.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub pool: PgPool,
+    /// The URL customers point their SDKs at, shown in snippets.
+    pub public_base_url: String,
+}
+
+pub const USER_ID_KEY: &str = "user_id";
+
+pub fn state() -> Result<ConsoleState, ServerFnError> {
+    use_context::<ConsoleState>().ok_or_else(|| ServerFnError::new("server state missing"))
+}
+
+pub fn pool() -> Result<PgPool, ServerFnError> {
+    Ok(state()?.pool)
+}
+
+pub async fn session() -> Result<Session, ServerFnError> {
+    leptos_axum::extract::<Session>().await.map_err(|_| ServerFnError::new("session unavailable"))
+}
+
+/// The signed-in user, if any. A suspended account is treated as signed out of the console.
+pub async fn current_user() -> Result<Option<User>, ServerFnError> {
+    let session = session().await?;
+    let Some(id) = session.get::<Uuid>(USER_ID_KEY).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    let user = accounts::find_by_id(&pool()?, id).await.map_err(internal)?;
+    Ok(user.filter(|u| !u.suspended))
+}
+
+pub async fn require_user() -> Result<User, ServerFnError> {
+    match current_user().await? {
+        Some(user) => Ok(user),
+        None => {
+            set_status(http::StatusCode::UNAUTHORIZED);
+            Err(ServerFnError::new("Please sign in to continue."))
+        }
+    }
+}
+
+pub async fn require_staff() -> Result<User, ServerFnError> {
+    let user = require_user().await?;
+    if user.role == Role::Staff {
+        Ok(user)
+    } else {
+        set_status(http::StatusCode::FORBIDDEN);
+        Err(ServerFnError::new("This page is for CloudRouter support staff only."))
+    }
+}
+
+/// Starts a signed-in session under a fresh id, so a session id planted before login is useless.
+pub async fn sign_in(user: &User) -> Result<(), ServerFnError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(internal)?;
+    session.insert(USER_ID_KEY, user.id).await.map_err(internal)?;
+    Ok(())
+}
+
+pub async fn sign_out() -> Result<(), ServerFnError> {
+    session().await?.flush().await.map_err(internal)
+}
+
+/// The peer address of the connection. Proxy headers are not trusted: they are client-controlled.
+pub fn client_ip() -> String {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn set_status(status: http::StatusCode) {
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.set_status(status);
+    }
+}
+
+/// Logs the cause and gives the caller a generic message: internals stay out of the browser.
+pub fn internal<E: std::fmt::Display>(e: E) -> ServerFnError {
+    tracing::error!(error = %e, "server function failed");
+    ServerFnError::new("Something went wrong on our side. Please try again.")
+}

@@ -1,0 +1,51 @@
+//! Command line: `server` serves; `server admin create --email E --password P` makes (or
+//! promotes) a staff account; `server admin token --email E` issues a staff API token.
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Serve,
+    AdminCreate { email: String, password: String },
+    AdminToken { email: String },
+    Help,
+}
+
+pub const USAGE: &str = "usage:
+  server                                        serve the console and the gateway
+  server admin create --email E --password P    create a staff account, or promote an existing one
+  server admin token --email E                  issue a token for the staff API (/api/admin/v1)";
+
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let flag = |name: &str| -> Result<String, String> {
+        let at = words.iter().position(|w| *w == name).ok_or_else(|| format!("missing {name}"))?;
+        words.get(at + 1).map(|v| v.to_string()).ok_or_else(|| format!("{name} needs a value"))
+    };
+    match words.as_slice() {
+        [] | ["serve"] => Ok(Command::Serve),
+        ["help"] | ["--help"] | ["-h"] => Ok(Command::Help),
+        ["admin", "create", ..] => Ok(Command::AdminCreate { email: flag("--email")?, password: flag("--password")? }),
+        ["admin", "token", ..] => Ok(Command::AdminToken { email: flag("--email")? }),
+        _ => Err(format!("unknown command: {}", words.join(" "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_admin_commands() {
+        assert_eq!(parse(&args("")), Ok(Command::Serve));
+        assert_eq!(
+            parse(&args("admin create --email a@b.co --password pw")),
+            Ok(Command::AdminCreate { email: "a@b.co".into(), password: "pw".into() })
+        );
+        assert_eq!(parse(&args("admin token --email a@b.co")), Ok(Command::AdminToken { email: "a@b.co".into() }));
+        assert!(parse(&args("admin create --email")).is_err());
+        assert!(parse(&args("frobnicate")).is_err());
+    }
+}
