@@ -1,5 +1,5 @@
 use crate::components::layout::{ConsoleLayout, PublicFrame, PublicLayout};
-use crate::pages::{auth, console, landing, not_found::NotFound};
+use crate::pages::{admin, auth, console, landing, not_found::NotFound};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
@@ -44,7 +44,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("signup") view=auth::Signup ssr=SsrMode::Async />
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
+                    <Route path=path!("") view=console::overview::Overview ssr=SsrMode::Async />
                     <Route path=path!("settings") view=console::settings::Settings ssr=SsrMode::Async />
+                    <Route path=path!("admin") view=admin::users::Users ssr=SsrMode::Async />
+                    <Route path=path!("admin/users/:id") view=admin::users::UserDetail ssr=SsrMode::Async />
                 </ParentRoute>
             </Routes>
         </Router>

@@ -1,6 +1,7 @@
 //! Server functions, grouped by area. Each checks who is calling before it touches data.
 
 pub mod account;
+pub mod admin;
 
 /// The readable part of a server function error, for showing in a form.
 pub fn error_text(e: &leptos::prelude::ServerFnError) -> String {

@@ -1,4 +1,5 @@
 
+pub mod admin;
 pub mod auth;
 pub mod console;
 pub mod landing;

@@ -1,0 +1,86 @@
+//! Staff: find customers, open one, suspend or reinstate.
+
+use super::LoadError;
+use crate::api::admin::{get_user, list_users, SetSuspended};
+use crate::components::form::ActionMessage;
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+#[component]
+pub fn Users() -> impl IntoView {
+    let query = use_query_map();
+    let q = move || query.with(|m| m.get("q").unwrap_or_default());
+    let users = Resource::new(q, list_users);
+    view! {
+        <Title text="Users" />
+        <h1 class="page-title">"Users"</h1>
+        <form method="get" class="mt-4 flex max-w-md gap-2" role="search">
+            <input type="search" name="q" value=q placeholder="Search by email" class="input" aria-label="Search by email" />
+            <button type="submit" class="btn-ghost">"Search"</button>
+        </form>
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match users.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(list) if list.is_empty() => view! { <p class="mt-6 text-slate-500">"No users match."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <div class="card mt-6 overflow-x-auto p-0">
+                            <table class="table">
+                                <thead><tr><th>"Email"</th><th>"Role"</th><th>"Status"</th><th>"Joined"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|u| view! {
+                                        <tr>
+                                            <td><a class="link" href=format!("/console/admin/users/{}", u.id)>{u.email}</a></td>
+                                            <td>{if u.is_staff { "Staff" } else { "Customer" }}</td>
+                                            <td>{if u.suspended { "Suspended" } else { "Active" }}</td>
+                                            <td class="whitespace-nowrap text-slate-500">{u.created}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn UserDetail() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let suspend = ServerAction::<SetSuspended>::new();
+    let user = Resource::new(move || (id(), suspend.version().get()), |(id, _)| get_user(id));
+    view! {
+        <Title text="User" />
+        <a href="/console/admin" class="link text-sm">"← Users"</a>
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match user.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(u) => view! {
+                        <h1 class="page-title mt-2">{u.email.clone()}</h1>
+                        <section class="card mt-6">
+                            <dl class="grid grid-cols-2 gap-3 text-sm sm:grid-cols-4">
+                                <div><dt class="text-slate-500">"Role"</dt><dd class="font-medium">{if u.is_staff { "Staff" } else { "Customer" }}</dd></div>
+                                <div><dt class="text-slate-500">"Status"</dt><dd class="font-medium" data-testid="user-status">{if u.suspended { "Suspended" } else { "Active" }}</dd></div>
+                                <div><dt class="text-slate-500">"Joined"</dt><dd class="font-medium">{u.created.clone()}</dd></div>
+                                <div><dt class="text-slate-500">"ID"</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
+                            </dl>
+                            <ActionForm action=suspend attr:class="mt-4 flex items-center gap-3">
+                                <input type="hidden" name="id" value=u.id.clone() />
+                                <input type="hidden" name="suspend" value=(!u.suspended).to_string() />
+                                <button type="submit" class=if u.suspended { "btn-ghost" } else { "btn-danger" }>
+                                    {if u.suspended { "Reinstate account" } else { "Suspend account" }}
+                                </button>
+                            </ActionForm>
+                            <div class="mt-3"><ActionMessage value=suspend.value() /></div>
+                        </section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}

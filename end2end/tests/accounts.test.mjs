@@ -1,0 +1,96 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestServer, launchBrowser, uniqueEmail, signUp, signIn, PASSWORD } from './harness.mjs';
+
+let server, browser;
+before(async () => {
+  server = await TestServer.start();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test('sign up, land on the overview, log out, log in again', async () => {
+  const page = await browser.newPage();
+  const email = uniqueEmail('alice');
+  await signUp(page, server.url, email);
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  assert.equal(await page.getByTestId('current-user').textContent(), email);
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(server.url + '/login');
+  // The console is closed again: a direct visit goes back to sign-in.
+  await page.goto(server.url + '/console/settings');
+  assert.match(page.url(), /\/login\?next=%2Fconsole%2Fsettings|\/login\?next=\/console\/settings/);
+
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(server.url + '/console/settings');
+  await page.getByRole('heading', { name: 'Settings' }).waitFor();
+  await page.close();
+});
+
+test('wrong password and taken email get clear messages', async () => {
+  const page = await browser.newPage();
+  const email = uniqueEmail('bob');
+  await signUp(page, server.url, email);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(server.url + '/login');
+
+  await signIn(page, server.url, email, 'Not-the-password-1');
+  await page.getByRole('alert').filter({ hasText: 'Wrong email or password.' }).waitFor();
+
+  await page.goto(server.url + '/signup');
+  await page.getByLabel('Email').fill(email.toUpperCase());
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Repeat password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.getByRole('alert').filter({ hasText: 'An account with this email already exists.' }).waitFor();
+  await page.close();
+});
+
+test('a customer is refused from the admin pages; staff get in', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signUp(page, server.url, uniqueEmail('carol'));
+  const response = await page.goto(server.url + '/console/admin');
+  assert.equal(response.status(), 403);
+  await page.getByRole('alert').filter({ hasText: 'support staff only' }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Upstreams' }).count(), 0);
+  await context.close();
+
+  const staffEmail = uniqueEmail('staff');
+  server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
+  const staffContext = await browser.newContext();
+  const staffPage = await staffContext.newPage();
+  await signIn(staffPage, server.url, staffEmail);
+  await staffPage.waitForURL(server.url + '/console');
+  await staffPage.goto(server.url + '/console/admin');
+  await staffPage.getByRole('heading', { name: 'Users' }).waitFor();
+  assert.ok(await staffPage.getByRole('link', { name: staffEmail }).count() === 1);
+  await staffContext.close();
+});
+
+test('the console works with JavaScript off', async () => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  const email = uniqueEmail('nojs');
+  await signUp(page, server.url, email);
+  assert.equal(await page.getByTestId('current-user').textContent(), email);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(server.url + '/login');
+  await signIn(page, server.url, email, 'Wrong-password-99');
+  await page.getByRole('alert').filter({ hasText: 'Wrong email or password.' }).waitFor();
+  await context.close();
+});
+
+test('unknown pages get a 404 page', async () => {
+  const page = await browser.newPage();
+  const response = await page.goto(server.url + '/no/such/page');
+  assert.equal(response.status(), 404);
+  await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+  await page.close();
+});
