@@ -45,9 +45,15 @@ pub fn App() -> impl IntoView {
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
                     <Route path=path!("") view=console::overview::Overview ssr=SsrMode::Async />
+                    <Route path=path!("keys") view=console::keys::Keys ssr=SsrMode::Async />
+                    <Route path=path!("usage") view=console::usage::Usage ssr=SsrMode::Async />
+                    <Route path=path!("billing") view=console::billing::Billing ssr=SsrMode::Async />
+                    <Route path=path!("invoices") view=console::invoices::Invoices ssr=SsrMode::Async />
                     <Route path=path!("settings") view=console::settings::Settings ssr=SsrMode::Async />
                     <Route path=path!("admin") view=admin::users::Users ssr=SsrMode::Async />
                     <Route path=path!("admin/users/:id") view=admin::users::UserDetail ssr=SsrMode::Async />
+                    <Route path=path!("admin/upstreams") view=admin::upstreams::Upstreams ssr=SsrMode::Async />
+                    <Route path=path!("admin/catalogue") view=admin::catalogue::Catalogue ssr=SsrMode::Async />
                 </ParentRoute>
             </Routes>
         </Router>

@@ -11,6 +11,9 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct ConsoleState {
     pub pool: PgPool,
+    pub crypto: cloudrouter_core::crypto::Crypto,
+    /// This instance's gateway, for live upstream health.
+    pub gateway: cloudrouter_core::gateway::Gateway,
     /// The URL customers point their SDKs at, shown in snippets.
     pub public_base_url: String,
 }
@@ -88,4 +91,41 @@ pub fn set_status(status: http::StatusCode) {
 pub fn internal<E: std::fmt::Display>(e: E) -> ServerFnError {
     tracing::error!(error = %e, "server function failed");
     ServerFnError::new("Something went wrong on our side. Please try again.")
+}
+
+/// Yuan for display, exact: at least two decimals, more only when the micro-units need them
+/// ("¥12.50", "¥0.000315").
+pub fn cny(micros: i64) -> String {
+    trim_money(cloudrouter_core::money::format_cny(micros))
+}
+
+pub fn usd(micros: i64) -> String {
+    trim_money(cloudrouter_core::money::format_usd(micros))
+}
+
+fn trim_money(mut s: String) -> String {
+    while s.ends_with('0') && s.len() - s.find('.').unwrap_or(s.len()) > 3 {
+        s.pop();
+    }
+    s
+}
+
+pub fn parse_uuid(id: &str, what: &str) -> Result<Uuid, ServerFnError> {
+    Uuid::parse_str(id.trim()).map_err(|_| ServerFnError::new(format!("No such {what}.")))
+}
+
+pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_shows_exact_digits_with_two_decimals_at_least() {
+        assert_eq!(super::cny(12_500_000), "¥12.50");
+        assert_eq!(super::cny(315), "¥0.000315");
+        assert_eq!(super::cny(0), "¥0.00");
+        assert_eq!(super::cny(-1_500_000), "-¥1.50");
+        assert_eq!(super::usd(5_000_000), "$5.00");
+    }
 }

@@ -25,6 +25,15 @@ impl Config {
         }
     }
 
+    /// How this instance reaches itself (for the built-in demo upstream).
+    pub fn loopback_addr(&self) -> SocketAddr {
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        a
+    }
+
     /// Cookies carry `Secure` whenever customers reach us over HTTPS.
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")

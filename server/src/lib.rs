@@ -7,25 +7,68 @@ pub mod guard;
 pub mod web;
 
 use crate::config::Config;
+use cloudrouter_core::crypto::Crypto;
+use axum::serve::ListenerExt;
+use cloudrouter_core::gateway::{Gateway, GatewayConfig};
+use cloudrouter_core::demo;
 use leptos::prelude::LeptosOptions;
 use sqlx::PgPool;
+use std::future::IntoFuture;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The whole app as one router, ready to serve (also used by the integration tests).
-pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<axum::Router, Box<dyn std::error::Error>> {
-    let store = web::session_store(&pool).await?;
-    let state = app::ssr::ConsoleState { pool: pool.clone(), public_base_url: config.public_url.clone() };
-    Ok(web::console_router(leptos, state, store, config))
+/// Everything one instance serves, and the gateway handle to drain on shutdown.
+pub struct Built {
+    pub router: axum::Router,
+    pub gateway: Gateway,
 }
 
-/// Serves until SIGINT/SIGTERM, then drains open requests.
+/// The whole app as one router (also used by the integration tests). On a database with no
+/// upstream yet, registers the built-in demo upstream served by this same instance.
+pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<Built, Box<dyn std::error::Error>> {
+    let crypto = Crypto::from_secret(&config.secret);
+    demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
+    let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
+    let store = web::session_store(&pool).await?;
+    let state = app::ssr::ConsoleState {
+        pool: pool.clone(),
+        crypto,
+        gateway: gateway.clone(),
+        public_base_url: config.public_url.clone(),
+    };
+    let router = axum::Router::new()
+        .merge(gateway.router())
+        .nest("/_demo", demo::router())
+        .merge(web::console_router(leptos, state, store, config));
+    Ok(Built { router, gateway })
+}
+
+/// Serves until SIGINT/SIGTERM. Then it stops accepting, lets open requests and streams finish
+/// for up to the grace period, and flushes every usage record before exiting.
 pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Result<(), Box<dyn std::error::Error>> {
-    let router = build(pool, &config, leptos).await?;
-    let listener = TcpListener::bind(config.addr).await?;
+    let Built { router, gateway } = build(pool, &config, leptos).await?;
+    // TCP_NODELAY on every accepted socket: without it small SSE writes wait on delayed ACKs.
+    let listener = TcpListener::bind(config.addr).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tracing::info!(url = %config.public_url, "CloudRouter is listening");
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining open requests");
+    let _ = stop_tx.send(());
+    let grace = GatewayConfig::from_env().grace_period + Duration::from_secs(1);
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("grace period over; closing remaining connections");
+    }
+    gateway.shutdown().await;
+    tracing::info!("usage flushed; bye");
     Ok(())
 }
 

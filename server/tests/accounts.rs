@@ -20,7 +20,7 @@ async fn start(pool: PgPool) -> App {
     let addr = listener.local_addr().unwrap();
     let config = Config::from_env(addr);
     let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
-    let router = server::build(pool.clone(), &config, leptos).await.unwrap();
+    let router = server::build(pool.clone(), &config, leptos).await.unwrap().router;
     tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
     });

@@ -99,14 +99,3 @@ mod tests {
         assert_eq!(safe_next(None), "/console");
     }
 }
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OverviewData {
-    pub base_url: String,
-}
-
-#[server(endpoint = "overview")]
-pub async fn overview() -> Result<OverviewData, ServerFnError> {
-    crate::ssr::require_user().await?;
-    Ok(OverviewData { base_url: crate::ssr::state()?.public_base_url })
-}

@@ -57,3 +57,131 @@ pub async fn set_suspended(id: String, suspend: bool) -> Result<String, ServerFn
     }
     Ok(if suspend { "Account suspended." } else { "Account reinstated." }.into())
 }
+
+#[server(endpoint = "admin/user/billing")]
+pub async fn user_billing(id: String) -> Result<crate::api::usage::BillingData, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    crate::api::usage::billing_for(parse_id(&id)?).await
+}
+
+#[server(endpoint = "admin/user/keys")]
+pub async fn user_keys(id: String) -> Result<Vec<crate::api::keys::KeyView>, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let keys = cloudrouter_core::keys::list(&crate::ssr::pool()?, parse_id(&id)?).await.map_err(crate::ssr::internal)?;
+    Ok(keys.into_iter().map(crate::api::keys::key_view).collect())
+}
+
+/// Credits (positive) or debits (negative) a balance; the note is mandatory and goes to the ledger.
+#[server(endpoint = "admin/user/adjust")]
+pub async fn adjust_balance(id: String, amount: String, note: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::ledger::{self, LedgerError, LedgerKind};
+    let staff = crate::ssr::require_staff().await?;
+    let user_id = parse_id(&id)?;
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(ServerFnError::new("Write a note saying why the balance changes."));
+    }
+    let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+        .map_err(|_| ServerFnError::new("Enter an amount in yuan, like 100 or -12.50."))?;
+    let kind = if micros > 0 { LedgerKind::Credit } else { LedgerKind::Debit };
+    let entry = ledger::adjust(&crate::ssr::pool()?, user_id, micros, kind, note, Some(staff.id)).await.map_err(|e| match e {
+        LedgerError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(other.to_string()),
+    })?;
+    Ok(format!("Balance is now {}.", crate::ssr::cny(entry.balance_after_micros)))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamView {
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    pub credential_hint: String,
+    pub channels: String,
+    pub priority: i32,
+    pub weight: i32,
+    pub concurrency_cap: Option<i32>,
+    pub enabled: bool,
+    pub is_demo: bool,
+    pub circuit: String,
+    pub success_rate: Option<String>,
+    pub latency: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[server(endpoint = "admin/upstreams")]
+pub async fn list_upstreams() -> Result<Vec<UpstreamView>, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let state = crate::ssr::state()?;
+    let list = cloudrouter_core::upstreams::list(&state.pool).await.map_err(crate::ssr::internal)?;
+    let health: std::collections::HashMap<_, _> = state.gateway.health().into_iter().map(|h| (h.id, h)).collect();
+    Ok(list
+        .into_iter()
+        .map(|u| {
+            let h = health.get(&u.id);
+            UpstreamView {
+                id: u.id.to_string(),
+                name: u.name,
+                base_url: u.base_url,
+                credential_hint: u.credential_hint,
+                channels: u.channels.join(", "),
+                priority: u.priority,
+                weight: u.weight,
+                concurrency_cap: u.concurrency_cap,
+                enabled: u.enabled,
+                is_demo: u.is_demo,
+                circuit: h.map(|h| h.circuit.clone()).unwrap_or_else(|| if u.enabled { "starting".into() } else { "disabled".into() }),
+                success_rate: h.and_then(|h| h.success_rate).map(|r| format!("{:.1}% of {}", r * 100.0, h.map_or(0, |h| h.recent_attempts))),
+                latency: h.and_then(|h| h.latency_ms).map(|l| format!("{l:.0} ms")),
+                last_error: h.and_then(|h| h.last_error.clone()),
+            }
+        })
+        .collect())
+}
+
+#[server(endpoint = "admin/upstreams/add")]
+pub async fn add_upstream(
+    name: String,
+    base_url: String,
+    api_key: String,
+    channels: String,
+    priority: String,
+    weight: String,
+    concurrency_cap: String,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::upstreams::{self, NewUpstream, UpstreamError};
+    crate::ssr::require_staff().await?;
+    let state = crate::ssr::state()?;
+    let int = |s: &str, what: &str, default: i32| -> Result<i32, ServerFnError> {
+        if s.trim().is_empty() { Ok(default) } else { s.trim().parse().map_err(|_| ServerFnError::new(format!("{what} must be a whole number."))) }
+    };
+    let new = NewUpstream {
+        name: name.trim().into(),
+        base_url: base_url.trim().into(),
+        api_key: api_key.trim().into(),
+        channels: channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect(),
+        priority: int(&priority, "Priority", 0)?,
+        weight: int(&weight, "Weight", 1)?,
+        concurrency_cap: if concurrency_cap.trim().is_empty() { None } else { Some(int(&concurrency_cap, "Concurrency cap", 0)?) },
+        enabled: true,
+    };
+    upstreams::create(&state.pool, &state.crypto, new).await.map_err(|e| match e {
+        UpstreamError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(other.to_string()),
+    })?;
+    // The first real upstream ends demo mode: the simulated Claude stops taking traffic.
+    for demo in upstreams::list(&state.pool).await.map_err(crate::ssr::internal)?.into_iter().filter(|u| u.is_demo && u.enabled) {
+        upstreams::set_enabled(&state.pool, demo.id, false).await.map_err(crate::ssr::internal)?;
+    }
+    Ok("Upstream added. Gateways pick it up within a second.".into())
+}
+
+#[server(endpoint = "admin/upstreams/enable")]
+pub async fn set_upstream_enabled(id: String, enabled: bool) -> Result<String, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let ok = cloudrouter_core::upstreams::set_enabled(&crate::ssr::pool()?, parse_id(&id)?, enabled).await.map_err(crate::ssr::internal)?;
+    if !ok {
+        return Err(ServerFnError::new("No such upstream."));
+    }
+    Ok(if enabled { "Upstream enabled." } else { "Upstream disabled." }.into())
+}

@@ -2,6 +2,9 @@
 
 pub mod account;
 pub mod admin;
+pub mod catalogue;
+pub mod keys;
+pub mod usage;
 
 /// The readable part of a server function error, for showing in a form.
 pub fn error_text(e: &leptos::prelude::ServerFnError) -> String {

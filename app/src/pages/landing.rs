@@ -1,10 +1,12 @@
 //! The signed-out front page: what CloudRouter is, its channels and model prices, and the plans.
 
+use crate::api::catalogue::{public_catalogue, CatalogueView};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
 #[component]
 pub fn Landing() -> impl IntoView {
+    let catalogue = Resource::new(|| (), |_| public_catalogue());
     view! {
         <Title text="" />
         <section class="mx-auto max-w-6xl px-4 pb-12 pt-16 md:pt-24">
@@ -32,7 +34,11 @@ pub fn Landing() -> impl IntoView {
                 <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
                     "Usage is priced at the model's official list price in US dollars, then charged in yuan at your key's channel rate. Dearer channels get more stable upstreams and more concurrency."
                 </p>
-
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        catalogue.await.map(|c| view! { <PriceTables catalogue=c /> })
+                    })}
+                </Suspense>
 
                 <h2 class="mt-16 text-2xl font-semibold tracking-tight">"Plans"</h2>
                 <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
@@ -71,3 +77,43 @@ fn Plan(name: &'static str, fit: &'static str, note: &'static str) -> impl IntoV
     }
 }
 
+#[component]
+pub fn PriceTables(catalogue: CatalogueView) -> impl IntoView {
+    view! {
+        <div class="mt-6 grid gap-4 md:grid-cols-3">
+            {catalogue.channels.into_iter().map(|ch| view! {
+                <div class="card" data-testid="channel">
+                    <h3 class="font-semibold">{ch.name}</h3>
+                    <p class="mt-1 text-3xl font-semibold">{ch.rate}<span class="text-base font-normal text-slate-500">" per $1"</span></p>
+                    <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{ch.description}</p>
+                </div>
+            }).collect_view()}
+        </div>
+        <div class="mt-8 overflow-x-auto">
+            <table class="table">
+                <caption class="sr-only">"Model list prices"</caption>
+                <thead>
+                    <tr>
+                        <th scope="col">"Model"</th>
+                        <th scope="col" class="text-right">"Input / MTok"</th>
+                        <th scope="col" class="text-right">"Output / MTok"</th>
+                        <th scope="col" class="text-right">"Cache write 5m / 1h"</th>
+                        <th scope="col" class="text-right">"Cache read"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {catalogue.models.into_iter().map(|m| view! {
+                        <tr>
+                            <td><span class="font-medium">{m.display_name}</span><br /><code class="text-xs text-slate-500">{m.id}</code></td>
+                            <td class="text-right tabular-nums">{m.input}</td>
+                            <td class="text-right tabular-nums">{m.output}</td>
+                            <td class="text-right tabular-nums">{m.cache_write_5m}" / "{m.cache_write_1h}</td>
+                            <td class="text-right tabular-nums">{m.cache_read}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+            <p class="mt-2 text-xs text-slate-500">"List prices in US dollars per million tokens, as Anthropic publishes them."</p>
+        </div>
+    }
+}

@@ -1,3 +1,5 @@
+pub mod catalogue;
+pub mod upstreams;
 pub mod users;
 
 use leptos::prelude::*;

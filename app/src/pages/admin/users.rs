@@ -1,7 +1,9 @@
 //! Staff: find customers, open one, suspend or reinstate.
 
 use super::LoadError;
-use crate::api::admin::{get_user, list_users, SetSuspended};
+use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBalance, SetSuspended};
+use crate::components::form::Field;
+use crate::pages::console::billing::BalanceAndLedger;
 use crate::components::form::ActionMessage;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -60,7 +62,9 @@ pub fn UserDetail() -> impl IntoView {
             {move || Suspend::new(async move {
                 match user.await {
                     Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(u) => view! {
+                    Ok(u) => {
+                        let user_id = u.id.clone();
+                        view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
                             <dl class="grid grid-cols-2 gap-3 text-sm sm:grid-cols-4">
@@ -78,9 +82,71 @@ pub fn UserDetail() -> impl IntoView {
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=suspend.value() /></div>
                         </section>
-                    }.into_any(),
+                        <CustomerMoney id=user_id />
+                    }.into_any()
+                    }
                 }
             })}
         </Suspense>
+    }
+}
+
+/// The customer's balance, ledger and keys, and the form to adjust the balance.
+#[component]
+fn CustomerMoney(id: String) -> impl IntoView {
+    let adjust = ServerAction::<AdjustBalance>::new();
+    let billing = Resource::new({
+        let id = id.clone();
+        move || (id.clone(), adjust.version().get())
+    }, |(id, _)| user_billing(id));
+    let keys = Resource::new({
+        let id = id.clone();
+        move || id.clone()
+    }, user_keys);
+    view! {
+        <section class="card mt-6">
+            <h2 class="section-title">"Adjust balance"</h2>
+            <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
+                <input type="hidden" name="id" value=id />
+                <Field label="Amount (¥, negative to debit)" name="amount" placeholder="100.00" />
+                <Field label="Note (required)" name="note" placeholder="Bank transfer ref. 2026-1125" />
+                <button type="submit" class="btn-primary">"Apply"</button>
+            </ActionForm>
+            <div class="mt-3"><ActionMessage value=adjust.value() /></div>
+        </section>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                match billing.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(b) => view! { <BalanceAndLedger b /> }.into_any(),
+                }
+            })}
+        </Suspense>
+        <section class="mt-6">
+            <h2 class="section-title">"API keys"</h2>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    keys.await.map(|list| view! {
+                        <div class="card mt-3 overflow-x-auto p-0">
+                            <table class="table">
+                                <thead><tr><th>"Name"</th><th>"Key"</th><th>"Channel"</th><th>"Last used"</th><th class="text-right">"Spent"</th><th>"Status"</th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|k| view! {
+                                        <tr>
+                                            <td>{k.name}</td>
+                                            <td><code class="text-xs">{format!("{}…", k.prefix)}</code></td>
+                                            <td class="capitalize">{k.channel}</td>
+                                            <td class="text-slate-500">{k.last_used.unwrap_or_else(|| "never".into())}</td>
+                                            <td class="text-right tabular-nums">{k.spent}</td>
+                                            <td>{if k.revoked { "Revoked" } else if k.expired { "Expired" } else { "Active" }}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    })
+                })}
+            </Suspense>
+        </section>
     }
 }

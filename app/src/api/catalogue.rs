@@ -1,0 +1,127 @@
+//! Models, list prices and channel rates: public for the landing page, editable by staff.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelPrice {
+    pub code: String,
+    pub name: String,
+    pub rate: String,
+    pub rate_yuan: String,
+    pub capacity: i32,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    pub id: String,
+    pub display_name: String,
+    pub input: String,
+    pub output: String,
+    pub cache_write_5m: String,
+    pub cache_write_1h: String,
+    pub cache_read: String,
+    pub enabled: bool,
+    pub deprecated: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogueView {
+    pub channels: Vec<ChannelPrice>,
+    pub models: Vec<ModelPrice>,
+}
+
+#[cfg(feature = "ssr")]
+async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
+    use crate::ssr::{cny, internal, usd};
+    use cloudrouter_core::{catalogue, money};
+    let pool = crate::ssr::pool()?;
+    let channels = catalogue::list_channels(&pool).await.map_err(internal)?;
+    let models = catalogue::list_models(&pool).await.map_err(internal)?;
+    Ok(CatalogueView {
+        channels: channels
+            .into_iter()
+            .map(|c| ChannelPrice {
+                rate: cny(c.rate_micros_per_usd),
+                rate_yuan: money::to_decimal_string(c.rate_micros_per_usd),
+                code: c.code,
+                name: c.name,
+                capacity: c.concurrency_capacity,
+                description: c.description,
+            })
+            .collect(),
+        models: models
+            .into_iter()
+            .filter(|m| include_disabled || m.enabled)
+            .map(|m| ModelPrice {
+                input: usd(m.input_price),
+                output: usd(m.output_price),
+                cache_write_5m: usd(m.cache_write_5m_price),
+                cache_write_1h: usd(m.cache_write_1h_price),
+                cache_read: usd(m.cache_read_price),
+                enabled: m.enabled,
+                deprecated: m.deprecated_at.map(|t| t.format("%Y-%m-%d").to_string()),
+                id: m.id,
+                display_name: m.display_name,
+            })
+            .collect(),
+    })
+}
+
+#[server(endpoint = "catalogue")]
+pub async fn public_catalogue() -> Result<CatalogueView, ServerFnError> {
+    load(false).await
+}
+
+#[server(endpoint = "admin/catalogue")]
+pub async fn admin_catalogue() -> Result<CatalogueView, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    load(true).await
+}
+
+#[server(endpoint = "admin/channel")]
+pub async fn update_channel(code: String, rate: String, capacity: String) -> Result<String, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let rate = cloudrouter_core::money::parse_decimal(rate.trim())
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| ServerFnError::new("The rate must be a positive amount of yuan per dollar, like 0.6."))?;
+    let capacity: i32 = capacity.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| ServerFnError::new("Capacity must be a positive whole number."))?;
+    let ok = cloudrouter_core::catalogue::update_channel(&crate::ssr::pool()?, &code, rate, capacity).await.map_err(crate::ssr::internal)?;
+    if !ok {
+        return Err(ServerFnError::new("No such channel."));
+    }
+    Ok(format!("Channel {code} now charges {} per $1.", crate::ssr::cny(rate)))
+}
+
+/// Sets a model's list prices (US dollars per million tokens) and whether it is offered.
+#[server(endpoint = "admin/model")]
+pub async fn update_model(
+    id: String,
+    input: String,
+    output: String,
+    cache_write_5m: String,
+    cache_write_1h: String,
+    cache_read: String,
+    enabled: Option<String>,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::{catalogue, money};
+    crate::ssr::require_staff().await?;
+    let pool = crate::ssr::pool()?;
+    let mut model = catalogue::get_model(&pool, &id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such model."))?;
+    let price = |s: &str| -> Result<i64, ServerFnError> {
+        money::parse_decimal(s.trim().trim_start_matches('$'))
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| ServerFnError::new("Prices are dollar amounts per million tokens, like 3 or 0.30."))
+    };
+    model.input_price = price(&input)?;
+    model.output_price = price(&output)?;
+    model.cache_write_5m_price = price(&cache_write_5m)?;
+    model.cache_write_1h_price = price(&cache_write_1h)?;
+    model.cache_read_price = price(&cache_read)?;
+    model.enabled = enabled.is_some();
+    catalogue::upsert_model(&pool, &model).await.map_err(crate::ssr::internal)?;
+    Ok(format!("Prices of {id} saved."))
+}

@@ -1,0 +1,141 @@
+//! A customer's API keys: create (secret shown once), list, revoke. Only the owner's keys.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub channel: String,
+    pub created: String,
+    pub last_used: Option<String>,
+    pub spent: String,
+    pub spend_limit: Option<String>,
+    pub expires: Option<String>,
+    pub revoked: bool,
+    pub expired: bool,
+    pub models: String,
+    pub allow_fallback: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelOption {
+    pub code: String,
+    pub label: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeysData {
+    pub keys: Vec<KeyView>,
+    pub channels: Vec<ChannelOption>,
+    pub models: Vec<String>,
+}
+
+/// The one moment the secret is visible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub name: String,
+    pub secret: String,
+}
+
+impl std::fmt::Display for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key “{}” created.", self.name)
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
+    use crate::ssr::{cny, when};
+    KeyView {
+        id: k.id.to_string(),
+        name: k.name,
+        prefix: k.prefix,
+        channel: k.channel,
+        created: when(k.created_at),
+        last_used: k.last_used_at.map(when),
+        spent: cny(k.spent_micros),
+        spend_limit: k.spend_limit_micros.map(cny),
+        expired: k.expires_at.is_some_and(|t| t <= chrono::Utc::now()),
+        expires: k.expires_at.map(when),
+        revoked: k.revoked_at.is_some(),
+        models: if k.allowed_models.is_empty() { "All models".into() } else { k.allowed_models.join(", ") },
+        allow_fallback: k.allow_fallback,
+    }
+}
+
+#[server(endpoint = "keys")]
+pub async fn keys_page() -> Result<KeysData, ServerFnError> {
+    use cloudrouter_core::{catalogue, keys};
+    let user = crate::ssr::require_user().await?;
+    let pool = crate::ssr::pool()?;
+    let keys = keys::list(&pool, user.id).await.map_err(crate::ssr::internal)?;
+    let channels = catalogue::list_channels(&pool).await.map_err(crate::ssr::internal)?;
+    let models = catalogue::list_models(&pool).await.map_err(crate::ssr::internal)?;
+    Ok(KeysData {
+        keys: keys.into_iter().map(key_view).collect(),
+        channels: channels
+            .into_iter()
+            .map(|c| ChannelOption { label: format!("{} — {} per $1", c.name, crate::ssr::cny(c.rate_micros_per_usd)), code: c.code })
+            .collect(),
+        models: models.into_iter().filter(|m| m.enabled).map(|m| m.id).collect(),
+    })
+}
+
+/// Form fields arrive as strings so that an empty optional field is simply ""; the model
+/// allow-list is comma-separated (empty = every model).
+#[server(endpoint = "keys/create")]
+pub async fn create_key(
+    name: String,
+    channel: String,
+    spend_limit: String,
+    expires_in_days: String,
+    models: String,
+    allow_fallback: Option<String>,
+) -> Result<CreatedKey, ServerFnError> {
+    use cloudrouter_core::keys::{self, KeyError, NewKey};
+    let user = crate::ssr::require_user().await?;
+    let spend_limit_micros = match spend_limit.trim() {
+        "" => None,
+        s => Some(
+            cloudrouter_core::money::parse_decimal(s)
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ServerFnError::new("The spending limit must be a positive amount in yuan, like 50 or 12.5."))?,
+        ),
+    };
+    let expires_at = match expires_in_days.trim() {
+        "" | "0" => None,
+        s => {
+            let days: i64 = s.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| ServerFnError::new("Expiry must be between 1 and 3650 days."))?;
+            Some(chrono::Utc::now() + chrono::Duration::days(days))
+        }
+    };
+    let new = NewKey {
+        name: name.trim().to_string(),
+        channel,
+        spend_limit_micros,
+        expires_at,
+        allowed_models: models.split([',', ' ', '\n']).map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect(),
+        allow_fallback: allow_fallback.is_some(),
+        ..Default::default()
+    };
+    let (summary, secret) = keys::create(&crate::ssr::pool()?, user.id, new).await.map_err(|e| match e {
+        KeyError::InvalidName => ServerFnError::new("Give the key a name of 1 to 100 characters."),
+        KeyError::UnknownChannel => ServerFnError::new("Choose one of the listed channels."),
+        KeyError::UnknownModel(m) => ServerFnError::new(format!("Unknown model: {m}")),
+        KeyError::InvalidLimit => ServerFnError::new("Limits must be positive."),
+        KeyError::Db(e) => crate::ssr::internal(e),
+    })?;
+    Ok(CreatedKey { name: summary.name, secret })
+}
+
+#[server(endpoint = "keys/revoke")]
+pub async fn revoke_key(id: String) -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let id = crate::ssr::parse_uuid(&id, "key")?;
+    let revoked = cloudrouter_core::keys::revoke(&crate::ssr::pool()?, user.id, id).await.map_err(crate::ssr::internal)?;
+    if revoked { Ok("Key revoked. Requests with it are refused from now on.".into()) } else { Err(ServerFnError::new("No such key.")) }
+}

@@ -1,0 +1,78 @@
+//! Staff: channel rates and capacity, model list prices. Changes apply to new requests at once.
+
+use super::LoadError;
+use crate::api::catalogue::{admin_catalogue, UpdateChannel, UpdateModel};
+use crate::components::form::ActionMessage;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn Catalogue() -> impl IntoView {
+    let channel = ServerAction::<UpdateChannel>::new();
+    let model = ServerAction::<UpdateModel>::new();
+    let data = Resource::new(move || (channel.version().get(), model.version().get()), |_| admin_catalogue());
+    view! {
+        <Title text="Models & channels" />
+        <h1 class="page-title">"Models & channels"</h1>
+        <div class="mt-4 space-y-2">
+            <ActionMessage value=channel.value() />
+            <ActionMessage value=model.value() />
+        </div>
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(c) => view! {
+                        <h2 class="section-title mt-6">"Channels"</h2>
+                        <div class="mt-3 grid gap-4 md:grid-cols-3">
+                            {c.channels.into_iter().map(|ch| view! {
+                                <ActionForm action=channel attr:class="card space-y-3">
+                                    <input type="hidden" name="code" value=ch.code.clone() />
+                                    <p class="font-semibold">{ch.name.clone()}</p>
+                                    <label class="block text-sm">"¥ per $1 of list price"
+                                        <input name="rate" value=ch.rate_yuan.clone() class="input mt-1" aria-label=format!("{} rate", ch.name) />
+                                    </label>
+                                    <label class="block text-sm">"Concurrent requests (all customers)"
+                                        <input name="capacity" type="number" value=ch.capacity class="input mt-1" />
+                                    </label>
+                                    <button type="submit" class="btn-ghost">"Save"</button>
+                                </ActionForm>
+                            }).collect_view()}
+                        </div>
+                        <h2 class="section-title mt-8">"Models (USD per million tokens)"</h2>
+                        <div class="mt-3 space-y-3">
+                            {c.models.into_iter().map(|m| view! {
+                                <ActionForm action=model attr:class="card grid gap-3 sm:grid-cols-4 lg:grid-cols-8 lg:items-end">
+                                    <input type="hidden" name="id" value=m.id.clone() />
+                                    <div class="sm:col-span-4 lg:col-span-2">
+                                        <p class="font-medium">{m.display_name.clone()}</p>
+                                        <code class="text-xs text-slate-500">{m.id.clone()}</code>
+                                        {m.deprecated.clone().map(|d| view! { <p class="text-xs text-amber-600">{format!("retires {d}")}</p> })}
+                                    </div>
+                                    <PriceInput label="Input" name="input" value=m.input.clone() />
+                                    <PriceInput label="Output" name="output" value=m.output.clone() />
+                                    <PriceInput label="Write 5m" name="cache_write_5m" value=m.cache_write_5m.clone() />
+                                    <PriceInput label="Write 1h" name="cache_write_1h" value=m.cache_write_1h.clone() />
+                                    <PriceInput label="Read" name="cache_read" value=m.cache_read.clone() />
+                                    <div class="flex items-center gap-3">
+                                        <label class="flex items-center gap-1 text-sm"><input type="checkbox" name="enabled" value="on" checked=m.enabled />"Offered"</label>
+                                        <button type="submit" class="btn-ghost">"Save"</button>
+                                    </div>
+                                </ActionForm>
+                            }).collect_view()}
+                        </div>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn PriceInput(label: &'static str, name: &'static str, value: String) -> impl IntoView {
+    view! {
+        <label class="block text-xs text-slate-500">{label}
+            <input name=name value=value.trim_start_matches('$').to_string() class="input mt-1 tabular-nums" />
+        </label>
+    }
+}

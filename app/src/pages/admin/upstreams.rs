@@ -1,0 +1,79 @@
+//! Staff: the upstream Claude accounts, their live health, adding one, enabling and disabling.
+
+use super::LoadError;
+use crate::api::admin::{list_upstreams, AddUpstream, SetUpstreamEnabled};
+use crate::components::form::{ActionMessage, Field};
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn Upstreams() -> impl IntoView {
+    let add = ServerAction::<AddUpstream>::new();
+    let toggle = ServerAction::<SetUpstreamEnabled>::new();
+    let list = Resource::new(move || (add.version().get(), toggle.version().get()), |_| list_upstreams());
+    view! {
+        <Title text="Upstreams" />
+        <h1 class="page-title">"Upstreams"</h1>
+        <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
+            "Claude accounts the gateway routes to, by priority then weight, skipping any whose circuit is open. Credentials are encrypted at rest and never shown again."
+        </p>
+        <div class="mt-4"><ActionMessage value=toggle.value() /></div>
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match list.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(list) => view! {
+                        <div class="card mt-4 overflow-x-auto p-0">
+                            <table class="table">
+                                <thead><tr>
+                                    <th>"Name"</th><th>"Channels"</th><th class="text-right">"Priority / weight"</th>
+                                    <th>"Circuit"</th><th class="text-right">"Success (recent)"</th><th class="text-right">"Latency"</th><th></th>
+                                </tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|u| view! {
+                                        <tr data-testid="upstream-row">
+                                            <td>
+                                                <span class="font-medium">{u.name.clone()}</span>
+                                                {u.is_demo.then(|| view! { <span class="badge ml-2">"Demo"</span> })}
+                                                <span class="block text-xs text-slate-500">{u.base_url.clone()}" · key …"{u.credential_hint.clone()}</span>
+                                                {u.last_error.clone().map(|e| view! { <span class="block text-xs text-red-600">{e}</span> })}
+                                            </td>
+                                            <td>{u.channels.clone()}</td>
+                                            <td class="text-right tabular-nums">{format!("{} / {}", u.priority, u.weight)}{u.concurrency_cap.map(|c| format!(" · cap {c}"))}</td>
+                                            <td class="capitalize">{u.circuit.clone()}</td>
+                                            <td class="text-right tabular-nums">{u.success_rate.clone().unwrap_or_else(|| "—".into())}</td>
+                                            <td class="text-right tabular-nums">{u.latency.clone().unwrap_or_else(|| "—".into())}</td>
+                                            <td>
+                                                <ActionForm action=toggle>
+                                                    <input type="hidden" name="id" value=u.id.clone() />
+                                                    <input type="hidden" name="enabled" value=(!u.enabled).to_string() />
+                                                    <button type="submit" class=if u.enabled { "btn-danger" } else { "btn-ghost" }>
+                                                        {if u.enabled { "Disable" } else { "Enable" }}
+                                                    </button>
+                                                </ActionForm>
+                                            </td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+        <section class="card mt-6 max-w-2xl">
+            <h2 class="section-title">"Add an upstream"</h2>
+            <ActionForm action=add attr:class="mt-4 grid gap-4 sm:grid-cols-2">
+                <Field label="Name" name="name" placeholder="anthropic-main" />
+                <Field label="Base URL" name="base_url" kind="url" placeholder="https://api.anthropic.com" />
+                <Field label="API key" name="api_key" kind="password" autocomplete="off" />
+                <Field label="Channels" name="channels" value="value, smart, stable" hint="Comma-separated: value, smart, stable" />
+                <Field label="Priority" name="priority" kind="number" value="0" hint="Lower is tried first" />
+                <Field label="Weight" name="weight" kind="number" value="1" />
+                <Field label="Concurrency cap (optional)" name="concurrency_cap" kind="number" required=false />
+                <div class="flex items-end"><button type="submit" class="btn-primary w-full">"Add upstream"</button></div>
+            </ActionForm>
+            <div class="mt-3"><ActionMessage value=add.value() /></div>
+        </section>
+    }
+}

@@ -1,0 +1,129 @@
+//! API keys: create one (the secret is shown once), see each key's use and spend, revoke.
+
+use crate::api::keys::{keys_page, CreateKey, KeyView, RevokeKey};
+use crate::components::form::{ActionMessage, Field};
+use crate::pages::admin::LoadError;
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn Keys() -> impl IntoView {
+    let create = ServerAction::<CreateKey>::new();
+    let revoke = ServerAction::<RevokeKey>::new();
+    let page = Resource::new(move || (create.version().get(), revoke.version().get()), |_| keys_page());
+    view! {
+        <Title text="API keys" />
+        <h1 class="page-title">"API keys"</h1>
+        <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
+            "Each key is bound to one channel, which sets its price per dollar of list price. Send it as "
+            <code>"x-api-key"</code>" or "<code>"Authorization: Bearer"</code>"."
+        </p>
+        <NewSecret create />
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match page.await {
+                    Err(e) => view! { <LoadError error=e /> }.into_any(),
+                    Ok(p) => view! {
+                        <div class="mt-6 grid gap-6 xl:grid-cols-3">
+                            <section class="card xl:col-span-1">
+                                <h2 class="section-title">"Create a key"</h2>
+                                <ActionForm action=create attr:class="mt-4 space-y-4">
+                                    <Field label="Name" name="name" placeholder="e.g. laptop, CI, production" />
+                                    <label class="block">
+                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Channel"</span>
+                                        <select name="channel" class="input mt-1">
+                                            {p.channels.into_iter().map(|c| view! { <option value=c.code>{c.label}</option> }).collect_view()}
+                                        </select>
+                                    </label>
+                                    <Field label="Spending limit (¥, optional)" name="spend_limit" required=false placeholder="no limit" />
+                                    <Field label="Expires after (days, optional)" name="expires_in_days" kind="number" required=false placeholder="never" />
+                                    <label class="block">
+                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Allowed models (optional)"</span>
+                                        <input name="models" list="model-ids" class="input mt-1" placeholder="all models" />
+                                        <datalist id="model-ids">
+                                            {p.models.into_iter().map(|m| view! { <option value=m /> }).collect_view()}
+                                        </datalist>
+                                        <span class="mt-1 block text-xs text-slate-500">"Comma-separated model IDs; leave empty to allow every model."</span>
+                                    </label>
+                                    <label class="flex items-start gap-2 text-sm">
+                                        <input type="checkbox" name="allow_fallback" value="on" class="mt-1" />
+                                        <span>"Allow fallback to another Claude model when the requested one is unavailable (the response says which model served)."</span>
+                                    </label>
+                                    <button type="submit" class="btn-primary w-full">"Create key"</button>
+                                </ActionForm>
+                            </section>
+                            <section class="xl:col-span-2">
+                                <ActionMessage value=revoke.value() />
+                                <KeyTable keys=p.keys revoke />
+                            </section>
+                        </div>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// The secret of a key just created, or why creation failed.
+#[component]
+fn NewSecret(create: ServerAction<CreateKey>) -> impl IntoView {
+    move || match create.value().get() {
+        Some(Ok(k)) => Some(view! {
+            <div role="status" class="alert-ok mt-4" data-testid="new-key">
+                <p class="font-medium">{format!("Key “{}” created. Copy it now: it will not be shown again.", k.name)}</p>
+                <code class="mt-2 block break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret}</code>
+            </div>
+        }.into_any()),
+        Some(Err(e)) => Some(view! { <p role="alert" class="alert-error mt-4">{crate::api::error_text(&e)}</p> }.into_any()),
+        None => None,
+    }
+}
+
+#[component]
+fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoView {
+    if keys.is_empty() {
+        return view! { <div class="card text-sm text-slate-500">"No keys yet. Create one to start calling the API."</div> }.into_any();
+    }
+    view! {
+        <div class="card overflow-x-auto p-0">
+            <table class="table">
+                <thead><tr>
+                    <th>"Name"</th><th>"Key"</th><th>"Channel"</th><th>"Last used"</th><th class="text-right">"Spent"</th><th>"Status"</th><th></th>
+                </tr></thead>
+                <tbody>
+                    {keys.into_iter().map(|k| {
+                        let status = if k.revoked { "Revoked" } else if k.expired { "Expired" } else { "Active" };
+                        let active = !k.revoked && !k.expired;
+                        view! {
+                            <tr data-testid="key-row">
+                                <td>
+                                    <span class="font-medium">{k.name.clone()}</span>
+                                    <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(" · fallback allowed")}</span>
+                                </td>
+                                <td><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
+                                <td class="capitalize">{k.channel.clone()}</td>
+                                <td class="whitespace-nowrap text-slate-500">{k.last_used.clone().unwrap_or_else(|| "never".into())}</td>
+                                <td class="whitespace-nowrap text-right tabular-nums">
+                                    {k.spent.clone()}
+                                    {k.spend_limit.clone().map(|l| view! { <span class="block text-xs text-slate-500">{format!("of {l}")}</span> })}
+                                </td>
+                                <td>
+                                    {status}
+                                    {k.expires.clone().filter(|_| active).map(|e| view! { <span class="block text-xs text-slate-500">{format!("until {e}")}</span> })}
+                                </td>
+                                <td>
+                                    {active.then(|| view! {
+                                        <ActionForm action=revoke>
+                                            <input type="hidden" name="id" value=k.id.clone() />
+                                            <button type="submit" class="btn-danger" aria-label=format!("Revoke {}", k.name)>"Revoke"</button>
+                                        </ActionForm>
+                                    })}
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }.into_any()
+}
