@@ -7,7 +7,7 @@ STATE="$ROOT/.cloudrouter"          # local, git-ignored: venv, private Postgres
 mkdir -p "$STATE"
 # Builds are kept outside the clone so a fresh clone on the same machine reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cloudrouter-target}"
-export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -31,10 +31,10 @@ install_rust_tools() {
 
 install_node_tools() {
   # Tailwind's compiler, binaryen's wasm-opt and playwright-core, pinned by package-lock.json.
-  local stamp="$ROOT/end2end/node_modules/.installed"
-  if [ ! -f "$stamp" ] || [ "$ROOT/end2end/package-lock.json" -nt "$stamp" ]; then
+  local stamp="$ROOT/node_modules/.installed"
+  if [ ! -f "$stamp" ] || [ "$ROOT/package-lock.json" -nt "$stamp" ]; then
     say "installing Node tools (tailwindcss, binaryen, playwright-core)"
-    (cd "$ROOT/end2end" && npm ci --no-audit --no-fund)
+    (cd "$ROOT" && npm ci --no-audit --no-fund)
     touch "$stamp"
   fi
 }

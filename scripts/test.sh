@@ -17,4 +17,4 @@ cargo leptos build
 
 say "browser tests (headless Chromium)"
 export SERVER_BIN="$CARGO_TARGET_DIR/debug/server"
-(cd end2end && npm test)
+npm run test:e2e

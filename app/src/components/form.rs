@@ -13,20 +13,24 @@ pub fn Field(
     #[prop(default = true)] required: bool,
     #[prop(optional, into)] value: String,
 ) -> impl IntoView {
+    let hint_id = format!("{name}-hint");
     view! {
-        <label class="block">
-            <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{label}</span>
-            <input
-                type=kind
-                name=name
-                value=value
-                required=required
-                autocomplete=autocomplete
-                placeholder=placeholder
-                class="input mt-1"
-            />
-            {(!hint.is_empty()).then(|| view! { <span class="mt-1 block text-xs text-slate-500">{hint}</span> })}
-        </label>
+        <div>
+            <label class="block">
+                <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{label}</span>
+                <input
+                    type=kind
+                    name=name
+                    value=value
+                    required=required
+                    autocomplete=autocomplete
+                    placeholder=placeholder
+                    aria-describedby=(!hint.is_empty()).then(|| hint_id.clone())
+                    class="input mt-1"
+                />
+            </label>
+            {(!hint.is_empty()).then(|| view! { <p id=hint_id class="mt-1 text-xs text-slate-500">{hint}</p> })}
+        </div>
     }
 }
 
