@@ -1,0 +1,286 @@
+//! Staff automation API, JSON, mounted by the server at `/api/admin/v1`.
+//! Authentication: `Authorization: Bearer <admin token>`; tokens are issued on the command line
+//! (`server admin token --email E`, see [`issue_token`]), stored as SHA-256 hashes, and only work
+//! while their owner is an active staff member.
+//!
+//! Errors: `{"error": {"type": "...", "message": "..."}}` with a matching status.
+
+use crate::accounts::{self, AccountError};
+use crate::crypto::Crypto;
+use crate::gateway::Gateway;
+use crate::keys::{self, KeyError, NewKey};
+use crate::ledger::{self, LedgerError, LedgerKind};
+use crate::money;
+use crate::upstreams::{self, NewUpstream, UpstreamError};
+use crate::usage::{self, UsageFilter};
+use crate::util::{random_base62, sha256};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pool: PgPool,
+    crypto: Crypto,
+    gateway: Option<Gateway>,
+}
+
+/// The admin API routes (relative: `/users`, `/upstreams`, `/usage`, ...). `gateway` adds live
+/// health to `GET /upstreams`.
+pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>) -> Router {
+    Router::new()
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(get_user))
+        .route("/users/{id}/credit", post(credit))
+        .route("/users/{id}/keys", post(create_key).get(list_keys))
+        .route("/upstreams", post(create_upstream).get(list_upstreams))
+        .route("/usage", get(list_usage))
+        .with_state(AdminState { pool, crypto, gateway })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("no user with this email")]
+    UnknownUser,
+    #[error("only staff members can hold admin tokens")]
+    NotStaff,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Issues an admin token for a staff member. The token (`cra-` + 40 base62) is returned once;
+/// only its hash is stored.
+pub async fn issue_token(pool: &PgPool, email: &str) -> Result<String, AdminError> {
+    let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, role FROM users WHERE lower(email) = lower($1)")
+        .bind(email.trim())
+        .fetch_optional(pool)
+        .await?;
+    let (id, role) = row.ok_or(AdminError::UnknownUser)?;
+    if role != "staff" {
+        return Err(AdminError::NotStaff);
+    }
+    let token = format!("cra-{}", random_base62(40));
+    sqlx::query("INSERT INTO admin_tokens (user_id, token_hash, prefix) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(&sha256(token.as_bytes())[..])
+        .bind(&token[..10])
+        .execute(pool)
+        .await?;
+    Ok(token)
+}
+
+/// Revokes every admin token of a user.
+pub async fn revoke_tokens(pool: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("UPDATE admin_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(user_id)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+pub struct ApiErr(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": {"type": self.1, "message": self.2}}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiErr {
+    ApiErr(StatusCode::BAD_REQUEST, "invalid_request_error", msg.into())
+}
+fn not_found(what: &str) -> ApiErr {
+    ApiErr(StatusCode::NOT_FOUND, "not_found_error", format!("{what} not found"))
+}
+fn internal(e: impl std::fmt::Display) -> ApiErr {
+    tracing::error!(error = %e, "admin API error");
+    ApiErr(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal error".into())
+}
+
+/// The authenticated staff member.
+pub struct Staff {
+    pub user_id: Uuid,
+}
+
+impl FromRequestParts<AdminState> for Staff {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Self::Rejection> {
+        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required".into());
+        let token = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string())
+            .ok_or_else(unauthorized)?;
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE admin_tokens t SET last_used_at = now() FROM users u \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.role = 'staff' AND u.status = 'active' \
+             RETURNING t.user_id",
+        )
+        .bind(&sha256(token.as_bytes())[..])
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(internal)?;
+        id.map(|user_id| Staff { user_id }).ok_or_else(unauthorized)
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateUser {
+    email: String,
+    password: String,
+}
+
+async fn create_user(_s: Staff, State(st): State<AdminState>, Json(b): Json<CreateUser>) -> Result<Response, ApiErr> {
+    match accounts::create_user(&st.pool, &b.email, &b.password).await {
+        Ok(u) => Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response()),
+        Err(AccountError::EmailTaken) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", AccountError::EmailTaken.to_string())),
+        Err(AccountError::Db(e)) => Err(internal(e)),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErr> {
+    let u = accounts::find_by_id(pool, id).await.map_err(internal)?.ok_or_else(|| not_found("user"))?;
+    let b = ledger::balance_info(pool, id).await.map_err(internal)?;
+    Ok(json!({
+        "id": u.id,
+        "email": u.email,
+        "role": u.role.as_str(),
+        "status": if u.suspended { "suspended" } else { "active" },
+        "created_at": u.created_at,
+        "balance": money::to_decimal_string(b.balance_micros),
+        "balance_micros": b.balance_micros,
+        "held_micros": b.held_micros,
+        "available_micros": b.available_micros,
+    }))
+}
+
+async fn get_user(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+    Ok(Json(user_json(&st.pool, id).await?))
+}
+
+#[derive(Deserialize)]
+struct Credit {
+    /// Decimal CNY, e.g. "12.50"; negative debits.
+    amount: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn credit(s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>, Json(b): Json<Credit>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let amount = money::parse_decimal(&b.amount).map_err(|e| bad(format!("amount: {e}")))?;
+    let kind = if amount >= 0 { LedgerKind::Credit } else { LedgerKind::Debit };
+    let entry = match ledger::adjust(&st.pool, id, amount, kind, b.note.trim(), Some(s.user_id)).await {
+        Ok(e) => e,
+        Err(LedgerError::UnknownUser) => return Err(not_found("user")),
+        Err(LedgerError::Db(e)) => return Err(internal(e)),
+        Err(e @ LedgerError::Insufficient { .. }) => return Err(ApiErr(StatusCode::CONFLICT, "insufficient_balance", e.to_string())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    Ok(Json(json!({
+        "entry": entry,
+        "balance": money::to_decimal_string(entry.balance_after_micros),
+        "balance_micros": entry.balance_after_micros,
+    })))
+}
+
+#[derive(Deserialize)]
+struct CreateKey {
+    name: String,
+    channel: String,
+    /// Decimal CNY
+    #[serde(default)]
+    spend_limit: Option<String>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    allowed_models: Vec<String>,
+    #[serde(default)]
+    allow_fallback: bool,
+    #[serde(default)]
+    rpm_limit: Option<i32>,
+    #[serde(default)]
+    concurrency_limit: Option<i32>,
+}
+
+async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>, Json(b): Json<CreateKey>) -> Result<Response, ApiErr> {
+    if accounts::find_by_id(&st.pool, id).await.map_err(internal)?.is_none() {
+        return Err(not_found("user"));
+    }
+    let spend_limit_micros = match &b.spend_limit {
+        Some(s) => Some(money::parse_decimal(s).map_err(|e| bad(format!("spend_limit: {e}")))?),
+        None => None,
+    };
+    let new = NewKey {
+        name: b.name,
+        channel: b.channel,
+        spend_limit_micros,
+        expires_at: b.expires_at,
+        allowed_models: b.allowed_models,
+        allow_fallback: b.allow_fallback,
+        rpm_limit: b.rpm_limit,
+        concurrency_limit: b.concurrency_limit,
+    };
+    match keys::create(&st.pool, id, new).await {
+        Ok((k, secret)) => Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response()),
+        Err(KeyError::Db(e)) => Err(internal(e)),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn list_keys(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let ks = keys::list(&st.pool, id).await.map_err(internal)?;
+    Ok(Json(json!({"data": ks})))
+}
+
+async fn create_upstream(_s: Staff, State(st): State<AdminState>, Json(b): Json<NewUpstream>) -> Result<Response, ApiErr> {
+    match upstreams::create(&st.pool, &st.crypto, b).await {
+        Ok(id) => Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response()),
+        Err(UpstreamError::Duplicate) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", UpstreamError::Duplicate.to_string())),
+        Err(UpstreamError::Db(e)) => Err(internal(e)),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+async fn list_upstreams(_s: Staff, State(st): State<AdminState>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let list = upstreams::list(&st.pool).await.map_err(internal)?;
+    let health = st.gateway.as_ref().map(|g| g.health()).unwrap_or_default();
+    let data: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|u| {
+            let h = health.iter().find(|h| h.id == u.id);
+            let mut v = serde_json::to_value(&u).unwrap_or_default();
+            v["health"] = serde_json::to_value(h).unwrap_or_default();
+            v
+        })
+        .collect();
+    Ok(Json(json!({"data": data})))
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    user_id: Option<Uuid>,
+    key_id: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn list_usage(_s: Staff, State(st): State<AdminState>, Query(q): Query<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since: q.since, until: q.until, limit: q.limit })
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({"data": rows})))
+}

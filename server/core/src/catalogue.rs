@@ -1,0 +1,118 @@
+//! The model catalogue (staff-editable list prices) and the channels (rates and capacity).
+
+use crate::pricing::ModelPrices;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+pub struct Model {
+    pub id: String,
+    pub display_name: String,
+    pub family: String,
+    /// micro-USD per million tokens
+    pub input_price: i64,
+    pub output_price: i64,
+    pub cache_write_5m_price: i64,
+    pub cache_write_1h_price: i64,
+    pub cache_read_price: i64,
+    pub fallbacks: Vec<String>,
+    pub enabled: bool,
+    pub released_at: DateTime<Utc>,
+    pub deprecated_at: Option<DateTime<Utc>>,
+    pub sort: i32,
+}
+
+impl Model {
+    pub fn prices(&self) -> ModelPrices {
+        ModelPrices {
+            input: self.input_price,
+            output: self.output_price,
+            cache_write_5m: self.cache_write_5m_price,
+            cache_write_1h: self.cache_write_1h_price,
+            cache_read: self.cache_read_price,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+pub struct Channel {
+    pub code: String,
+    pub name: String,
+    pub description: String,
+    /// micro-CNY charged per 1 USD of list price
+    pub rate_micros_per_usd: i64,
+    pub concurrency_capacity: i32,
+    pub sort: i32,
+}
+
+const MODEL_COLS: &str = "id, display_name, family, input_price, output_price, cache_write_5m_price, \
+     cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort";
+
+/// Every model, enabled or not, in display order.
+pub async fn list_models(pool: &PgPool) -> Result<Vec<Model>, sqlx::Error> {
+    sqlx::query_as::<_, Model>(&format!("SELECT {MODEL_COLS} FROM models ORDER BY sort, id"))
+        .fetch_all(pool)
+        .await
+}
+
+pub async fn get_model(pool: &PgPool, id: &str) -> Result<Option<Model>, sqlx::Error> {
+    sqlx::query_as::<_, Model>(&format!("SELECT {MODEL_COLS} FROM models WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Inserts or replaces a model (staff). Gateways reload the catalogue at once (NOTIFY trigger).
+pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO models (id, display_name, family, input_price, output_price, cache_write_5m_price, \
+         cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, updated_at) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13, now()) \
+         ON CONFLICT (id) DO UPDATE SET display_name=$2, family=$3, input_price=$4, output_price=$5, \
+         cache_write_5m_price=$6, cache_write_1h_price=$7, cache_read_price=$8, fallbacks=$9, enabled=$10, \
+         released_at=$11, deprecated_at=$12, sort=$13, updated_at=now()",
+    )
+    .bind(&m.id)
+    .bind(&m.display_name)
+    .bind(&m.family)
+    .bind(m.input_price)
+    .bind(m.output_price)
+    .bind(m.cache_write_5m_price)
+    .bind(m.cache_write_1h_price)
+    .bind(m.cache_read_price)
+    .bind(&m.fallbacks)
+    .bind(m.enabled)
+    .bind(m.released_at)
+    .bind(m.deprecated_at)
+    .bind(m.sort)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn list_channels(pool: &PgPool) -> Result<Vec<Channel>, sqlx::Error> {
+    sqlx::query_as::<_, Channel>(
+        "SELECT code, name, description, rate_micros_per_usd, concurrency_capacity, sort FROM channels ORDER BY sort, code",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Changes a channel's rate and capacity (staff). Returns false if the channel does not exist.
+pub async fn update_channel(
+    pool: &PgPool,
+    code: &str,
+    rate_micros_per_usd: i64,
+    concurrency_capacity: i32,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE channels SET rate_micros_per_usd = $2, concurrency_capacity = $3, updated_at = now() WHERE code = $1",
+    )
+    .bind(code)
+    .bind(rate_micros_per_usd)
+    .bind(concurrency_capacity)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

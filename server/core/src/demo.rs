@@ -1,0 +1,415 @@
+//! A simulated Claude that speaks Anthropic's Messages API exactly (JSON and SSE), used as the
+//! built-in demo upstream and, with injectable failures ([`FakeBehavior`]), by the tests.
+
+use crate::crypto::Crypto;
+use crate::upstreams::{self, NewUpstream, UpstreamError};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// Exact usage numbers the fake reports (for billing tests).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinnedUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_write_5m_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub cache_read_tokens: i64,
+}
+
+/// How the fake upstream behaves. The default is a healthy, realistic Claude.
+#[derive(Debug, Clone, Default)]
+pub struct FakeBehavior {
+    /// Answer with this HTTP status and Anthropic's error JSON ...
+    pub fail_status: Option<u16>,
+    /// ... for this many requests (None = every request).
+    pub fail_times: Option<u64>,
+    /// Send 200 headers, then break the connection before any body byte.
+    pub drop_connection: bool,
+    /// Wait this long before answering (before the first byte).
+    pub first_byte_delay: Duration,
+    /// Wait this long between stream events.
+    pub event_delay: Duration,
+    /// Streams: break the connection after this many events.
+    pub cut_after_events: Option<usize>,
+    /// Streams: go silent (connection kept open) after this many events.
+    pub stall_after_events: Option<usize>,
+    /// Report exactly these token counts.
+    pub usage: Option<PinnedUsage>,
+    /// Answer with a JSON text describing the received request (path, query, headers, body).
+    pub echo: bool,
+    /// Report this model instead of the requested one.
+    pub served_model: Option<String>,
+    /// Refuse requests whose credential is not this one.
+    pub require_key: Option<String>,
+}
+
+/// What the fake saw of a request.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    behavior: RwLock<FakeBehavior>,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    last: Mutex<Option<RecordedRequest>>,
+    models_seen: Mutex<Vec<String>>,
+}
+
+/// A fake upstream listening on 127.0.0.1 (port chosen by the OS).
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    /// "http://127.0.0.1:PORT" (use as an upstream's base URL).
+    pub base_url: String,
+    pub state: Arc<FakeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    pub async fn start(behavior: FakeBehavior) -> std::io::Result<FakeUpstream> {
+        let state = Arc::new(FakeState { behavior: RwLock::new(behavior), ..Default::default() });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let app = fake_router(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(crate::gateway::nodelay(listener), app).await;
+        });
+        Ok(FakeUpstream { addr, base_url: format!("http://{addr}"), state, task })
+    }
+
+    pub fn set(&self, b: FakeBehavior) {
+        *self.state.behavior.write().unwrap() = b;
+        self.state.failures.store(0, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.state.last.lock().unwrap().clone()
+    }
+
+    /// Models of the requests received, in order.
+    pub fn models_seen(&self) -> Vec<String> {
+        self.state.models_seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The built-in demo upstream (healthy, realistic). Mounted by the server under `/_demo`.
+pub fn router() -> Router {
+    fake_router(Arc::new(FakeState::default()))
+}
+
+/// A fake upstream with shared, changeable behaviour.
+pub fn fake_router(state: Arc<FakeState>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(fake_messages))
+        .route("/v1/messages/count_tokens", post(fake_count_tokens))
+        .route("/v1/models", get(fake_models))
+        .with_state(state)
+}
+
+/// Registers the demo upstream (serving every channel) when no upstream exists yet.
+pub async fn ensure_demo_upstream(pool: &PgPool, crypto: &Crypto, base_url: &str) -> Result<(), UpstreamError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM upstreams").fetch_one(pool).await?;
+    if n > 0 {
+        return Ok(());
+    }
+    let channels: Vec<String> = sqlx::query_scalar("SELECT code FROM channels ORDER BY sort").fetch_all(pool).await?;
+    let r = upstreams::create_demo(
+        pool,
+        crypto,
+        NewUpstream {
+            name: "Demo (simulated Claude)".into(),
+            base_url: base_url.into(),
+            api_key: format!("demo-{}", crate::util::random_base62(24)),
+            channels,
+            priority: 0,
+            weight: 1,
+            concurrency_cap: None,
+            enabled: true,
+        },
+    )
+    .await;
+    match r {
+        Ok(_) | Err(UpstreamError::Duplicate) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn error_type_for(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+fn anthropic_error(status: u16, message: &str) -> Response {
+    let body = json!({"type": "error", "error": {"type": error_type_for(status), "message": message},
+                      "request_id": crate::util::request_id()});
+    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body.to_string()).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r.headers_mut().insert("request-id", HeaderValue::from_str(&crate::util::request_id()).unwrap());
+    if status == 429 {
+        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    }
+    r
+}
+
+fn presented(h: &HeaderMap) -> Option<String> {
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.to_string());
+    }
+    h.get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.to_string())
+}
+
+/// Common checks; returns the parsed body or the error response.
+async fn intake(state: &FakeState, req: Request) -> Result<(Value, usize, FakeBehavior, RecordedRequest), Response> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20).await.map_err(|_| anthropic_error(400, "unreadable body"))?;
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let rec = RecordedRequest {
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    *state.last.lock().unwrap() = Some(rec.clone());
+    let b = state.behavior.read().unwrap().clone();
+    if !b.first_byte_delay.is_zero() {
+        tokio::time::sleep(b.first_byte_delay).await;
+    }
+    let key = presented(&parts.headers);
+    match (&key, &b.require_key) {
+        (None, _) => return Err(anthropic_error(401, "x-api-key header is required")),
+        (Some(k), Some(want)) if k != want => return Err(anthropic_error(401, "invalid x-api-key")),
+        _ => {}
+    }
+    if let Some(st) = b.fail_status {
+        let n = state.failures.fetch_add(1, Ordering::SeqCst);
+        if b.fail_times.is_none_or(|t| n < t) {
+            let msg = match st {
+                529 => "Overloaded",
+                429 => "Number of request tokens has exceeded your per-minute rate limit",
+                400 => "prompt is too long: 250000 tokens > 200000 maximum",
+                _ => "Internal server error",
+            };
+            return Err(anthropic_error(st, msg));
+        }
+    }
+    let v: Value = serde_json::from_slice(&body).map_err(|_| anthropic_error(400, "There was an error parsing the body as JSON"))?;
+    match v.get("model").and_then(Value::as_str) {
+        Some(m) => state.models_seen.lock().unwrap().push(m.to_string()),
+        None => return Err(anthropic_error(400, "model: Field required")),
+    }
+    Ok((v, body.len(), b, rec))
+}
+
+fn estimate_input_tokens(body_len: usize) -> i64 {
+    (body_len as i64 / 4).max(8)
+}
+
+const DEMO_TEXT: &str = "Hello! This answer comes from CloudRouter's built-in demo upstream, a simulated Claude that \
+speaks the Anthropic Messages API exactly, so you can try keys, streaming, usage records and charges before \
+connecting a real upstream. Ask staff to add one on the upstreams page; the demo steps aside once real upstreams exist.";
+
+fn reply_text(v: &Value, rec: &RecordedRequest, b: &FakeBehavior) -> String {
+    if b.echo {
+        let headers: serde_json::Map<String, Value> = rec
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+            .collect();
+        return json!({
+            "path": rec.path,
+            "query": rec.query,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&rec.body),
+        })
+        .to_string();
+    }
+    let max = v.get("max_tokens").and_then(Value::as_u64).unwrap_or(256) as usize;
+    // roughly one token per word piece: keep within max_tokens
+    DEMO_TEXT.split(' ').take(max.max(1)).collect::<Vec<_>>().join(" ")
+}
+
+fn usage_for(b: &FakeBehavior, body_len: usize, text: &str) -> PinnedUsage {
+    b.usage.unwrap_or(PinnedUsage {
+        input_tokens: estimate_input_tokens(body_len),
+        output_tokens: (text.len() as i64 / 4).max(1),
+        ..Default::default()
+    })
+}
+
+fn usage_json(u: &PinnedUsage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "cache_creation_input_tokens": u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
+        },
+        "output_tokens": u.output_tokens,
+        "service_tier": "standard",
+    })
+}
+
+fn sse(event: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Response {
+    let (v, body_len, b, rec) = match intake(&state, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if v.get("max_tokens").and_then(Value::as_u64).is_none() {
+        return anthropic_error(400, "max_tokens: Field required");
+    }
+    if !v.get("messages").is_some_and(Value::is_array) {
+        return anthropic_error(400, "messages: Field required");
+    }
+    let model = b.served_model.clone().unwrap_or_else(|| v["model"].as_str().unwrap_or("claude").to_string());
+    let text = reply_text(&v, &rec, &b);
+    let usage = usage_for(&b, body_len, &text);
+    let id = crate::util::message_id();
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+
+    if b.drop_connection {
+        let s = futures::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("dropped")) });
+        let mut r = Response::new(Body::from_stream(s));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static(if stream { "text/event-stream; charset=utf-8" } else { "application/json" }),
+        );
+        return r;
+    }
+
+    if !stream {
+        let body = json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": usage_json(&usage),
+        });
+        let mut r = (StatusCode::OK, body.to_string()).into_response();
+        r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        r.headers_mut().insert("request-id", HeaderValue::from_str(&crate::util::request_id()).unwrap());
+        r.headers_mut().insert("anthropic-ratelimit-requests-remaining", HeaderValue::from_static("999"));
+        return r;
+    }
+
+    let mut events: Vec<Bytes> = Vec::new();
+    let mut start_usage = usage_json(&usage);
+    start_usage["output_tokens"] = json!(1);
+    events.push(sse(
+        "message_start",
+        &json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": start_usage}}),
+    ));
+    events.push(sse(
+        "content_block_start",
+        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    events.push(Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"));
+    let chars: Vec<char> = text.chars().collect();
+    for piece in chars.chunks(24) {
+        let s: String = piece.iter().collect();
+        events.push(sse(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": s}}),
+        ));
+    }
+    events.push(sse("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+    events.push(sse(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"input_tokens": usage.input_tokens,
+                          "cache_creation_input_tokens": usage.cache_write_5m_tokens + usage.cache_write_1h_tokens,
+                          "cache_read_input_tokens": usage.cache_read_tokens,
+                          "output_tokens": usage.output_tokens}}),
+    ));
+    events.push(sse("message_stop", &json!({"type": "message_stop"})));
+
+    let cut = b.cut_after_events;
+    let stall = b.stall_after_events;
+    let delay = b.event_delay;
+    let s = futures::stream::unfold((events.into_iter().enumerate(), false), move |(mut it, stop)| async move {
+        if stop {
+            return None;
+        }
+        match it.next() {
+            Some((i, ev)) => {
+                if cut == Some(i) {
+                    return Some((Err(std::io::Error::other("cut")), (it, true)));
+                }
+                if stall == Some(i) {
+                    futures::future::pending::<()>().await;
+                }
+                if !delay.is_zero() && i > 0 {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((Ok::<Bytes, std::io::Error>(ev), (it, false)))
+            }
+            None => None,
+        }
+    });
+    let mut r = Response::new(Body::from_stream(s));
+    r.headers_mut().insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    r.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert("request-id", HeaderValue::from_str(&crate::util::request_id()).unwrap());
+    r
+}
+
+async fn fake_count_tokens(State(state): State<Arc<FakeState>>, req: Request) -> Response {
+    let (_v, body_len, b, _) = match intake(&state, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let n = b.usage.map(|u| u.input_tokens).unwrap_or_else(|| estimate_input_tokens(body_len));
+    let mut r = (StatusCode::OK, json!({"input_tokens": n}).to_string()).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn fake_models() -> Response {
+    let mut r = (StatusCode::OK, json!({"data": [], "has_more": false, "first_id": null, "last_id": null}).to_string()).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}

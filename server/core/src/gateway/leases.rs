@@ -1,0 +1,363 @@
+//! Shared budgets without a database round trip per request.
+//!
+//! Each gateway instance leases a slice of a shared budget in one atomic statement (SQL functions
+//! `cr_lease_balance`, `cr_lease_key`, `cr_lease_slots`, `cr_take_rate`) and serves requests from
+//! that slice in memory. The sum of every instance's slices never exceeds the budget, so several
+//! instances together never overspend, exceed a concurrency capacity or a rate. Unused slices go
+//! back after a short idle time; a dead instance's slices are reaped when its heartbeat is stale.
+//!
+//! Money: a request reserves its worst-case charge (the hold) from the user's lease (and from the
+//! key's lease if the key has a spending limit); on completion the actual charge is settled through
+//! the usage writer and the rest of the hold returns to the lease; on failure all of it does.
+
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const MONEY_IDLE_RETURN: Duration = Duration::from_secs(3);
+const SLOT_LINGER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Budget {
+    User(Uuid),
+    Key(Uuid),
+}
+
+#[derive(Default)]
+struct MoneyState {
+    free: i64,
+    inflight: u32,
+    last_used: Option<Instant>,
+}
+
+#[derive(Default)]
+struct MoneyLease {
+    st: Mutex<MoneyState>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    held: i32,
+    in_use: i32,
+    last_used: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct SlotLease {
+    st: Mutex<SlotState>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct RateState {
+    window: i64,
+    tokens: i32,
+}
+
+#[derive(Default)]
+struct RateLease {
+    st: Mutex<RateState>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+pub(crate) struct Leases {
+    pool: PgPool,
+    pub(crate) instance_id: Uuid,
+    money: Mutex<HashMap<Budget, Arc<MoneyLease>>>,
+    slots: Mutex<HashMap<String, Arc<SlotLease>>>,
+    rates: Mutex<HashMap<String, Arc<RateLease>>>,
+}
+
+/// A held concurrency slot; dropping it frees the slot (locally, at once).
+pub(crate) struct SlotGuard {
+    lease: Arc<SlotLease>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut st = self.lease.st.lock().unwrap();
+        st.in_use -= 1;
+        st.last_used = Some(Instant::now());
+    }
+}
+
+impl Leases {
+    pub(crate) async fn register(pool: PgPool) -> Result<Arc<Leases>, sqlx::Error> {
+        let instance_id = Uuid::new_v4();
+        sqlx::query("INSERT INTO gateway_instances (id) VALUES ($1)").bind(instance_id).execute(&pool).await?;
+        Ok(Arc::new(Leases {
+            pool,
+            instance_id,
+            money: Mutex::default(),
+            slots: Mutex::default(),
+            rates: Mutex::default(),
+        }))
+    }
+
+    fn money_lease(&self, b: Budget) -> Arc<MoneyLease> {
+        self.money.lock().unwrap().entry(b).or_default().clone()
+    }
+
+    /// Reserves `amount` micro-CNY of a budget. False when the budget cannot cover it.
+    pub(crate) async fn reserve(&self, b: Budget, amount: i64) -> Result<bool, sqlx::Error> {
+        let lease = self.money_lease(b);
+        for _ in 0..4 {
+            {
+                let mut st = lease.st.lock().unwrap();
+                if st.free >= amount {
+                    st.free -= amount;
+                    st.inflight += 1;
+                    st.last_used = Some(Instant::now());
+                    return Ok(true);
+                }
+            }
+            let _g = lease.refill.lock().await;
+            let need = {
+                let st = lease.st.lock().unwrap();
+                amount - st.free
+            };
+            if need <= 0 {
+                continue;
+            }
+            // take a few requests' worth at once (at least ¥1), never less than needed
+            let want = need.max(amount.saturating_mul(8)).max(1_000_000);
+            let granted: i64 = match b {
+                Budget::User(u) => sqlx::query_scalar("SELECT cr_lease_balance($1, $2, $3, $4)")
+                    .bind(self.instance_id)
+                    .bind(u)
+                    .bind(need)
+                    .bind(want)
+                    .fetch_one(&self.pool)
+                    .await?,
+                Budget::Key(k) => sqlx::query_scalar("SELECT cr_lease_key($1, $2, $3, $4)")
+                    .bind(self.instance_id)
+                    .bind(k)
+                    .bind(need)
+                    .bind(want)
+                    .fetch_one(&self.pool)
+                    .await?,
+            };
+            if granted <= 0 {
+                return Ok(false);
+            }
+            lease.st.lock().unwrap().free += granted;
+        }
+        Ok(false)
+    }
+
+    /// Ends a reservation: `charged` (≤ `reserved`) leaves with the usage record (the writer
+    /// consumes it from the database lease); the rest returns to the local lease.
+    pub(crate) fn settle(&self, b: Budget, reserved: i64, charged: i64) {
+        let lease = self.money_lease(b);
+        let mut st = lease.st.lock().unwrap();
+        st.free += reserved - charged.min(reserved);
+        st.inflight = st.inflight.saturating_sub(1);
+        st.last_used = Some(Instant::now());
+    }
+
+    /// Acquires one concurrency slot of `scope` with the given capacity.
+    pub(crate) async fn acquire_slot(&self, scope: &str, capacity: i32) -> Result<Option<SlotGuard>, sqlx::Error> {
+        let lease = {
+            let mut m = self.slots.lock().unwrap();
+            match m.get(scope) {
+                Some(l) => l.clone(),
+                None => m.entry(scope.to_string()).or_default().clone(),
+            }
+        };
+        let chunk = (capacity / 16).max(1);
+        for _ in 0..3 {
+            {
+                let mut st = lease.st.lock().unwrap();
+                if st.in_use < st.held {
+                    st.in_use += 1;
+                    st.last_used = Some(Instant::now());
+                    return Ok(Some(SlotGuard { lease: lease.clone() }));
+                }
+            }
+            let _g = lease.refill.lock().await;
+            {
+                let st = lease.st.lock().unwrap();
+                if st.in_use < st.held {
+                    continue;
+                }
+            }
+            let granted: i32 = sqlx::query_scalar("SELECT cr_lease_slots($1, $2, $3, 1, $4)")
+                .bind(self.instance_id)
+                .bind(scope)
+                .bind(capacity)
+                .bind(chunk)
+                .fetch_one(&self.pool)
+                .await?;
+            if granted <= 0 {
+                return Ok(None);
+            }
+            lease.st.lock().unwrap().held += granted;
+        }
+        Ok(None)
+    }
+
+    /// Takes one request of a per-minute rate. `Err(seconds)` until the next window when exhausted.
+    pub(crate) async fn take_rate(&self, scope: &str, limit: i32) -> Result<Result<(), u64>, sqlx::Error> {
+        let lease = {
+            let mut m = self.rates.lock().unwrap();
+            match m.get(scope) {
+                Some(l) => l.clone(),
+                None => m.entry(scope.to_string()).or_default().clone(),
+            }
+        };
+        let now = chrono::Utc::now();
+        let window = now.timestamp().div_euclid(60);
+        let retry_after = (60 - now.timestamp().rem_euclid(60)).max(1) as u64;
+        {
+            let mut st = lease.st.lock().unwrap();
+            if st.window != window {
+                st.window = window;
+                st.tokens = 0;
+            }
+            if st.tokens > 0 {
+                st.tokens -= 1;
+                return Ok(Ok(()));
+            }
+        }
+        let _g = lease.refill.lock().await;
+        {
+            let mut st = lease.st.lock().unwrap();
+            if st.window == window && st.tokens > 0 {
+                st.tokens -= 1;
+                return Ok(Ok(()));
+            }
+        }
+        let chunk = (limit / 20).max(1);
+        let start = chrono::DateTime::from_timestamp(window * 60, 0).unwrap_or(now);
+        let granted: i32 = sqlx::query_scalar("SELECT cr_take_rate($1, $2, $3, $4)")
+            .bind(scope)
+            .bind(start)
+            .bind(limit)
+            .bind(chunk)
+            .fetch_one(&self.pool)
+            .await?;
+        if granted <= 0 {
+            return Ok(Err(retry_after));
+        }
+        let mut st = lease.st.lock().unwrap();
+        st.window = window;
+        st.tokens = granted - 1;
+        Ok(Ok(()))
+    }
+
+    /// Returns idle slices to the database. Called periodically and at shutdown (`all`).
+    pub(crate) async fn return_idle(&self, all: bool) {
+        let now = Instant::now();
+        let money: Vec<(Budget, Arc<MoneyLease>)> =
+            self.money.lock().unwrap().iter().map(|(b, l)| (*b, l.clone())).collect();
+        for (b, lease) in money {
+            let give = {
+                let mut st = lease.st.lock().unwrap();
+                let idle = st.last_used.is_none_or(|t| now.duration_since(t) >= MONEY_IDLE_RETURN);
+                if st.free > 0 && (all || (st.inflight == 0 && idle)) {
+                    std::mem::take(&mut st.free)
+                } else {
+                    0
+                }
+            };
+            if give > 0 {
+                let q = match b {
+                    Budget::User(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2",
+                    Budget::Key(_) => "UPDATE key_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND key_id = $2",
+                };
+                let id = match b {
+                    Budget::User(u) | Budget::Key(u) => u,
+                };
+                if let Err(e) = sqlx::query(q).bind(self.instance_id).bind(id).bind(give).execute(&self.pool).await {
+                    tracing::warn!(error = %e, "could not return an idle lease; it returns when this instance stops");
+                }
+            }
+        }
+        let slots: Vec<(String, Arc<SlotLease>)> =
+            self.slots.lock().unwrap().iter().map(|(s, l)| (s.clone(), l.clone())).collect();
+        for (scope, lease) in slots {
+            let give = {
+                let mut st = lease.st.lock().unwrap();
+                let recent = st.last_used.is_some_and(|t| now.duration_since(t) < SLOT_LINGER);
+                // keep what is in use, plus one spare while recently active
+                let keep = st.in_use + if recent && !all { 1 } else { 0 };
+                let give = (st.held - keep).max(0);
+                st.held -= give;
+                give
+            };
+            if give > 0 {
+                if let Err(e) = sqlx::query(
+                    "UPDATE slot_leases SET slots = GREATEST(slots - $3, 0) WHERE instance_id = $1 AND scope = $2",
+                )
+                .bind(self.instance_id)
+                .bind(&scope)
+                .bind(give)
+                .execute(&self.pool)
+                .await
+                {
+                    tracing::warn!(error = %e, "could not return idle slots");
+                }
+            }
+        }
+    }
+
+    /// Heartbeat; also reaps instances that stopped beating and old rate windows.
+    pub(crate) async fn heartbeat(&self) -> Result<(), sqlx::Error> {
+        let r = sqlx::query("UPDATE gateway_instances SET heartbeat_at = now() WHERE id = $1")
+            .bind(self.instance_id)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            // We were presumed dead and our leases reaped: start from nothing again.
+            tracing::error!("gateway instance lease registration was reaped; re-registering");
+            sqlx::query("INSERT INTO gateway_instances (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(self.instance_id)
+                .execute(&self.pool)
+                .await?;
+            for l in self.money.lock().unwrap().values() {
+                l.st.lock().unwrap().free = 0;
+            }
+            for l in self.slots.lock().unwrap().values() {
+                let mut st = l.st.lock().unwrap();
+                st.held = st.in_use;
+            }
+            let held: Vec<(String, i32)> = self
+                .slots
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(s, l)| (s.clone(), l.st.lock().unwrap().held))
+                .filter(|(_, h)| *h > 0)
+                .collect();
+            for (scope, h) in held {
+                sqlx::query("INSERT INTO slot_leases (instance_id, scope, slots) VALUES ($1, $2, $3) ON CONFLICT (instance_id, scope) DO UPDATE SET slots = EXCLUDED.slots")
+                    .bind(self.instance_id)
+                    .bind(scope)
+                    .bind(h)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        sqlx::query("DELETE FROM gateway_instances WHERE heartbeat_at < now() - interval '60 seconds'")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM rate_windows WHERE window_start < now() - interval '5 minutes'")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives every lease back (after the usage writer has flushed).
+    pub(crate) async fn unregister(&self) {
+        if let Err(e) = sqlx::query("DELETE FROM gateway_instances WHERE id = $1")
+            .bind(self.instance_id)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not unregister the gateway instance; its leases expire in 60 s");
+        }
+    }
+}

@@ -1,0 +1,1506 @@
+//! The Anthropic-compatible gateway: `POST /v1/messages` (JSON and SSE), `POST
+//! /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}`.
+//!
+//! Hot path, in order, with no database round trip in the common case:
+//! 1. authenticate (key cache keyed by SHA-256 of the presented key, invalidated by NOTIFY),
+//! 2. read the body as bytes (size limit) and pull out only `model`, `stream`, `max_tokens`,
+//! 3. check the model against the catalogue and the key's allow-list,
+//! 4. per-key rate and concurrency, per-channel capacity (leased slices, see `leases`),
+//! 5. reserve the worst-case charge (hold) from the key's spend limit and the user's balance,
+//! 6. forward the original bytes to an upstream of the key's channel (priority, then weight,
+//!    skipping open circuits), retrying on another upstream on connection errors, timeouts, 429,
+//!    5xx and 529 as long as nothing was sent to the client, then — only if the key allows it —
+//!    on the model's Claude fallbacks,
+//! 7. pass the answer through (streams chunk by chunk) while reading usage from it,
+//! 8. settle: price the usage, return the unused hold, and hand the usage record to the batch
+//!    writer, which debits the balance through the ledger off the request path.
+//!
+//! Billing rule shown to customers: a failed request costs nothing; a failed-over request is billed
+//! once, for the attempt that answered; a stream that is cut (upstream failure, idle timeout or the
+//! client leaving) is billed for the usage the upstream had reported in the events delivered so far
+//! (never more than was delivered); a charge never exceeds the hold taken before forwarding.
+
+pub mod health;
+mod leases;
+pub mod sse;
+
+pub use health::UpstreamHealth;
+
+use crate::catalogue::{self, Channel, Model};
+use crate::crypto::Crypto;
+use crate::keys::{self, KeyAuth};
+use crate::pricing::{self, ModelPrices, UsageReport};
+use crate::upstreams::{self, UpstreamTarget};
+use crate::usage::{UsageRecord, UsageWriter, WriterConfig};
+use crate::util::{request_id, sha256};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures::Stream;
+use health::Breaker;
+use leases::{Budget, Leases, SlotGuard};
+use serde::Deserialize;
+use sqlx::PgPool;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Gateway settings; `from_env` reads `CLOUDROUTER_*` variables, falling back to the defaults.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body (`CLOUDROUTER_BODY_LIMIT_BYTES`, default 32 MiB).
+    pub body_limit: usize,
+    /// TCP/TLS connect timeout to an upstream (`CLOUDROUTER_CONNECT_TIMEOUT_MS`, 5 s).
+    pub connect_timeout: Duration,
+    /// Streams: time to response headers and the first event (`CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS`, 60 s).
+    pub first_byte_timeout: Duration,
+    /// Non-streaming requests: time to the whole answer (`CLOUDROUTER_RESPONSE_TIMEOUT_MS`, 600 s).
+    pub response_timeout: Duration,
+    /// Streams: longest silence between chunks (`CLOUDROUTER_IDLE_TIMEOUT_MS`, 60 s).
+    pub idle_timeout: Duration,
+    /// Upstream attempts per request, fallbacks included (`CLOUDROUTER_MAX_ATTEMPTS`, 3).
+    pub max_attempts: u32,
+    /// No new attempt starts after this much time (`CLOUDROUTER_RETRY_BUDGET_MS`, 30 s).
+    pub retry_budget: Duration,
+    /// Shutdown waits this long for in-flight requests (`CLOUDROUTER_SHUTDOWN_GRACE_MS`, 30 s).
+    pub grace_period: Duration,
+    /// Consecutive failures that open a circuit (`CLOUDROUTER_BREAKER_FAILURES`, 5).
+    pub breaker_failures: u32,
+    /// First cool-down of an open circuit (`CLOUDROUTER_BREAKER_OPEN_MS`, 10 s).
+    pub breaker_open_for: Duration,
+    /// Usage writer batch size and interval (`CLOUDROUTER_USAGE_BATCH_ROWS`, 500;
+    /// `CLOUDROUTER_USAGE_FLUSH_MS`, 50).
+    pub usage_batch_rows: usize,
+    pub usage_flush_interval: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            body_limit: 32 << 20,
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_budget: Duration::from_secs(30),
+            grace_period: Duration::from_secs(30),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(10),
+            usage_batch_rows: 500,
+            usage_flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Self {
+        fn num(name: &str) -> Option<u64> {
+            std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+        }
+        let ms = |name: &str, d: Duration| num(name).map(Duration::from_millis).unwrap_or(d);
+        let d = GatewayConfig::default();
+        GatewayConfig {
+            body_limit: num("CLOUDROUTER_BODY_LIMIT_BYTES").map(|v| v as usize).unwrap_or(d.body_limit),
+            connect_timeout: ms("CLOUDROUTER_CONNECT_TIMEOUT_MS", d.connect_timeout),
+            first_byte_timeout: ms("CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS", d.first_byte_timeout),
+            response_timeout: ms("CLOUDROUTER_RESPONSE_TIMEOUT_MS", d.response_timeout),
+            idle_timeout: ms("CLOUDROUTER_IDLE_TIMEOUT_MS", d.idle_timeout),
+            max_attempts: num("CLOUDROUTER_MAX_ATTEMPTS").map(|v| v.clamp(1, 10) as u32).unwrap_or(d.max_attempts),
+            retry_budget: ms("CLOUDROUTER_RETRY_BUDGET_MS", d.retry_budget),
+            grace_period: ms("CLOUDROUTER_SHUTDOWN_GRACE_MS", d.grace_period),
+            breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES").map(|v| v as u32).unwrap_or(d.breaker_failures),
+            breaker_open_for: ms("CLOUDROUTER_BREAKER_OPEN_MS", d.breaker_open_for),
+            usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS").map(|v| v.max(1) as usize).unwrap_or(d.usage_batch_rows),
+            usage_flush_interval: ms("CLOUDROUTER_USAGE_FLUSH_MS", d.usage_flush_interval),
+        }
+    }
+}
+
+/// NOTIFY channel on which database triggers announce changes the gateway caches.
+pub const NOTIFY_CHANNEL: &str = "cloudrouter_gateway";
+
+struct Catalogue {
+    models: HashMap<String, Arc<Model>>,
+    /// enabled models, newest first (the order of `GET /v1/models`)
+    listed: Vec<Arc<Model>>,
+    channels: HashMap<String, Channel>,
+}
+
+struct Route {
+    t: UpstreamTarget,
+    breaker: Arc<Breaker>,
+    messages_url: String,
+    count_url: String,
+    auth_name: HeaderName,
+    auth_value: HeaderValue,
+    slot_scope: String,
+}
+
+struct Inner {
+    pool: PgPool,
+    config: GatewayConfig,
+    crypto: Crypto,
+    client: reqwest::Client,
+    keys: moka::future::Cache<[u8; 32], Option<Arc<KeyAuth>>>,
+    catalogue: RwLock<Arc<Catalogue>>,
+    routes: RwLock<Arc<Vec<Arc<Route>>>>,
+    breakers: Mutex<HashMap<Uuid, Arc<Breaker>>>,
+    leases: Arc<Leases>,
+    usage: UsageWriter,
+    inflight: AtomicUsize,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The gateway. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+impl Gateway {
+    /// Loads the catalogue and upstreams, registers this instance for leases, starts the usage
+    /// writer, the NOTIFY listener and the lease maintenance task.
+    pub async fn start(pool: PgPool, crypto: Crypto, config: GatewayConfig) -> anyhow::Result<Gateway> {
+        let leases = Leases::register(pool.clone()).await?;
+        let usage = UsageWriter::start(
+            pool.clone(),
+            leases.instance_id,
+            WriterConfig {
+                batch_rows: config.usage_batch_rows,
+                flush_interval: config.usage_flush_interval,
+                ..WriterConfig::default()
+            },
+        );
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(4096)
+            .tcp_nodelay(true)
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let keys = moka::future::Cache::builder()
+            .max_capacity(200_000)
+            .time_to_live(Duration::from_secs(600))
+            .support_invalidation_closures()
+            .build();
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            config,
+            crypto,
+            client,
+            keys,
+            catalogue: RwLock::new(Arc::new(Catalogue { models: HashMap::new(), listed: vec![], channels: HashMap::new() })),
+            routes: RwLock::new(Arc::new(vec![])),
+            breakers: Mutex::new(HashMap::new()),
+            leases,
+            usage,
+            inflight: AtomicUsize::new(0),
+            tasks: Mutex::new(vec![]),
+        });
+        // listen before loading, so that no change between the two is missed
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        inner.reload_catalogue().await?;
+        inner.reload_routes().await?;
+
+        let weak = Arc::downgrade(&inner);
+        let listen_task = tokio::spawn(async move {
+            loop {
+                let r = listener.try_recv().await;
+                let Some(inner) = weak.upgrade() else { return };
+                match r {
+                    Ok(Some(n)) => inner.on_notify(n.payload()).await,
+                    Ok(None) => {
+                        // connection lost: notifications may have been missed
+                        tracing::warn!("gateway NOTIFY connection lost; reconnecting and reloading caches");
+                        inner.reload_all().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gateway NOTIFY listener error");
+                        drop(inner);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if let Some(inner) = weak.upgrade() {
+                            inner.reload_all().await;
+                        }
+                    }
+                }
+            }
+        });
+        let weak = Arc::downgrade(&inner);
+        let maint_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.leases.return_idle(false).await;
+                if n % 5 == 0 {
+                    if let Err(e) = inner.leases.heartbeat().await {
+                        tracing::warn!(error = %e, "gateway heartbeat failed");
+                    }
+                }
+                n += 1;
+            }
+        });
+        inner.tasks.lock().unwrap().extend([listen_task, maint_task]);
+        Ok(Gateway { inner })
+    }
+
+    /// The Anthropic-compatible routes, state applied.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/v1/models", get(list_models))
+            .route("/v1/models/{id}", get(get_model))
+            .with_state(self.inner.clone())
+    }
+
+    /// Live circuit state, recent success rate and latency of every enabled upstream.
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        let routes = self.inner.routes.read().unwrap().clone();
+        routes.iter().map(|r| r.breaker.snapshot(r.t.id, &r.t.name)).collect()
+    }
+
+    /// Requests in flight on this instance.
+    pub fn in_flight(&self) -> usize {
+        self.inner.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every finished request's usage record is written and settled.
+    pub async fn sync_usage(&self) {
+        self.inner.usage.sync().await;
+    }
+
+    /// This instance's id (names its leases).
+    pub fn instance_id(&self) -> Uuid {
+        self.inner.leases.instance_id
+    }
+
+    /// Reloads upstreams and the catalogue now (they also reload on NOTIFY).
+    pub async fn reload(&self) {
+        self.inner.reload_all().await;
+    }
+
+    /// Waits for in-flight requests (up to the grace period), flushes every usage record and
+    /// settlement, and gives this instance's leases back.
+    pub async fn shutdown(self) {
+        let deadline = Instant::now() + self.inner.config.grace_period;
+        while self.inner.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.inner.inflight.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(in_flight = left, "shutting down with requests still in flight");
+        }
+        for t in self.inner.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        self.inner.usage.shutdown().await;
+        self.inner.leases.unregister().await;
+    }
+}
+
+/// Sets TCP_NODELAY on every accepted connection (axum 0.8's `serve` no longer does). Use as
+/// `axum::serve(gateway::nodelay(listener), app)`.
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
+}
+
+impl Inner {
+    async fn reload_all(&self) {
+        self.keys.invalidate_all();
+        if let Err(e) = self.reload_catalogue().await {
+            tracing::warn!(error = %e, "catalogue reload failed");
+        }
+        if let Err(e) = self.reload_routes().await {
+            tracing::warn!(error = %e, "upstream reload failed");
+        }
+    }
+
+    async fn on_notify(&self, payload: &str) {
+        if let Some(hex) = payload.strip_prefix("key:") {
+            let mut h = [0u8; 32];
+            if hex::decode_to_slice(hex, &mut h).is_ok() {
+                self.keys.invalidate(&h).await;
+            }
+        } else if let Some(id) = payload.strip_prefix("user:") {
+            if let Ok(uid) = id.parse::<Uuid>() {
+                let _ = self.keys.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.user_id == uid));
+            }
+        } else if payload == "upstreams" {
+            if let Err(e) = self.reload_routes().await {
+                tracing::warn!(error = %e, "upstream reload failed");
+            }
+        } else if payload == "catalogue" {
+            if let Err(e) = self.reload_catalogue().await {
+                tracing::warn!(error = %e, "catalogue reload failed");
+            }
+        }
+    }
+
+    async fn reload_catalogue(&self) -> Result<(), sqlx::Error> {
+        let models = catalogue::list_models(&self.pool).await?;
+        let channels = catalogue::list_channels(&self.pool).await?;
+        let mut listed: Vec<Arc<Model>> = vec![];
+        let mut map = HashMap::new();
+        for m in models {
+            let m = Arc::new(m);
+            if m.enabled {
+                listed.push(m.clone());
+            }
+            map.insert(m.id.clone(), m);
+        }
+        listed.sort_by(|a, b| b.released_at.cmp(&a.released_at).then(a.sort.cmp(&b.sort)));
+        let cat = Catalogue { models: map, listed, channels: channels.into_iter().map(|c| (c.code.clone(), c)).collect() };
+        *self.catalogue.write().unwrap() = Arc::new(cat);
+        Ok(())
+    }
+
+    async fn reload_routes(&self) -> Result<(), sqlx::Error> {
+        let targets = upstreams::load_targets(&self.pool, &self.crypto).await?;
+        let mut routes = Vec::with_capacity(targets.len());
+        let mut breakers = self.breakers.lock().unwrap();
+        for t in targets {
+            let breaker = breakers
+                .entry(t.id)
+                .or_insert_with(|| Arc::new(Breaker::new(self.config.breaker_failures, self.config.breaker_open_for)))
+                .clone();
+            let (auth_name, auth_value) = if t.bearer {
+                (http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", t.credential)))
+            } else {
+                (HeaderName::from_static("x-api-key"), HeaderValue::from_str(&t.credential))
+            };
+            let Ok(mut auth_value) = auth_value else {
+                tracing::warn!(upstream = %t.name, "upstream credential is not a valid header value; skipped");
+                continue;
+            };
+            auth_value.set_sensitive(true);
+            routes.push(Arc::new(Route {
+                messages_url: format!("{}/v1/messages", t.base_url),
+                count_url: format!("{}/v1/messages/count_tokens", t.base_url),
+                slot_scope: format!("upstream:{}", t.id),
+                auth_name,
+                auth_value,
+                breaker,
+                t,
+            }));
+        }
+        drop(breakers);
+        *self.routes.write().unwrap() = Arc::new(routes);
+        Ok(())
+    }
+
+    /// Candidate upstreams for a channel and model: higher priority first; within a priority,
+    /// a weighted random order; open circuits left out.
+    fn candidates(&self, channel: &str, model: &str) -> Vec<Arc<Route>> {
+        use rand::Rng;
+        let routes = self.routes.read().unwrap().clone();
+        let mut rng = rand::thread_rng();
+        let mut c: Vec<(i32, f64, Arc<Route>)> = routes
+            .iter()
+            .filter(|r| {
+                r.t.channels.iter().any(|c| c == channel)
+                    && (r.t.models.is_empty() || r.t.models.iter().any(|m| m == model))
+                    && r.breaker.maybe_available()
+            })
+            .map(|r| {
+                // Efraimidis–Spirakis: u^(1/w), larger first
+                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                (r.t.priority, u.powf(1.0 / r.t.weight.max(1) as f64), r.clone())
+            })
+            .collect();
+        c.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal)));
+        c.into_iter().map(|x| x.2).collect()
+    }
+
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<KeyAuth>, ApiError> {
+        let presented = presented_key(headers).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key header is required")
+        })?;
+        let hash = sha256(presented.as_bytes());
+        let pool = self.pool.clone();
+        let found = self
+            .keys
+            .try_get_with(hash, async move { keys::lookup_by_hash(&pool, &hash).await.map(|k| k.map(Arc::new)) })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "Temporarily unable to verify the API key")
+            })?;
+        let key = found.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"))?;
+        if key.revoked_at.is_some() {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "This API key has been revoked"));
+        }
+        if key.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", "This API key has expired"));
+        }
+        if key.user_status != "active" {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "permission_error", "This account is suspended"));
+        }
+        Ok(key)
+    }
+}
+
+fn presented_key(h: &HeaderMap) -> Option<&str> {
+    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim) {
+        if !v.is_empty() {
+            return Some(v);
+        }
+    }
+    let auth = h.get(http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = auth.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors in Anthropic's shape
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+    should_retry: Option<bool>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, kind, message: message.into(), retry_after: None, should_retry: None }
+    }
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+    fn should_retry(mut self, v: bool) -> Self {
+        self.should_retry = Some(v);
+        self
+    }
+    fn into_response(self, rid: &str) -> Response {
+        let body = serde_json::json!({
+            "type": "error",
+            "error": {"type": self.kind, "message": self.message},
+            "request_id": rid,
+        });
+        let mut resp = (self.status, body.to_string()).into_response();
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        set_request_id(h, rid);
+        if let Some(s) = self.retry_after {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(r) = self.should_retry {
+            h.insert("x-should-retry", HeaderValue::from_static(if r { "true" } else { "false" }));
+        }
+        resp
+    }
+}
+
+fn set_request_id(h: &mut HeaderMap, rid: &str) {
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        h.insert("request-id", v);
+    }
+}
+
+fn sse_error_event(kind: &str, message: &str, rid: &str) -> Bytes {
+    let data = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": rid});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request parsing
+// ---------------------------------------------------------------------------------------------
+
+/// A string borrowed from the body when it has no escapes (so its position is known).
+struct BodyStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BodyStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BodyStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BodyStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BodyStr(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestHead<'a> {
+    #[serde(borrow, default)]
+    model: Option<BodyStr<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+struct ParsedHead {
+    model: String,
+    /// byte span of the model string's contents in the body, when it was not escaped
+    model_span: Option<(usize, usize)>,
+    stream: bool,
+    max_tokens: Option<u64>,
+}
+
+fn parse_head(body: &Bytes) -> Result<ParsedHead, ApiError> {
+    let head: RequestHead = serde_json::from_slice(body).map_err(|e| {
+        let msg = if e.is_data() {
+            format!("Invalid request body: {e}")
+        } else {
+            "There was an error parsing the body as JSON".to_string()
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", msg)
+    })?;
+    let Some(model) = head.model else {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "model: Field required"));
+    };
+    let model = model.0;
+    let span = match &model {
+        Cow::Borrowed(s) => {
+            let off = s.as_ptr() as usize - body.as_ptr() as usize;
+            Some((off, s.len()))
+        }
+        Cow::Owned(_) => None,
+    };
+    Ok(ParsedHead { model: model.into_owned(), model_span: span, stream: head.stream.unwrap_or(false), max_tokens: head.max_tokens })
+}
+
+/// The same body with another model, changing nothing else.
+fn with_model(body: &Bytes, span: Option<(usize, usize)>, model: &str) -> Bytes {
+    let quoted = serde_json::to_string(model).unwrap_or_default();
+    let inner = &quoted[1..quoted.len().saturating_sub(1)];
+    match span {
+        Some((off, len)) => {
+            let mut v = Vec::with_capacity(body.len() + inner.len());
+            v.extend_from_slice(&body[..off]);
+            v.extend_from_slice(inner.as_bytes());
+            v.extend_from_slice(&body[off + len..]);
+            Bytes::from(v)
+        }
+        None => {
+            let mut v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            v["model"] = serde_json::Value::String(model.to_string());
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        }
+    }
+}
+
+/// Client headers that reach the upstream: everything but hop-by-hop headers, the client's own
+/// credentials, cookies, forwarding headers and Accept-Encoding (usage must be readable).
+fn forward_headers(src: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(src.len() + 1);
+    for (name, value) in src {
+        let n = name.as_str();
+        let skip = matches!(
+            n,
+            "host" | "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "proxy-authorization"
+                | "proxy-connection" | "te" | "trailer" | "upgrade" | "x-api-key" | "authorization" | "cookie"
+                | "accept-encoding" | "forwarded" | "x-real-ip" | "via"
+        ) || n.starts_with("x-forwarded-");
+        if !skip {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    if !h.contains_key(http::header::CONTENT_TYPE) {
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    h
+}
+
+/// Upstream response headers that reach the client (never the upstream's identity, its rate
+/// limits or its request id).
+fn response_headers(src: &HeaderMap, rid: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for name in [http::header::CONTENT_TYPE, http::header::RETRY_AFTER] {
+        if let Some(v) = src.get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    if let Some(v) = src.get("x-should-retry") {
+        h.insert("x-should-retry", v.clone());
+    }
+    set_request_id(&mut h, rid);
+    h
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-request ticket: holds, slots, and what goes into the usage record
+// ---------------------------------------------------------------------------------------------
+
+struct Ticket {
+    gw: Arc<Inner>,
+    rid: String,
+    started: Instant,
+    created_at: chrono::DateTime<chrono::Utc>,
+    user_id: Uuid,
+    key_id: Uuid,
+    channel: String,
+    rate: i64,
+    endpoint: &'static str,
+    stream: bool,
+    requested_model: String,
+    user_hold: i64,
+    key_hold: i64,
+    slots: Vec<SlotGuard>,
+    served_model: Option<String>,
+    priced_model: Option<Arc<Model>>,
+    upstream_id: Option<Uuid>,
+    attempts: i32,
+    status: i32,
+    error_type: Option<String>,
+    outcome: &'static str,
+    usage: UsageReport,
+    ttft: Option<Duration>,
+    done: bool,
+}
+
+impl Ticket {
+    fn new(gw: Arc<Inner>, rid: &str, started: Instant, key: &KeyAuth, endpoint: &'static str) -> Ticket {
+        gw.inflight.fetch_add(1, Ordering::AcqRel);
+        Ticket {
+            gw,
+            rid: rid.to_string(),
+            started,
+            created_at: chrono::Utc::now(),
+            user_id: key.user_id,
+            key_id: key.key_id,
+            channel: key.channel.clone(),
+            rate: 0,
+            endpoint,
+            stream: false,
+            requested_model: String::new(),
+            user_hold: 0,
+            key_hold: 0,
+            slots: vec![],
+            served_model: None,
+            priced_model: None,
+            upstream_id: None,
+            attempts: 0,
+            status: 0,
+            error_type: None,
+            outcome: "gateway_error",
+            usage: UsageReport::default(),
+            ttft: None,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, e: ApiError) -> Response {
+        self.status = e.status.as_u16() as i32;
+        self.error_type = Some(e.kind.to_string());
+        e.into_response(&self.rid)
+    }
+
+    fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let tokens = self.usage.tokens();
+        let served_prices: Option<ModelPrices> = {
+            let cat = self.gw.catalogue.read().unwrap().clone();
+            self.served_model
+                .as_deref()
+                .and_then(|m| cat.models.get(m).map(|m| m.prices()))
+                .or_else(|| self.priced_model.as_ref().map(|m| m.prices()))
+        };
+        let (cost, mut charge) = match served_prices {
+            Some(p) if !tokens.is_zero() => {
+                let pr = pricing::price(&tokens, &p, self.rate);
+                (pr.cost_micro_usd, pr.charge_micros)
+            }
+            _ => (0, 0),
+        };
+        let cap = if self.key_hold > 0 { self.user_hold.min(self.key_hold) } else { self.user_hold };
+        if charge > cap {
+            tracing::warn!(request_id = %self.rid, charge, hold = cap, "charge above the hold; capped at the hold");
+            charge = cap;
+        }
+        if self.user_hold > 0 {
+            self.gw.leases.settle(Budget::User(self.user_id), self.user_hold, charge);
+        }
+        if self.key_hold > 0 {
+            self.gw.leases.settle(Budget::Key(self.key_id), self.key_hold, charge);
+        }
+        self.slots.clear();
+        let latency = self.started.elapsed();
+        let rec = UsageRecord {
+            id: std::mem::take(&mut self.rid),
+            created_at: self.created_at,
+            user_id: self.user_id,
+            key_id: Some(self.key_id),
+            channel: self.channel.clone(),
+            endpoint: self.endpoint.to_string(),
+            requested_model: std::mem::take(&mut self.requested_model),
+            served_model: self.served_model.take(),
+            upstream_id: self.upstream_id,
+            stream: self.stream,
+            status: self.status,
+            error_type: self.error_type.take(),
+            outcome: self.outcome.to_string(),
+            attempts: self.attempts,
+            tokens,
+            cost_micro_usd: cost,
+            charge_micros: charge,
+            latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
+            ttft_ms: self.ttft.map(|t| t.as_millis().min(i32::MAX as u128) as i32),
+        };
+        tracing::debug!(
+            request_id = %rec.id, key_id = %self.key_id, model = %rec.requested_model,
+            served = rec.served_model.as_deref().unwrap_or(""), status = rec.status, outcome = %rec.outcome,
+            latency_ms = rec.latency_ms, charge_micros = rec.charge_micros, "request finished"
+        );
+        self.gw.usage.submit(rec);
+        self.gw.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding with retries, failover and fallback
+// ---------------------------------------------------------------------------------------------
+
+enum Attempted {
+    /// 2xx: a JSON body read in full, or a stream whose first chunk arrived.
+    Success { resp: reqwest::Response, route: Arc<Route>, model: Arc<Model>, first: Bytes, slot: Option<SlotGuard> },
+    /// An upstream answer that is the client's to see (e.g. 400 "prompt is too long").
+    Final { status: StatusCode, headers: HeaderMap, body: Bytes, route: Arc<Route>, model: Arc<Model> },
+    /// Every attempt failed in a retryable way (or there was nothing to try).
+    Exhausted { last: Option<Failure> },
+}
+
+enum Failure {
+    Status { status: StatusCode, retry_after: Option<u64> },
+    Timeout,
+    Connect,
+}
+
+fn retryable(s: StatusCode) -> bool {
+    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() || s == StatusCode::UNAUTHORIZED || s.as_u16() == 529
+}
+
+struct ForwardPlan<'a> {
+    endpoint_count: bool,
+    stream: bool,
+    channel: &'a str,
+    models: &'a [Arc<Model>],
+    body: &'a Bytes,
+    model_span: Option<(usize, usize)>,
+    requested: &'a str,
+    headers: HeaderMap,
+    query: Option<&'a str>,
+}
+
+impl Inner {
+    async fn forward(&self, plan: ForwardPlan<'_>, attempts: &mut i32, started: Instant) -> Attempted {
+        let mut last: Option<Failure> = None;
+        let deadline = started + self.config.retry_budget;
+        let timeout = if plan.stream && !plan.endpoint_count {
+            self.config.first_byte_timeout
+        } else if plan.endpoint_count {
+            self.config.first_byte_timeout
+        } else {
+            self.config.response_timeout
+        };
+        for model in plan.models {
+            let body = if model.id == plan.requested {
+                plan.body.clone()
+            } else {
+                with_model(plan.body, plan.model_span, &model.id)
+            };
+            for route in self.candidates(plan.channel, &model.id) {
+                if *attempts as u32 >= self.config.max_attempts || (*attempts > 0 && Instant::now() >= deadline) {
+                    return Attempted::Exhausted { last };
+                }
+                if !route.breaker.try_acquire() {
+                    continue;
+                }
+                let slot = match route.t.concurrency_cap {
+                    Some(cap) => match self.leases.acquire_slot(&route.slot_scope, cap).await {
+                        Ok(Some(g)) => Some(g),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "upstream slot lease failed");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                *attempts += 1;
+                let t0 = Instant::now();
+                let url = if plan.endpoint_count { &route.count_url } else { &route.messages_url };
+                let url: Cow<str> = match plan.query {
+                    Some(q) if !q.is_empty() => Cow::Owned(format!("{url}?{q}")),
+                    _ => Cow::Borrowed(url.as_str()),
+                };
+                let mut headers = plan.headers.clone();
+                headers.insert(route.auth_name.clone(), route.auth_value.clone());
+                let req = self.client.post(url.as_ref()).headers(headers).body(body.clone());
+                let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), req.send()).await;
+                let resp = match sent {
+                    Err(_) => {
+                        route.breaker.failure("timeout");
+                        last = Some(Failure::Timeout);
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        route.breaker.failure(if e.is_connect() { "connect" } else { "transport" });
+                        tracing::debug!(upstream = %route.t.name, error = %e, "upstream request failed");
+                        last = Some(if e.is_timeout() { Failure::Timeout } else { Failure::Connect });
+                        continue;
+                    }
+                    Ok(Ok(r)) => r,
+                };
+                let status = resp.status();
+                if status.is_success() {
+                    // JSON: the whole body; stream: the first chunk. A failure here is still
+                    // before anything reached the client, so it can be retried.
+                    let rest = timeout.saturating_sub(t0.elapsed());
+                    let mut resp = resp;
+                    let first = if plan.stream && !plan.endpoint_count {
+                        match tokio::time::timeout(rest, resp.chunk()).await {
+                            Ok(Ok(Some(c))) => Ok(c),
+                            Ok(Ok(None)) => Err("empty stream"),
+                            Ok(Err(_)) => Err("transport"),
+                            Err(_) => Err("timeout"),
+                        }
+                    } else {
+                        let mut buf = bytes::BytesMut::new();
+                        let r = tokio::time::timeout(rest, async {
+                            while let Some(c) = resp.chunk().await? {
+                                buf.extend_from_slice(&c);
+                            }
+                            Ok::<_, reqwest::Error>(())
+                        })
+                        .await;
+                        match r {
+                            Ok(Ok(())) => Ok(buf.freeze()),
+                            Ok(Err(_)) => Err("transport"),
+                            Err(_) => Err("timeout"),
+                        }
+                    };
+                    match first {
+                        Ok(first) => {
+                            route.breaker.success(t0.elapsed());
+                            return Attempted::Success { resp, route, model: model.clone(), first, slot };
+                        }
+                        Err(what) => {
+                            route.breaker.failure(what);
+                            last = Some(if what == "timeout" { Failure::Timeout } else { Failure::Connect });
+                            continue;
+                        }
+                    }
+                }
+                let retry_after = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if retryable(status) {
+                    route.breaker.failure(status.as_str());
+                    last = Some(Failure::Status { status, retry_after });
+                    continue;
+                }
+                let headers = resp.headers().clone();
+                let body = tokio::time::timeout(Duration::from_secs(30), resp.bytes())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default();
+                route.breaker.success(t0.elapsed());
+                return Attempted::Final { status, headers, body, route, model: model.clone() };
+            }
+        }
+        Attempted::Exhausted { last }
+    }
+}
+
+fn exhausted_error(last: Option<Failure>, channel: &str, model: &str) -> ApiError {
+    match last {
+        None => ApiError::new(
+            StatusCode::from_u16(529).unwrap(),
+            "overloaded_error",
+            format!("No healthy upstream is available for model {model} on the {channel} channel; please retry shortly"),
+        )
+        .should_retry(true),
+        Some(Failure::Timeout) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", "The upstream did not answer in time").should_retry(true)
+        }
+        Some(Failure::Connect) => ApiError::new(
+            StatusCode::from_u16(529).unwrap(),
+            "overloaded_error",
+            "No upstream could be reached; please retry shortly",
+        )
+        .should_retry(true),
+        Some(Failure::Status { status, retry_after }) => {
+            let e = match status.as_u16() {
+                429 => ApiError::new(status, "rate_limit_error", "Upstream capacity is rate limited; please retry shortly"),
+                529 => ApiError::new(status, "overloaded_error", "Overloaded"),
+                401 | 403 => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "No upstream accepted the request; please retry shortly"),
+                504 => ApiError::new(status, "timeout_error", "The upstream timed out"),
+                _ => ApiError::new(status, "api_error", "Internal server error"),
+            };
+            let e = e.should_retry(true);
+            match retry_after {
+                Some(s) => e.retry_after(s),
+                None if status.as_u16() == 429 => e.retry_after(5),
+                None => e,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut too_large = false;
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(x) = src {
+            if x.to_string().contains("length limit exceeded") {
+                too_large = true;
+                break;
+            }
+            src = x.source();
+        }
+        if too_large {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", format!("Request exceeds the maximum size of {limit} bytes"))
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "Could not read the request body")
+        }
+    })
+}
+
+fn resolve_models(cat: &Catalogue, key: &KeyAuth, model: &str) -> Result<Vec<Arc<Model>>, ApiError> {
+    let allowed = |id: &str| key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == id);
+    let primary = cat
+        .models
+        .get(model)
+        .filter(|m| m.enabled)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found_error", format!("model: {model}")))?;
+    if !allowed(&primary.id) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            format!("This API key is not allowed to use model {model}"),
+        ));
+    }
+    let mut out = vec![primary.clone()];
+    if key.allow_fallback {
+        for f in &primary.fallbacks {
+            if let Some(m) = cat.models.get(f) {
+                if m.enabled && allowed(&m.id) && !out.iter().any(|o| o.id == m.id) {
+                    out.push(m.clone());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
+    let started = Instant::now();
+    let rid = request_id();
+    let (parts, body) = req.into_parts();
+    let key = match gw.authenticate(&parts.headers).await {
+        Ok(k) => k,
+        Err(e) => return e.into_response(&rid),
+    };
+    let mut t = Ticket::new(gw.clone(), &rid, started, &key, "messages");
+    let body = match read_body(body, gw.config.body_limit).await {
+        Ok(b) => b,
+        Err(e) => return t.fail(e),
+    };
+    let head = match parse_head(&body) {
+        Ok(h) => h,
+        Err(e) => return t.fail(e),
+    };
+    // Only catalogue ids are recorded: the model field is client text and could carry anything.
+    t.requested_model = "(unknown)".to_string();
+    t.stream = head.stream;
+    let Some(max_tokens) = head.max_tokens else {
+        return t.fail(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "max_tokens: Field required"));
+    };
+    let cat = gw.catalogue.read().unwrap().clone();
+    let Some(channel) = cat.channels.get(&key.channel) else {
+        return t.fail(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "The key's channel is not configured"));
+    };
+    t.rate = channel.rate_micros_per_usd;
+    let models = match resolve_models(&cat, &key, &head.model) {
+        Ok(m) => m,
+        Err(e) => return t.fail(e),
+    };
+    t.priced_model = Some(models[0].clone());
+    t.requested_model = models[0].id.clone();
+
+    // limits
+    if let Some(rpm) = key.rpm_limit {
+        match gw.leases.take_rate(&format!("rpm:{}", key.key_id), rpm).await {
+            Ok(Ok(())) => {}
+            Ok(Err(secs)) => {
+                return t.fail(
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("This API key is limited to {rpm} requests per minute"))
+                        .retry_after(secs),
+                )
+            }
+            Err(e) => return t.fail(db_unavailable(e)),
+        }
+    }
+    if let Some(limit) = key.concurrency_limit {
+        match gw.leases.acquire_slot(&format!("key:{}", key.key_id), limit).await {
+            Ok(Some(g)) => t.slots.push(g),
+            Ok(None) => {
+                return t.fail(
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("This API key is limited to {limit} concurrent requests"))
+                        .retry_after(1),
+                )
+            }
+            Err(e) => return t.fail(db_unavailable(e)),
+        }
+    }
+    match gw.leases.acquire_slot(&format!("channel:{}", channel.code), channel.concurrency_capacity).await {
+        Ok(Some(g)) => t.slots.push(g),
+        Ok(None) => {
+            return t.fail(
+                ApiError::new(StatusCode::from_u16(529).unwrap(), "overloaded_error", format!("The {} channel is at capacity; please retry shortly", channel.name))
+                    .should_retry(true),
+            )
+        }
+        Err(e) => return t.fail(db_unavailable(e)),
+    }
+
+    // money: reserve the worst case before forwarding
+    let prices = models.iter().map(|m| m.prices()).reduce(ModelPrices::max).unwrap_or_default();
+    let hold = pricing::estimate_hold(body.len(), max_tokens, &prices, channel.rate_micros_per_usd);
+    if key.spend_limit_micros.is_some() {
+        match gw.leases.reserve(Budget::Key(key.key_id), hold).await {
+            Ok(true) => t.key_hold = hold,
+            Ok(false) => {
+                return t.fail(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "billing_error",
+                    format!("This API key's spending limit is reached (this request needs up to {})", crate::money::format_cny(hold)),
+                ))
+            }
+            Err(e) => return t.fail(db_unavailable(e)),
+        }
+    }
+    match gw.leases.reserve(Budget::User(key.user_id), hold).await {
+        Ok(true) => t.user_hold = hold,
+        Ok(false) => {
+            return t.fail(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                format!("Insufficient balance: this request needs up to {} available", crate::money::format_cny(hold)),
+            ))
+        }
+        Err(e) => return t.fail(db_unavailable(e)),
+    }
+
+    let plan = ForwardPlan {
+        endpoint_count: false,
+        stream: head.stream,
+        channel: &key.channel,
+        models: &models,
+        body: &body,
+        model_span: head.model_span,
+        requested: &head.model,
+        headers: forward_headers(&parts.headers),
+        query: parts.uri.query(),
+    };
+    let mut attempts = 0;
+    let result = gw.forward(plan, &mut attempts, started).await;
+    t.attempts = attempts;
+    match result {
+        Attempted::Exhausted { last } => {
+            t.outcome = "upstream_error";
+            t.fail(exhausted_error(last, &channel.name, &head.model))
+        }
+        Attempted::Final { status, headers, body, route, model } => {
+            t.outcome = "upstream_error";
+            t.status = status.as_u16() as i32;
+            t.upstream_id = Some(route.t.id);
+            t.served_model = Some(model.id.clone());
+            t.error_type = serde_json::from_slice::<ErrorJson>(&body).ok().map(|e| e.error.kind);
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = response_headers(&headers, &t.rid);
+            resp
+        }
+        Attempted::Success { resp, route, model, first, slot } => {
+            t.upstream_id = Some(route.t.id);
+            t.status = resp.status().as_u16() as i32;
+            t.priced_model = Some(model.clone());
+            if let Some(s) = slot {
+                t.slots.push(s);
+            }
+            let mut headers = response_headers(resp.headers(), &t.rid);
+            if head.stream {
+                let mut scanner = sse::SseScanner::new();
+                scanner.feed(&first);
+                if scanner.saw_content {
+                    t.ttft = Some(started.elapsed());
+                }
+                let served = scanner.model.clone().unwrap_or_else(|| model.id.clone());
+                if let Ok(v) = HeaderValue::from_str(&served) {
+                    headers.insert("x-cloudrouter-served-model", v);
+                }
+                headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                if !headers.contains_key(http::header::CONTENT_TYPE) {
+                    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                }
+                let idle = gw.config.idle_timeout;
+                let stream = MeteredStream {
+                    inner: Box::pin(resp.bytes_stream()),
+                    first: Some(first),
+                    scanner,
+                    idle_timeout: idle,
+                    idle: Box::pin(tokio::time::sleep(idle)),
+                    breaker: route.breaker.clone(),
+                    ticket: t,
+                    finished: false,
+                    completed: false,
+                };
+                let mut out = Response::new(Body::from_stream(stream));
+                *out.headers_mut() = headers;
+                out
+            } else {
+                #[derive(Deserialize)]
+                struct JsonHead {
+                    #[serde(default)]
+                    model: Option<String>,
+                    #[serde(default)]
+                    usage: Option<UsageReport>,
+                }
+                let status = resp.status();
+                match serde_json::from_slice::<JsonHead>(&first) {
+                    Ok(h) => {
+                        if let Some(u) = h.usage {
+                            t.usage.merge(&u);
+                        }
+                        t.served_model = h.model.or_else(|| Some(model.id.clone()));
+                    }
+                    Err(_) => t.served_model = Some(model.id.clone()),
+                }
+                t.outcome = "ok";
+                if let Some(Ok(v)) = t.served_model.as_deref().map(HeaderValue::from_str) {
+                    headers.insert("x-cloudrouter-served-model", v);
+                }
+                t.finish();
+                let mut out = Response::new(Body::from(first));
+                *out.status_mut() = status;
+                *out.headers_mut() = headers;
+                out
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorJson {
+    error: ErrorJsonInner,
+}
+#[derive(Deserialize)]
+struct ErrorJsonInner {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn db_unavailable(e: sqlx::Error) -> ApiError {
+    tracing::error!(error = %e, "database unavailable for a lease");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "Temporarily unavailable; please retry shortly").should_retry(true)
+}
+
+/// Passes a stream through chunk by chunk, reading usage, and settles when it ends (including
+/// when the client goes away, which drops it).
+struct MeteredStream {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    first: Option<Bytes>,
+    scanner: sse::SseScanner,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    breaker: Arc<Breaker>,
+    ticket: Ticket,
+    finished: bool,
+    completed: bool,
+}
+
+impl MeteredStream {
+    fn cut(&mut self, outcome: &'static str, message: &str) -> Option<Bytes> {
+        self.finished = true;
+        self.ticket.outcome = outcome;
+        self.breaker.failure(outcome);
+        if self.scanner.saw_error || self.scanner.saw_stop {
+            return None;
+        }
+        let kind = if outcome == "idle_timeout" { "timeout_error" } else { "api_error" };
+        self.ticket.error_type = Some(kind.to_string());
+        Some(sse_error_event(kind, message, &self.ticket.rid))
+    }
+
+    fn on_chunk(&mut self, c: &Bytes) {
+        self.scanner.feed(c);
+        if self.ticket.ttft.is_none() && self.scanner.saw_content {
+            self.ticket.ttft = Some(self.ticket.started.elapsed());
+        }
+    }
+}
+
+impl Stream for MeteredStream {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(c) = this.first.take() {
+            this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+            return Poll::Ready(Some(Ok(c)));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(c))) => {
+                this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+                this.on_chunk(&c);
+                Poll::Ready(Some(Ok(c)))
+            }
+            Poll::Ready(Some(Err(_))) => {
+                Poll::Ready(this.cut("upstream_cut", "The upstream connection was interrupted").map(Ok))
+            }
+            Poll::Ready(None) => {
+                if this.scanner.saw_stop || this.scanner.saw_error {
+                    this.finished = true;
+                    this.completed = true;
+                    if this.scanner.saw_error {
+                        this.ticket.outcome = "upstream_error";
+                        this.ticket.error_type = this.scanner.error_type.clone();
+                    } else {
+                        this.ticket.outcome = "ok";
+                    }
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(this.cut("upstream_cut", "The upstream stream ended early").map(Ok))
+                }
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(this.cut("idle_timeout", "The upstream stream stalled").map(Ok)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.ticket.outcome = "client_closed";
+        }
+        self.ticket.usage = self.scanner.usage;
+        self.ticket.served_model = self.scanner.model.take().or_else(|| self.ticket.priced_model.as_ref().map(|m| m.id.clone()));
+        self.ticket.finish();
+    }
+}
+
+async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
+    let started = Instant::now();
+    let rid = request_id();
+    let (parts, body) = req.into_parts();
+    let key = match gw.authenticate(&parts.headers).await {
+        Ok(k) => k,
+        Err(e) => return e.into_response(&rid),
+    };
+    let body = match read_body(body, gw.config.body_limit).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(&rid),
+    };
+    let head = match parse_head(&body) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(&rid),
+    };
+    let cat = gw.catalogue.read().unwrap().clone();
+    let models = match resolve_models(&cat, &key, &head.model) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(&rid),
+    };
+    let plan = ForwardPlan {
+        endpoint_count: true,
+        stream: false,
+        channel: &key.channel,
+        models: &models[..1],
+        body: &body,
+        model_span: head.model_span,
+        requested: &head.model,
+        headers: forward_headers(&parts.headers),
+        query: parts.uri.query(),
+    };
+    let mut attempts = 0;
+    match gw.forward(plan, &mut attempts, started).await {
+        Attempted::Exhausted { last } => exhausted_error(last, &key.channel, &head.model).into_response(&rid),
+        Attempted::Final { status, headers, body, .. } => {
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = response_headers(&headers, &rid);
+            resp
+        }
+        Attempted::Success { resp, first, .. } => {
+            let mut out = Response::new(Body::from(first));
+            *out.status_mut() = resp.status();
+            *out.headers_mut() = response_headers(resp.headers(), &rid);
+            out
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    after_id: Option<String>,
+    before_id: Option<String>,
+}
+
+fn model_json(m: &Model) -> serde_json::Value {
+    serde_json::json!({
+        "type": "model",
+        "id": m.id,
+        "display_name": m.display_name,
+        "created_at": m.released_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+fn json_response(rid: &str, v: serde_json::Value) -> Response {
+    let mut resp = (StatusCode::OK, v.to_string()).into_response();
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_request_id(resp.headers_mut(), rid);
+    resp
+}
+
+async fn list_models(State(gw): State<Arc<Inner>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let rid = request_id();
+    let key = match gw.authenticate(&headers).await {
+        Ok(k) => k,
+        Err(e) => return e.into_response(&rid),
+    };
+    let cat = gw.catalogue.read().unwrap().clone();
+    let visible: Vec<&Arc<Model>> = cat
+        .listed
+        .iter()
+        .filter(|m| key.allowed_models.is_empty() || key.allowed_models.iter().any(|a| *a == m.id))
+        .collect();
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let (start, end) = if let Some(before) = &q.before_id {
+        let end = visible.iter().position(|m| &m.id == before).unwrap_or(0);
+        (end.saturating_sub(limit), end)
+    } else {
+        let start = q.after_id.as_ref().and_then(|a| visible.iter().position(|m| &m.id == a)).map(|i| i + 1).unwrap_or(0);
+        (start, (start + limit).min(visible.len()))
+    };
+    let page = &visible[start.min(end)..end];
+    let has_more = if q.before_id.is_some() { start > 0 } else { end < visible.len() };
+    json_response(
+        &rid,
+        serde_json::json!({
+            "data": page.iter().map(|m| model_json(m)).collect::<Vec<_>>(),
+            "has_more": has_more,
+            "first_id": page.first().map(|m| m.id.clone()),
+            "last_id": page.last().map(|m| m.id.clone()),
+        }),
+    )
+}
+
+async fn get_model(State(gw): State<Arc<Inner>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let rid = request_id();
+    let key = match gw.authenticate(&headers).await {
+        Ok(k) => k,
+        Err(e) => return e.into_response(&rid),
+    };
+    let cat = gw.catalogue.read().unwrap().clone();
+    match cat.models.get(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
+        Some(m) => json_response(&rid, model_json(m)),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found_error", format!("model: {id}")).into_response(&rid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_rewrite_keeps_everything_else() {
+        let body = Bytes::from_static(br#"{"max_tokens":5,"model":"claude-a","messages":[{"role":"user","content":"model"}],"x":{"model":"keep"}}"#);
+        let h = parse_head(&body).unwrap();
+        assert_eq!(h.model, "claude-a");
+        let out = with_model(&body, h.model_span, "claude-bbb");
+        assert_eq!(
+            &out[..],
+            br#"{"max_tokens":5,"model":"claude-bbb","messages":[{"role":"user","content":"model"}],"x":{"model":"keep"}}"#
+        );
+        let esc = Bytes::from_static(br#"{"model":"claude\u002da","max_tokens":1}"#);
+        let h = parse_head(&esc).unwrap();
+        assert_eq!(h.model, "claude-a");
+        assert!(h.model_span.is_none());
+        let v: serde_json::Value = serde_json::from_slice(&with_model(&esc, None, "claude-b")).unwrap();
+        assert_eq!(v["model"], "claude-b");
+    }
+
+    #[test]
+    fn key_extraction() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer cr-abc"));
+        assert_eq!(presented_key(&h), Some("cr-abc"));
+        h.insert("x-api-key", HeaderValue::from_static("cr-xyz"));
+        assert_eq!(presented_key(&h), Some("cr-xyz"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_key(&h), None);
+    }
+
+    #[test]
+    fn forwarded_headers_drop_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("cr-secret"));
+        h.insert("authorization", HeaderValue::from_static("Bearer cr-secret"));
+        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        h.insert("anthropic-beta", HeaderValue::from_static("a,b"));
+        h.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let f = forward_headers(&h);
+        assert!(f.get("x-api-key").is_none() && f.get("authorization").is_none());
+        assert!(f.get("accept-encoding").is_none() && f.get("x-forwarded-for").is_none());
+        assert_eq!(f.get("anthropic-beta").unwrap(), "a,b");
+        assert_eq!(f.get("content-type").unwrap(), "application/json");
+    }
+}

@@ -1,0 +1,218 @@
+//! Reads usage out of an Anthropic SSE stream while the bytes pass through untouched.
+//! Events may be split across chunks in any way; only the tail of an unfinished event is buffered,
+//! and only `message_start`, `message_delta`, `message_stop`, `error` and the first
+//! `content_block_delta` are looked at.
+
+use crate::pricing::UsageReport;
+use memchr::memmem;
+use serde::Deserialize;
+
+const MAX_PENDING: usize = 8 << 20;
+
+#[derive(Default, Debug)]
+pub struct SseScanner {
+    pending: Vec<u8>,
+    pub usage: UsageReport,
+    pub model: Option<String>,
+    pub saw_start: bool,
+    pub saw_delta: bool,
+    pub saw_stop: bool,
+    pub saw_error: bool,
+    pub error_type: Option<String>,
+    pub saw_content: bool,
+}
+
+#[derive(Deserialize)]
+struct StartEvent {
+    message: StartMessage,
+}
+#[derive(Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<UsageReport>,
+}
+#[derive(Deserialize)]
+struct DeltaEvent {
+    #[serde(default)]
+    usage: Option<UsageReport>,
+}
+#[derive(Deserialize)]
+struct ErrorEvent {
+    error: ErrorBody,
+}
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
+    // events end with a blank line: "\n\n" (or "\r\n\r\n")
+    let a = memmem::find(buf, b"\n\n").map(|i| (i, 2));
+    let b = memmem::find(buf, b"\r\n\r\n").map(|i| (i, 4));
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+        (x, y) => x.or(y),
+    }
+}
+
+impl SseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.pending.is_empty() {
+            let mut rest = chunk;
+            while let Some((i, n)) = find_boundary(rest) {
+                self.event(&rest[..i]);
+                rest = &rest[i + n..];
+            }
+            if !rest.is_empty() {
+                self.pending.extend_from_slice(rest);
+            }
+        } else {
+            self.pending.extend_from_slice(chunk);
+            let buf = std::mem::take(&mut self.pending);
+            let mut rest = &buf[..];
+            while let Some((i, n)) = find_boundary(rest) {
+                self.event(&rest[..i]);
+                rest = &rest[i + n..];
+            }
+            self.pending = rest.to_vec();
+        }
+        if self.pending.len() > MAX_PENDING {
+            self.pending.clear();
+        }
+    }
+
+    fn event(&mut self, ev: &[u8]) {
+        let mut name: &[u8] = b"";
+        let mut data: Vec<u8> = Vec::new();
+        let mut data_one: Option<&[u8]> = None;
+        for line in ev.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(v) = line.strip_prefix(b"event:") {
+                name = trim(v);
+            } else if let Some(v) = line.strip_prefix(b"data:") {
+                let v = v.strip_prefix(b" ").unwrap_or(v);
+                match data_one {
+                    None if data.is_empty() => data_one = Some(v),
+                    _ => {
+                        if let Some(first) = data_one.take() {
+                            data.extend_from_slice(first);
+                        }
+                        data.push(b'\n');
+                        data.extend_from_slice(v);
+                    }
+                }
+            }
+        }
+        let data: &[u8] = match data_one {
+            Some(d) => d,
+            None => &data,
+        };
+        match name {
+            b"content_block_delta" => self.saw_content = true,
+            b"message_start" => {
+                self.saw_start = true;
+                if let Ok(e) = serde_json::from_slice::<StartEvent>(data) {
+                    if e.message.model.is_some() {
+                        self.model = e.message.model;
+                    }
+                    if let Some(u) = e.message.usage {
+                        self.usage.merge(&u);
+                    }
+                }
+            }
+            b"message_delta" => {
+                self.saw_delta = true;
+                if let Ok(e) = serde_json::from_slice::<DeltaEvent>(data) {
+                    if let Some(u) = e.usage {
+                        self.usage.merge(&u);
+                    }
+                }
+            }
+            b"message_stop" => self.saw_stop = true,
+            b"error" => {
+                self.saw_error = true;
+                if let Ok(e) = serde_json::from_slice::<ErrorEvent>(data) {
+                    self.error_type = Some(e.error.kind);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(s);
+    &v[s..e.max(s)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":50,\"cache_creation\":{\"ephemeral_5m_input_tokens\":40,\"ephemeral_1h_input_tokens\":60},\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\": \"ping\"}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\\n\\nthere\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":25,\"output_tokens\":42}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+    fn check(s: &SseScanner) {
+        assert!(s.saw_start && s.saw_delta && s.saw_stop && s.saw_content && !s.saw_error);
+        assert_eq!(s.model.as_deref(), Some("claude-sonnet-4-6"));
+        let t = s.usage.tokens();
+        assert_eq!(t.input_tokens, 25);
+        assert_eq!(t.output_tokens, 42);
+        assert_eq!(t.cache_write_5m_tokens, 40);
+        assert_eq!(t.cache_write_1h_tokens, 60);
+        assert_eq!(t.cache_read_tokens, 50);
+    }
+
+    #[test]
+    fn whole_stream() {
+        let mut s = SseScanner::new();
+        s.feed(STREAM.as_bytes());
+        check(&s);
+    }
+
+    #[test]
+    fn every_split_point() {
+        let b = STREAM.as_bytes();
+        for cut in 0..b.len() {
+            let mut s = SseScanner::new();
+            s.feed(&b[..cut]);
+            s.feed(&b[cut..]);
+            check(&s);
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_and_crlf() {
+        let mut s = SseScanner::new();
+        for b in STREAM.as_bytes() {
+            s.feed(std::slice::from_ref(b));
+        }
+        check(&s);
+        let crlf = STREAM.replace('\n', "\r\n");
+        let mut s = SseScanner::new();
+        s.feed(crlf.as_bytes());
+        check(&s);
+    }
+
+    #[test]
+    fn error_event() {
+        let mut s = SseScanner::new();
+        s.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert!(s.saw_error);
+        assert_eq!(s.error_type.as_deref(), Some("overloaded_error"));
+    }
+}

@@ -1,0 +1,177 @@
+//! Customer API keys. The secret (`cr-` + 40 base62 characters) is shown once at creation; only
+//! its SHA-256 is stored. Every change fires a NOTIFY (trigger in the migration) so that every
+//! gateway instance drops its cached copy at once.
+
+use crate::util::{random_base62, sha256};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const SECRET_PREFIX: &str = "cr-";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct NewKey {
+    pub name: String,
+    pub channel: String,
+    pub spend_limit_micros: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Empty = every enabled model.
+    pub allowed_models: Vec<String>,
+    pub allow_fallback: bool,
+    pub rpm_limit: Option<i32>,
+    pub concurrency_limit: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+pub struct KeySummary {
+    pub id: Uuid,
+    pub name: String,
+    /// First characters of the secret, for recognising a key ("cr-AbC1…").
+    pub prefix: String,
+    pub channel: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub spent_micros: i64,
+    pub spend_limit_micros: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub allowed_models: Vec<String>,
+    pub allow_fallback: bool,
+    pub rpm_limit: Option<i32>,
+    pub concurrency_limit: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("name must be 1 to 100 characters")]
+    InvalidName,
+    #[error("unknown channel")]
+    UnknownChannel,
+    #[error("unknown model: {0}")]
+    UnknownModel(String),
+    #[error("limits must be positive")]
+    InvalidLimit,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What the gateway needs to know about a presented key (cached in memory).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyAuth {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub channel: String,
+    pub spend_limit_micros: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub allowed_models: Vec<String>,
+    pub allow_fallback: bool,
+    pub rpm_limit: Option<i32>,
+    pub concurrency_limit: Option<i32>,
+    pub user_status: String,
+}
+
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    sha256(secret.as_bytes())
+}
+
+fn prefix_of(secret: &str) -> String {
+    secret.chars().take(SECRET_PREFIX.len() + 6).collect()
+}
+
+const SUMMARY_COLS: &str = "id, name, prefix, channel, created_at, last_used_at, spent_micros, spend_limit_micros, \
+     expires_at, revoked_at, allowed_models, allow_fallback, rpm_limit, concurrency_limit";
+
+/// Creates a key and returns its summary and the secret (to be shown exactly once).
+pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySummary, String), KeyError> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(KeyError::InvalidName);
+    }
+    if new.spend_limit_micros.is_some_and(|v| v < 0)
+        || new.rpm_limit.is_some_and(|v| v <= 0)
+        || new.concurrency_limit.is_some_and(|v| v <= 0)
+    {
+        return Err(KeyError::InvalidLimit);
+    }
+    let channel_ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM channels WHERE code = $1)")
+        .bind(&new.channel)
+        .fetch_one(pool)
+        .await?;
+    if !channel_ok {
+        return Err(KeyError::UnknownChannel);
+    }
+    if !new.allowed_models.is_empty() {
+        let known: Vec<String> = sqlx::query_scalar("SELECT id FROM models WHERE id = ANY($1)")
+            .bind(&new.allowed_models)
+            .fetch_all(pool)
+            .await?;
+        if let Some(m) = new.allowed_models.iter().find(|m| !known.contains(m)) {
+            return Err(KeyError::UnknownModel(m.clone()));
+        }
+    }
+    let secret = format!("{SECRET_PREFIX}{}", random_base62(40));
+    let hash = hash_secret(&secret);
+    let summary = sqlx::query_as::<_, KeySummary>(&format!(
+        "INSERT INTO api_keys (user_id, name, prefix, secret_hash, channel, spend_limit_micros, expires_at, \
+         allowed_models, allow_fallback, rpm_limit, concurrency_limit) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {SUMMARY_COLS}"
+    ))
+    .bind(user_id)
+    .bind(name)
+    .bind(prefix_of(&secret))
+    .bind(&hash[..])
+    .bind(&new.channel)
+    .bind(new.spend_limit_micros)
+    .bind(new.expires_at)
+    .bind(&new.allowed_models)
+    .bind(new.allow_fallback)
+    .bind(new.rpm_limit)
+    .bind(new.concurrency_limit)
+    .fetch_one(pool)
+    .await?;
+    Ok((summary, secret))
+}
+
+/// The user's keys, newest first (revoked ones included, marked by `revoked_at`).
+pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<KeySummary>, sqlx::Error> {
+    sqlx::query_as::<_, KeySummary>(&format!(
+        "SELECT {SUMMARY_COLS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC, id"
+    ))
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One key of the user (None if it is someone else's).
+pub async fn get(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<Option<KeySummary>, sqlx::Error> {
+    sqlx::query_as::<_, KeySummary>(&format!("SELECT {SUMMARY_COLS} FROM api_keys WHERE id = $1 AND user_id = $2"))
+        .bind(key_id)
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Revokes one of the user's own keys. Returns false if it is not theirs or already revoked.
+/// Every gateway instance stops accepting it as soon as the NOTIFY arrives (milliseconds).
+pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
+        .bind(key_id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Looks a presented secret's hash up (the gateway caches the answer).
+pub async fn lookup_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyAuth>, sqlx::Error> {
+    sqlx::query_as::<_, KeyAuth>(
+        "SELECT k.id AS key_id, k.user_id, k.channel, k.spend_limit_micros, k.expires_at, k.revoked_at, \
+         k.allowed_models, k.allow_fallback, k.rpm_limit, k.concurrency_limit, u.status AS user_status \
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.secret_hash = $1",
+    )
+    .bind(&hash[..])
+    .fetch_optional(pool)
+    .await
+}

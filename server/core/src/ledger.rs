@@ -1,0 +1,206 @@
+//! Balances and the append-only ledger. Every balance change is one ledger row written in the same
+//! transaction, so a balance always equals the sum of its ledger (`balance_after_micros` is the
+//! running balance).
+//!
+//! Funding sources: each ledger row names the source it moved (`'wallet'` today). Plan allowances
+//! (a later issue) become another source that usage settlement draws from before the wallet; the
+//! settlement path (`usage` writer → `cr_settle`) is the single place where that order is decided.
+//!
+//! Gateways hold part of a balance as leases while requests are in flight (see `gateway::leases`):
+//! `available = balance − Σ leases`. A staff debit may not take the available amount below zero.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerKind {
+    /// Money in (top-up, payment).
+    Credit,
+    /// Money out by staff.
+    Debit,
+    /// Money out for API usage (written by the gateway's settlement).
+    Usage,
+    /// Money back to the customer.
+    Refund,
+    /// Correction by staff, either sign.
+    Adjustment,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Credit => "credit",
+            LedgerKind::Debit => "debit",
+            LedgerKind::Usage => "usage",
+            LedgerKind::Refund => "refund",
+            LedgerKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// Where the money of a ledger row came from or went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FundingSource {
+    Wallet,
+}
+
+impl FundingSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FundingSource::Wallet => "wallet",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub user_id: Uuid,
+    /// Signed: positive credits, negative debits.
+    pub amount_micros: i64,
+    /// Running balance after this row.
+    pub balance_after_micros: i64,
+    pub kind: String,
+    pub source: String,
+    pub note: String,
+    pub actor_id: Option<Uuid>,
+    /// For usage rows: how many requests this settlement covers.
+    pub request_count: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("amount must not be zero")]
+    ZeroAmount,
+    #[error("insufficient balance: available {}", crate::money::format_cny(*available))]
+    Insufficient { available: i64 },
+    #[error("unknown user")]
+    UnknownUser,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Balance and the part of it held by in-flight requests.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct BalanceInfo {
+    pub balance_micros: i64,
+    pub held_micros: i64,
+    pub available_micros: i64,
+}
+
+const ENTRY_COLS: &str =
+    "id, user_id, amount_micros, balance_after_micros, kind, source, note, actor_id, request_count, created_at";
+
+/// The user's balance in micro-CNY (0 if never funded).
+pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT balance_micros FROM balances WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .unwrap_or(0))
+}
+
+pub async fn balance_info(pool: &PgPool, user_id: Uuid) -> Result<BalanceInfo, sqlx::Error> {
+    let (b, h): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), \
+                COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(BalanceInfo { balance_micros: b, held_micros: h, available_micros: b - h })
+}
+
+/// Changes a balance by `amount_micros` (negative = debit) and appends the ledger row, in one
+/// transaction. A debit that would take the available balance below zero is refused.
+pub async fn adjust(
+    pool: &PgPool,
+    user_id: Uuid,
+    amount_micros: i64,
+    kind: LedgerKind,
+    note: &str,
+    actor_id: Option<Uuid>,
+) -> Result<LedgerEntry, LedgerError> {
+    if amount_micros == 0 {
+        return Err(LedgerError::ZeroAmount);
+    }
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(LedgerError::UnknownUser);
+    }
+    sqlx::query("INSERT INTO balances (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let bal: i64 = sqlx::query_scalar("SELECT balance_micros FROM balances WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let new_balance = bal.checked_add(amount_micros).ok_or(LedgerError::Insufficient { available: bal })?;
+    if amount_micros < 0 {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(amount_micros), 0)::BIGINT FROM balance_leases WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if new_balance < held {
+            return Err(LedgerError::Insufficient { available: bal - held });
+        }
+    }
+    sqlx::query("UPDATE balances SET balance_micros = $2, updated_at = now() WHERE user_id = $1")
+        .bind(user_id)
+        .bind(new_balance)
+        .execute(&mut *tx)
+        .await?;
+    let entry = sqlx::query_as::<_, LedgerEntry>(&format!(
+        "INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, actor_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENTRY_COLS}"
+    ))
+    .bind(user_id)
+    .bind(amount_micros)
+    .bind(new_balance)
+    .bind(kind.as_str())
+    .bind(FundingSource::Wallet.as_str())
+    .bind(note)
+    .bind(actor_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(entry)
+}
+
+/// The user's most recent ledger rows, newest first, each with its running balance.
+pub async fn entries(pool: &PgPool, user_id: Uuid, limit: i64) -> Result<Vec<LedgerEntry>, sqlx::Error> {
+    sqlx::query_as::<_, LedgerEntry>(&format!(
+        "SELECT {ENTRY_COLS} FROM ledger_entries WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(user_id)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await
+}
+
+/// Checks the invariant for one user: balance = Σ ledger and every running balance is consistent.
+pub async fn verify(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    let ok: bool = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0) = \
+                COALESCE((SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1), 0) \
+            AND NOT EXISTS (SELECT 1 FROM (SELECT balance_after_micros, \
+                   sum(amount_micros) OVER (ORDER BY id) AS running FROM ledger_entries WHERE user_id = $1) r \
+                WHERE r.balance_after_micros <> r.running)",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(ok)
+}

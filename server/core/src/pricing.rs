@@ -1,0 +1,287 @@
+//! Pure pricing: tokens by kind × the model's list prices (micro-USD per million tokens) gives an
+//! exact cost in pico-USD (10⁻¹² USD, an `i128`); that exact cost × the channel rate (micro-CNY per
+//! USD) gives the charge. Rounding (see [`crate::money::div_round_half_up`]) happens once per
+//! request on each result:
+//!
+//! ```text
+//! exact_pico_usd = Σ tokens_k × price_k                       (price_k in micro-USD / MTok)
+//! cost_micro_usd = round_half_up(exact_pico_usd / 10⁶)
+//! charge_micros  = round_half_up(exact_pico_usd × rate_micros_per_usd / 10¹²)
+//! ```
+//! The charge is computed from the exact cost, not from the rounded one.
+//!
+//! Cache pricing follows Anthropic: 5-minute writes 1.25× input, 1-hour writes 2× input, reads
+//! 0.1× input (the catalogue stores each price explicitly, so staff can follow list changes).
+//! When the usage has no `cache_creation` split, every cache write is priced at the 5-minute rate.
+
+use crate::money::div_round_half_up;
+use serde::{Deserialize, Serialize};
+
+/// List prices of one model, micro-USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ModelPrices {
+    pub input: i64,
+    pub output: i64,
+    pub cache_write_5m: i64,
+    pub cache_write_1h: i64,
+    pub cache_read: i64,
+}
+
+impl ModelPrices {
+    /// Anthropic's standard multipliers from input and output prices (USD / MTok in micro-USD).
+    pub fn standard(input: i64, output: i64) -> Self {
+        ModelPrices {
+            input,
+            output,
+            cache_write_5m: input * 5 / 4,
+            cache_write_1h: input * 2,
+            cache_read: input / 10,
+        }
+    }
+
+    /// The highest per-token price of anything that counts as input.
+    pub fn max_input(&self) -> i64 {
+        self.input.max(self.cache_write_5m).max(self.cache_write_1h).max(self.cache_read)
+    }
+
+    /// Element-wise maximum (for holds that must cover a fallback model too).
+    pub fn max(self, o: ModelPrices) -> ModelPrices {
+        ModelPrices {
+            input: self.input.max(o.input),
+            output: self.output.max(o.output),
+            cache_write_5m: self.cache_write_5m.max(o.cache_write_5m),
+            cache_write_1h: self.cache_write_1h.max(o.cache_write_1h),
+            cache_read: self.cache_read.max(o.cache_read),
+        }
+    }
+}
+
+/// Tokens by kind, as billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TokenUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_write_5m_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub cache_read_tokens: i64,
+}
+
+impl TokenUsage {
+    pub fn is_zero(&self) -> bool {
+        *self == TokenUsage::default()
+    }
+}
+
+/// The result of pricing one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Price {
+    pub cost_micro_usd: i64,
+    pub charge_micros: i64,
+}
+
+/// Exact cost in pico-USD.
+pub fn exact_cost_pico_usd(u: &TokenUsage, p: &ModelPrices) -> i128 {
+    let t = |n: i64| n.max(0) as i128;
+    t(u.input_tokens) * p.input as i128
+        + t(u.output_tokens) * p.output as i128
+        + t(u.cache_write_5m_tokens) * p.cache_write_5m as i128
+        + t(u.cache_write_1h_tokens) * p.cache_write_1h as i128
+        + t(u.cache_read_tokens) * p.cache_read as i128
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    v.clamp(0, i64::MAX as i128) as i64
+}
+
+/// Cost (micro-USD) and charge (micro-CNY) of a request.
+pub fn price(u: &TokenUsage, p: &ModelPrices, rate_micros_per_usd: i64) -> Price {
+    let pico = exact_cost_pico_usd(u, p);
+    Price {
+        cost_micro_usd: clamp_i64(div_round_half_up(pico, 1_000_000)),
+        charge_micros: clamp_i64(div_round_half_up(pico * rate_micros_per_usd.max(0) as i128, 1_000_000_000_000)),
+    }
+}
+
+/// Upper bound of a request's charge, reserved before forwarding: every input token at the dearest
+/// input price (a token is never shorter than one byte of the request body, plus a margin for the
+/// system prompt the API adds for tools), and `max_tokens` of output.
+pub fn estimate_hold(body_len: usize, max_tokens: u64, p: &ModelPrices, rate_micros_per_usd: i64) -> i64 {
+    let input = body_len as i128 + 4096;
+    let pico = input * p.max_input() as i128 + (max_tokens.min(10_000_000) as i128) * p.output as i128;
+    // round up: a hold must cover the charge
+    let den: i128 = 1_000_000_000_000;
+    let v = (pico * rate_micros_per_usd.max(0) as i128 + den - 1) / den;
+    clamp_i64(v).max(1)
+}
+
+/// Usage as Anthropic reports it (JSON `usage`, `message_start.message.usage`,
+/// `message_delta.usage`). Every field is optional: later reports replace earlier values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UsageReport {
+    #[serde(default)]
+    pub input_tokens: Option<i64>,
+    #[serde(default)]
+    pub output_tokens: Option<i64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<i64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<i64>,
+    #[serde(default)]
+    pub cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct CacheCreation {
+    #[serde(default)]
+    pub ephemeral_5m_input_tokens: Option<i64>,
+    #[serde(default)]
+    pub ephemeral_1h_input_tokens: Option<i64>,
+}
+
+impl UsageReport {
+    /// Cumulative semantics: a later value replaces an earlier one, values are never added.
+    pub fn merge(&mut self, later: &UsageReport) {
+        fn m(a: &mut Option<i64>, b: Option<i64>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        m(&mut self.input_tokens, later.input_tokens);
+        m(&mut self.output_tokens, later.output_tokens);
+        m(&mut self.cache_creation_input_tokens, later.cache_creation_input_tokens);
+        m(&mut self.cache_read_input_tokens, later.cache_read_input_tokens);
+        if let Some(lc) = later.cache_creation {
+            let c = self.cache_creation.get_or_insert_with(CacheCreation::default);
+            m(&mut c.ephemeral_5m_input_tokens, lc.ephemeral_5m_input_tokens);
+            m(&mut c.ephemeral_1h_input_tokens, lc.ephemeral_1h_input_tokens);
+        }
+    }
+
+    /// Tokens by billed kind. With a `cache_creation` split, 1-hour writes are priced as such and
+    /// any remainder of `cache_creation_input_tokens` at the 5-minute rate.
+    pub fn tokens(&self) -> TokenUsage {
+        let total_writes = self.cache_creation_input_tokens.unwrap_or(0).max(0);
+        let (w5, w1) = match self.cache_creation {
+            Some(c) => {
+                let w1 = c.ephemeral_1h_input_tokens.unwrap_or(0).max(0);
+                let w5 = c.ephemeral_5m_input_tokens.unwrap_or(0).max(0);
+                let w5 = w5.max(total_writes - w1);
+                (w5, w1)
+            }
+            None => (total_writes, 0),
+        };
+        TokenUsage {
+            input_tokens: self.input_tokens.unwrap_or(0).max(0),
+            output_tokens: self.output_tokens.unwrap_or(0).max(0),
+            cache_write_5m_tokens: w5,
+            cache_write_1h_tokens: w1,
+            cache_read_tokens: self.cache_read_input_tokens.unwrap_or(0).max(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sonnet() -> ModelPrices {
+        ModelPrices::standard(3_000_000, 15_000_000)
+    }
+
+    #[test]
+    fn standard_multipliers() {
+        let p = sonnet();
+        assert_eq!(p.cache_write_5m, 3_750_000);
+        assert_eq!(p.cache_write_1h, 6_000_000);
+        assert_eq!(p.cache_read, 300_000);
+    }
+
+    #[test]
+    fn plain_input_output() {
+        // 1000 in × $3/M + 500 out × $15/M = $0.003 + $0.0075 = $0.0105
+        let u = TokenUsage { input_tokens: 1000, output_tokens: 500, ..Default::default() };
+        let p = price(&u, &sonnet(), 1_000_000);
+        assert_eq!(p.cost_micro_usd, 10_500);
+        assert_eq!(p.charge_micros, 10_500);
+        // value channel ¥0.6/$ → ¥0.0063
+        assert_eq!(price(&u, &sonnet(), 600_000).charge_micros, 6_300);
+        // stable ¥5/$ → ¥0.0525
+        assert_eq!(price(&u, &sonnet(), 5_000_000).charge_micros, 52_500);
+    }
+
+    #[test]
+    fn cache_kinds_priced_separately() {
+        let u = TokenUsage {
+            input_tokens: 10,
+            output_tokens: 20,
+            cache_write_5m_tokens: 1000,
+            cache_write_1h_tokens: 2000,
+            cache_read_tokens: 10_000,
+        };
+        // 10×3 + 20×15 + 1000×3.75 + 2000×6 + 10000×0.3 = 30+300+3750+12000+3000 = 19080 µ$
+        let p = price(&u, &sonnet(), 1_000_000);
+        assert_eq!(p.cost_micro_usd, 19_080);
+        assert_eq!(p.charge_micros, 19_080);
+    }
+
+    #[test]
+    fn rounding_once_half_up() {
+        // Haiku 5.5: $0.10/M in → 1 token = 0.1 µ$. 5 tokens = 0.5 µ$ → rounds up to 1.
+        let h = ModelPrices { cache_read: 10_000, ..ModelPrices::standard(100_000, 500_000) };
+        let u = TokenUsage { input_tokens: 5, ..Default::default() };
+        assert_eq!(price(&u, &h, 1_000_000), Price { cost_micro_usd: 1, charge_micros: 1 });
+        let u = TokenUsage { input_tokens: 4, ..Default::default() };
+        assert_eq!(price(&u, &h, 1_000_000), Price { cost_micro_usd: 0, charge_micros: 0 });
+        // charge uses the exact cost: 7 tokens = 0.7 µ$, ×5 = 3.5 → 4 µ¥ (not round(0.7)=1 ×5 = 5)
+        let u = TokenUsage { input_tokens: 7, ..Default::default() };
+        assert_eq!(price(&u, &h, 5_000_000), Price { cost_micro_usd: 1, charge_micros: 4 });
+        // cache reads at 0.01/M: 100 tokens = 1 µ$
+        let u = TokenUsage { cache_read_tokens: 100, ..Default::default() };
+        assert_eq!(price(&u, &h, 1_000_000).cost_micro_usd, 1);
+    }
+
+    #[test]
+    fn report_merge_is_cumulative_not_additive() {
+        let mut r: UsageReport = serde_json::from_str(
+            r#"{"input_tokens":100,"cache_creation_input_tokens":50,"cache_read_input_tokens":7,"output_tokens":1,
+                "cache_creation":{"ephemeral_5m_input_tokens":20,"ephemeral_1h_input_tokens":30}}"#,
+        )
+        .unwrap();
+        r.merge(&serde_json::from_str(r#"{"output_tokens":40}"#).unwrap());
+        r.merge(&serde_json::from_str(r#"{"output_tokens":77,"input_tokens":100}"#).unwrap());
+        assert_eq!(
+            r.tokens(),
+            TokenUsage {
+                input_tokens: 100,
+                output_tokens: 77,
+                cache_write_5m_tokens: 20,
+                cache_write_1h_tokens: 30,
+                cache_read_tokens: 7
+            }
+        );
+    }
+
+    #[test]
+    fn cache_writes_without_split_are_5m() {
+        let r: UsageReport = serde_json::from_str(r#"{"input_tokens":1,"cache_creation_input_tokens":500,"output_tokens":2}"#).unwrap();
+        let t = r.tokens();
+        assert_eq!((t.cache_write_5m_tokens, t.cache_write_1h_tokens), (500, 0));
+        // split that covers only the 1h part: remainder is 5m
+        let r: UsageReport = serde_json::from_str(
+            r#"{"cache_creation_input_tokens":500,"cache_creation":{"ephemeral_1h_input_tokens":200}}"#,
+        )
+        .unwrap();
+        let t = r.tokens();
+        assert_eq!((t.cache_write_5m_tokens, t.cache_write_1h_tokens), (300, 200));
+    }
+
+    #[test]
+    fn hold_covers_worst_case() {
+        let p = sonnet();
+        let body = 2000usize;
+        let hold = estimate_hold(body, 1000, &p, 5_000_000);
+        let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
+        assert!(hold >= price(&worst, &p, 5_000_000).charge_micros);
+        assert!(hold > 0);
+    }
+}

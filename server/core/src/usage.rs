@@ -1,0 +1,436 @@
+//! Usage records and their settlement.
+//!
+//! The gateway never writes to Postgres on the request path. Each finished request hands one
+//! [`UsageRecord`] to the [`UsageWriter`]: a bounded channel drained by one task that flushes every
+//! `batch_rows` rows or `flush_interval`, whichever comes first. One flush is one transaction:
+//!
+//! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`,
+//! 2. the charges, summed per user: one balance update and one `usage` ledger row per user
+//!    (`cr_settle`), consuming this instance's balance lease,
+//! 3. the per-key spend and last use, and the key leases.
+//!
+//! A failed flush is retried with the same rows (nothing is dequeued destructively); while it is
+//! failing the bounded channel fills and applies back-pressure instead of growing memory. On
+//! shutdown everything queued is flushed. Records never contain prompts or replies.
+
+use crate::pricing::TokenUsage;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageRecord {
+    /// The request id returned to the client (`req_…`).
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub key_id: Option<Uuid>,
+    pub channel: String,
+    /// "messages" or "count_tokens".
+    pub endpoint: String,
+    pub requested_model: String,
+    /// The model that really answered (differs from `requested_model` after a fallback).
+    pub served_model: Option<String>,
+    pub upstream_id: Option<Uuid>,
+    pub stream: bool,
+    /// HTTP status returned to the client (200 also for a stream that was cut later).
+    pub status: i32,
+    pub error_type: Option<String>,
+    /// ok | upstream_error | gateway_error | upstream_cut | client_closed | idle_timeout
+    pub outcome: String,
+    pub attempts: i32,
+    pub tokens: TokenUsage,
+    pub cost_micro_usd: i64,
+    /// Micro-CNY taken from the balance for this request.
+    pub charge_micros: i64,
+    pub latency_ms: i32,
+    pub ttft_ms: Option<i32>,
+}
+
+/// A row as read back for the console and the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
+pub struct UsageRow {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub key_id: Option<Uuid>,
+    pub channel: String,
+    pub endpoint: String,
+    pub requested_model: String,
+    pub served_model: Option<String>,
+    pub upstream_id: Option<Uuid>,
+    pub stream: bool,
+    pub status: i32,
+    pub error_type: Option<String>,
+    pub outcome: String,
+    pub attempts: i32,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_write_5m_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub charge_micros: i64,
+    pub latency_ms: i32,
+    pub ttft_ms: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageFilter {
+    pub user_id: Option<Uuid>,
+    pub key_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Default 100, at most 1000.
+    pub limit: Option<i64>,
+}
+
+/// Newest first.
+pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRow>, sqlx::Error> {
+    sqlx::query_as::<_, UsageRow>(
+        "SELECT id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, \
+         stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
+         cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms \
+         FROM usage_records WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR key_id = $2) \
+         AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4) \
+         ORDER BY created_at DESC, id LIMIT $5",
+    )
+    .bind(f.user_id)
+    .bind(f.key_id)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub batch_rows: usize,
+    pub flush_interval: Duration,
+    pub queue_capacity: usize,
+    /// How long shutdown keeps retrying a failing flush before giving up (and logging the loss).
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            batch_rows: 500,
+            flush_interval: Duration::from_millis(50),
+            queue_capacity: 50_000,
+            shutdown_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Handle to the batch writer. Cheap to clone.
+enum Msg {
+    Rec(UsageRecord),
+    Barrier(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct UsageWriter {
+    tx: mpsc::Sender<Msg>,
+    ctl: Arc<Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>>,
+}
+
+impl UsageWriter {
+    /// Starts the writer task. `instance_id` names this gateway instance's leases.
+    pub fn start(pool: PgPool, instance_id: Uuid, cfg: WriterConfig) -> UsageWriter {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let handle = tokio::spawn(run(pool, instance_id, cfg, rx, stop_rx));
+        UsageWriter { tx, ctl: Arc::new(Mutex::new(Some((stop_tx, handle)))) }
+    }
+
+    /// Queues a record without waiting (spawns a waiting send when the queue is full).
+    pub fn submit(&self, rec: UsageRecord) {
+        match self.tx.try_send(Msg::Rec(rec)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(rec)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    if tx.send(rec).await.is_err() {
+                        tracing::error!("usage writer stopped; a usage record was lost");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("usage writer stopped; a usage record was lost");
+            }
+        }
+    }
+
+    /// Queues a record, waiting for room.
+    pub async fn send(&self, rec: UsageRecord) {
+        if self.tx.send(Msg::Rec(rec)).await.is_err() {
+            tracing::error!("usage writer stopped; a usage record was lost");
+        }
+    }
+
+    /// Waits until everything queued before this call is written and settled.
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Barrier(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Flushes everything queued and stops the task.
+    pub async fn shutdown(&self) {
+        let ctl = self.ctl.lock().await.take();
+        if let Some((stop, handle)) = ctl {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    instance: Uuid,
+    cfg: WriterConfig,
+    mut rx: mpsc::Receiver<Msg>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut batch: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_rows);
+    let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut stopping = false;
+    let take = |m: Msg, batch: &mut Vec<UsageRecord>, barriers: &mut Vec<oneshot::Sender<()>>| match m {
+        Msg::Rec(r) => batch.push(r),
+        Msg::Barrier(b) => barriers.push(b),
+    };
+    loop {
+        if !stopping {
+            // wait for the first row (or stop), then gather more for up to flush_interval
+            if batch.is_empty() && barriers.is_empty() {
+                tokio::select! {
+                    r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => stopping = true },
+                    _ = &mut stop => stopping = true,
+                }
+            }
+            if !stopping && barriers.is_empty() {
+                let deadline = tokio::time::Instant::now() + cfg.flush_interval;
+                while batch.len() < cfg.batch_rows && barriers.is_empty() {
+                    tokio::select! {
+                        r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => { stopping = true; break } },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = &mut stop => { stopping = true; break }
+                    }
+                }
+            }
+        }
+        if stopping {
+            while batch.len() < cfg.batch_rows {
+                match rx.try_recv() {
+                    Ok(m) => take(m, &mut batch, &mut barriers),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            flush_with_retry(&pool, instance, &mut batch, stopping, cfg.shutdown_deadline).await;
+        }
+        for b in barriers.drain(..) {
+            let _ = b.send(());
+        }
+        if stopping && rx.is_empty() && batch.is_empty() {
+            break;
+        }
+    }
+}
+
+async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, stopping: bool, deadline: Duration) {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    let mut failures = 0u32;
+    loop {
+        match flush(pool, instance, batch).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(rows = batch.len(), attempt = failures, error = %e, "usage flush failed; retrying");
+                // A row the database rejects for itself (not a connection problem) must not block the
+                // others forever: after a few tries, flush one row at a time and set aside bad rows.
+                if failures >= 3 && matches!(e, sqlx::Error::Database(_)) {
+                    let rows = std::mem::take(batch);
+                    for r in rows {
+                        let one = vec![r];
+                        if let Err(e) = flush(pool, instance, &one).await {
+                            if matches!(e, sqlx::Error::Database(_)) {
+                                tracing::error!(request_id = %one[0].id, error = %e, "usage record rejected by the database");
+                            } else {
+                                batch.extend(one);
+                            }
+                        }
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                }
+                if stopping && started.elapsed() > deadline {
+                    tracing::error!(rows = batch.len(), "usage flush still failing at shutdown; records lost");
+                    batch.clear();
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Writes a batch and settles its charges in one transaction.
+pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut users = Vec::with_capacity(n);
+    let mut keys: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    let mut endpoints = Vec::with_capacity(n);
+    let mut req_models = Vec::with_capacity(n);
+    let mut served: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut ups: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut streams = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut errs: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut tin = Vec::with_capacity(n);
+    let mut tout = Vec::with_capacity(n);
+    let mut t5 = Vec::with_capacity(n);
+    let mut t1 = Vec::with_capacity(n);
+    let mut tr = Vec::with_capacity(n);
+    let mut cost = Vec::with_capacity(n);
+    let mut charge = Vec::with_capacity(n);
+    let mut lat = Vec::with_capacity(n);
+    let mut ttft: Vec<Option<i32>> = Vec::with_capacity(n);
+    // per-user and per-key sums, ordered so that concurrent instances lock rows in the same order
+    let mut by_user: BTreeMap<Uuid, (i64, i32)> = BTreeMap::new();
+    let mut by_key: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
+    for r in rows {
+        ids.push(r.id.clone());
+        created.push(r.created_at);
+        users.push(r.user_id);
+        keys.push(r.key_id);
+        channels.push(r.channel.clone());
+        endpoints.push(r.endpoint.clone());
+        req_models.push(r.requested_model.clone());
+        served.push(r.served_model.clone());
+        ups.push(r.upstream_id);
+        streams.push(r.stream);
+        statuses.push(r.status);
+        errs.push(r.error_type.clone());
+        outcomes.push(r.outcome.clone());
+        attempts.push(r.attempts);
+        tin.push(r.tokens.input_tokens);
+        tout.push(r.tokens.output_tokens);
+        t5.push(r.tokens.cache_write_5m_tokens);
+        t1.push(r.tokens.cache_write_1h_tokens);
+        tr.push(r.tokens.cache_read_tokens);
+        cost.push(r.cost_micro_usd);
+        charge.push(r.charge_micros);
+        lat.push(r.latency_ms);
+        ttft.push(r.ttft_ms);
+        let u = by_user.entry(r.user_id).or_insert((0, 0));
+        u.0 += r.charge_micros;
+        if r.charge_micros > 0 {
+            u.1 += 1;
+        }
+        if let Some(k) = r.key_id {
+            let e = by_key.entry(k).or_insert((0, r.created_at));
+            e.0 += r.charge_micros;
+            e.1 = e.1.max(r.created_at);
+        }
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO usage_records (id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, \
+         upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
+         cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms) \
+         SELECT u.* FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::uuid[], $10::bool[], $11::int4[], $12::text[], $13::text[], $14::int4[], $15::int8[], $16::int8[], \
+         $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int4[], $23::int4[]) \
+         AS u(id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, stream, \
+         status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
+         cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms) \
+         WHERE EXISTS (SELECT 1 FROM users WHERE users.id = u.user_id) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&created)
+    .bind(&users)
+    .bind(&keys)
+    .bind(&channels)
+    .bind(&endpoints)
+    .bind(&req_models)
+    .bind(&served)
+    .bind(&ups)
+    .bind(&streams)
+    .bind(&statuses)
+    .bind(&errs)
+    .bind(&outcomes)
+    .bind(&attempts)
+    .bind(&tin)
+    .bind(&tout)
+    .bind(&t5)
+    .bind(&t1)
+    .bind(&tr)
+    .bind(&cost)
+    .bind(&charge)
+    .bind(&lat)
+    .bind(&ttft)
+    .execute(&mut *tx)
+    .await?;
+
+    let charged: Vec<(Uuid, (i64, i32))> = by_user.into_iter().filter(|(_, (a, _))| *a > 0).collect();
+    if !charged.is_empty() {
+        let u: Vec<Uuid> = charged.iter().map(|c| c.0).collect();
+        let a: Vec<i64> = charged.iter().map(|c| c.1 .0).collect();
+        let c: Vec<i32> = charged.iter().map(|c| c.1 .1).collect();
+        sqlx::query("SELECT cr_settle($1, $2, $3, $4)")
+            .bind(instance)
+            .bind(&u)
+            .bind(&a)
+            .bind(&c)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !by_key.is_empty() {
+        let k: Vec<Uuid> = by_key.keys().copied().collect();
+        let a: Vec<i64> = by_key.values().map(|v| v.0).collect();
+        let l: Vec<DateTime<Utc>> = by_key.values().map(|v| v.1).collect();
+        sqlx::query(
+            "UPDATE api_keys k SET spent_micros = k.spent_micros + c.amount, \
+             last_used_at = GREATEST(k.last_used_at, c.last) \
+             FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[]) AS c(key_id, amount, last) WHERE k.id = c.key_id",
+        )
+        .bind(&k)
+        .bind(&a)
+        .bind(&l)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE key_leases l SET amount_micros = GREATEST(l.amount_micros - c.amount, 0), updated_at = now() \
+             FROM UNNEST($2::uuid[], $3::int8[]) AS c(key_id, amount) \
+             WHERE l.instance_id = $1 AND l.key_id = c.key_id AND c.amount > 0",
+        )
+        .bind(instance)
+        .bind(&k)
+        .bind(&a)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
