@@ -31,6 +31,12 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Effects run only in the browser: this marks the page as hydrated (tests wait for it).
+    Effect::new(|| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
     // Every page is rendered whole before it is sent (SsrMode::Async): the console works with
     // JavaScript off, and a page can still set its status code (401, 403, 404).
     view! {

@@ -102,3 +102,9 @@ export async function signIn(page, base, email, password = PASSWORD) {
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
+
+/** Navigates and waits until the page has hydrated, so clicks go through the app, not a plain form post. */
+export async function open(page, url) {
+  await page.goto(url);
+  await page.locator('body[data-hydrated]').waitFor();
+}

@@ -28,6 +28,8 @@ pub struct ChannelOption {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeysData {
+    /// A key created by a plain form post (JavaScript off), shown once after the redirect.
+    pub just_created: Option<CreatedKey>,
     pub keys: Vec<KeyView>,
     pub channels: Vec<ChannelOption>,
     pub models: Vec<String>,
@@ -71,10 +73,12 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
     use cloudrouter_core::{catalogue, keys};
     let user = crate::ssr::require_user().await?;
     let pool = crate::ssr::pool()?;
+    let just_created = crate::ssr::take_flash::<CreatedKey>(NEW_KEY_FLASH).await?;
     let keys = keys::list(&pool, user.id).await.map_err(crate::ssr::internal)?;
     let channels = catalogue::list_channels(&pool).await.map_err(crate::ssr::internal)?;
     let models = catalogue::list_models(&pool).await.map_err(crate::ssr::internal)?;
     Ok(KeysData {
+        just_created,
         keys: keys.into_iter().map(key_view).collect(),
         channels: channels
             .into_iter()
@@ -129,8 +133,17 @@ pub async fn create_key(
         KeyError::InvalidLimit => ServerFnError::new("Limits must be positive."),
         KeyError::Db(e) => crate::ssr::internal(e),
     })?;
-    Ok(CreatedKey { name: summary.name, secret })
+    let created = CreatedKey { name: summary.name, secret };
+    // Without JavaScript the browser follows a redirect and the return value is lost: keep the
+    // secret in the session until the keys page has shown it once.
+    if crate::ssr::is_plain_form_post() {
+        crate::ssr::set_flash(NEW_KEY_FLASH, &created).await?;
+    }
+    Ok(created)
 }
+
+#[cfg(feature = "ssr")]
+const NEW_KEY_FLASH: &str = "flash_new_key";
 
 #[server(endpoint = "keys/revoke")]
 pub async fn revoke_key(id: String) -> Result<String, ServerFnError> {

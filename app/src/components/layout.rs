@@ -2,6 +2,7 @@
 
 use crate::api::account::{me, Logout, SessionUser};
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 use leptos_router::components::{Outlet, A};
 
 #[component]
@@ -85,25 +86,16 @@ fn nav_links(items: &'static [NavItem]) -> impl IntoView {
 }
 
 /// The signed-in frame. The current user is loaded once here and shared with the pages below.
+/// The pages' outlet stays outside any suspense on the user, so a page renders (and creates its
+/// resources) exactly once, on the server and when hydrating alike.
 #[component]
 pub fn ConsoleLayout() -> impl IntoView {
     let user = Resource::new(|| (), |_| me());
     provide_context(user);
     let logout = ServerAction::<Logout>::new();
-    view! {
-        <Suspense fallback=|| view! { <p class="p-8 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match user.await {
-                    Ok(Some(u)) => view! { <ConsoleFrame user=u logout /> }.into_any(),
-                    _ => view! { <SignInPrompt /> }.into_any(),
-                }
-            })}
-        </Suspense>
-    }
-}
-
-#[component]
-fn ConsoleFrame(user: SessionUser, logout: ServerAction<Logout>) -> impl IntoView {
+    let signed_in = move |f: fn(SessionUser) -> AnyView| {
+        move || Suspend::new(async move { user.await.ok().flatten().map(f) })
+    };
     view! {
         <div class="min-h-screen md:flex">
             <aside class="border-b border-slate-200 bg-white md:sticky md:top-0 md:h-screen md:w-60 md:shrink-0 md:border-b-0 md:border-r dark:border-slate-800 dark:bg-slate-900">
@@ -112,16 +104,22 @@ fn ConsoleFrame(user: SessionUser, logout: ServerAction<Logout>) -> impl IntoVie
                 </div>
                 <nav aria-label="Console" class="flex gap-1 overflow-x-auto px-2 pb-2 md:flex-col md:overflow-visible">
                     {nav_links(CUSTOMER_NAV)}
-                    {user.is_staff.then(|| view! {
-                        <p class="hidden px-3 pt-4 text-xs font-semibold uppercase tracking-wide text-slate-400 md:block">"Admin"</p>
-                        {nav_links(STAFF_NAV)}
-                    })}
+                    <Suspense fallback=|| ()>
+                        {signed_in(|u| u.is_staff.then(|| view! {
+                            <p class="hidden px-3 pt-4 text-xs font-semibold uppercase tracking-wide text-slate-400 md:block">"Admin"</p>
+                            {nav_links(STAFF_NAV)}
+                        }).into_any())}
+                    </Suspense>
                 </nav>
             </aside>
             <div class="min-w-0 flex-1">
                 <header class="flex items-center justify-end gap-3 border-b border-slate-200 px-4 py-3 text-sm dark:border-slate-800">
-                    <span class="truncate text-slate-600 dark:text-slate-400" data-testid="current-user">{user.email.clone()}</span>
-                    {user.is_staff.then(|| view! { <span class="badge">"Staff"</span> })}
+                    <Suspense fallback=|| ()>
+                        {signed_in(|u| view! {
+                            <span class="truncate text-slate-600 dark:text-slate-400" data-testid="current-user">{u.email}</span>
+                            {u.is_staff.then(|| view! { <span class="badge">"Staff"</span> })}
+                        }.into_any())}
+                    </Suspense>
                     <ActionForm action=logout>
                         <button type="submit" class="btn-ghost">"Sign out"</button>
                     </ActionForm>
@@ -130,17 +128,6 @@ fn ConsoleFrame(user: SessionUser, logout: ServerAction<Logout>) -> impl IntoVie
                     <Outlet />
                 </main>
             </div>
-        </div>
-    }
-}
-
-#[component]
-fn SignInPrompt() -> impl IntoView {
-    view! {
-        <div class="mx-auto max-w-md px-4 py-24 text-center">
-            <h1 class="text-2xl font-semibold">"Please sign in"</h1>
-            <p class="mt-2 text-slate-600 dark:text-slate-400">"Your session has ended or you are not signed in."</p>
-            <a href="/login" class="btn-primary mt-6 inline-block">"Sign in"</a>
         </div>
     }
 }

@@ -49,12 +49,17 @@ pub fn Users() -> impl IntoView {
     }
 }
 
+/// Resources are all created here, at the top of the page and never inside a suspense, so the
+/// server and the hydrating browser agree on them.
 #[component]
 pub fn UserDetail() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let suspend = ServerAction::<SetSuspended>::new();
+    let adjust = ServerAction::<AdjustBalance>::new();
     let user = Resource::new(move || (id(), suspend.version().get()), |(id, _)| get_user(id));
+    let billing = Resource::new(move || (id(), adjust.version().get()), |(id, _)| user_billing(id));
+    let keys = Resource::new(id, user_keys);
     view! {
         <Title text="User" />
         <a href="/console/admin" class="link text-sm">"← Users"</a>
@@ -63,7 +68,7 @@ pub fn UserDetail() -> impl IntoView {
                 match user.await {
                     Err(e) => view! { <LoadError error=e /> }.into_any(),
                     Ok(u) => {
-                        let user_id = u.id.clone();
+                        let uid = u.id.clone();
                         view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
@@ -82,51 +87,31 @@ pub fn UserDetail() -> impl IntoView {
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=suspend.value() /></div>
                         </section>
-                        <CustomerMoney id=user_id />
+                        <section class="card mt-6">
+                            <h2 class="section-title">"Adjust balance"</h2>
+                            <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
+                                <input type="hidden" name="id" value=uid />
+                                <Field label="Amount (¥, negative to debit)" name="amount" placeholder="100.00" />
+                                <Field label="Note (required)" name="note" placeholder="Bank transfer ref. 2026-1125" />
+                                <button type="submit" class="btn-primary">"Apply"</button>
+                            </ActionForm>
+                            <div class="mt-3"><ActionMessage value=adjust.value() /></div>
+                        </section>
                     }.into_any()
                     }
                 }
             })}
         </Suspense>
-    }
-}
-
-/// The customer's balance, ledger and keys, and the form to adjust the balance.
-#[component]
-fn CustomerMoney(id: String) -> impl IntoView {
-    let adjust = ServerAction::<AdjustBalance>::new();
-    let billing = Resource::new({
-        let id = id.clone();
-        move || (id.clone(), adjust.version().get())
-    }, |(id, _)| user_billing(id));
-    let keys = Resource::new({
-        let id = id.clone();
-        move || id.clone()
-    }, user_keys);
-    view! {
-        <section class="card mt-6">
-            <h2 class="section-title">"Adjust balance"</h2>
-            <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
-                <input type="hidden" name="id" value=id />
-                <Field label="Amount (¥, negative to debit)" name="amount" placeholder="100.00" />
-                <Field label="Note (required)" name="note" placeholder="Bank transfer ref. 2026-1125" />
-                <button type="submit" class="btn-primary">"Apply"</button>
-            </ActionForm>
-            <div class="mt-3"><ActionMessage value=adjust.value() /></div>
-        </section>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
-                match billing.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(b) => view! { <BalanceAndLedger b /> }.into_any(),
-                }
+                billing.await.ok().map(|b| view! { <BalanceAndLedger b /> })
             })}
         </Suspense>
-        <section class="mt-6">
-            <h2 class="section-title">"API keys"</h2>
-            <Suspense fallback=|| ()>
-                {move || Suspend::new(async move {
-                    keys.await.map(|list| view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                keys.await.ok().map(|list| view! {
+                    <section class="mt-6">
+                        <h2 class="section-title">"API keys"</h2>
                         <div class="card mt-3 overflow-x-auto p-0">
                             <table class="table">
                                 <thead><tr><th>"Name"</th><th>"Key"</th><th>"Channel"</th><th>"Last used"</th><th class="text-right">"Spent"</th><th>"Status"</th></tr></thead>
@@ -144,9 +129,9 @@ fn CustomerMoney(id: String) -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
-                    })
-                })}
-            </Suspense>
-        </section>
+                    </section>
+                })
+            })}
+        </Suspense>
     }
 }

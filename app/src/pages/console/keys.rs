@@ -1,6 +1,6 @@
 //! API keys: create one (the secret is shown once), see each key's use and spend, revoke.
 
-use crate::api::keys::{keys_page, CreateKey, KeyView, RevokeKey};
+use crate::api::keys::{keys_page, CreateKey, CreatedKey, KeyView, RevokeKey};
 use crate::components::form::{ActionMessage, Field};
 use crate::pages::admin::LoadError;
 use leptos::prelude::*;
@@ -18,12 +18,13 @@ pub fn Keys() -> impl IntoView {
             "Each key is bound to one channel, which sets its price per dollar of list price. Send it as "
             <code>"x-api-key"</code>" or "<code>"Authorization: Bearer"</code>"."
         </p>
-        <NewSecret create />
         <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match page.await {
                     Err(e) => view! { <LoadError error=e /> }.into_any(),
                     Ok(p) => view! {
+                        {p.just_created.map(|k| view! { <SecretOnce k /> })}
+                        <NewSecret create />
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">
                             <section class="card xl:col-span-1">
                                 <h2 class="section-title">"Create a key"</h2>
@@ -68,14 +69,19 @@ pub fn Keys() -> impl IntoView {
 #[component]
 fn NewSecret(create: ServerAction<CreateKey>) -> impl IntoView {
     move || match create.value().get() {
-        Some(Ok(k)) => Some(view! {
-            <div role="status" class="alert-ok mt-4" data-testid="new-key">
-                <p class="font-medium">{format!("Key “{}” created. Copy it now: it will not be shown again.", k.name)}</p>
-                <code class="mt-2 block break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret}</code>
-            </div>
-        }.into_any()),
+        Some(Ok(k)) => Some(view! { <SecretOnce k /> }.into_any()),
         Some(Err(e)) => Some(view! { <p role="alert" class="alert-error mt-4">{crate::api::error_text(&e)}</p> }.into_any()),
         None => None,
+    }
+}
+
+#[component]
+fn SecretOnce(k: CreatedKey) -> impl IntoView {
+    view! {
+        <div role="status" class="alert-ok mt-4" data-testid="new-key">
+            <p class="font-medium">{format!("Key “{}” created. Copy it now: it will not be shown again.", k.name)}</p>
+            <code class="mt-2 block break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret}</code>
+        </div>
     }
 }
 

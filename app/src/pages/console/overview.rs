@@ -54,7 +54,7 @@ fn OverviewBody(o: OverviewData) -> impl IntoView {
                 <li>"Point the Anthropic SDK or Claude Code at CloudRouter:"</li>
             </ol>
             <pre class="mt-3 overflow-x-auto rounded-lg bg-slate-900 p-4 text-xs text-slate-100"><code>{format!(
-                "export ANTHROPIC_BASE_URL={base}\nexport ANTHROPIC_API_KEY=<your CloudRouter key>\n\ncurl {base}/v1/messages \\\n  -H \"x-api-key: $ANTHROPIC_API_KEY\" -H \"anthropic-version: 2023-06-01\" \\\n  -H \"content-type: application/json\" \\\n  -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":256,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello, Claude\"}}]}}'",
+                "export ANTHROPIC_BASE_URL={base}\nexport ANTHROPIC_API_KEY=<your CloudRouter key>\n\ncurl {base}/v1/messages \\\n  -H \"x-api-key: $ANTHROPIC_API_KEY\" -H \"anthropic-version: 2023-06-01\" \\\n  -H \"content-type: application/json\" \\\n  -d '{{\"model\":\"claude-sonnet-4-6\",\"max_tokens\":256,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello, Claude\"}}]}}'",
                 base = o.base_url
             )}</code></pre>
         </section>
