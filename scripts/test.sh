@@ -12,6 +12,9 @@ say "Rust tests (unit + integration, real Postgres)"
 cargo test -p cloudrouter-core -p server
 cargo test -p app --features ssr --lib
 
+say "the official anthropic Python SDK against the gateway"
+bash tests/python/run.sh
+
 say "building the console (cargo leptos build)"
 cargo leptos build
 

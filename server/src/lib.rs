@@ -8,8 +8,8 @@ pub mod web;
 
 use crate::config::Config;
 use cloudrouter_core::crypto::Crypto;
-use axum::serve::ListenerExt;
-use cloudrouter_core::gateway::{Gateway, GatewayConfig};
+use cloudrouter_core::gateway::{self, Gateway, GatewayConfig};
+use cloudrouter_core::admin_api;
 use cloudrouter_core::demo;
 use leptos::prelude::LeptosOptions;
 use sqlx::PgPool;
@@ -39,6 +39,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let router = axum::Router::new()
         .merge(gateway.router())
         .nest("/_demo", demo::router())
+        .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone())))
         .merge(web::console_router(leptos, state, store, config));
     Ok(Built { router, gateway })
 }
@@ -48,9 +49,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
 pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Result<(), Box<dyn std::error::Error>> {
     let Built { router, gateway } = build(pool, &config, leptos).await?;
     // TCP_NODELAY on every accepted socket: without it small SSE writes wait on delayed ACKs.
-    let listener = TcpListener::bind(config.addr).await?.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = gateway::nodelay(TcpListener::bind(config.addr).await?);
     tracing::info!(url = %config.public_url, "CloudRouter is listening");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(

@@ -42,8 +42,10 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let user = accounts::ensure_staff(&pool, &email, &password).await?;
             println!("staff account ready: {} ({})", user.email, user.id);
         }
-        Command::AdminToken { email: _ } => {
-            return Err("staff API tokens are not available in this build".into());
+        Command::AdminToken { email } => {
+            let token = cloudrouter_core::admin_api::issue_token(&pool, &email).await?;
+            println!("{token}");
+            eprintln!("staff API token for {email}: send it as `Authorization: Bearer <token>` to /api/admin/v1 (shown once)");
         }
         Command::Serve => server::serve(pool, config, leptos).await?,
         Command::Help => unreachable!(),

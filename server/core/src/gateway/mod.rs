@@ -314,12 +314,16 @@ impl Gateway {
 }
 
 /// Sets TCP_NODELAY on every accepted connection (axum 0.8's `serve` no longer does). Use as
-/// `axum::serve(gateway::nodelay(listener), app)`.
-pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+/// `axum::serve(gateway::nodelay(listener), app)`. The concrete type keeps
+/// `ConnectInfo<SocketAddr>` available to handlers.
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
         let _ = tcp.set_nodelay(true);
-    })
+    }
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 impl Inner {

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# CloudRouter gateway benchmark: the same load on a fast fake upstream (nginx answering a fixed
+# Messages JSON and a fixed SSE stream) three ways — directly, through a bare nginx proxy_pass, and
+# through the gateway (real key, metering, settlement and usage records on) — for JSON and
+# streaming requests, at 1 connection and at many. Prints a table; see bench/RESULTS.md.
+#
+# Usage: bench/run.sh [seconds per run (default 10)] [many connections (default 64)]
+# Needs: Postgres on 127.0.0.1:5432 (trust) or DATABASE_URL; installs nginx and wrk from Debian.
+set -euo pipefail
+DUR="${1:-10}"
+MANY="${2:-64}"
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cloudrouter-target}"
+work=/var/tmp/cloudrouter-bench
+mkdir -p "$work/logs"
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null 2>&1 \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+JSON_BODY='{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":10,"service_tier":"standard"}}'
+SSE_BODY='event: message_start
+data: {"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}
+
+event: content_block_start
+data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}
+
+event: ping
+data: {"type": "ping"}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello! How can"}}
+
+event: content_block_delta
+data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" I help you today?"}}
+
+event: content_block_stop
+data: {"type":"content_block_stop","index":0}
+
+event: message_delta
+data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":10}}
+
+event: message_stop
+data: {"type":"message_stop"}
+
+'
+q() { printf '%s' "$1" | sed "s/'/\\\\'/g"; }
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream fake_json { server 127.0.0.1:18081; keepalive 256; }
+  upstream fake_sse  { server 127.0.0.1:18082; keepalive 256; }
+  server { listen 127.0.0.1:18081; location / { default_type application/json; return 200 '$(q "$JSON_BODY")'; } }
+  server { listen 127.0.0.1:18082; location / { default_type "text/event-stream; charset=utf-8"; return 200 '$(q "$SSE_BODY")\n\n'; } }
+  server {
+    listen 127.0.0.1:18090;
+    location /json/ { proxy_pass http://fake_json/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    location /sse/  { proxy_pass http://fake_sse/;  proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+CONF
+"$NGINX" -t -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 || { "$NGINX" -t -c "$work/nginx.conf" -p "$work"; exit 1; }
+[ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+sleep 0.3
+"$NGINX" -c "$work/nginx.conf" -p "$work"
+sleep 0.3
+NGINX_PID="$(cat "$work/nginx.pid")"
+
+echo "building the gateway testbed (release)..." >&2
+(cd "$root" && cargo build --quiet --release -p cloudrouter-core --bin gateway-testbed)
+mkfifo "$work/stdin.$$"
+"$CARGO_TARGET_DIR/release/gateway-testbed" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
+   --balance 100000000 <"$work/stdin.$$" >"$work/testbed.out" 2>"$work/logs/testbed.err" &
+TB_PID=$!
+exec 9>"$work/stdin.$$"
+cleanup() { exec 9>&- || true; wait "$TB_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; rm -f "$work/stdin.$$"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do [ -s "$work/testbed.out" ] && break; sleep 0.1; done
+info="$(head -1 "$work/testbed.out")"
+GW="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_url"])')"
+KEY_JSON="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
+KEY_SSE="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key_sse"])')"
+
+for mode in json sse; do
+  stream=false; [ "$mode" = sse ] && stream=true
+  cat > "$work/$mode.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"claude-sonnet-4-6","max_tokens":256,"stream":$stream,"messages":[{"role":"user","content":"Hello, Claude"}]}'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
+LUA
+done
+
+# run MODE CONNS TARGET URL KEY -> "rps p50_ms p99_ms"
+run() {
+  local mode=$1 conns=$2 url=$3 key=$4 threads=1
+  [ "$conns" -gt 1 ] && threads=2
+  BENCH_KEY="$key" wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    n, u = float(m.group(1)), m.group(2)
+    return n / 1000 if u == "us" else n * 1000 if u == "s" else n
+if not re.search(r"Requests/sec:", t) or not re.search(r"99%", t):
+    print("0 0 0 err"); sys.exit(0)
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"^\s*50%\s+(\S+)", t, re.M).group(1))
+p99 = ms(re.search(r"^\s*99%\s+(\S+)", t, re.M).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0}")
+PY
+}
+
+# warm-up
+BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
+BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
+
+out="$work/results.txt"; : >"$out"
+printf '%-6s %-5s | %-28s | %-28s | %-28s | %-22s\n' mode conns "direct rps/p50/p99 (ms)" "nginx proxy rps/p50/p99" "gateway rps/p50/p99" "gw vs direct / vs nginx" | tee -a "$out"
+for mode in json sse; do
+  port=18081; key="$KEY_JSON"; [ "$mode" = sse ] && { port=18082; key="$KEY_SSE"; }
+  for conns in 1 "$MANY"; do
+    read -r d_rps d_p50 d_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:$port/v1/messages" x)"
+    read -r n_rps n_p50 n_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x)"
+    read -r g_rps g_p50 g_p99 g_bad <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key")"
+    ratio="$(python3 -c "
+d,n,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$g_rps')
+print(f'rps {g/d*100:.0f}% / {g/n*100:.0f}%, p99 {($g_p99-$d_p99)*1000:+.0f}us / {($g_p99-$n_p99)*1000:+.0f}us')")"
+    printf '%-6s %-5s | %7s %8s %8s | %7s %8s %8s | %7s %8s %8s | %s%s\n' "$mode" "$conns" \
+      "$d_rps" "$d_p50" "$d_p99" "$n_rps" "$n_p50" "$n_p99" "$g_rps" "$g_p50" "$g_p99" "$ratio" \
+      "$([ "$g_bad" != 0 ] && echo " ($g_bad non-2xx!)")" | tee -a "$out"
+  done
+done
+exec 9>&-
+wait "$TB_PID" 2>/dev/null || true
+echo >&2; cat "$work/logs/testbed.err" | tail -2 >&2

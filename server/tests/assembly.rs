@@ -1,0 +1,81 @@
+//! The assembled server: the staff API, the gateway and the demo upstream on one port, as
+//! `server` serves them, driven the way an operator and a customer would.
+
+use cloudrouter_core::{accounts, admin_api, db};
+use leptos::prelude::LeptosOptions;
+use serde_json::{json, Value};
+use server::config::Config;
+use sqlx::PgPool;
+
+async fn start(pool: PgPool) -> (String, server::Built) {
+    db::migrate(&pool).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config::from_env(addr);
+    let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
+    let built = server::build(pool, &config, leptos).await.unwrap();
+    let router = built.router.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
+    });
+    (format!("http://{addr}"), built)
+}
+
+#[sqlx::test(migrations = false)]
+async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) {
+    let (base, built) = start(pool.clone()).await;
+    accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let http = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{base}/api/admin/v1{path}")).bearer_auth(&token)
+    };
+
+    let refused = http.get(format!("{base}/api/admin/v1/users/00000000-0000-0000-0000-000000000000")).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "no token, no access");
+
+    let user: Value = admin(reqwest::Method::POST, "/users")
+        .json(&json!({"email": "kim@example.com", "password": "Sturdy-pass-2026"}))
+        .send().await.unwrap().json().await.unwrap();
+    let id = user["id"].as_str().unwrap().to_string();
+    let credit = admin(reqwest::Method::POST, &format!("/users/{id}/credit"))
+        .json(&json!({"amount": "12.50", "note": "welcome credit"}))
+        .send().await.unwrap();
+    assert!(credit.status().is_success(), "{}", credit.text().await.unwrap());
+    let key: Value = admin(reqwest::Method::POST, &format!("/users/{id}/keys"))
+        .json(&json!({"name": "ci", "channel": "value"}))
+        .send().await.unwrap().json().await.unwrap();
+    let secret = key["key"].as_str().unwrap();
+
+    // The demo upstream answers through the gateway on the same port, with Bearer auth.
+    let res = http
+        .post(format!("{base}/v1/messages?beta=true"))
+        .bearer_auth(secret)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("request-id"));
+    let msg: Value = res.json().await.unwrap();
+    let (input, output) = (msg["usage"]["input_tokens"].as_i64().unwrap(), msg["usage"]["output_tokens"].as_i64().unwrap());
+
+    // Settlement is batched off the request path; the shutdown flush makes it final.
+    built.gateway.shutdown().await;
+    let usage: Value = admin(reqwest::Method::GET, &format!("/usage?user_id={id}")).send().await.unwrap().json().await.unwrap();
+    let rows = usage["data"].as_array().or(usage.as_array()).expect("usage list").clone();
+    assert_eq!(rows.len(), 1, "{usage}");
+    // Haiku 4.5 lists at $1 / $5 per million tokens; Value charges ¥0.6 per $1 (no cache here).
+    let cached = msg["usage"]["cache_read_input_tokens"].as_i64().unwrap_or(0) + msg["usage"]["cache_creation_input_tokens"].as_i64().unwrap_or(0);
+    if cached == 0 {
+        let micro_usd = input + output * 5;
+        let charge = (micro_usd * 6 + 5) / 10; // ×0.6, rounded half up once
+        let balance: i64 = sqlx::query_scalar("SELECT balance_micros FROM balances WHERE user_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(balance, 12_500_000 - charge);
+    }
+}
