@@ -105,3 +105,21 @@ test('with JavaScript off, a new key secret is still shown once', async () => {
   assert.equal(await page.getByTestId('new-key-secret').count(), 0);
   await context.close();
 });
+
+test('staff see upstream health and edit an upstream', async () => {
+  const email = uniqueEmail('ops');
+  server.cli('admin', 'create', '--email', email, '--password', PASSWORD);
+  const page = await browser.newPage();
+  await signIn(page, server.url, email);
+  await page.waitForURL(server.url + '/console');
+  await open(page, server.url + '/console/admin/upstreams');
+  const row = page.getByTestId('upstream-row').filter({ hasText: 'Demo (simulated Claude)' });
+  await row.waitFor();
+  assert.match(await row.textContent(), /closed/i);
+  await row.locator('summary', { hasText: 'Edit' }).click();
+  await row.getByLabel('Weight').fill('3');
+  await row.getByRole('button', { name: 'Save' }).click();
+  await page.getByRole('status').filter({ hasText: 'saved' }).waitFor();
+  assert.equal(server.sql("SELECT weight FROM upstreams WHERE is_demo"), '3');
+  await page.close();
+});

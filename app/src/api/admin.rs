@@ -185,3 +185,41 @@ pub async fn set_upstream_enabled(id: String, enabled: bool) -> Result<String, S
     }
     Ok(if enabled { "Upstream enabled." } else { "Upstream disabled." }.into())
 }
+
+/// Staff edit of an upstream's routing, and optionally a new credential (blank keeps the old).
+#[server(endpoint = "admin/upstreams/update")]
+pub async fn update_upstream(
+    id: String,
+    channels: String,
+    priority: String,
+    weight: String,
+    concurrency_cap: String,
+    api_key: String,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::upstreams::{self, UpstreamError};
+    crate::ssr::require_staff().await?;
+    let state = crate::ssr::state()?;
+    let id = parse_id(&id)?;
+    let current = upstreams::list(&state.pool)
+        .await
+        .map_err(crate::ssr::internal)?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| ServerFnError::new("No such upstream."))?;
+    let int = |s: &str, what: &str| -> Result<i32, ServerFnError> {
+        s.trim().parse().map_err(|_| ServerFnError::new(format!("{what} must be a whole number.")))
+    };
+    let channels: Vec<String> = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
+    let cap = if concurrency_cap.trim().is_empty() { None } else { Some(int(&concurrency_cap, "Concurrency cap")?) };
+    let as_message = |e: UpstreamError| match e {
+        UpstreamError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(other.to_string()),
+    };
+    upstreams::update_routing(&state.pool, id, &channels, &current.models, int(&priority, "Priority")?, int(&weight, "Weight")?, cap)
+        .await
+        .map_err(as_message)?;
+    if !api_key.trim().is_empty() {
+        upstreams::set_credential(&state.pool, &state.crypto, id, &api_key).await.map_err(as_message)?;
+    }
+    Ok(format!("Upstream {} saved.", current.name))
+}

@@ -18,6 +18,7 @@ pub struct KeyView {
     pub expired: bool,
     pub models: String,
     pub allow_fallback: bool,
+    pub limits: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,12 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
         revoked: k.revoked_at.is_some(),
         models: if k.allowed_models.is_empty() { "All models".into() } else { k.allowed_models.join(", ") },
         allow_fallback: k.allow_fallback,
+        limits: match (k.rpm_limit, k.concurrency_limit) {
+            (None, None) => None,
+            (rpm, conc) => Some(
+                [rpm.map(|r| format!("{r}/min")), conc.map(|c| format!("{c} at once"))].into_iter().flatten().collect::<Vec<_>>().join(" · "),
+            ),
+        },
     }
 }
 
@@ -98,6 +105,8 @@ pub async fn create_key(
     expires_in_days: String,
     models: String,
     allow_fallback: Option<String>,
+    rpm_limit: String,
+    concurrency_limit: String,
 ) -> Result<CreatedKey, ServerFnError> {
     use cloudrouter_core::keys::{self, KeyError, NewKey};
     let user = crate::ssr::require_user().await?;
@@ -117,6 +126,12 @@ pub async fn create_key(
             Some(chrono::Utc::now() + chrono::Duration::days(days))
         }
     };
+    let limit = |s: &str, what: &str| -> Result<Option<i32>, ServerFnError> {
+        match s.trim() {
+            "" => Ok(None),
+            s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new(format!("{what} must be a positive whole number."))),
+        }
+    };
     let new = NewKey {
         name: name.trim().to_string(),
         channel,
@@ -124,7 +139,8 @@ pub async fn create_key(
         expires_at,
         allowed_models: models.split([',', ' ', '\n']).map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect(),
         allow_fallback: allow_fallback.is_some(),
-        ..Default::default()
+        rpm_limit: limit(&rpm_limit, "Requests per minute")?,
+        concurrency_limit: limit(&concurrency_limit, "Concurrent requests")?,
     };
     let (summary, secret) = keys::create(&crate::ssr::pool()?, user.id, new).await.map_err(|e| match e {
         KeyError::InvalidName => ServerFnError::new("Give the key a name of 1 to 100 characters."),

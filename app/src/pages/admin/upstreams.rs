@@ -1,7 +1,7 @@
 //! Staff: the upstream Claude accounts, their live health, adding one, enabling and disabling.
 
 use super::LoadError;
-use crate::api::admin::{list_upstreams, AddUpstream, SetUpstreamEnabled};
+use crate::api::admin::{list_upstreams, AddUpstream, SetUpstreamEnabled, UpdateUpstream, UpstreamView};
 use crate::components::form::{ActionMessage, Field};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -10,14 +10,15 @@ use leptos_meta::Title;
 pub fn Upstreams() -> impl IntoView {
     let add = ServerAction::<AddUpstream>::new();
     let toggle = ServerAction::<SetUpstreamEnabled>::new();
-    let list = Resource::new(move || (add.version().get(), toggle.version().get()), |_| list_upstreams());
+    let update = ServerAction::<UpdateUpstream>::new();
+    let list = Resource::new(move || (add.version().get(), toggle.version().get(), update.version().get()), |_| list_upstreams());
     view! {
         <Title text="Upstreams" />
         <h1 class="page-title">"Upstreams"</h1>
         <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
             "Claude accounts the gateway routes to, by priority then weight, skipping any whose circuit is open. Credentials are encrypted at rest and never shown again."
         </p>
-        <div class="mt-4"><ActionMessage value=toggle.value() /></div>
+        <div class="mt-4 space-y-2"><ActionMessage value=toggle.value() /><ActionMessage value=update.value() /></div>
         <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match list.await {
@@ -30,13 +31,16 @@ pub fn Upstreams() -> impl IntoView {
                                     <th>"Circuit"</th><th class="text-right">"Success (recent)"</th><th class="text-right">"Latency"</th><th></th>
                                 </tr></thead>
                                 <tbody>
-                                    {list.into_iter().map(|u| view! {
+                                    {list.into_iter().map(|u| {
+                                        let toggle_id = u.id.clone();
+                                        view! {
                                         <tr data-testid="upstream-row">
                                             <td>
                                                 <span class="font-medium">{u.name.clone()}</span>
                                                 {u.is_demo.then(|| view! { <span class="badge ml-2">"Demo"</span> })}
-                                                <span class="block text-xs text-slate-500">{u.base_url.clone()}" · key …"{u.credential_hint.clone()}</span>
+                                                <span class="block text-xs text-slate-500">{u.base_url.clone()}" · key "{u.credential_hint.clone()}</span>
                                                 {u.last_error.clone().map(|e| view! { <span class="block text-xs text-red-600">{e}</span> })}
+                                                <EditUpstream u=u.clone() action=update />
                                             </td>
                                             <td>{u.channels.clone()}</td>
                                             <td class="text-right tabular-nums">{format!("{} / {}", u.priority, u.weight)}{u.concurrency_cap.map(|c| format!(" · cap {c}"))}</td>
@@ -45,7 +49,7 @@ pub fn Upstreams() -> impl IntoView {
                                             <td class="text-right tabular-nums">{u.latency.clone().unwrap_or_else(|| "—".into())}</td>
                                             <td>
                                                 <ActionForm action=toggle>
-                                                    <input type="hidden" name="id" value=u.id.clone() />
+                                                    <input type="hidden" name="id" value=toggle_id />
                                                     <input type="hidden" name="enabled" value=(!u.enabled).to_string() />
                                                     <button type="submit" class=if u.enabled { "btn-danger" } else { "btn-ghost" }>
                                                         {if u.enabled { "Disable" } else { "Enable" }}
@@ -53,6 +57,7 @@ pub fn Upstreams() -> impl IntoView {
                                                 </ActionForm>
                                             </td>
                                         </tr>
+                                        }
                                     }).collect_view()}
                                 </tbody>
                             </table>
@@ -75,5 +80,25 @@ pub fn Upstreams() -> impl IntoView {
             </ActionForm>
             <div class="mt-3"><ActionMessage value=add.value() /></div>
         </section>
+    }
+}
+
+/// Routing fields and an optional new credential, folded away under each upstream.
+#[component]
+fn EditUpstream(u: UpstreamView, action: ServerAction<UpdateUpstream>) -> impl IntoView {
+    let cap = u.concurrency_cap.map(|c| c.to_string()).unwrap_or_default();
+    view! {
+        <details class="mt-2 text-sm">
+            <summary class="cursor-pointer text-indigo-600 dark:text-indigo-400">"Edit"</summary>
+            <ActionForm action attr:class="mt-2 grid gap-2 sm:grid-cols-2">
+                <input type="hidden" name="id" value=u.id />
+                <label class="text-xs">"Channels"<input name="channels" value=u.channels class="input mt-1" /></label>
+                <label class="text-xs">"Priority"<input name="priority" type="number" value=u.priority class="input mt-1" /></label>
+                <label class="text-xs">"Weight"<input name="weight" type="number" value=u.weight class="input mt-1" /></label>
+                <label class="text-xs">"Concurrency cap"<input name="concurrency_cap" type="number" value=cap class="input mt-1" /></label>
+                <label class="text-xs sm:col-span-2">"New API key (blank keeps the current one)"<input name="api_key" type="password" autocomplete="off" class="input mt-1" /></label>
+                <button type="submit" class="btn-ghost sm:col-span-2">"Save"</button>
+            </ActionForm>
+        </details>
     }
 }

@@ -38,6 +38,10 @@ pub fn Keys() -> impl IntoView {
                                     </label>
                                     <Field label="Spending limit (¥, optional)" name="spend_limit" required=false placeholder="no limit" />
                                     <Field label="Expires after (days, optional)" name="expires_in_days" kind="number" required=false placeholder="never" />
+                                    <div class="grid grid-cols-2 gap-3">
+                                        <Field label="Requests / minute" name="rpm_limit" kind="number" required=false placeholder="no limit" />
+                                        <Field label="Concurrent requests" name="concurrency_limit" kind="number" required=false placeholder="no limit" />
+                                    </div>
                                     <label class="block">
                                         <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Allowed models (optional)"</span>
                                         <input name="models" list="model-ids" class="input mt-1" placeholder="all models" />
@@ -104,7 +108,7 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
                             <tr data-testid="key-row">
                                 <td>
                                     <span class="font-medium">{k.name.clone()}</span>
-                                    <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(" · fallback allowed")}</span>
+                                    <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(" · fallback allowed")}{k.limits.clone().map(|l| format!(" · {l}"))}</span>
                                 </td>
                                 <td><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
                                 <td class="capitalize">{k.channel.clone()}</td>
