@@ -62,10 +62,22 @@ ensure_postgres() {
     export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$dbname"
   else
     local data="$STATE/pg" port=5499
-    local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+    local as=()
+    if [ "$(id -u)" -eq 0 ]; then
+      # Postgres refuses to run as root: the cluster belongs to the postgres user, which must
+      # be able to reach the folder (a clone under /root is not reachable for it).
+      id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+      as=(runuser -u postgres --)
+      mkdir -p "$data" && chown postgres "$data"
+      if ! "${as[@]}" test -w "$data"; then
+        data="/var/tmp/cloudrouter-pg"
+        say "postgres cannot reach $STATE; using $data instead"
+        mkdir -p "$data" && chown postgres "$data"
+      fi
+    fi
     if [ ! -f "$data/PG_VERSION" ]; then
       say "creating a private Postgres cluster in $data"
-      mkdir -p "$data"; [ "$(id -u)" -eq 0 ] && chown postgres "$data" "$STATE"
+      mkdir -p "$data"
       "${as[@]}" "$pgbin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
     fi
     if ! "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
