@@ -30,6 +30,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
     let store = web::session_store(&pool).await?;
+    web::spawn_housekeeping(pool.clone(), store.clone());
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,

@@ -21,6 +21,24 @@ pub async fn session_store(pool: &PgPool) -> Result<PostgresStore, sqlx::Error> 
     Ok(store)
 }
 
+/// Housekeeping for the console's tables: expired sessions and old failed-login records.
+/// Every instance runs it; the deletes are idempotent.
+pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
+    use tower_sessions::ExpiredDeletion;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.delete_expired().await {
+                tracing::warn!(error = %e, "deleting expired sessions failed");
+            }
+            if let Err(e) = cloudrouter_core::accounts::prune_login_failures(&pool).await {
+                tracing::warn!(error = %e, "pruning failed logins failed");
+            }
+        }
+    });
+}
+
 pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config) -> Router {
     let routes = generate_route_list(App);
     let context = {

@@ -165,3 +165,15 @@ async fn console_pages_redirect_to_sign_in_and_cross_site_posts_are_refused(pool
     let res = c.get(format!("{}/no-such-page", app.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+#[sqlx::test(migrations = false)]
+async fn old_failed_logins_are_forgotten(pool: PgPool) {
+    db::migrate(&pool).await.unwrap();
+    sqlx::query("INSERT INTO login_failures (email, ip, failed_at) VALUES ('a@b.co', '1.2.3.4', now() - interval '16 minutes'), ('a@b.co', '1.2.3.4', now())")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(accounts::prune_login_failures(&pool).await.unwrap(), 1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 1, "failures inside the window still count");
+}

@@ -39,7 +39,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         errors_24h: day.errors,
         spend_24h: cny(day.charge_micros),
         spend_30d: cny(month.charge_micros),
-        demo: ups.iter().filter(|u| u.enabled).all(|u| u.is_demo),
+        demo: ups.iter().any(|u| u.enabled) && ups.iter().filter(|u| u.enabled).all(|u| u.is_demo),
     })
 }
 

@@ -235,6 +235,15 @@ pub async fn authenticate(pool: &PgPool, email: &str, password: &str, ip: &str) 
 /// A real hash with the same parameters, checked against when the email is unknown.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such account"));
 
+/// Forgets failed logins that have left the throttling window.
+pub async fn prune_login_failures(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - make_interval(mins => $1::int)")
+        .bind(FAILURE_WINDOW_MINUTES as i32)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected())
+}
+
 pub async fn change_password(pool: &PgPool, user_id: Uuid, current: &str, new: &str) -> Result<(), AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(user_id)

@@ -1,6 +1,6 @@
 //! Staff: channel rates and capacity, model list prices. Changes apply to new requests at once.
 
-use super::LoadError;
+use crate::components::loaded::Loaded;
 use crate::api::catalogue::{admin_catalogue, UpdateChannel, UpdateModel};
 use crate::components::form::ActionMessage;
 use leptos::prelude::*;
@@ -18,11 +18,7 @@ pub fn Catalogue() -> impl IntoView {
             <ActionMessage value=channel.value() />
             <ActionMessage value=model.value() />
         </div>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(c) => view! {
+        <Loaded resource=data let:c>
                         <h2 class="section-title mt-6">"Channels"</h2>
                         <div class="mt-3 grid gap-4 md:grid-cols-3">
                             {c.channels.into_iter().map(|ch| view! {
@@ -61,10 +57,7 @@ pub fn Catalogue() -> impl IntoView {
                                 </ActionForm>
                             }).collect_view()}
                         </div>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        </Loaded>
     }
 }
 

@@ -1,6 +1,6 @@
 //! Staff: the upstream Claude accounts, their live health, adding one, enabling and disabling.
 
-use super::LoadError;
+use crate::components::loaded::Loaded;
 use crate::api::admin::{list_upstreams, AddUpstream, SetUpstreamEnabled, UpdateUpstream, UpstreamView};
 use crate::components::form::{ActionMessage, Field};
 use leptos::prelude::*;
@@ -19,11 +19,7 @@ pub fn Upstreams() -> impl IntoView {
             "Claude accounts the gateway routes to, by priority then weight, skipping any whose circuit is open. Credentials are encrypted at rest and never shown again."
         </p>
         <div class="mt-4 space-y-2"><ActionMessage value=toggle.value() /><ActionMessage value=update.value() /></div>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match list.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(list) => view! {
+        <Loaded resource=list let:list>
                         <div class="card mt-4 overflow-x-auto p-0">
                             <table class="table">
                                 <thead><tr>
@@ -62,10 +58,7 @@ pub fn Upstreams() -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        </Loaded>
         <section class="card mt-6 max-w-2xl">
             <h2 class="section-title">"Add an upstream"</h2>
             <ActionForm action=add attr:class="mt-4 grid gap-4 sm:grid-cols-2">

@@ -1,6 +1,6 @@
 //! Staff: find customers, open one, suspend or reinstate.
 
-use super::LoadError;
+use crate::components::loaded::Loaded;
 use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBalance, SetSuspended};
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
@@ -21,12 +21,11 @@ pub fn Users() -> impl IntoView {
             <input type="search" name="q" value=q placeholder="Search by email" class="input" aria-label="Search by email" />
             <button type="submit" class="btn-ghost">"Search"</button>
         </form>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match users.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(list) if list.is_empty() => view! { <p class="mt-6 text-slate-500">"No users match."</p> }.into_any(),
-                    Ok(list) => view! {
+        <Loaded resource=users let:list>
+            {if list.is_empty() {
+                view! { <p class="mt-6 text-slate-500">"No users match."</p> }.into_any()
+            } else {
+                view! {
                         <div class="card mt-6 overflow-x-auto p-0">
                             <table class="table">
                                 <thead><tr><th>"Email"</th><th>"Role"</th><th>"Status"</th><th>"Joined"</th></tr></thead>
@@ -42,10 +41,9 @@ pub fn Users() -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+                }.into_any()
+            }}
+        </Loaded>
     }
 }
 
@@ -63,11 +61,8 @@ pub fn UserDetail() -> impl IntoView {
     view! {
         <Title text="User" />
         <a href="/console/admin" class="link text-sm">"← Users"</a>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match user.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(u) => {
+        <Loaded resource=user let:u>
+                    {
                         let uid = u.id.clone();
                         view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
@@ -97,11 +92,9 @@ pub fn UserDetail() -> impl IntoView {
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=adjust.value() /></div>
                         </section>
-                    }.into_any()
                     }
-                }
-            })}
-        </Suspense>
+                    }
+        </Loaded>
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 billing.await.ok().map(|b| view! { <BalanceAndLedger b /> })

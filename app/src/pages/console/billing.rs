@@ -1,7 +1,7 @@
 //! Balance and the ledger behind it, with the running balance after each entry.
 
 use crate::api::usage::{billing, BillingData};
-use crate::pages::admin::LoadError;
+use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -11,14 +11,9 @@ pub fn Billing() -> impl IntoView {
     view! {
         <Title text="Plans & billing" />
         <h1 class="page-title">"Plans & billing"</h1>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(b) => view! { <BalanceAndLedger b /> }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Loaded resource=data let:b>
+            <BalanceAndLedger b />
+        </Loaded>
     }
 }
 

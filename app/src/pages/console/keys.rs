@@ -2,7 +2,7 @@
 
 use crate::api::keys::{keys_page, CreateKey, CreatedKey, KeyView, RevokeKey};
 use crate::components::form::{ActionMessage, Field};
-use crate::pages::admin::LoadError;
+use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -18,11 +18,7 @@ pub fn Keys() -> impl IntoView {
             "Each key is bound to one channel, which sets its price per dollar of list price. Send it as "
             <code>"x-api-key"</code>" or "<code>"Authorization: Bearer"</code>"."
         </p>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match page.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(p) => view! {
+        <Loaded resource=page let:p>
                         {p.just_created.map(|k| view! { <SecretOnce k /> })}
                         <NewSecret create />
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">
@@ -62,10 +58,7 @@ pub fn Keys() -> impl IntoView {
                                 <KeyTable keys=p.keys revoke />
                             </section>
                         </div>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+        </Loaded>
     }
 }
 

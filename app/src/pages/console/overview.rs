@@ -1,5 +1,5 @@
 use crate::api::usage::{overview, OverviewData};
-use crate::pages::admin::LoadError;
+use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -9,14 +9,9 @@ pub fn Overview() -> impl IntoView {
     view! {
         <Title text="Overview" />
         <h1 class="page-title">"Overview"</h1>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(o) => view! { <OverviewBody o /> }.into_any(),
-                }
-            })}
-        </Suspense>
+        <Loaded resource=data let:o>
+            <OverviewBody o />
+        </Loaded>
     }
 }
 

@@ -1,7 +1,7 @@
 //! The usage log: one row per request, newest first. Never the prompt or the reply.
 
 use crate::api::usage::usage_log;
-use crate::pages::admin::LoadError;
+use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -14,12 +14,11 @@ pub fn Usage() -> impl IntoView {
         <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
             "Every request, metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered."
         </p>
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match rows.await {
-                    Err(e) => view! { <LoadError error=e /> }.into_any(),
-                    Ok(rows) if rows.is_empty() => view! { <div class="card mt-6 text-sm text-slate-500">"No requests yet."</div> }.into_any(),
-                    Ok(rows) => view! {
+        <Loaded resource=rows let:rows>
+            {if rows.is_empty() {
+                view! { <div class="card mt-6 text-sm text-slate-500">"No requests yet."</div> }.into_any()
+            } else {
+                view! {
                         <div class="card mt-6 overflow-x-auto p-0">
                             <table class="table whitespace-nowrap">
                                 <thead><tr>
@@ -51,9 +50,8 @@ pub fn Usage() -> impl IntoView {
                                 </tbody>
                             </table>
                         </div>
-                    }.into_any(),
-                }
-            })}
-        </Suspense>
+                }.into_any()
+            }}
+        </Loaded>
     }
 }
