@@ -6,6 +6,11 @@
 #
 # Usage: bench/run.sh [seconds per run (default 10)] [many connections (default 64)]
 # Needs: Postgres on 127.0.0.1:5432 (trust) or DATABASE_URL; installs nginx and wrk from Debian.
+# GATEWAY_BIN=path runs another gateway-testbed build (e.g. an older commit's) instead of building.
+#
+# Besides rates and latencies it prints the CPU time each way costs per request (µs, from
+# /proc): the bare proxy's nginx processes, the gateway process, and Postgres (usage records and
+# settlement) during the gateway runs. On a shared 2-core machine these are steadier than rates.
 set -euo pipefail
 DUR="${1:-10}"
 MANY="${2:-64}"
@@ -48,6 +53,9 @@ data: {"type":"message_stop"}
 
 '
 q() { printf '%s' "$1" | sed "s/'/\\\\'/g"; }
+# Two nginx processes: the fake upstream (one worker, shared by all three ways, so each way sees
+# the same upstream) and the bare proxy (two workers, like the gateway's two runtime threads on
+# this 2-core machine), so that the proxy is not capped at one core while the gateway has two.
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -57,10 +65,21 @@ http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
-  upstream fake_json { server 127.0.0.1:18081; keepalive 256; }
-  upstream fake_sse  { server 127.0.0.1:18082; keepalive 256; }
   server { listen 127.0.0.1:18081; location / { default_type application/json; return 200 '$(q "$JSON_BODY")'; } }
   server { listen 127.0.0.1:18082; location / { default_type "text/event-stream; charset=utf-8"; return 200 '$(q "$SSE_BODY")\n\n'; } }
+}
+CONF
+cat > "$work/nginx-proxy.conf" <<CONF
+worker_processes ${PROXY_WORKERS:-2};
+pid $work/nginx-proxy.pid;
+error_log $work/logs/error-proxy.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream fake_json { server 127.0.0.1:18081; keepalive 256; }
+  upstream fake_sse  { server 127.0.0.1:18082; keepalive 256; }
   server {
     listen 127.0.0.1:18090;
     location /json/ { proxy_pass http://fake_json/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
@@ -68,21 +87,26 @@ http {
   }
 }
 CONF
-"$NGINX" -t -c "$work/nginx.conf" -p "$work" >/dev/null 2>&1 || { "$NGINX" -t -c "$work/nginx.conf" -p "$work"; exit 1; }
-[ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+for c in nginx nginx-proxy; do
+  "$NGINX" -t -c "$work/$c.conf" -p "$work" >/dev/null 2>&1 || { "$NGINX" -t -c "$work/$c.conf" -p "$work"; exit 1; }
+  [ -f "$work/$c.pid" ] && kill "$(cat "$work/$c.pid")" 2>/dev/null || true
+done
 sleep 0.3
 "$NGINX" -c "$work/nginx.conf" -p "$work"
+"$NGINX" -c "$work/nginx-proxy.conf" -p "$work"
 sleep 0.3
-NGINX_PID="$(cat "$work/nginx.pid")"
+NGINX_PID="$(cat "$work/nginx.pid") $(cat "$work/nginx-proxy.pid")"
 
-echo "building the gateway testbed (release)..." >&2
-(cd "$root" && cargo build --quiet --release -p cloudrouter-core --bin gateway-testbed)
+if [ -z "${GATEWAY_BIN:-}" ]; then
+  echo "building the gateway testbed (release)..." >&2
+  (cd "$root" && cargo build --quiet --release -p cloudrouter-core --bin gateway-testbed)
+fi
 mkfifo "$work/stdin.$$"
-"$CARGO_TARGET_DIR/release/gateway-testbed" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
+"${GATEWAY_BIN:-$CARGO_TARGET_DIR/release/gateway-testbed}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
    --balance 100000000 <"$work/stdin.$$" >"$work/testbed.out" 2>"$work/logs/testbed.err" &
 TB_PID=$!
 exec 9>"$work/stdin.$$"
-cleanup() { exec 9>&- || true; wait "$TB_PID" 2>/dev/null || true; kill "$NGINX_PID" 2>/dev/null || true; rm -f "$work/stdin.$$"; }
+cleanup() { exec 9>&- || true; wait "$TB_PID" 2>/dev/null || true; kill $NGINX_PID 2>/dev/null || true; rm -f "$work/stdin.$$"; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do [ -s "$work/testbed.out" ] && break; sleep 0.1; done
 info="$(head -1 "$work/testbed.out")"
@@ -101,25 +125,38 @@ wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
 LUA
 done
 
-# run MODE CONNS TARGET URL KEY -> "rps p50_ms p99_ms"
+# CPU ticks (utime + stime, all threads) of the given processes
+ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+PROXY_PIDS="$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ')"
+pg_pids() { pgrep -x postgres | tr '\n' ' '; }
+HZ="$(getconf CLK_TCK)"
+
+# run MODE CONNS URL KEY [PIDS...] -> "rps p50_ms p99_ms non2xx cpu_us_per_request_of_PIDS..."
+# (the PIDS arguments are groups separated by commas, e.g. "12 13,14")
 run() {
-  local mode=$1 conns=$2 url=$3 key=$4 threads=1
+  local mode=$1 conns=$2 url=$3 key=$4 groups=${5:-} threads=1 g before=() after=()
   [ "$conns" -gt 1 ] && threads=2
+  IFS=, read -ra gs <<<"$groups"
+  for g in "${gs[@]}"; do before+=("$(ticks $g)"); done
   BENCH_KEY="$key" wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
-  python3 - "$work/wrk.out" <<'PY'
+  for g in "${gs[@]}"; do after+=("$(ticks $g)"); done
+  local cpu=""; for i in "${!before[@]}"; do cpu+="$(( after[i] - before[i] )) "; done
+  python3 - "$work/wrk.out" "$HZ" $cpu <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+hz = float(sys.argv[2]); cpu = [int(x) for x in sys.argv[3:]]
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
     n, u = float(m.group(1)), m.group(2)
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 if not re.search(r"Requests/sec:", t) or not re.search(r"99%", t):
-    print("0 0 0 err"); sys.exit(0)
+    print("0 0 0 err" + " 0" * len(cpu)); sys.exit(0)
+n = int(re.search(r"(\d+) requests in", t).group(1)) or 1
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 p50 = ms(re.search(r"^\s*50%\s+(\S+)", t, re.M).group(1))
 p99 = ms(re.search(r"^\s*99%\s+(\S+)", t, re.M).group(1))
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0}")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0}", *[f"{c / hz / n * 1e6:.1f}" for c in cpu])
 PY
 }
 
@@ -128,13 +165,15 @@ BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/d
 BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
 
 out="$work/results.txt"; : >"$out"
+cpu_out="$work/cpu.txt"; : >"$cpu_out"
 printf '%-6s %-5s | %-28s | %-28s | %-28s | %-22s\n' mode conns "direct rps/p50/p99 (ms)" "nginx proxy rps/p50/p99" "gateway rps/p50/p99" "gw vs direct / vs nginx" | tee -a "$out"
 for mode in json sse; do
   port=18081; key="$KEY_JSON"; [ "$mode" = sse ] && { port=18082; key="$KEY_SSE"; }
   for conns in 1 "$MANY"; do
     read -r d_rps d_p50 d_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:$port/v1/messages" x)"
-    read -r n_rps n_p50 n_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x)"
-    read -r g_rps g_p50 g_p99 g_bad <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key")"
+    read -r n_rps n_p50 n_p99 _ n_cpu <<<"$(run "$mode" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x "$PROXY_PIDS")"
+    read -r g_rps g_p50 g_p99 g_bad g_cpu p_cpu <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids)")"
+    printf '%-6s %-5s | %8s | %8s | %8s\n' "$mode" "$conns" "$n_cpu" "$g_cpu" "$p_cpu" >>"$cpu_out"
     ratio="$(python3 -c "
 d,n,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$g_rps')
 print(f'rps {g/d*100:.0f}% / {g/n*100:.0f}%, p99 {($g_p99-$d_p99)*1000:+.0f}us / {($g_p99-$n_p99)*1000:+.0f}us')")"
@@ -143,6 +182,10 @@ print(f'rps {g/d*100:.0f}% / {g/n*100:.0f}%, p99 {($g_p99-$d_p99)*1000:+.0f}us /
       "$([ "$g_bad" != 0 ] && echo " ($g_bad non-2xx!)")" | tee -a "$out"
   done
 done
+echo
+echo "CPU time per request (µs): the bare proxy's nginx workers; the gateway process; Postgres during the gateway run"
+printf '%-6s %-5s | %8s | %8s | %8s\n' mode conns "nginx" "gateway" "postgres"
+cat "$cpu_out"
 exec 9>&-
 wait "$TB_PID" 2>/dev/null || true
 echo >&2; cat "$work/logs/testbed.err" | tail -2 >&2

@@ -54,12 +54,17 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("keys") view=console::keys::Keys ssr=SsrMode::Async />
                     <Route path=path!("usage") view=console::usage::Usage ssr=SsrMode::Async />
                     <Route path=path!("billing") view=console::billing::Billing ssr=SsrMode::Async />
+                    <Route path=path!("plans") view=console::plans::Plans ssr=SsrMode::Async />
+                    <Route path=path!("pay/:id") view=console::pay::Pay ssr=SsrMode::Async />
                     <Route path=path!("invoices") view=console::invoices::Invoices ssr=SsrMode::Async />
                     <Route path=path!("settings") view=console::settings::Settings ssr=SsrMode::Async />
                     <Route path=path!("admin") view=admin::users::Users ssr=SsrMode::Async />
                     <Route path=path!("admin/users/:id") view=admin::users::UserDetail ssr=SsrMode::Async />
                     <Route path=path!("admin/upstreams") view=admin::upstreams::Upstreams ssr=SsrMode::Async />
                     <Route path=path!("admin/catalogue") view=admin::catalogue::Catalogue ssr=SsrMode::Async />
+                    <Route path=path!("admin/billing") view=admin::billing::BillingQueue ssr=SsrMode::Async />
+                    <Route path=path!("admin/plans") view=admin::plans::PlansAdmin ssr=SsrMode::Async />
+                    <Route path=path!("admin/audit") view=admin::plans::Audit ssr=SsrMode::Async />
                 </ParentRoute>
             </Routes>
         </Router>

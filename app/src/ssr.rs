@@ -14,6 +14,10 @@ pub struct ConsoleState {
     pub crypto: cloudrouter_core::crypto::Crypto,
     /// This instance's gateway, for live upstream health.
     pub gateway: cloudrouter_core::gateway::Gateway,
+    /// Payment providers configured for this deployment (the sandbox is always there).
+    pub payments: std::sync::Arc<cloudrouter_core::billing::payments::Payments>,
+    /// Signs the demo's sandbox payment notifications (with the server secret).
+    pub sandbox: std::sync::Arc<cloudrouter_core::billing::payments::SandboxProvider>,
     /// The URL customers point their SDKs at, shown in snippets.
     pub public_base_url: String,
 }
@@ -96,6 +100,12 @@ pub async fn set_flash<T: serde::Serialize>(key: &str, value: &T) -> Result<(), 
 
 pub async fn take_flash<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, ServerFnError> {
     session().await?.remove::<T>(key).await.map_err(internal)
+}
+
+/// Writes a staff action to the audit log.
+pub async fn audit(staff_id: Uuid, action: &str, target: &str, details: serde_json::Value) -> Result<(), ServerFnError> {
+    let mut conn = pool()?.acquire().await.map_err(internal)?;
+    cloudrouter_core::billing::audit::record(&mut conn, staff_id, action, target, details).await.map_err(internal)
 }
 
 pub fn set_status(status: http::StatusCode) {

@@ -4,12 +4,15 @@
 pub mod cli;
 pub mod config;
 pub mod guard;
+pub mod invoice_files;
 pub mod web;
 
 use crate::config::Config;
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::gateway::{self, Gateway, GatewayConfig};
 use cloudrouter_core::admin_api;
+use cloudrouter_core::billing::{self, payments::{self, Payments}};
+use std::sync::Arc;
 use cloudrouter_core::demo;
 use leptos::prelude::LeptosOptions;
 use sqlx::PgPool;
@@ -31,17 +34,22 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
     let store = web::session_store(&pool).await?;
     web::spawn_housekeeping(pool.clone(), store.clone());
+    let payments = Arc::new(Payments::from_env(&config.secret, &config.public_url)?);
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,
         gateway: gateway.clone(),
+        payments: payments.clone(),
+        sandbox: Arc::new(payments::SandboxProvider::new(&config.secret, &config.public_url)),
         public_base_url: config.public_url.clone(),
     };
+    spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
         .merge(gateway.router())
         .nest("/_demo", demo::router())
         .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone())))
-        .merge(web::console_router(leptos, state, store, config));
+        .nest("/api/payments", payments::router(pool.clone(), payments))
+        .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone())));
     Ok(Built { router, gateway })
 }
 
@@ -70,6 +78,20 @@ pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Resul
     gateway.shutdown().await;
     tracing::info!("usage flushed; bye");
     Ok(())
+}
+
+/// Cycle boundaries (renewals, scheduled plan changes), stale orders and expired trials, once a
+/// minute. Safe on every instance: the billing jobs lock what they process.
+fn spawn_billing_jobs(pool: PgPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = billing::run_jobs(&pool, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "billing jobs failed");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

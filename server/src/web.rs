@@ -39,7 +39,9 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
     });
 }
 
-pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config) -> Router {
+/// The console: Leptos pages and server functions, plus `extra` cookie-authenticated routes
+/// (file uploads and downloads), all behind the session, sign-in and CSRF guards.
+pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, extra: Router) -> Router {
     let routes = generate_route_list(App);
     let context = {
         let state = state.clone();
@@ -58,6 +60,7 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         })
         .fallback(leptos_axum::file_and_error_handler_with_context(context, shell))
         .with_state(leptos_options)
+        .merge(extra)
         .layer(middleware::from_fn(guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))

@@ -55,6 +55,7 @@ pub async fn set_suspended(id: String, suspend: bool) -> Result<String, ServerFn
     if !changed {
         return Err(ServerFnError::new("No such user."));
     }
+    crate::ssr::audit(staff.id, if suspend { "user.suspend" } else { "user.reinstate" }, &id.to_string(), serde_json::json!({})).await?;
     Ok(if suspend { "Account suspended." } else { "Account reinstated." }.into())
 }
 
@@ -88,6 +89,7 @@ pub async fn adjust_balance(id: String, amount: String, note: String) -> Result<
         LedgerError::Db(e) => crate::ssr::internal(e),
         other => ServerFnError::new(other.to_string()),
     })?;
+    crate::ssr::audit(staff.id, "balance.adjust", &user_id.to_string(), serde_json::json!({"amount_micros": micros, "note": note})).await?;
     Ok(format!("Balance is now {}.", crate::ssr::cny(entry.balance_after_micros)))
 }
 
@@ -150,7 +152,7 @@ pub async fn add_upstream(
     concurrency_cap: String,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::upstreams::{self, NewUpstream, UpstreamError};
-    crate::ssr::require_staff().await?;
+    let staff = crate::ssr::require_staff().await?;
     let state = crate::ssr::state()?;
     let int = |s: &str, what: &str, default: i32| -> Result<i32, ServerFnError> {
         if s.trim().is_empty() { Ok(default) } else { s.trim().parse().map_err(|_| ServerFnError::new(format!("{what} must be a whole number."))) }
@@ -165,7 +167,8 @@ pub async fn add_upstream(
         concurrency_cap: if concurrency_cap.trim().is_empty() { None } else { Some(int(&concurrency_cap, "Concurrency cap", 0)?) },
         enabled: true,
     };
-    upstreams::create(&state.pool, &state.crypto, new).await.map_err(|e| match e {
+    let name = new.name.clone();
+    let id = upstreams::create(&state.pool, &state.crypto, new).await.map_err(|e| match e {
         UpstreamError::Db(e) => crate::ssr::internal(e),
         other => ServerFnError::new(other.to_string()),
     })?;
@@ -173,16 +176,18 @@ pub async fn add_upstream(
     for demo in upstreams::list(&state.pool).await.map_err(crate::ssr::internal)?.into_iter().filter(|u| u.is_demo && u.enabled) {
         upstreams::set_enabled(&state.pool, demo.id, false).await.map_err(crate::ssr::internal)?;
     }
+    crate::ssr::audit(staff.id, "upstream.add", &id.to_string(), serde_json::json!({"name": name})).await?;
     Ok("Upstream added. Gateways pick it up within a second.".into())
 }
 
 #[server(endpoint = "admin/upstreams/enable")]
 pub async fn set_upstream_enabled(id: String, enabled: bool) -> Result<String, ServerFnError> {
-    crate::ssr::require_staff().await?;
+    let staff = crate::ssr::require_staff().await?;
     let ok = cloudrouter_core::upstreams::set_enabled(&crate::ssr::pool()?, parse_id(&id)?, enabled).await.map_err(crate::ssr::internal)?;
     if !ok {
         return Err(ServerFnError::new("No such upstream."));
     }
+    crate::ssr::audit(staff.id, if enabled { "upstream.enable" } else { "upstream.disable" }, &id, serde_json::json!({})).await?;
     Ok(if enabled { "Upstream enabled." } else { "Upstream disabled." }.into())
 }
 
@@ -197,7 +202,7 @@ pub async fn update_upstream(
     api_key: String,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::upstreams::{self, UpstreamError};
-    crate::ssr::require_staff().await?;
+    let staff = crate::ssr::require_staff().await?;
     let state = crate::ssr::state()?;
     let id = parse_id(&id)?;
     let current = upstreams::list(&state.pool)
@@ -221,5 +226,12 @@ pub async fn update_upstream(
     if !api_key.trim().is_empty() {
         upstreams::set_credential(&state.pool, &state.crypto, id, &api_key).await.map_err(as_message)?;
     }
+    crate::ssr::audit(
+        staff.id,
+        "upstream.update",
+        &id.to_string(),
+        serde_json::json!({"channels": channels, "weight": weight, "priority": priority, "credential_replaced": !api_key.trim().is_empty()}),
+    )
+    .await?;
     Ok(format!("Upstream {} saved.", current.name))
 }

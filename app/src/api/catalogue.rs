@@ -82,7 +82,7 @@ pub async fn admin_catalogue() -> Result<CatalogueView, ServerFnError> {
 
 #[server(endpoint = "admin/channel")]
 pub async fn update_channel(code: String, rate: String, capacity: String) -> Result<String, ServerFnError> {
-    crate::ssr::require_staff().await?;
+    let staff = crate::ssr::require_staff().await?;
     let rate = cloudrouter_core::money::parse_decimal(rate.trim())
         .ok()
         .filter(|r| *r > 0)
@@ -92,6 +92,7 @@ pub async fn update_channel(code: String, rate: String, capacity: String) -> Res
     if !ok {
         return Err(ServerFnError::new("No such channel."));
     }
+    crate::ssr::audit(staff.id, "channel.update", &code, serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity})).await?;
     Ok(format!("Channel {code} now charges {} per $1.", crate::ssr::cny(rate)))
 }
 
@@ -107,7 +108,7 @@ pub async fn update_model(
     enabled: Option<String>,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::{catalogue, money};
-    crate::ssr::require_staff().await?;
+    let staff = crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let mut model = catalogue::get_model(&pool, &id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such model."))?;
     let price = |s: &str| -> Result<i64, ServerFnError> {
@@ -123,5 +124,6 @@ pub async fn update_model(
     model.cache_read_price = price(&cache_read)?;
     model.enabled = enabled.is_some();
     catalogue::upsert_model(&pool, &model).await.map_err(crate::ssr::internal)?;
+    crate::ssr::audit(staff.id, "model.update", &id, serde_json::to_value(&model).unwrap_or_default()).await?;
     Ok(format!("Prices of {id} saved."))
 }

@@ -2,7 +2,10 @@
 
 pub mod account;
 pub mod admin;
+pub mod billing;
+pub mod billing_admin;
 pub mod catalogue;
+pub mod invoices;
 pub mod keys;
 pub mod usage;
 

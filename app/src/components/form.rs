@@ -68,3 +68,18 @@ pub fn SubmitButton(label: &'static str, #[prop(into)] pending: Signal<bool>) ->
         </button>
     }
 }
+
+/// Counts an action's successful submissions. A page whose data reloads on this (rather than on
+/// every submission) keeps what the user typed when a submission fails.
+pub fn successes<T>(value: impl Get<Value = Option<Result<T, ServerFnError>>> + Send + Sync + 'static) -> ReadSignal<usize>
+where
+    T: Send + Sync + 'static,
+{
+    let count = RwSignal::new(0usize);
+    Effect::new(move |_| {
+        if matches!(value.get(), Some(Ok(_))) {
+            count.update(|c| *c += 1);
+        }
+    });
+    count.read_only()
+}

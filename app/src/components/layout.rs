@@ -63,15 +63,19 @@ const CUSTOMER_NAV: &[NavItem] = &[
     NavItem { href: "/console", label: "Overview" },
     NavItem { href: "/console/keys", label: "API keys" },
     NavItem { href: "/console/usage", label: "Usage" },
-    NavItem { href: "/console/billing", label: "Plans & billing" },
+    NavItem { href: "/console/plans", label: "Plans" },
+    NavItem { href: "/console/billing", label: "Billing" },
     NavItem { href: "/console/invoices", label: "Invoices" },
     NavItem { href: "/console/settings", label: "Settings" },
 ];
 
 const STAFF_NAV: &[NavItem] = &[
     NavItem { href: "/console/admin", label: "Users" },
+    NavItem { href: "/console/admin/billing", label: "Billing queue" },
     NavItem { href: "/console/admin/upstreams", label: "Upstreams" },
     NavItem { href: "/console/admin/catalogue", label: "Models & channels" },
+    NavItem { href: "/console/admin/plans", label: "Plans & prices" },
+    NavItem { href: "/console/admin/audit", label: "Audit log" },
 ];
 
 fn nav_links(items: &'static [NavItem]) -> impl IntoView {

@@ -17,6 +17,10 @@ pub struct Model {
     pub cache_write_1h_price: i64,
     pub cache_read_price: i64,
     pub fallbacks: Vec<String>,
+    /// Other names the API accepts for this model (e.g. `claude-sonnet-4-5` for
+    /// `claude-sonnet-4-5-20250929`). Requests may use them; only `id` is listed, priced and recorded.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     pub enabled: bool,
     pub released_at: DateTime<Utc>,
     pub deprecated_at: Option<DateTime<Utc>>,
@@ -47,7 +51,7 @@ pub struct Channel {
 }
 
 const MODEL_COLS: &str = "id, display_name, family, input_price, output_price, cache_write_5m_price, \
-     cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort";
+     cache_write_1h_price, cache_read_price, fallbacks, aliases, enabled, released_at, deprecated_at, sort";
 
 /// Every model, enabled or not, in display order.
 pub async fn list_models(pool: &PgPool) -> Result<Vec<Model>, sqlx::Error> {
@@ -67,11 +71,11 @@ pub async fn get_model(pool: &PgPool, id: &str) -> Result<Option<Model>, sqlx::E
 pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO models (id, display_name, family, input_price, output_price, cache_write_5m_price, \
-         cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, updated_at) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13, now()) \
+         cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, aliases, updated_at) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14, now()) \
          ON CONFLICT (id) DO UPDATE SET display_name=$2, family=$3, input_price=$4, output_price=$5, \
          cache_write_5m_price=$6, cache_write_1h_price=$7, cache_read_price=$8, fallbacks=$9, enabled=$10, \
-         released_at=$11, deprecated_at=$12, sort=$13, updated_at=now()",
+         released_at=$11, deprecated_at=$12, sort=$13, aliases=$14, updated_at=now()",
     )
     .bind(&m.id)
     .bind(&m.display_name)
@@ -86,6 +90,7 @@ pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     .bind(m.released_at)
     .bind(m.deprecated_at)
     .bind(m.sort)
+    .bind(&m.aliases)
     .execute(pool)
     .await?;
     Ok(())

@@ -102,13 +102,22 @@ pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySum
     if !channel_ok {
         return Err(KeyError::UnknownChannel);
     }
+    // Allow-lists hold canonical model ids: an alias (`claude-sonnet-4-5`) is stored as its model.
+    let mut allowed_models: Vec<String> = Vec::with_capacity(new.allowed_models.len());
     if !new.allowed_models.is_empty() {
-        let known: Vec<String> = sqlx::query_scalar("SELECT id FROM models WHERE id = ANY($1)")
-            .bind(&new.allowed_models)
-            .fetch_all(pool)
-            .await?;
-        if let Some(m) = new.allowed_models.iter().find(|m| !known.contains(m)) {
-            return Err(KeyError::UnknownModel(m.clone()));
+        let known: Vec<(String, String)> = sqlx::query_as(
+            "SELECT n, m.id FROM unnest($1::text[]) AS n JOIN models m ON m.id = n OR n = ANY(m.aliases)",
+        )
+        .bind(&new.allowed_models)
+        .fetch_all(pool)
+        .await?;
+        for name in &new.allowed_models {
+            let Some((_, id)) = known.iter().find(|(n, _)| n == name) else {
+                return Err(KeyError::UnknownModel(name.clone()));
+            };
+            if !allowed_models.contains(id) {
+                allowed_models.push(id.clone());
+            }
         }
     }
     let secret = format!("{SECRET_PREFIX}{}", random_base62(40));
@@ -125,7 +134,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySum
     .bind(&new.channel)
     .bind(new.spend_limit_micros)
     .bind(new.expires_at)
-    .bind(&new.allowed_models)
+    .bind(&allowed_models)
     .bind(new.allow_fallback)
     .bind(new.rpm_limit)
     .bind(new.concurrency_limit)

@@ -2,9 +2,11 @@
 //! transaction, so a balance always equals the sum of its ledger (`balance_after_micros` is the
 //! running balance).
 //!
-//! Funding sources: each ledger row names the source it moved (`'wallet'` today). Plan allowances
-//! (a later issue) become another source that usage settlement draws from before the wallet; the
-//! settlement path (`usage` writer → `cr_settle`) is the single place where that order is decided.
+//! Funding sources: each ledger row names the source it moved, and each source has its own running
+//! balance (`balance_after_micros`): `wallet` (micro-CNY, = `balances.balance_micros`), `trial`
+//! (micro-CNY, the trial credit left) and `allowance` (micro-USD list price, the current plan
+//! cycle's allowance left). Usage is drawn trial → allowance → wallet by the settlement path
+//! (`usage` writer → trigger `usage_records_draw` + `cr_settle`, see `docs/billing.md`).
 //!
 //! Gateways hold part of a balance as leases while requests are in flight (see `gateway::leases`):
 //! `available = balance − Σ leases`. A staff debit may not take the available amount below zero.
@@ -27,6 +29,12 @@ pub enum LedgerKind {
     Refund,
     /// Correction by staff, either sign.
     Adjustment,
+    /// Money out of the wallet for a plan (subscription or renewal).
+    Purchase,
+    /// Trial credit or a cycle's plan allowance granted (sources `trial`, `allowance`).
+    Grant,
+    /// Unused trial credit or allowance removed at expiry / the end of a cycle.
+    Expiry,
 }
 
 impl LedgerKind {
@@ -37,6 +45,9 @@ impl LedgerKind {
             LedgerKind::Usage => "usage",
             LedgerKind::Refund => "refund",
             LedgerKind::Adjustment => "adjustment",
+            LedgerKind::Purchase => "purchase",
+            LedgerKind::Grant => "grant",
+            LedgerKind::Expiry => "expiry",
         }
     }
 }
@@ -45,13 +56,28 @@ impl LedgerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FundingSource {
+    /// The pay-as-you-go balance (micro-CNY).
     Wallet,
+    /// The current plan cycle's allowance (micro-USD list price).
+    Allowance,
+    /// Approved trial credit (micro-CNY).
+    Trial,
 }
 
 impl FundingSource {
     pub fn as_str(self) -> &'static str {
         match self {
             FundingSource::Wallet => "wallet",
+            FundingSource::Allowance => "allowance",
+            FundingSource::Trial => "trial",
+        }
+    }
+
+    /// "CNY" or "USD": the unit of `amount_micros` / `balance_after_micros` of rows of this source.
+    pub fn unit(self) -> &'static str {
+        match self {
+            FundingSource::Allowance => "USD",
+            _ => "CNY",
         }
     }
 }
@@ -71,6 +97,13 @@ pub struct LedgerEntry {
     /// For usage rows: how many requests this settlement covers.
     pub request_count: i32,
     pub created_at: DateTime<Utc>,
+}
+
+impl LedgerEntry {
+    /// "CNY" or "USD" (allowance rows are in micro-USD of list price).
+    pub fn unit(&self) -> &'static str {
+        if self.source == "allowance" { "USD" } else { "CNY" }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +138,19 @@ pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
         .unwrap_or(0))
 }
 
+/// Holds are backed by trial credit and plan allowance first (`cr_extra_capacity`), so
+/// `held_micros` is only the part of the gateways' holds that falls on the wallet.
 pub async fn balance_info(pool: &PgPool, user_id: Uuid) -> Result<BalanceInfo, sqlx::Error> {
-    let (b, h): (i64, i64) = sqlx::query_as(
+    let (b, h, x): (i64, i64, i64) = sqlx::query_as(
         "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), \
-                COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT",
+                COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT, \
+                cr_extra_capacity($1)",
     )
     .bind(user_id)
     .fetch_one(pool)
     .await?;
-    Ok(BalanceInfo { balance_micros: b, held_micros: h, available_micros: b - h })
+    let on_wallet = (h - x).max(0);
+    Ok(BalanceInfo { balance_micros: b, held_micros: on_wallet, available_micros: b - on_wallet })
 }
 
 /// Changes a balance by `amount_micros` (negative = debit) and appends the ledger row, in one
@@ -147,8 +184,9 @@ pub async fn adjust(
         .await?;
     let new_balance = bal.checked_add(amount_micros).ok_or(LedgerError::Insufficient { available: bal })?;
     if amount_micros < 0 {
+        // holds are backed by trial credit and plan allowance first, then the wallet
         let held: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(sum(amount_micros), 0)::BIGINT FROM balance_leases WHERE user_id = $1",
+            "SELECT GREATEST(COALESCE(sum(amount_micros), 0)::BIGINT - cr_extra_capacity($1), 0) FROM balance_leases WHERE user_id = $1",
         )
         .bind(user_id)
         .fetch_one(&mut *tx)
@@ -190,13 +228,14 @@ pub async fn entries(pool: &PgPool, user_id: Uuid, limit: i64) -> Result<Vec<Led
     .await
 }
 
-/// Checks the invariant for one user: balance = Σ ledger and every running balance is consistent.
+/// Checks the invariant for one user: balance = Σ wallet ledger rows and every running balance (of
+/// every source) is consistent. `billing::verify` also checks the trial and allowance pots.
 pub async fn verify(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
     let ok: bool = sqlx::query_scalar(
         "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0) = \
-                COALESCE((SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1), 0) \
+                COALESCE((SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1 AND source = 'wallet'), 0) \
             AND NOT EXISTS (SELECT 1 FROM (SELECT balance_after_micros, \
-                   sum(amount_micros) OVER (ORDER BY id) AS running FROM ledger_entries WHERE user_id = $1) r \
+                   sum(amount_micros) OVER (PARTITION BY source ORDER BY id) AS running FROM ledger_entries WHERE user_id = $1) r \
                 WHERE r.balance_after_micros <> r.running)",
     )
     .bind(user_id)

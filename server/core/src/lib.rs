@@ -2,6 +2,7 @@ pub mod accounts;
 pub mod db;
 
 pub mod admin_api;
+pub mod billing;
 pub mod catalogue;
 pub mod crypto;
 pub mod demo;

@@ -1,8 +1,10 @@
 //! Usage records and their settlement.
 //!
 //! The gateway never writes to Postgres on the request path. Each finished request hands one
-//! [`UsageRecord`] to the [`UsageWriter`]: a bounded channel drained by one task that flushes every
-//! `batch_rows` rows or `flush_interval`, whichever comes first. One flush is one transaction:
+//! [`UsageRecord`] to the [`UsageWriter`]: a bounded channel drained by one task. After the first
+//! row the task lets rows gather for `flush_interval` (sooner when `batch_rows` are already queued,
+//! when someone waits in `sync`, or at shutdown) without polling the channel, so submitting a row
+//! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one transaction:
 //!
 //! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`,
 //! 2. the charges, summed per user: one balance update and one `usage` ledger row per user
@@ -138,6 +140,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct UsageWriter {
     tx: mpsc::Sender<Msg>,
+    /// cuts the writer's gathering pause short when someone waits (`sync`)
+    hurry: Arc<tokio::sync::Notify>,
     ctl: Arc<Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>>,
 }
 
@@ -146,8 +150,9 @@ impl UsageWriter {
     pub fn start(pool: PgPool, instance_id: Uuid, cfg: WriterConfig) -> UsageWriter {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
-        let handle = tokio::spawn(run(pool, instance_id, cfg, rx, stop_rx));
-        UsageWriter { tx, ctl: Arc::new(Mutex::new(Some((stop_tx, handle)))) }
+        let hurry = Arc::new(tokio::sync::Notify::new());
+        let handle = tokio::spawn(run(pool, instance_id, cfg, rx, stop_rx, hurry.clone()));
+        UsageWriter { tx, hurry, ctl: Arc::new(Mutex::new(Some((stop_tx, handle)))) }
     }
 
     /// Queues a record without waiting (spawns a waiting send when the queue is full).
@@ -179,6 +184,7 @@ impl UsageWriter {
     pub async fn sync(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Barrier(tx)).await.is_ok() {
+            self.hurry.notify_one();
             let _ = rx.await;
         }
     }
@@ -199,6 +205,7 @@ async fn run(
     cfg: WriterConfig,
     mut rx: mpsc::Receiver<Msg>,
     mut stop: oneshot::Receiver<()>,
+    hurry: Arc<tokio::sync::Notify>,
 ) {
     let mut batch: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_rows);
     let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
@@ -208,31 +215,27 @@ async fn run(
         Msg::Barrier(b) => barriers.push(b),
     };
     loop {
-        if !stopping {
-            // wait for the first row (or stop), then gather more for up to flush_interval
-            if batch.is_empty() && barriers.is_empty() {
+        if !stopping && batch.is_empty() && barriers.is_empty() {
+            // Wait for the first row (or stop), then let rows gather for up to flush_interval
+            // without looking at them: nobody polls the channel meanwhile, so submitting a row
+            // wakes no task (one wake per batch instead of one per request). A full batch
+            // already queued, a waiting `sync` or a stop ends the pause at once.
+            tokio::select! {
+                r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => stopping = true },
+                _ = &mut stop => stopping = true,
+            }
+            if !stopping && barriers.is_empty() && rx.len() + batch.len() < cfg.batch_rows {
                 tokio::select! {
-                    r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => stopping = true },
+                    _ = tokio::time::sleep(cfg.flush_interval) => {}
+                    _ = hurry.notified() => {}
                     _ = &mut stop => stopping = true,
                 }
             }
-            if !stopping && barriers.is_empty() {
-                let deadline = tokio::time::Instant::now() + cfg.flush_interval;
-                while batch.len() < cfg.batch_rows && barriers.is_empty() {
-                    tokio::select! {
-                        r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => { stopping = true; break } },
-                        _ = tokio::time::sleep_until(deadline) => break,
-                        _ = &mut stop => { stopping = true; break }
-                    }
-                }
-            }
         }
-        if stopping {
-            while batch.len() < cfg.batch_rows {
-                match rx.try_recv() {
-                    Ok(m) => take(m, &mut batch, &mut barriers),
-                    Err(_) => break,
-                }
+        while batch.len() < cfg.batch_rows {
+            match rx.try_recv() {
+                Ok(m) => take(m, &mut batch, &mut barriers),
+                Err(_) => break,
             }
         }
         if !batch.is_empty() {

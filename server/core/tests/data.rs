@@ -25,6 +25,27 @@ async fn catalogue_is_seeded(pool: PgPool) {
             assert!(models.iter().any(|x| &x.id == f), "fallback {f} of {} is in the catalogue", m.id);
         }
     }
+    // aliases: Anthropic's short names for dated models; never a model id, each names one model
+    assert_eq!(get("claude-sonnet-4-5-20250929").aliases, vec!["claude-sonnet-4-5".to_string()]);
+    assert_eq!(get("claude-opus-4-5-20251101").aliases, vec!["claude-opus-4-5".to_string()]);
+    assert_eq!(get("claude-haiku-4-5-20251001").aliases, vec!["claude-haiku-4-5".to_string()]);
+    assert!(get("claude-3-7-sonnet").aliases.contains(&"claude-3-7-sonnet-latest".to_string()));
+    let all: Vec<&String> = models.iter().flat_map(|m| &m.aliases).collect();
+    for a in &all {
+        assert!(!models.iter().any(|m| &&m.id == a), "alias {a} is not a model id");
+        assert_eq!(all.iter().filter(|x| x == &a).count(), 1, "alias {a} names one model");
+    }
+    // upsert keeps aliases; a clashing alias is refused
+    let mut s2 = get("claude-sonnet-4-5-20250929");
+    s2.aliases.push("claude-sonnet-4-5-latest".into());
+    catalogue::upsert_model(&pool, &s2).await.unwrap();
+    assert_eq!(catalogue::get_model(&pool, &s2.id).await.unwrap().unwrap().aliases, s2.aliases);
+    let mut o = get("claude-opus-4-5-20251101");
+    o.aliases.push("claude-sonnet-4-5".into());
+    assert!(catalogue::upsert_model(&pool, &o).await.is_err(), "alias of another model");
+    o.aliases = vec!["claude-opus-4-6".into()];
+    assert!(catalogue::upsert_model(&pool, &o).await.is_err(), "alias equal to a model id");
+
     let ch = catalogue::list_channels(&pool).await.unwrap();
     let rates: Vec<(&str, i64)> = ch.iter().map(|c| (c.code.as_str(), c.rate_micros_per_usd)).collect();
     assert_eq!(rates, vec![("value", 600_000), ("smart", 1_000_000), ("stable", 5_000_000)]);

@@ -555,3 +555,91 @@ async fn count_tokens_and_models(pool: PgPool) {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["display_name"], "Claude Haiku 5.5");
     gw.stop().await;
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn model_aliases_resolve_to_the_canonical_model(pool: PgPool) {
+    const HAIKU: &str = "claude-haiku-4-5-20251001";
+    const ALIAS: &str = "claude-haiku-4-5";
+    let (up, up_id) = fake("a", &pool, FakeBehavior { usage: Some(pinned()), ..Default::default() }, 0).await;
+    let gw = Gw::start(&pool, fast_config()).await;
+    let user = customer(&pool, "100").await;
+    // the key allow-lists the canonical id only
+    let limited = key_with(
+        &pool,
+        user,
+        NewKey { name: "haiku only".into(), channel: "stable".into(), allowed_models: vec![HAIKU.into()], ..Default::default() },
+    )
+    .await;
+
+    // JSON call with the alias: accepted, forwarded byte for byte (alias kept), priced as Haiku 4.5
+    let raw = format!(r#"{{"model":"{ALIAS}","max_tokens":1000,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let r = client()
+        .post(format!("{}/v1/messages", gw.base))
+        .header("x-api-key", &limited)
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rid = r.headers()["request-id"].to_str().unwrap().to_string();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["model"], ALIAS, "the upstream answered for the alias it was sent");
+    assert_eq!(&up.last_request().unwrap().body[..], raw.as_bytes(), "the body is not rewritten");
+
+    // stream with the alias too
+    let r = post(&gw.base, &limited, &body(ALIAS, true)).await;
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+    assert_eq!(event_names(&text).last().unwrap(), "message_stop");
+
+    // an alias of a model the key does not allow is refused like the model itself
+    let (s, t, _, _) = error_of(post(&gw.base, &limited, &body("claude-sonnet-4-5", false)).await).await;
+    assert_eq!((s, t.as_str()), (403, "permission_error"));
+    // the Sonnet 4.5 alias works for an unrestricted key and is priced as Sonnet 4.5
+    let any = key(&pool, user, "stable").await;
+    assert_eq!(post(&gw.base, &any, &body("claude-sonnet-4-5", false)).await.status(), 200);
+
+    gw.sync().await;
+    let rows = usage_rows(&pool, user).await;
+    assert_eq!(rows.len(), 4);
+    // 1000×1 + 500×5 + 1000×1.25 + 2000×2 + 10000×0.1 = 9 750 µ$ (Haiku 4.5 list prices)
+    const HAIKU_COST: i64 = 9_750;
+    let u = rows.iter().find(|u| u.id == rid).unwrap();
+    assert_eq!(u.requested_model, HAIKU);
+    assert_eq!(u.served_model.as_deref(), Some(HAIKU), "an alias echoed by the upstream is recorded as the model");
+    assert_eq!(u.upstream_id, Some(up_id));
+    assert_eq!(u.cost_micro_usd, HAIKU_COST);
+    assert_eq!(u.charge_micros, HAIKU_COST * 5);
+    let streamed = rows.iter().find(|u| u.stream).unwrap();
+    assert_eq!((streamed.requested_model.as_str(), streamed.cost_micro_usd), (HAIKU, HAIKU_COST));
+    let refused = rows.iter().find(|u| u.status == 403).unwrap();
+    assert_eq!(refused.charge_micros, 0);
+    let sonnet = rows.iter().find(|u| u.requested_model == "claude-sonnet-4-5-20250929").unwrap();
+    assert_eq!((sonnet.status, sonnet.cost_micro_usd), (200, PINNED_COST));
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - (2 * HAIKU_COST + PINNED_COST) * 5);
+    assert!(ledger::verify(&pool, user).await.unwrap());
+
+    // /v1/models lists canonical ids only; an alias can be looked up and answers with the model
+    let v: serde_json::Value =
+        client().get(format!("{}/v1/models?limit=1000", gw.base)).header("x-api-key", &any).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&HAIKU) && ids.contains(&"claude-sonnet-4-5-20250929"));
+    for alias in [ALIAS, "claude-sonnet-4-5", "claude-opus-4-5", "claude-3-7-sonnet-latest"] {
+        assert!(!ids.contains(&alias), "{alias} is not listed");
+    }
+    let v: serde_json::Value =
+        client().get(format!("{}/v1/models/{ALIAS}", gw.base)).header("x-api-key", &limited).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["id"], HAIKU);
+
+    // a key created with an alias in its allow-list stores the canonical id
+    let (summary, _) = keys::create(
+        &pool,
+        user,
+        NewKey { name: "alias list".into(), channel: "smart".into(), allowed_models: vec!["claude-opus-4-5".into()], ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.allowed_models, vec!["claude-opus-4-5-20251101".to_string()]);
+    gw.stop().await;
+}

@@ -1,3 +1,5 @@
+pub mod billing;
 pub mod catalogue;
+pub mod plans;
 pub mod upstreams;
 pub mod users;

@@ -1,19 +1,204 @@
-//! Balance and the ledger behind it, with the running balance after each entry.
+//! Billing: the subscription and its allowance, trial credit, top-ups, orders, refunds,
+//! and the balance with its ledger.
 
+use crate::api::billing::{
+    billing_overview, ApplyForTrial, BillingSummary, CancelOrder, CancelPlanChange, RefundView, RequestRefund, TopUp,
+};
 use crate::api::usage::{billing, BillingData};
+use crate::components::form::{ActionError, ActionMessage, Field};
 use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
 #[component]
 pub fn Billing() -> impl IntoView {
-    let data = Resource::new(|| (), |_| billing());
+    let cancel_change = ServerAction::<CancelPlanChange>::new();
+    let cancel_order = ServerAction::<CancelOrder>::new();
+    let refund = ServerAction::<RequestRefund>::new();
+    let trial = ServerAction::<ApplyForTrial>::new();
+    let overview = Resource::new(
+        move || (cancel_change.version().get(), cancel_order.version().get(), refund.version().get(), trial.version().get()),
+        |_| billing_overview(),
+    );
+    let ledger = Resource::new(move || refund.version().get(), |_| billing());
     view! {
-        <Title text="Plans & billing" />
-        <h1 class="page-title">"Plans & billing"</h1>
-        <Loaded resource=data let:b>
+        <Title text="Billing" />
+        <div class="flex flex-wrap items-baseline justify-between gap-3">
+            <h1 class="page-title">"Billing"</h1>
+            <a href="/console/plans" class="link text-sm">"Compare plans →"</a>
+        </div>
+        <div class="mt-4 space-y-2">
+            <ActionMessage value=cancel_change.value() />
+            <ActionMessage value=cancel_order.value() />
+            <ActionMessage value=refund.value() />
+            <ActionMessage value=trial.value() />
+        </div>
+        <Loaded resource=overview let:o>
+            <Subscription o=o.clone() cancel_change />
+            <div class="mt-6 grid gap-6 lg:grid-cols-2">
+                <TopUpForm />
+                <Trial o=o.clone() trial />
+            </div>
+            <Orders o=o.clone() cancel_order />
+            {o.refund.clone().map(|r| view! { <Refund r refund /> })}
+        </Loaded>
+        <Loaded resource=ledger let:b>
             <BalanceAndLedger b />
         </Loaded>
+    }
+}
+
+#[component]
+fn Subscription(o: BillingSummary, cancel_change: ServerAction<CancelPlanChange>) -> impl IntoView {
+    match o.current {
+        None => view! {
+            <section class="card mt-6">
+                <h2 class="section-title">"Subscription"</h2>
+                <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">"You are on pay-as-you-go: every request is charged to your balance. "
+                    <a class="link" href="/console/plans">"Choose a plan"</a>" for a monthly allowance."</p>
+            </section>
+        }.into_any(),
+        Some(s) => view! {
+            <section class="card mt-6" data-testid="subscription">
+                <div class="flex flex-wrap items-baseline justify-between gap-2">
+                    <h2 class="section-title">{format!("{} plan", s.plan_name)}</h2>
+                    <span class="text-sm text-slate-500">{format!("{} · {} per month", s.cycle, s.price)}</span>
+                </div>
+                <p class="mt-3 text-sm">{format!("Allowance: {} used of {} — {} left this cycle", s.allowance_used, s.allowance, s.allowance_left)}</p>
+                <div class="mt-2 h-2 w-full overflow-hidden rounded bg-slate-200 dark:bg-slate-800" role="progressbar"
+                    aria-valuenow=s.used_percent aria-valuemin="0" aria-valuemax="100" aria-label="Allowance used">
+                    <div class="h-full bg-indigo-500" style=format!("width: {}%", s.used_percent)></div>
+                </div>
+                {s.pending_plan.map(|p| view! {
+                    <div class="mt-4 flex flex-wrap items-center gap-3 text-sm" data-testid="pending-change">
+                        <span>{format!("Changing to {p} on {}.", s.cycle_end)}</span>
+                        <ActionForm action=cancel_change>
+                            <button type="submit" class="btn-ghost">"Keep my current plan"</button>
+                        </ActionForm>
+                    </div>
+                })}
+            </section>
+        }.into_any(),
+    }
+}
+
+#[component]
+fn TopUpForm() -> impl IntoView {
+    let top_up = ServerAction::<TopUp>::new();
+    view! {
+        <section id="top-up" class="card">
+            <h2 class="section-title">"Top up your balance"</h2>
+            <ActionForm action=top_up attr:class="mt-4 space-y-4">
+                <Field label="Amount (¥)" name="amount" placeholder="100" />
+                <label class="block">
+                    <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Pay with"</span>
+                    <select name="method" class="input mt-1">
+                        <option value="sandbox">"Sandbox (demo)"</option>
+                        <option value="alipay">"Alipay"</option>
+                        <option value="wechat">"WeChat Pay"</option>
+                        <option value="bank">"Corporate bank transfer"</option>
+                    </select>
+                </label>
+                <button type="submit" class="btn-primary w-full">"Continue to payment"</button>
+            </ActionForm>
+            <div class="mt-3"><ActionError value=top_up.value() /></div>
+        </section>
+    }
+}
+
+#[component]
+fn Trial(o: BillingSummary, trial: ServerAction<ApplyForTrial>) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h2 class="section-title">"Trial credit"</h2>
+            {match o.trial {
+                Some(t) => view! {
+                    <p class="mt-2 text-sm" data-testid="trial-status">
+                        {match t.status.as_str() {
+                            "pending" => "Your application is with support.".to_string(),
+                            "approved" => format!("{} of {} left, until {}. Trial credit is used before your plan and balance.", t.remaining, t.amount.unwrap_or_default(), t.expires.unwrap_or_default()),
+                            "declined" => "Your application was declined.".to_string(),
+                            _ => "Your trial credit has expired.".to_string(),
+                        }}
+                    </p>
+                }.into_any(),
+                None => view! {
+                    <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">"New here? Apply for free trial credit and tell us what you'll build."</p>
+                    <ActionForm action=trial attr:class="mt-3 space-y-3">
+                        <label class="block">
+                            <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"What will you use it for?"</span>
+                            <textarea name="reason" rows="3" required minlength="10" class="input mt-1"></textarea>
+                        </label>
+                        <button type="submit" class="btn-ghost w-full">"Apply for trial credit"</button>
+                    </ActionForm>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl IntoView {
+    (!o.orders.is_empty()).then(|| view! {
+        <section class="mt-6">
+            <h2 class="section-title">"Orders"</h2>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>"Reference"</th><th>"What"</th><th class="text-right">"Amount"</th><th>"Method"</th><th>"Status"</th><th></th></tr></thead>
+                    <tbody>
+                        {o.orders.into_iter().map(|order| {
+                            let open = order.status == "created";
+                            view! {
+                                <tr data-testid="order-row">
+                                    <td class="font-mono text-xs">{order.reference.clone()}<span class="block text-slate-500">{order.created.clone()}</span></td>
+                                    <td class="capitalize">{order.kind.clone()}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
+                                    <td class="text-right tabular-nums">{order.amount.clone()}</td>
+                                    <td class="capitalize">{order.method.clone()}</td>
+                                    <td class="capitalize">{order.status.clone()}{order.invoice_status.clone().map(|s| format!(" · invoice {s}"))}</td>
+                                    <td class="whitespace-nowrap">
+                                        {open.then(|| view! {
+                                            <a class="link mr-3" href=format!("/console/pay/{}", order.id)>"Pay"</a>
+                                            <ActionForm action=cancel_order attr:class="inline">
+                                                <input type="hidden" name="id" value=order.id.clone() />
+                                                <button type="submit" class="text-sm text-red-600 hover:underline">"Cancel"</button>
+                                            </ActionForm>
+                                        })}
+                                    </td>
+                                </tr>
+                            }
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </section>
+    })
+}
+
+#[component]
+fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
+    view! {
+        <section class="card mt-6" data-testid="refund">
+            <h2 class="section-title">{format!("Refund your {} plan", r.plan_name)}</h2>
+            {if let Some(open) = r.open_request.clone() {
+                view! { <p class="mt-2 text-sm">{open}" — waiting for support."</p> }.into_any()
+            } else if !r.eligible {
+                view! { <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{r.reason.clone().unwrap_or_default()}</p> }.into_any()
+            } else {
+                view! {
+                    <p class="mt-2 text-sm">
+                        {if r.negotiated { "Ultra refunds are agreed with support; they set the amount. Our pro-rated proposal: " } else { "Pro-rated on the unused days of this cycle: " }}
+                        <span class="font-medium" data-testid="refund-explanation">{r.explanation.clone()}</span>
+                    </p>
+                    <ActionForm action=refund attr:class="mt-3 flex flex-wrap items-end gap-3">
+                        <label class="block flex-1">
+                            <span class="text-sm text-slate-600 dark:text-slate-400">"Reason (optional)"</span>
+                            <input name="reason" class="input mt-1" />
+                        </label>
+                        <button type="submit" class="btn-danger">{format!("Request refund of {}", r.amount)}</button>
+                    </ActionForm>
+                }.into_any()
+            }}
+        </section>
     }
 }
 

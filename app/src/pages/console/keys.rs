@@ -1,7 +1,7 @@
 //! API keys: create one (the secret is shown once), see each key's use and spend, revoke.
 
 use crate::api::keys::{keys_page, CreateKey, CreatedKey, KeyView, RevokeKey};
-use crate::components::form::{ActionMessage, Field};
+use crate::components::form::{successes, ActionMessage, Field};
 use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -10,7 +10,8 @@ use leptos_meta::Title;
 pub fn Keys() -> impl IntoView {
     let create = ServerAction::<CreateKey>::new();
     let revoke = ServerAction::<RevokeKey>::new();
-    let page = Resource::new(move || (create.version().get(), revoke.version().get()), |_| keys_page());
+    let (created, revoked) = (successes(create.value()), successes(revoke.value()));
+    let page = Resource::new(move || (created.get(), revoked.get()), |_| keys_page());
     view! {
         <Title text="API keys" />
         <h1 class="page-title">"API keys"</h1>

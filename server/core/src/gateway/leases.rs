@@ -71,6 +71,42 @@ pub(crate) struct Leases {
     rates: Mutex<HashMap<String, Arc<RateLease>>>,
 }
 
+/// A reservation of money from a local lease (the request's hold). `settle` ends it; dropping it
+/// unsettled returns all of it (a failed request costs nothing).
+pub(crate) struct MoneyHold {
+    lease: Arc<MoneyLease>,
+    amount: i64,
+    settled: bool,
+}
+
+impl MoneyHold {
+    pub(crate) fn amount(&self) -> i64 {
+        self.amount
+    }
+
+    /// Ends the reservation: `charged` (≤ the hold) leaves with the usage record (the writer
+    /// consumes it from the database lease); the rest returns to the local lease at once.
+    pub(crate) fn settle(mut self, charged: i64) {
+        self.release(charged);
+    }
+
+    fn release(&mut self, charged: i64) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let mut st = self.lease.st.lock().unwrap();
+        st.free += self.amount - charged.clamp(0, self.amount);
+        st.inflight = st.inflight.saturating_sub(1);
+        st.last_used = Some(Instant::now());
+    }
+}
+
+impl Drop for MoneyHold {
+    fn drop(&mut self) {
+        self.release(0);
+    }
+}
+
 /// A held concurrency slot; dropping it frees the slot (locally, at once).
 pub(crate) struct SlotGuard {
     lease: Arc<SlotLease>,
@@ -101,8 +137,8 @@ impl Leases {
         self.money.lock().unwrap().entry(b).or_default().clone()
     }
 
-    /// Reserves `amount` micro-CNY of a budget. False when the budget cannot cover it.
-    pub(crate) async fn reserve(&self, b: Budget, amount: i64) -> Result<bool, sqlx::Error> {
+    /// Reserves `amount` micro-CNY of a budget. None when the budget cannot cover it.
+    pub(crate) async fn reserve(&self, b: Budget, amount: i64) -> Result<Option<MoneyHold>, sqlx::Error> {
         let lease = self.money_lease(b);
         for _ in 0..4 {
             {
@@ -111,7 +147,8 @@ impl Leases {
                     st.free -= amount;
                     st.inflight += 1;
                     st.last_used = Some(Instant::now());
-                    return Ok(true);
+                    drop(st);
+                    return Ok(Some(MoneyHold { lease, amount, settled: false }));
                 }
             }
             let _g = lease.refill.lock().await;
@@ -141,21 +178,11 @@ impl Leases {
                     .await?,
             };
             if granted <= 0 {
-                return Ok(false);
+                return Ok(None);
             }
             lease.st.lock().unwrap().free += granted;
         }
-        Ok(false)
-    }
-
-    /// Ends a reservation: `charged` (≤ `reserved`) leaves with the usage record (the writer
-    /// consumes it from the database lease); the rest returns to the local lease.
-    pub(crate) fn settle(&self, b: Budget, reserved: i64, charged: i64) {
-        let lease = self.money_lease(b);
-        let mut st = lease.st.lock().unwrap();
-        st.free += reserved - charged.min(reserved);
-        st.inflight = st.inflight.saturating_sub(1);
-        st.last_used = Some(Instant::now());
+        Ok(None)
     }
 
     /// Acquires one concurrency slot of `scope` with the given capacity.

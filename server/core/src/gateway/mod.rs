@@ -42,7 +42,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
 use health::Breaker;
-use leases::{Budget, Leases, SlotGuard};
+use leases::{Budget, Leases, MoneyHold, SlotGuard};
 use serde::Deserialize;
 use sqlx::PgPool;
 use std::borrow::Cow;
@@ -132,16 +132,26 @@ pub const NOTIFY_CHANNEL: &str = "cloudrouter_gateway";
 
 struct Catalogue {
     models: HashMap<String, Arc<Model>>,
+    /// alias → model (`claude-sonnet-4-5` → `claude-sonnet-4-5-20250929`); ids take precedence
+    aliases: HashMap<String, Arc<Model>>,
     /// enabled models, newest first (the order of `GET /v1/models`)
     listed: Vec<Arc<Model>>,
     channels: HashMap<String, Channel>,
 }
 
+impl Catalogue {
+    /// A model by its id or one of its aliases.
+    fn lookup(&self, name: &str) -> Option<&Arc<Model>> {
+        self.models.get(name).or_else(|| self.aliases.get(name))
+    }
+}
+
 struct Route {
     t: UpstreamTarget,
     breaker: Arc<Breaker>,
-    messages_url: String,
-    count_url: String,
+    /// parsed once; cloning a `Url` is much cheaper than parsing one per request
+    messages_url: reqwest::Url,
+    count_url: reqwest::Url,
     auth_name: HeaderName,
     auth_value: HeaderValue,
     slot_scope: String,
@@ -189,6 +199,9 @@ impl Gateway {
             .tcp_nodelay(true)
             .http1_only()
             .redirect(reqwest::redirect::Policy::none())
+            // the gateway retries itself (on another upstream); reqwest's own retry layer would
+            // clone every request's headers in case of an HTTP/2 refusal, which cannot happen here
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         let keys = moka::future::Cache::builder()
             .max_capacity(200_000)
@@ -201,7 +214,12 @@ impl Gateway {
             crypto,
             client,
             keys,
-            catalogue: RwLock::new(Arc::new(Catalogue { models: HashMap::new(), listed: vec![], channels: HashMap::new() })),
+            catalogue: RwLock::new(Arc::new(Catalogue {
+                models: HashMap::new(),
+                aliases: HashMap::new(),
+                listed: vec![],
+                channels: HashMap::new(),
+            })),
             routes: RwLock::new(Arc::new(vec![])),
             breakers: Mutex::new(HashMap::new()),
             leases,
@@ -363,15 +381,20 @@ impl Inner {
         let channels = catalogue::list_channels(&self.pool).await?;
         let mut listed: Vec<Arc<Model>> = vec![];
         let mut map = HashMap::new();
+        let mut aliases = HashMap::new();
         for m in models {
             let m = Arc::new(m);
             if m.enabled {
                 listed.push(m.clone());
             }
+            for a in &m.aliases {
+                aliases.insert(a.clone(), m.clone());
+            }
             map.insert(m.id.clone(), m);
         }
+        aliases.retain(|a, _| !map.contains_key(a));
         listed.sort_by(|a, b| b.released_at.cmp(&a.released_at).then(a.sort.cmp(&b.sort)));
-        let cat = Catalogue { models: map, listed, channels: channels.into_iter().map(|c| (c.code.clone(), c)).collect() };
+        let cat = Catalogue { models: map, aliases, listed, channels: channels.into_iter().map(|c| (c.code.clone(), c)).collect() };
         *self.catalogue.write().unwrap() = Arc::new(cat);
         Ok(())
     }
@@ -395,9 +418,17 @@ impl Inner {
                 continue;
             };
             auth_value.set_sensitive(true);
+            let base = t.base_url.trim_end_matches('/');
+            let (Ok(messages_url), Ok(count_url)) = (
+                reqwest::Url::parse(&format!("{base}/v1/messages")),
+                reqwest::Url::parse(&format!("{base}/v1/messages/count_tokens")),
+            ) else {
+                tracing::warn!(upstream = %t.name, "upstream base URL is not a valid URL; skipped");
+                continue;
+            };
             routes.push(Arc::new(Route {
-                messages_url: format!("{}/v1/messages", t.base_url),
-                count_url: format!("{}/v1/messages/count_tokens", t.base_url),
+                messages_url,
+                count_url,
                 slot_scope: format!("upstream:{}", t.id),
                 auth_name,
                 auth_value,
@@ -412,7 +443,7 @@ impl Inner {
 
     /// Candidate upstreams for a channel and model: higher priority first; within a priority,
     /// a weighted random order; open circuits left out.
-    fn candidates(&self, channel: &str, model: &str) -> Vec<Arc<Route>> {
+    fn candidates(&self, channel: &str, model: &Model) -> Vec<Arc<Route>> {
         use rand::Rng;
         let routes = self.routes.read().unwrap().clone();
         let mut rng = rand::thread_rng();
@@ -420,7 +451,7 @@ impl Inner {
             .iter()
             .filter(|r| {
                 r.t.channels.iter().any(|c| c == channel)
-                    && (r.t.models.is_empty() || r.t.models.iter().any(|m| m == model))
+                    && (r.t.models.is_empty() || r.t.models.iter().any(|m| *m == model.id || model.aliases.contains(m)))
                     && r.breaker.maybe_available()
             })
             .map(|r| {
@@ -617,9 +648,10 @@ fn with_model(body: &Bytes, span: Option<(usize, usize)>, model: &str) -> Bytes 
 }
 
 /// Client headers that reach the upstream: everything but hop-by-hop headers, the client's own
-/// credentials, cookies, forwarding headers and Accept-Encoding (usage must be readable).
-fn forward_headers(src: &HeaderMap) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(src.len() + 1);
+/// credentials, cookies, forwarding headers and Accept-Encoding (usage must be readable); plus
+/// the upstream's credential.
+fn forward_headers(src: &HeaderMap, auth_name: &HeaderName, auth_value: &HeaderValue) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(src.len() + 2);
     for (name, value) in src {
         let n = name.as_str();
         let skip = matches!(
@@ -635,6 +667,7 @@ fn forward_headers(src: &HeaderMap) -> HeaderMap {
     if !h.contains_key(http::header::CONTENT_TYPE) {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
+    h.insert(auth_name.clone(), auth_value.clone());
     h
 }
 
@@ -670,8 +703,8 @@ struct Ticket {
     endpoint: &'static str,
     stream: bool,
     requested_model: String,
-    user_hold: i64,
-    key_hold: i64,
+    user_hold: Option<MoneyHold>,
+    key_hold: Option<MoneyHold>,
     slots: Vec<SlotGuard>,
     served_model: Option<String>,
     priced_model: Option<Arc<Model>>,
@@ -686,11 +719,11 @@ struct Ticket {
 }
 
 impl Ticket {
-    fn new(gw: Arc<Inner>, rid: &str, started: Instant, key: &KeyAuth, endpoint: &'static str) -> Ticket {
+    fn new(gw: Arc<Inner>, rid: String, started: Instant, key: &KeyAuth, endpoint: &'static str) -> Ticket {
         gw.inflight.fetch_add(1, Ordering::AcqRel);
         Ticket {
             gw,
-            rid: rid.to_string(),
+            rid,
             started,
             created_at: chrono::Utc::now(),
             user_id: key.user_id,
@@ -700,8 +733,8 @@ impl Ticket {
             endpoint,
             stream: false,
             requested_model: String::new(),
-            user_hold: 0,
-            key_hold: 0,
+            user_hold: None,
+            key_hold: None,
             slots: vec![],
             served_model: None,
             priced_model: None,
@@ -730,10 +763,16 @@ impl Ticket {
         let tokens = self.usage.tokens();
         let served_prices: Option<ModelPrices> = {
             let cat = self.gw.catalogue.read().unwrap().clone();
-            self.served_model
-                .as_deref()
-                .and_then(|m| cat.models.get(m).map(|m| m.prices()))
-                .or_else(|| self.priced_model.as_ref().map(|m| m.prices()))
+            match self.served_model.as_deref().and_then(|m| cat.lookup(m)) {
+                Some(m) => {
+                    // an upstream may answer with an alias: record the canonical id
+                    if self.served_model.as_deref() != Some(m.id.as_str()) {
+                        self.served_model = Some(m.id.clone());
+                    }
+                    Some(m.prices())
+                }
+                None => self.priced_model.as_ref().map(|m| m.prices()),
+            }
         };
         let (cost, mut charge) = match served_prices {
             Some(p) if !tokens.is_zero() => {
@@ -742,16 +781,18 @@ impl Ticket {
             }
             _ => (0, 0),
         };
-        let cap = if self.key_hold > 0 { self.user_hold.min(self.key_hold) } else { self.user_hold };
+        let user_hold = self.user_hold.as_ref().map_or(0, MoneyHold::amount);
+        let key_hold = self.key_hold.as_ref().map_or(0, MoneyHold::amount);
+        let cap = if key_hold > 0 { user_hold.min(key_hold) } else { user_hold };
         if charge > cap {
             tracing::warn!(request_id = %self.rid, charge, hold = cap, "charge above the hold; capped at the hold");
             charge = cap;
         }
-        if self.user_hold > 0 {
-            self.gw.leases.settle(Budget::User(self.user_id), self.user_hold, charge);
+        if let Some(h) = self.user_hold.take() {
+            h.settle(charge);
         }
-        if self.key_hold > 0 {
-            self.gw.leases.settle(Budget::Key(self.key_id), self.key_hold, charge);
+        if let Some(h) = self.key_hold.take() {
+            h.settle(charge);
         }
         self.slots.clear();
         let latency = self.started.elapsed();
@@ -822,8 +863,8 @@ struct ForwardPlan<'a> {
     models: &'a [Arc<Model>],
     body: &'a Bytes,
     model_span: Option<(usize, usize)>,
-    requested: &'a str,
-    headers: HeaderMap,
+    /// the client's request headers (filtered per attempt by `forward_headers`)
+    headers: &'a HeaderMap,
     query: Option<&'a str>,
 }
 
@@ -838,13 +879,11 @@ impl Inner {
         } else {
             self.config.response_timeout
         };
-        for model in plan.models {
-            let body = if model.id == plan.requested {
-                plan.body.clone()
-            } else {
-                with_model(plan.body, plan.model_span, &model.id)
-            };
-            for route in self.candidates(plan.channel, &model.id) {
+        for (i, model) in plan.models.iter().enumerate() {
+            // The requested model (perhaps named by an alias) goes out exactly as the client
+            // sent it; only a fallback to another model rewrites the body's `model` field.
+            let body = if i == 0 { plan.body.clone() } else { with_model(plan.body, plan.model_span, &model.id) };
+            for route in self.candidates(plan.channel, model) {
                 if *attempts as u32 >= self.config.max_attempts || (*attempts > 0 && Instant::now() >= deadline) {
                     return Attempted::Exhausted { last };
                 }
@@ -864,15 +903,14 @@ impl Inner {
                 };
                 *attempts += 1;
                 let t0 = Instant::now();
-                let url = if plan.endpoint_count { &route.count_url } else { &route.messages_url };
-                let url: Cow<str> = match plan.query {
-                    Some(q) if !q.is_empty() => Cow::Owned(format!("{url}?{q}")),
-                    _ => Cow::Borrowed(url.as_str()),
-                };
-                let mut headers = plan.headers.clone();
-                headers.insert(route.auth_name.clone(), route.auth_value.clone());
-                let req = self.client.post(url.as_ref()).headers(headers).body(body.clone());
-                let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), req.send()).await;
+                let mut url = if plan.endpoint_count { route.count_url.clone() } else { route.messages_url.clone() };
+                if let Some(q) = plan.query.filter(|q| !q.is_empty()) {
+                    url.set_query(Some(q));
+                }
+                let mut req = reqwest::Request::new(http::Method::POST, url);
+                *req.headers_mut() = forward_headers(plan.headers, &route.auth_name, &route.auth_value);
+                *req.body_mut() = Some(body.clone().into());
+                let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), self.client.execute(req)).await;
                 let resp = match sent {
                     Err(_) => {
                         route.breaker.failure("timeout");
@@ -901,16 +939,30 @@ impl Inner {
                             Err(_) => Err("timeout"),
                         }
                     } else {
-                        let mut buf = bytes::BytesMut::new();
+                        // the whole body; no copy when it comes in one chunk (the usual case)
                         let r = tokio::time::timeout(rest, async {
+                            let mut one = Bytes::new();
+                            let mut buf: Option<bytes::BytesMut> = None;
                             while let Some(c) = resp.chunk().await? {
-                                buf.extend_from_slice(&c);
+                                match &mut buf {
+                                    Some(b) => b.extend_from_slice(&c),
+                                    None if one.is_empty() => one = c,
+                                    None => {
+                                        let mut b = bytes::BytesMut::with_capacity(one.len() + c.len());
+                                        b.extend_from_slice(&one);
+                                        b.extend_from_slice(&c);
+                                        buf = Some(b);
+                                    }
+                                }
                             }
-                            Ok::<_, reqwest::Error>(())
+                            Ok::<_, reqwest::Error>(match buf {
+                                Some(b) => b.freeze(),
+                                None => one,
+                            })
                         })
                         .await;
                         match r {
-                            Ok(Ok(())) => Ok(buf.freeze()),
+                            Ok(Ok(b)) => Ok(b),
                             Ok(Err(_)) => Err("transport"),
                             Err(_) => Err("timeout"),
                         }
@@ -1012,8 +1064,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 fn resolve_models(cat: &Catalogue, key: &KeyAuth, model: &str) -> Result<Vec<Arc<Model>>, ApiError> {
     let allowed = |id: &str| key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == id);
     let primary = cat
-        .models
-        .get(model)
+        .lookup(model)
         .filter(|m| m.enabled)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found_error", format!("model: {model}")))?;
     if !allowed(&primary.id) {
@@ -1026,7 +1077,7 @@ fn resolve_models(cat: &Catalogue, key: &KeyAuth, model: &str) -> Result<Vec<Arc
     let mut out = vec![primary.clone()];
     if key.allow_fallback {
         for f in &primary.fallbacks {
-            if let Some(m) = cat.models.get(f) {
+            if let Some(m) = cat.lookup(f) {
                 if m.enabled && allowed(&m.id) && !out.iter().any(|o| o.id == m.id) {
                     out.push(m.clone());
                 }
@@ -1044,7 +1095,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         Ok(k) => k,
         Err(e) => return e.into_response(&rid),
     };
-    let mut t = Ticket::new(gw.clone(), &rid, started, &key, "messages");
+    let mut t = Ticket::new(gw.clone(), rid, started, &key, "messages");
     let body = match read_body(body, gw.config.body_limit).await {
         Ok(b) => b,
         Err(e) => return t.fail(e),
@@ -1112,8 +1163,8 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     let hold = pricing::estimate_hold(body.len(), max_tokens, &prices, channel.rate_micros_per_usd);
     if key.spend_limit_micros.is_some() {
         match gw.leases.reserve(Budget::Key(key.key_id), hold).await {
-            Ok(true) => t.key_hold = hold,
-            Ok(false) => {
+            Ok(Some(h)) => t.key_hold = Some(h),
+            Ok(None) => {
                 return t.fail(ApiError::new(
                     StatusCode::PAYMENT_REQUIRED,
                     "billing_error",
@@ -1124,8 +1175,8 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         }
     }
     match gw.leases.reserve(Budget::User(key.user_id), hold).await {
-        Ok(true) => t.user_hold = hold,
-        Ok(false) => {
+        Ok(Some(h)) => t.user_hold = Some(h),
+        Ok(None) => {
             return t.fail(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "billing_error",
@@ -1142,8 +1193,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         models: &models,
         body: &body,
         model_span: head.model_span,
-        requested: &head.model,
-        headers: forward_headers(&parts.headers),
+        headers: &parts.headers,
         query: parts.uri.query(),
     };
     let mut attempts = 0;
@@ -1367,8 +1417,7 @@ async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         models: &models[..1],
         body: &body,
         model_span: head.model_span,
-        requested: &head.model,
-        headers: forward_headers(&parts.headers),
+        headers: &parts.headers,
         query: parts.uri.query(),
     };
     let mut attempts = 0;
@@ -1452,7 +1501,7 @@ async fn get_model(State(gw): State<Arc<Inner>>, headers: HeaderMap, Path(id): P
         Err(e) => return e.into_response(&rid),
     };
     let cat = gw.catalogue.read().unwrap().clone();
-    match cat.models.get(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
+    match cat.lookup(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
         Some(m) => json_response(&rid, model_json(m)),
         None => ApiError::new(StatusCode::NOT_FOUND, "not_found_error", format!("model: {id}")).into_response(&rid),
     }
@@ -1501,8 +1550,9 @@ mod tests {
         h.insert("anthropic-beta", HeaderValue::from_static("a,b"));
         h.insert("accept-encoding", HeaderValue::from_static("gzip"));
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        let f = forward_headers(&h);
-        assert!(f.get("x-api-key").is_none() && f.get("authorization").is_none());
+        let f = forward_headers(&h, &http::header::AUTHORIZATION, &HeaderValue::from_static("Bearer sk-up"));
+        assert_eq!(f.get("authorization").unwrap(), "Bearer sk-up");
+        assert!(f.get("x-api-key").is_none() && f.get_all("authorization").iter().count() == 1);
         assert!(f.get("accept-encoding").is_none() && f.get("x-forwarded-for").is_none());
         assert_eq!(f.get("anthropic-beta").unwrap(), "a,b");
         assert_eq!(f.get("content-type").unwrap(), "application/json");

@@ -1,0 +1,364 @@
+//! Plans, subscriptions, orders and payments, refunds, invoices and trials — the customer side.
+//! The rules live in `cloudrouter_core::billing`; these functions check the caller and shape
+//! the data for the pages.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanView {
+    pub code: String,
+    pub name: String,
+    pub description: String,
+    pub audience: String,
+    pub price: Option<String>,
+    pub allowance: Option<String>,
+    pub channels: String,
+    pub limits: String,
+    pub sla: bool,
+    pub refund: String,
+    pub purchasable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionView {
+    pub plan_code: String,
+    pub plan_name: String,
+    pub price: String,
+    pub cycle: String,
+    pub cycle_end: String,
+    pub allowance: String,
+    pub allowance_used: String,
+    pub allowance_left: String,
+    pub used_percent: u32,
+    pub pending_plan: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub id: String,
+    pub kind: String,
+    pub plan: Option<String>,
+    pub amount: String,
+    pub status: String,
+    pub method: String,
+    pub reference: String,
+    pub created: String,
+    pub paid: Option<String>,
+    pub invoice_status: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundView {
+    pub plan_name: String,
+    pub eligible: bool,
+    pub negotiated: bool,
+    pub reason: Option<String>,
+    pub amount: String,
+    pub explanation: String,
+    pub open_request: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialView {
+    pub status: String,
+    pub amount: Option<String>,
+    pub remaining: String,
+    pub expires: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlansData {
+    pub plans: Vec<PlanView>,
+    pub current: Option<SubscriptionView>,
+    pub balance: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BillingSummary {
+    pub current: Option<SubscriptionView>,
+    pub trial: Option<TrialView>,
+    pub orders: Vec<OrderView>,
+    pub refund: Option<RefundView>,
+    pub refunds: Vec<(String, String, String)>,
+}
+
+#[cfg(feature = "ssr")]
+pub mod convert {
+    use super::*;
+    use crate::ssr::{cny, usd, when};
+    use cloudrouter_core::billing::{orders::Order, plans::Plan, subscriptions::Subscription};
+
+    pub fn plan(p: Plan) -> PlanView {
+        let limits = [p.rpm_limit.map(|r| format!("{r} requests/min")), p.concurrency_limit.map(|c| format!("{c} concurrent"))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · ");
+        PlanView {
+            price: (p.purchasable && p.price_micros > 0).then(|| format!("{} / month", cny(p.price_micros))),
+            allowance: (p.allowance_micro_usd > 0).then(|| format!("{} of list-price usage / month", usd(p.allowance_micro_usd))),
+            channels: p.channels.join(", "),
+            limits: if limits.is_empty() { "Standard limits".into() } else { limits },
+            refund: match p.refund_window_days {
+                Some(d) => format!("{d}-day no-questions refund"),
+                None if p.purchasable => "Refund by negotiation".into(),
+                None => String::new(),
+            },
+            code: p.code,
+            name: p.name,
+            description: p.description,
+            audience: p.audience,
+            sla: p.sla,
+            purchasable: p.purchasable,
+        }
+    }
+
+    pub fn subscription(s: Subscription) -> SubscriptionView {
+        let left = (s.allowance_micro_usd - s.allowance_used_micro_usd).max(0);
+        SubscriptionView {
+            used_percent: if s.allowance_micro_usd > 0 { ((s.allowance_used_micro_usd.min(s.allowance_micro_usd) * 100) / s.allowance_micro_usd) as u32 } else { 0 },
+            cycle: format!("{} – {}", s.cycle_start.format("%Y-%m-%d"), s.cycle_end.format("%Y-%m-%d")),
+            cycle_end: when(s.cycle_end),
+            price: cny(s.price_micros),
+            allowance: usd(s.allowance_micro_usd),
+            allowance_used: usd(s.allowance_used_micro_usd),
+            allowance_left: usd(left),
+            pending_plan: s.pending_plan_code,
+            plan_code: s.plan_code,
+            plan_name: s.plan_name,
+        }
+    }
+
+    pub fn order(o: Order, invoice_status: Option<String>) -> OrderView {
+        OrderView {
+            id: o.id.to_string(),
+            amount: cny(o.amount_micros),
+            created: when(o.created_at),
+            paid: o.paid_at.map(when),
+            kind: o.kind,
+            plan: o.plan_code,
+            status: o.status,
+            method: o.method,
+            reference: o.reference,
+            invoice_status,
+        }
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
+    match e {
+        cloudrouter_core::billing::BillingError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(other.to_string()),
+    }
+}
+
+#[server(endpoint = "plans")]
+pub async fn plans_page() -> Result<PlansData, ServerFnError> {
+    use cloudrouter_core::{billing, ledger};
+    let user = crate::ssr::require_user().await?;
+    let pool = crate::ssr::pool()?;
+    let plans = billing::plans::list(&pool).await.map_err(crate::ssr::internal)?;
+    let current = billing::subscriptions::current(&pool, user.id, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
+    let balance = ledger::balance(&pool, user.id).await.map_err(crate::ssr::internal)?;
+    Ok(PlansData {
+        plans: plans.into_iter().map(convert::plan).collect(),
+        current: current.map(convert::subscription),
+        balance: crate::ssr::cny(balance),
+    })
+}
+
+/// Starts a purchase: creates the order and answers where the browser goes to pay it.
+#[server(endpoint = "plans/subscribe")]
+pub async fn subscribe(plan: String, method: String) -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let order = cloudrouter_core::billing::orders::create_subscription(&crate::ssr::pool()?, user.id, &plan, &method)
+        .await
+        .map_err(billing_error)?;
+    leptos_axum::redirect(&format!("/console/pay/{}", order.id));
+    Ok(())
+}
+
+#[server(endpoint = "plans/change")]
+pub async fn change_plan(plan: String) -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let sub = cloudrouter_core::billing::subscriptions::schedule_change(&crate::ssr::pool()?, user.id, &plan).await.map_err(billing_error)?;
+    Ok(format!("Your plan changes to {} on {}.", plan, crate::ssr::when(sub.cycle_end)))
+}
+
+#[server(endpoint = "plans/change/cancel")]
+pub async fn cancel_plan_change() -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    cloudrouter_core::billing::subscriptions::cancel_change(&crate::ssr::pool()?, user.id).await.map_err(billing_error)?;
+    Ok("The scheduled plan change is cancelled.".into())
+}
+
+#[server(endpoint = "topup")]
+pub async fn top_up(amount: String, method: String) -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+        .map_err(|_| ServerFnError::new("Enter an amount in yuan, like 100 or 49.90."))?;
+    let order = cloudrouter_core::billing::orders::create_topup(&crate::ssr::pool()?, user.id, micros, &method).await.map_err(billing_error)?;
+    leptos_axum::redirect(&format!("/console/pay/{}", order.id));
+    Ok(())
+}
+
+#[server(endpoint = "billing/overview")]
+pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
+    use cloudrouter_core::billing::{invoices, orders, refunds, subscriptions, trials};
+    use crate::ssr::{cny, internal, when};
+    let user = crate::ssr::require_user().await?;
+    let pool = crate::ssr::pool()?;
+    let now = chrono::Utc::now();
+    let current = subscriptions::current(&pool, user.id, now).await.map_err(internal)?;
+    let invoiced: std::collections::HashMap<_, _> =
+        invoices::list_for_user(&pool, user.id).await.map_err(internal)?.into_iter().map(|i| (i.order_id, i.status)).collect();
+    let orders = orders::list(&pool, user.id).await.map_err(internal)?;
+    let requests = refunds::list_for_user(&pool, user.id).await.map_err(internal)?;
+    let quote = refunds::quote(&pool, user.id, now).await.map_err(internal)?;
+    let open = requests.iter().find(|r| r.status == "pending").map(|r| format!("Requested {} for {}", when(r.created_at), cny(r.amount_micros)));
+    let trial = trials::mine(&pool, user.id).await.map_err(internal)?;
+    Ok(BillingSummary {
+        current: current.map(convert::subscription),
+        trial: trial.map(|t| TrialView {
+            status: t.status,
+            amount: t.amount_micros.map(cny),
+            remaining: cny(t.remaining_micros),
+            expires: t.expires_at.map(when),
+        }),
+        orders: orders.into_iter().map(|o| { let inv = invoiced.get(&o.id).cloned(); convert::order(o, inv) }).collect(),
+        refund: quote.map(|q| RefundView {
+            plan_name: q.plan_name,
+            eligible: q.eligible,
+            negotiated: q.negotiated,
+            reason: q.reason,
+            amount: cny(q.amount_micros),
+            explanation: q.explanation,
+            open_request: open.clone(),
+        }),
+        refunds: requests.into_iter().map(|r| (when(r.created_at), cny(r.amount_micros), r.status)).collect(),
+    })
+}
+
+#[server(endpoint = "refunds/request")]
+pub async fn request_refund(reason: String) -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let r = cloudrouter_core::billing::refunds::request(&crate::ssr::pool()?, user.id, chrono::Utc::now(), reason.trim()).await.map_err(billing_error)?;
+    Ok(format!("Refund of {} requested. Support will answer shortly.", crate::ssr::cny(r.amount_micros)))
+}
+
+#[server(endpoint = "trial/apply")]
+pub async fn apply_for_trial(reason: String) -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    cloudrouter_core::billing::trials::apply(&crate::ssr::pool()?, user.id, reason.trim()).await.map_err(billing_error)?;
+    Ok("Thanks! Your trial application is with support.".into())
+}
+
+#[server(endpoint = "orders/cancel")]
+pub async fn cancel_order(id: String) -> Result<String, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let id = crate::ssr::parse_uuid(&id, "order")?;
+    cloudrouter_core::billing::orders::cancel(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
+    Ok("Order cancelled.".into())
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentView {
+    pub order: OrderView,
+    pub what: String,
+    /// Where to go to pay (Alipay, WeChat Pay), if the method works by redirect.
+    pub redirect: Option<String>,
+    /// Bank transfer instructions: (label, value) rows.
+    pub instructions: Vec<(String, String)>,
+    pub sandbox: bool,
+    pub can_pay_from_balance: bool,
+}
+
+#[server(endpoint = "pay")]
+pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
+    use cloudrouter_core::billing::{orders, payments::Checkout};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such order."))?;
+    let balance = cloudrouter_core::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
+    let what = match (order.kind.as_str(), &order.plan_code) {
+        ("topup", _) => "Balance top-up".to_string(),
+        (_, Some(plan)) => format!("{plan} plan, one month"),
+        _ => "Order".to_string(),
+    };
+    let (mut redirect, mut instructions) = (None, vec![]);
+    if order.status == "created" && order.method != "sandbox" {
+        if let Some(provider) = state.payments.get(&order.method) {
+            match provider.checkout(&order, &format!("{}/console/billing", state.public_base_url)) {
+                Checkout::Redirect(url) => redirect = Some(url),
+                Checkout::Instructions { bank_name, account_name, account_number, reference, amount } => {
+                    instructions = vec![
+                        ("Bank".into(), bank_name),
+                        ("Account name".into(), account_name),
+                        ("Account number".into(), account_number),
+                        ("Amount".into(), crate::ssr::cny(amount)),
+                        ("Reference (write it in the transfer note)".into(), reference),
+                    ]
+                }
+            }
+        }
+    }
+    Ok(PaymentView {
+        sandbox: order.method == "sandbox",
+        can_pay_from_balance: order.kind != "topup" && order.status == "created" && balance.available_micros >= order.amount_micros,
+        what,
+        redirect,
+        instructions,
+        order: convert::order(order, None),
+    })
+}
+
+/// The demo's sandbox payment: the browser stands in for the provider, and the notification is
+/// signed and verified exactly as a real one would be.
+#[server(endpoint = "pay/sandbox")]
+pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
+    use cloudrouter_core::billing::{orders, payments};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such order."))?;
+    let provider = state.payments.sandbox().ok_or_else(|| ServerFnError::new("Sandbox payments are switched off here."))?;
+    let body = state.sandbox.sign(order.id, order.amount_micros);
+    payments::handle_notification(&state.pool, provider, &http::HeaderMap::new(), body.as_bytes())
+        .await
+        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    leptos_axum::redirect("/console/billing");
+    Ok(())
+}
+
+#[server(endpoint = "pay/balance")]
+pub async fn pay_from_balance(id: String) -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let id = crate::ssr::parse_uuid(&id, "order")?;
+    cloudrouter_core::billing::orders::pay_with_balance(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
+    leptos_axum::redirect("/console/billing");
+    Ok(())
+}
+
+#[server(endpoint = "enterprise/enquire")]
+pub async fn enterprise_enquiry(
+    company: String,
+    contact_name: String,
+    email: String,
+    phone: String,
+    monthly_spend: String,
+    message: String,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::billing::enquiries::{self, EnquiryForm};
+    let user = crate::ssr::require_user().await?;
+    // The expected spend is part of what the team reads first.
+    let message = match monthly_spend.trim() {
+        "" => message,
+        spend => format!("Expected monthly spend: {spend}\n\n{message}"),
+    };
+    let form = EnquiryForm { company, contact_name, email, phone, message };
+    enquiries::submit(&crate::ssr::pool()?, Some(user.id), &form).await.map_err(billing_error)?;
+    Ok("Thank you. Our enterprise team will contact you within one business day.".into())
+}

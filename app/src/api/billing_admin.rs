@@ -1,0 +1,255 @@
+//! Staff side of billing: bank transfers, orders, refunds, invoices, trials, plans, enquiries
+//! and the audit log. Every function starts with `require_staff`.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "ssr")]
+fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
+    match e {
+        cloudrouter_core::billing::BillingError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(other.to_string()),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem {
+    pub id: String,
+    pub who: String,
+    pub what: String,
+    pub amount: String,
+    pub when: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuesView {
+    pub transfers: Vec<QueueItem>,
+    pub refunds: Vec<QueueItem>,
+    pub invoices: Vec<crate::api::invoices::InvoiceView>,
+    pub trials: Vec<QueueItem>,
+    pub enquiries: Vec<QueueItem>,
+}
+
+#[server(endpoint = "admin/billing")]
+pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
+    use cloudrouter_core::{accounts, billing};
+    use crate::ssr::{cny, internal, when};
+    crate::ssr::require_staff().await?;
+    let pool = crate::ssr::pool()?;
+    let mut emails = std::collections::HashMap::<uuid::Uuid, String>::new();
+    let mut email = async |id: uuid::Uuid| -> String {
+        if let Some(e) = emails.get(&id) {
+            return e.clone();
+        }
+        let e = accounts::find_by_id(&pool, id).await.ok().flatten().map(|u| u.email).unwrap_or_else(|| id.to_string());
+        emails.insert(id, e.clone());
+        e
+    };
+    let mut transfers = vec![];
+    for o in billing::orders::pending_bank_transfers(&pool).await.map_err(internal)? {
+        transfers.push(QueueItem {
+            id: o.id.to_string(),
+            who: email(o.user_id).await,
+            what: format!("{} {}", o.kind, o.plan_code.clone().unwrap_or_default()),
+            amount: cny(o.amount_micros),
+            when: when(o.created_at),
+            detail: o.reference.clone(),
+        });
+    }
+    let mut refunds = vec![];
+    for r in billing::refunds::list_pending(&pool).await.map_err(internal)? {
+        refunds.push(QueueItem {
+            id: r.id.to_string(),
+            who: email(r.user_id).await,
+            what: "Subscription refund".into(),
+            amount: cny(r.amount_micros),
+            when: when(r.created_at),
+            detail: r.reason.clone(),
+        });
+    }
+    let trials = billing::trials::pending(&pool)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|t| QueueItem { id: t.id.to_string(), who: t.email, what: "Trial credit".into(), amount: String::new(), when: when(t.created_at), detail: t.reason })
+        .collect();
+    let enquiries = billing::enquiries::list(&pool, false)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|e| QueueItem {
+            id: e.id.to_string(),
+            who: format!("{} <{}> {}", e.contact_name, e.email, e.phone),
+            what: format!("{} ({})", e.company, e.status),
+            amount: String::new(),
+            when: when(e.created_at),
+            detail: e.message,
+        })
+        .collect();
+    Ok(QueuesView {
+        transfers,
+        refunds,
+        invoices: billing::invoices::queue(&pool).await.map_err(internal)?.into_iter().map(crate::api::invoices::invoice_view).collect(),
+        trials,
+        enquiries,
+    })
+}
+
+#[server(endpoint = "admin/transfers/confirm")]
+pub async fn confirm_transfer(id: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "order")?;
+    cloudrouter_core::billing::orders::confirm_bank_transfer(&crate::ssr::pool()?, staff.id, id).await.map_err(billing_error)?;
+    Ok("Transfer confirmed; the order is paid.".into())
+}
+
+#[server(endpoint = "admin/refunds/decide")]
+pub async fn decide_refund(id: String, approve: bool, amount: String, note: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::billing::refunds;
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "refund request")?;
+    let pool = crate::ssr::pool()?;
+    if note.trim().is_empty() {
+        return Err(ServerFnError::new("Write a note for the customer."));
+    }
+    if approve {
+        let amount = match amount.trim() {
+            "" => None,
+            a => Some(cloudrouter_core::money::parse_decimal(a).map_err(|_| ServerFnError::new("Enter the refund amount in yuan."))?),
+        };
+        refunds::approve(&pool, staff.id, id, amount, note.trim()).await.map_err(billing_error)?;
+        Ok("Refund approved.".into())
+    } else {
+        refunds::reject(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
+        Ok("Refund rejected.".into())
+    }
+}
+
+#[server(endpoint = "admin/invoices/reject")]
+pub async fn reject_invoice(id: String, reason: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "invoice")?;
+    if reason.trim().is_empty() {
+        return Err(ServerFnError::new("Give the customer a reason."));
+    }
+    cloudrouter_core::billing::invoices::reject(&crate::ssr::pool()?, staff.id, id, reason.trim()).await.map_err(billing_error)?;
+    Ok("Invoice request rejected.".into())
+}
+
+#[server(endpoint = "admin/trials/decide")]
+pub async fn decide_trial(id: String, approve: bool, amount: String, days: String, note: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::billing::trials;
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "application")?;
+    let pool = crate::ssr::pool()?;
+    if approve {
+        let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| ServerFnError::new("Enter the trial amount in yuan."))?;
+        let days: i64 = days.trim().parse().ok().filter(|d| (1..=365).contains(d)).ok_or_else(|| ServerFnError::new("Expiry must be 1 to 365 days."))?;
+        trials::approve(&pool, staff.id, id, micros, chrono::Utc::now() + chrono::Duration::days(days)).await.map_err(billing_error)?;
+        Ok("Trial approved.".into())
+    } else {
+        trials::decline(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
+        Ok("Trial declined.".into())
+    }
+}
+
+#[server(endpoint = "admin/enquiries/status")]
+pub async fn set_enquiry_status(id: String, status: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "enquiry")?;
+    cloudrouter_core::billing::enquiries::set_status(&crate::ssr::pool()?, staff.id, id, &status, "").await.map_err(billing_error)?;
+    Ok(format!("Enquiry marked {status}."))
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditLine {
+    pub when: String,
+    pub staff: String,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+}
+
+#[server(endpoint = "admin/audit")]
+pub async fn audit_log() -> Result<Vec<AuditLine>, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let list = cloudrouter_core::billing::audit::list(&crate::ssr::pool()?, 300).await.map_err(crate::ssr::internal)?;
+    Ok(list
+        .into_iter()
+        .map(|e| AuditLine { when: crate::ssr::when(e.at), staff: e.staff_email, action: e.action, target: e.target, details: e.details.to_string() })
+        .collect())
+}
+
+#[server(endpoint = "admin/plans")]
+pub async fn admin_plans() -> Result<Vec<cloudrouter_plan::PlanForm>, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let plans = cloudrouter_core::billing::plans::list(&crate::ssr::pool()?).await.map_err(crate::ssr::internal)?;
+    Ok(plans.into_iter().map(cloudrouter_plan::form).collect())
+}
+
+/// Plan fields as the staff form shows them (money as decimal strings).
+pub mod cloudrouter_plan {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    pub struct PlanForm {
+        pub code: String,
+        pub name: String,
+        pub price_yuan: String,
+        pub allowance_usd: String,
+        pub channels: String,
+        pub rpm_limit: String,
+        pub concurrency_limit: String,
+        pub purchasable: bool,
+    }
+
+    #[cfg(feature = "ssr")]
+    pub fn form(p: cloudrouter_core::billing::plans::Plan) -> PlanForm {
+        use cloudrouter_core::money::to_decimal_string;
+        PlanForm {
+            price_yuan: to_decimal_string(p.price_micros),
+            allowance_usd: to_decimal_string(p.allowance_micro_usd),
+            channels: p.channels.join(", "),
+            rpm_limit: p.rpm_limit.map(|v| v.to_string()).unwrap_or_default(),
+            concurrency_limit: p.concurrency_limit.map(|v| v.to_string()).unwrap_or_default(),
+            purchasable: p.purchasable,
+            code: p.code,
+            name: p.name,
+        }
+    }
+}
+
+/// Edits a plan for future purchases; subscriptions already bought keep their terms.
+#[server(endpoint = "admin/plans/update")]
+pub async fn update_plan(
+    code: String,
+    price_yuan: String,
+    allowance_usd: String,
+    channels: String,
+    rpm_limit: String,
+    concurrency_limit: String,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::{billing::plans, money::parse_decimal};
+    let staff = crate::ssr::require_staff().await?;
+    let pool = crate::ssr::pool()?;
+    let mut plan = plans::get(&pool, &code).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such plan."))?;
+    let amount = |s: &str, what: &str| parse_decimal(s.trim()).ok().filter(|v| *v >= 0).ok_or_else(|| ServerFnError::new(format!("{what} must be a non-negative amount.")));
+    let limit = |s: &str| -> Result<Option<i32>, ServerFnError> {
+        match s.trim() {
+            "" => Ok(None),
+            s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new("Limits must be positive whole numbers.")),
+        }
+    };
+    plan.price_micros = amount(&price_yuan, "The price")?;
+    plan.allowance_micro_usd = amount(&allowance_usd, "The allowance")?;
+    plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
+    plan.rpm_limit = limit(&rpm_limit)?;
+    plan.concurrency_limit = limit(&concurrency_limit)?;
+    plans::update(&pool, &plan).await.map_err(crate::ssr::internal)?;
+    crate::ssr::audit(staff.id, "plan.update", &code, serde_json::json!({"price_micros": plan.price_micros, "allowance_micro_usd": plan.allowance_micro_usd})).await?;
+    Ok(format!("Plan {} saved. It applies to new purchases and renewals.", plan.name))
+}

@@ -1,0 +1,130 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestServer, launchBrowser, uniqueEmail, signUp, signIn, open, PASSWORD } from './harness.mjs';
+
+let server, browser;
+before(async () => {
+  server = await TestServer.start();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A unified social credit code with a correct GB 32100-2015 check character. */
+function creditCode(body17) {
+  const chars = '0123456789ABCDEFGHJKLMNPQRTUWXY';
+  const weights = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+  const sum = [...body17].reduce((s, c, i) => s + chars.indexOf(c) * weights[i], 0);
+  return body17 + chars[(31 - (sum % 31)) % 31];
+}
+
+async function buyStarter(page) {
+  await open(page, server.url + '/console/plans');
+  const starter = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
+  await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
+  await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
+  await page.waitForURL(/\/console\/pay\//);
+  await page.locator('body[data-hydrated]').waitFor();
+  const amount = (await page.getByTestId('pay-amount').textContent()).trim();
+  await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
+  await page.waitForURL(server.url + '/console/billing');
+  await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
+  return amount;
+}
+
+test('choose a plan, pay in the sandbox, then request a refund that staff approve', async () => {
+  const page = await browser.newPage();
+  const email = uniqueEmail('buyer');
+  await signUp(page, server.url, email);
+  const amount = await buyStarter(page);
+  assert.match(amount, /^¥\d+\.\d\d$/);
+  await open(page, server.url + '/console/billing');
+  const row = page.getByTestId('order-row').first();
+  assert.match(await row.textContent(), /paid/i);
+
+  // Within the 7-day window: the page shows the pro-rated computation before confirming.
+  const refund = page.getByTestId('refund');
+  assert.match(await refund.getByTestId('refund-explanation').textContent(), /¥/);
+  await refund.getByRole('button', { name: /Request refund of ¥/ }).click();
+  await page.getByRole('status').filter({ hasText: 'requested' }).waitFor();
+
+  const staffEmail = uniqueEmail('support');
+  server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
+  const staff = await browser.newPage();
+  await signIn(staff, server.url, staffEmail);
+  await staff.waitForURL(server.url + '/console');
+  await open(staff, server.url + '/console/admin/billing');
+  const request = staff.getByTestId('refund-request').filter({ hasText: email });
+  await request.getByLabel('Note to the customer').fill('Sorry to see you go.');
+  await request.getByRole('button', { name: 'Approve' }).click();
+  await staff.getByRole('status').filter({ hasText: 'Refund approved.' }).waitFor();
+
+  await open(page, server.url + '/console/billing');
+  await page.getByText('You are on pay-as-you-go').waitFor();
+  assert.ok(await page.getByTestId('ledger-row').filter({ hasText: /refund/i }).count() >= 1);
+  await open(staff, server.url + '/console/admin/audit');
+  assert.ok(await staff.getByTestId('audit-row').filter({ hasText: 'refund' }).count() >= 1);
+  await page.close();
+  await staff.close();
+});
+
+test('request a special VAT invoice; staff issue it with a PDF; the customer downloads it', async () => {
+  const page = await browser.newPage();
+  const email = uniqueEmail('company');
+  await signUp(page, server.url, email);
+  await buyStarter(page);
+
+  await open(page, server.url + '/console/invoices');
+  await page.getByLabel('Special VAT invoice (company)').check();
+  await page.getByLabel('Email for the invoice').fill(email);
+  await page.getByLabel('Company name').fill('Hangzhou Example Technology Co., Ltd.');
+  // A wrong check character is refused with a clear message.
+  const good = creditCode('91330100MA2XXXXX0');
+  const bad = good.slice(0, 17) + (good[17] === '1' ? '2' : '1');
+  await page.getByLabel('Taxpayer ID (unified social credit code)').fill(bad);
+  await page.getByLabel('Registered address').fill('1 West Lake Road, Hangzhou');
+  await page.getByLabel('Registered phone').fill('0571-88888888');
+  await page.getByLabel('Bank').fill('Bank of Hangzhou');
+  await page.getByLabel('Account number').fill('3301040160000000000');
+  await page.getByRole('button', { name: 'Request special VAT invoice' }).click();
+  await page.getByRole('alert').filter({ hasText: /credit code|taxpayer/i }).waitFor();
+  await page.getByLabel('Taxpayer ID (unified social credit code)').fill(good);
+  await page.getByRole('button', { name: 'Request special VAT invoice' }).click();
+  await page.getByRole('status').filter({ hasText: 'Invoice requested.' }).waitFor();
+  await page.getByTestId('invoice-row').filter({ hasText: 'requested' }).waitFor();
+
+  const staffEmail = uniqueEmail('finance');
+  server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
+  const staff = await browser.newPage();
+  await signIn(staff, server.url, staffEmail);
+  await staff.waitForURL(server.url + '/console');
+  await open(staff, server.url + '/console/admin/billing');
+  const item = staff.getByTestId('invoice-request').filter({ hasText: 'Hangzhou Example' });
+  await item.getByLabel('Invoice number').fill('33002611');
+  await item.getByLabel('Issue date').fill('2026-11-25');
+  await item.getByLabel('PDF (optional)').setInputFiles({ name: 'invoice.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4\n% test invoice\n%%EOF\n') });
+  await item.getByRole('button', { name: 'Issue' }).click();
+  await staff.waitForURL(server.url + '/console/admin/billing');
+
+  await open(page, server.url + '/console/invoices');
+  const issued = page.getByTestId('invoice-row').filter({ hasText: 'issued' });
+  assert.match(await issued.textContent(), /33002611/);
+  const href = await issued.getByRole('link', { name: 'Download PDF' }).getAttribute('href');
+  const pdf = await page.request.get(server.url + href);
+  assert.equal(pdf.status(), 200);
+  assert.ok((await pdf.body()).toString().startsWith('%PDF'));
+  // Nobody else can fetch it: a signed-out visitor is sent to sign in, another customer is refused.
+  const stranger = await browser.newContext();
+  const res = await stranger.request.get(server.url + href);
+  assert.match(res.url(), /\/login\?next=/);
+  assert.ok(!(await res.body()).toString().startsWith('%PDF'));
+  const other = await stranger.newPage();
+  await signUp(other, server.url, uniqueEmail('other'));
+  const theirs = await other.request.get(server.url + href);
+  assert.equal(theirs.status(), 404);
+  await stranger.close();
+  await page.close();
+  await staff.close();
+});

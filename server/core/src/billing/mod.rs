@@ -1,0 +1,271 @@
+//! Billing: plans, subscriptions with a monthly allowance, orders and payments (Alipay, WeChat Pay,
+//! bank transfer, sandbox), pro-rated refunds, invoices, trial credit and the staff audit log.
+//!
+//! Money rules: integer micro-units only (micro-CNY, and micro-USD for allowances); every change of
+//! a balance, trial credit or allowance is a ledger row written in the same transaction (see
+//! [`crate::ledger`] for the per-source running balances). The funding order of API usage —
+//! trial credit → plan allowance → wallet — lives in SQL (`migrations/0004_billing.sql`), because
+//! the gateway settles through `cr_lease_balance` / `cr_settle`; see `docs/billing.md`.
+//!
+//! Lock order used by every writer here (and by the SQL trigger), so they never deadlock:
+//! `balances(user)` → `subscriptions` → `trial_applications` → `orders` → `refund_requests` /
+//! `invoices`. [`lock_user`] takes the first lock.
+
+pub mod audit;
+pub mod clock;
+pub mod enquiries;
+pub mod invoices;
+pub mod orders;
+pub mod payments;
+pub mod plans;
+pub mod refunds;
+pub mod subscriptions;
+pub mod trials;
+
+use crate::ledger::{FundingSource, LedgerKind};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use clock::{Clock, SystemClock, TestClock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("This plan does not exist.")]
+    UnknownPlan,
+    #[error("This plan cannot be bought online. Please contact us.")]
+    PlanNotPurchasable,
+    #[error("You already have an active subscription. Change your plan instead.")]
+    AlreadySubscribed,
+    #[error("You have no active subscription.")]
+    NoSubscription,
+    #[error("You are already on this plan.")]
+    SamePlan,
+    #[error("There is no pending plan change.")]
+    NoPendingChange,
+    #[error("Order not found.")]
+    OrderNotFound,
+    #[error("This order can no longer be changed (it is {0}).")]
+    OrderNotOpen(String),
+    #[error("The paid amount {paid} does not match the order amount {expected}.")]
+    AmountMismatch { expected: String, paid: String },
+    #[error("Top-ups must be between ¥1 and ¥100,000.")]
+    TopupOutOfRange,
+    #[error("This payment method is not available.")]
+    InvalidMethod,
+    #[error("Insufficient balance: {needed} needed, {available} available.")]
+    InsufficientBalance { needed: String, available: String },
+    #[error("This subscription is not eligible for a refund: {0}")]
+    RefundNotEligible(String),
+    #[error("A refund request for this subscription is already pending.")]
+    RefundPending,
+    #[error("Refund request not found.")]
+    RefundNotFound,
+    #[error("This request has already been decided.")]
+    AlreadyDecided,
+    #[error("Please set the refund amount (negotiated refund).")]
+    AmountRequired,
+    #[error("The refund amount must be between ¥0 and the amount paid.")]
+    InvalidAmount,
+    #[error("Invoice not found.")]
+    InvoiceNotFound,
+    #[error("This order has already been invoiced or an invoice is being prepared.")]
+    AlreadyInvoiced,
+    #[error("Only paid orders can be invoiced.")]
+    OrderNotInvoiceable,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("You have already applied for a trial.")]
+    TrialAlreadyApplied,
+    #[error("Trial application not found.")]
+    TrialNotFound,
+    #[error("Unknown user.")]
+    UnknownUser,
+    #[error("Database error.")]
+    Db(#[from] sqlx::Error),
+}
+
+/// True for a unique-constraint violation (used to map races onto user-readable errors).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+}
+
+/// What a customer can spend right now, for the console overview.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Funds {
+    /// Unexpired trial credit, micro-CNY.
+    pub trial_micros: i64,
+    /// The current cycle's allowance left, micro-USD at list price.
+    pub allowance_left_micro_usd: i64,
+    /// Wallet balance, micro-CNY.
+    pub balance_micros: i64,
+}
+
+pub async fn funds(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Funds, sqlx::Error> {
+    let (t, a, b): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT sum(remaining_micros) FROM trial_applications \
+                           WHERE user_id = $1 AND status = 'approved' AND expires_at > $2), 0)::BIGINT, \
+                COALESCE((SELECT sum(allowance_micro_usd - allowance_used_micro_usd) FROM subscriptions \
+                           WHERE user_id = $1 AND status = 'active'), 0)::BIGINT, \
+                COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0)",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_one(pool)
+    .await?;
+    Ok(Funds { trial_micros: t, allowance_left_micro_usd: a, balance_micros: b })
+}
+
+/// What one run of the periodic jobs did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobsReport {
+    pub cycles: subscriptions::CycleReport,
+    pub orders_expired: u64,
+    pub trials_expired: u64,
+}
+
+/// The periodic jobs (call every minute; safe on several instances at once and idempotent):
+/// cycle boundaries (renewals, scheduled plan changes, unpaid renewals ending), expiry of stale
+/// orders and of trial credit.
+pub async fn run_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<JobsReport, BillingError> {
+    let cycles = subscriptions::run_cycle_boundaries(pool, now).await?;
+    let orders_expired = orders::expire_stale(pool, now).await?;
+    let trials_expired = trials::expire(pool, now).await?;
+    sqlx::query("DELETE FROM billing_settle_stage WHERE created_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await?;
+    Ok(JobsReport { cycles, orders_expired, trials_expired })
+}
+
+/// Checks every money invariant of one user: the wallet equals its ledger, the trial credit and
+/// the allowance left equal their ledger rows, and every running balance is consistent.
+pub async fn verify(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    if !crate::ledger::verify(pool, user_id).await? {
+        return Ok(false);
+    }
+    let ok: bool = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT sum(remaining_micros) FROM trial_applications WHERE user_id = $1 AND status = 'approved'), 0) = \
+                COALESCE((SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1 AND source = 'trial'), 0) \
+            AND COALESCE((SELECT sum(allowance_micro_usd - allowance_used_micro_usd) FROM subscriptions \
+                           WHERE user_id = $1 AND status = 'active'), 0) = \
+                COALESCE((SELECT sum(amount_micros) FROM ledger_entries WHERE user_id = $1 AND source = 'allowance'), 0)",
+    )
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(ok)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ledger helpers used inside billing transactions.
+// ---------------------------------------------------------------------------------------------
+
+/// Takes the user's money lock (the `balances` row, created if missing) and returns the balance.
+pub(crate) async fn lock_user(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, BillingError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Err(BillingError::UnknownUser);
+    }
+    sqlx::query("INSERT INTO balances (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT balance_micros FROM balances WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?)
+}
+
+/// Wallet balance minus what gateways hold in leases (call after [`lock_user`]).
+pub(crate) async fn wallet_available(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, BillingError> {
+    let (b, h): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), \
+                COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(b - h)
+}
+
+/// Moves the wallet by `amount` (negative = out) with its ledger row. The caller holds
+/// [`lock_user`] and has checked that a debit is covered. Returns the new balance.
+pub(crate) async fn wallet_entry(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+    kind: LedgerKind,
+    note: &str,
+    actor: Option<Uuid>,
+) -> Result<i64, BillingError> {
+    if amount == 0 {
+        return Ok(sqlx::query_scalar("SELECT balance_micros FROM balances WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?);
+    }
+    let after: i64 = sqlx::query_scalar(
+        "UPDATE balances SET balance_micros = balance_micros + $2, updated_at = now() WHERE user_id = $1 RETURNING balance_micros",
+    )
+    .bind(user_id)
+    .bind(amount)
+    .fetch_one(&mut *tx)
+    .await?;
+    pot_entry(tx, user_id, FundingSource::Wallet, amount, after, kind, note, actor).await?;
+    Ok(after)
+}
+
+/// Appends a ledger row of any source with its running balance `after`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pot_entry(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    source: FundingSource,
+    amount: i64,
+    after: i64,
+    kind: LedgerKind,
+    note: &str,
+    actor: Option<Uuid>,
+) -> Result<(), BillingError> {
+    if amount == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, actor_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(user_id)
+    .bind(amount)
+    .bind(after)
+    .bind(kind.as_str())
+    .bind(source.as_str())
+    .bind(note)
+    .bind(actor)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// "¥399.00" for whole fen amounts, otherwise the full six decimals.
+pub fn format_cny_short(micros: i64) -> String {
+    if micros % 10_000 == 0 {
+        let neg = micros < 0;
+        let a = micros.unsigned_abs();
+        format!("{}¥{}.{:02}", if neg { "-" } else { "" }, a / 1_000_000, (a % 1_000_000) / 10_000)
+    } else {
+        crate::money::format_cny(micros)
+    }
+}
+
+/// Decimal yuan with two places ("399.00") for providers that take amounts in yuan; None when the
+/// amount is not a whole number of fen.
+pub(crate) fn yuan_2dp(micros: i64) -> Option<String> {
+    if micros < 0 || micros % 10_000 != 0 {
+        return None;
+    }
+    Some(format!("{}.{:02}", micros / 1_000_000, (micros % 1_000_000) / 10_000))
+}
