@@ -67,8 +67,31 @@ pub struct TrialView {
     pub expires: Option<String>,
 }
 
+/// A way to pay that this deployment offers: (method code, label).
+pub type PayMethod = (String, String);
+
+/// The payment methods configured here whose checkout the console can complete. WeChat Pay's
+/// notifications are verified, but its QR checkout page is not built yet, so it is not offered.
+#[cfg(feature = "ssr")]
+pub fn pay_methods(state: &crate::ssr::ConsoleState) -> Vec<PayMethod> {
+    let label = |m: &str| match m {
+        "alipay" => "Alipay",
+        "bank" => "Corporate bank transfer",
+        "sandbox" => "Sandbox (demo, no money moves)",
+        _ => "",
+    };
+    state
+        .payments
+        .methods()
+        .into_iter()
+        .filter(|m| !label(m).is_empty())
+        .map(|m| (m.to_string(), label(m).to_string()))
+        .collect()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlansData {
+    pub methods: Vec<PayMethod>,
     pub plans: Vec<PlanView>,
     pub current: Option<SubscriptionView>,
     pub balance: String,
@@ -76,6 +99,7 @@ pub struct PlansData {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BillingSummary {
+    pub methods: Vec<PayMethod>,
     pub current: Option<SubscriptionView>,
     pub trial: Option<TrialView>,
     pub orders: Vec<OrderView>,
@@ -158,11 +182,13 @@ fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
 pub async fn plans_page() -> Result<PlansData, ServerFnError> {
     use cloudrouter_core::{billing, ledger};
     let user = crate::ssr::require_user().await?;
-    let pool = crate::ssr::pool()?;
+    let state = crate::ssr::state()?;
+    let pool = state.pool.clone();
     let plans = billing::plans::list(&pool).await.map_err(crate::ssr::internal)?;
     let current = billing::subscriptions::current(&pool, user.id, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
     let balance = ledger::balance(&pool, user.id).await.map_err(crate::ssr::internal)?;
     Ok(PlansData {
+        methods: pay_methods(&state),
         plans: plans.into_iter().map(convert::plan).collect(),
         current: current.map(convert::subscription),
         balance: crate::ssr::cny(balance),
@@ -209,7 +235,8 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
     use cloudrouter_core::billing::{invoices, orders, refunds, subscriptions, trials};
     use crate::ssr::{cny, internal, when};
     let user = crate::ssr::require_user().await?;
-    let pool = crate::ssr::pool()?;
+    let state = crate::ssr::state()?;
+    let pool = state.pool.clone();
     let now = chrono::Utc::now();
     let current = subscriptions::current(&pool, user.id, now).await.map_err(internal)?;
     let invoiced: std::collections::HashMap<_, _> =
@@ -220,6 +247,7 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
     let open = requests.iter().find(|r| r.status == "pending").map(|r| format!("Requested {} for {}", when(r.created_at), cny(r.amount_micros)));
     let trial = trials::mine(&pool, user.id).await.map_err(internal)?;
     Ok(BillingSummary {
+        methods: pay_methods(&state),
         current: current.map(convert::subscription),
         trial: trial.map(|t| TrialView {
             status: t.status,

@@ -31,6 +31,8 @@ pub struct ChannelOption {
 pub struct KeysData {
     /// A key created by a plain form post (JavaScript off), shown once after the redirect.
     pub just_created: Option<CreatedKey>,
+    /// What requests draw on, in order: "Plan allowance $12.30 left · balance ¥50.00".
+    pub funds: String,
     pub keys: Vec<KeyView>,
     pub channels: Vec<ChannelOption>,
     pub models: Vec<String>,
@@ -75,6 +77,24 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
     }
 }
 
+/// Trial credit, then plan allowance, then balance: the order requests draw on.
+#[cfg(feature = "ssr")]
+async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
+    use crate::ssr::{cny, internal, usd};
+    let now = chrono::Utc::now();
+    let f = cloudrouter_core::billing::funds(pool, user_id, now).await.map_err(internal)?;
+    let subscribed = cloudrouter_core::billing::subscriptions::current(pool, user_id, now).await.map_err(internal)?.is_some();
+    let mut parts = vec![];
+    if f.trial_micros > 0 {
+        parts.push(format!("trial credit {}", cny(f.trial_micros)));
+    }
+    if subscribed {
+        parts.push(format!("plan allowance {} left", usd(f.allowance_left_micro_usd)));
+    }
+    parts.push(format!("balance {}", cny(f.balance_micros)));
+    Ok(format!("Requests draw on: {}.", parts.join(", then ")))
+}
+
 #[server(endpoint = "keys")]
 pub async fn keys_page() -> Result<KeysData, ServerFnError> {
     use cloudrouter_core::{catalogue, keys};
@@ -82,10 +102,12 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
     let pool = crate::ssr::pool()?;
     let just_created = crate::ssr::take_flash::<CreatedKey>(NEW_KEY_FLASH).await?;
     let keys = keys::list(&pool, user.id).await.map_err(crate::ssr::internal)?;
+    let funds = funds_line(&pool, user.id).await?;
     let channels = catalogue::list_channels(&pool).await.map_err(crate::ssr::internal)?;
     let models = catalogue::list_models(&pool).await.map_err(crate::ssr::internal)?;
     Ok(KeysData {
         just_created,
+        funds,
         keys: keys.into_iter().map(key_view).collect(),
         channels: channels
             .into_iter()

@@ -8,6 +8,10 @@ pub struct OverviewData {
     pub base_url: String,
     pub balance: String,
     pub held: String,
+    /// Plan allowance left this cycle (list-price dollars), if subscribed.
+    pub allowance_left: Option<String>,
+    /// Unexpired trial credit, if any.
+    pub trial: Option<String>,
     pub active_keys: usize,
     pub requests_24h: i64,
     pub errors_24h: i64,
@@ -26,6 +30,8 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     let pool = &state.pool;
     let now = chrono::Utc::now();
     let balance = ledger::balance_info(pool, user.id).await.map_err(internal)?;
+    let funds = cloudrouter_core::billing::funds(pool, user.id, now).await.map_err(internal)?;
+    let subscribed = cloudrouter_core::billing::subscriptions::current(pool, user.id, now).await.map_err(internal)?.is_some();
     let day = insights::totals(pool, Some(user.id), now - chrono::Duration::hours(24)).await.map_err(internal)?;
     let month = insights::totals(pool, Some(user.id), now - chrono::Duration::days(30)).await.map_err(internal)?;
     let keys = keys::list(pool, user.id).await.map_err(internal)?;
@@ -34,6 +40,8 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         base_url: state.public_base_url.clone(),
         balance: cny(balance.balance_micros),
         held: cny(balance.held_micros),
+        allowance_left: subscribed.then(|| crate::ssr::usd(funds.allowance_left_micro_usd)),
+        trial: (funds.trial_micros > 0).then(|| cny(funds.trial_micros)),
         active_keys: keys.iter().filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)).count(),
         requests_24h: day.requests,
         errors_24h: day.errors,

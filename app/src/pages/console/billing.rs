@@ -36,7 +36,7 @@ pub fn Billing() -> impl IntoView {
         <Loaded resource=overview let:o>
             <Subscription o=o.clone() cancel_change />
             <div class="mt-6 grid gap-6 lg:grid-cols-2">
-                <TopUpForm />
+                <TopUpForm methods=o.methods.clone() />
                 <Trial o=o.clone() trial />
             </div>
             <Orders o=o.clone() cancel_order />
@@ -83,7 +83,7 @@ fn Subscription(o: BillingSummary, cancel_change: ServerAction<CancelPlanChange>
 }
 
 #[component]
-fn TopUpForm() -> impl IntoView {
+fn TopUpForm(methods: Vec<(String, String)>) -> impl IntoView {
     let top_up = ServerAction::<TopUp>::new();
     view! {
         <section id="top-up" class="card">
@@ -93,10 +93,7 @@ fn TopUpForm() -> impl IntoView {
                 <label class="block">
                     <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Pay with"</span>
                     <select name="method" class="input mt-1">
-                        <option value="sandbox">"Sandbox (demo)"</option>
-                        <option value="alipay">"Alipay"</option>
-                        <option value="wechat">"WeChat Pay"</option>
-                        <option value="bank">"Corporate bank transfer"</option>
+                        {methods.into_iter().map(|(code, label)| view! { <option value=code>{label}</option> }).collect_view()}
                     </select>
                 </label>
                 <button type="submit" class="btn-primary w-full">"Continue to payment"</button>

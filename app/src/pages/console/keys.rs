@@ -20,6 +20,7 @@ pub fn Keys() -> impl IntoView {
             <code>"x-api-key"</code>" or "<code>"Authorization: Bearer"</code>"."
         </p>
         <Loaded resource=page let:p>
+                        <p class="mt-3 text-sm text-slate-600 dark:text-slate-400" data-testid="funds">{p.funds.clone()}</p>
                         {p.just_created.map(|k| view! { <SecretOnce k /> })}
                         <NewSecret create />
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">

@@ -37,10 +37,13 @@ fn OverviewBody(o: OverviewData) -> impl IntoView {
             </div>
         })}
         <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-4">
-            <Stat label="Balance" value=o.balance.clone() sub=format!("{} held by requests in flight", o.held) testid="balance" />
+            <Stat label="Plan allowance left" value=o.allowance_left.clone().unwrap_or_else(|| "No plan".into())
+                sub=if o.allowance_left.is_some() { "list-price usage this cycle, drawn first".to_string() } else { "pay-as-you-go from your balance".to_string() } testid="allowance" />
+            <Stat label="Balance" value=o.balance.clone()
+                sub=format!("{} held by requests in flight{}", o.held, o.trial.clone().map(|t| format!(" · {t} trial credit")).unwrap_or_default()) testid="balance" />
             <Stat label="Spend, last 24 hours" value=o.spend_24h.clone() sub=format!("{} in the last 30 days", o.spend_30d) />
-            <Stat label="Requests, last 24 hours" value=o.requests_24h.to_string() sub=error_rate />
-            <Stat label="Active keys" value=o.active_keys.to_string() />
+            <Stat label="Requests, last 24 hours" value=o.requests_24h.to_string() sub=format!("{error_rate} · {} active keys", o.active_keys) />
+
         </div>
         <section class="card mt-6">
             <h2 class="section-title">"Get started"</h2>

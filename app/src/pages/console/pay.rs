@@ -29,7 +29,7 @@ pub fn Pay() -> impl IntoView {
                     let (sandbox_id, balance_id) = (p.order.id.clone(), p.order.id.clone());
                     view! {
                         {p.redirect.clone().map(|url| view! {
-                            <a href=url class="btn-primary mt-6 w-full">{format!("Pay with {}", if p.order.method == "alipay" { "Alipay" } else { "WeChat Pay" })}</a>
+                            <a href=url class="btn-primary mt-6 w-full">"Pay with Alipay"</a>
                         })}
                         {(!p.instructions.is_empty()).then(|| view! {
                             <p class="mt-4 text-sm">"Transfer the exact amount from your company account, with the reference in the note. Support confirms receipt, usually within one business day."</p>

@@ -40,14 +40,15 @@ fn PlanGrid(d: PlansData, change: ServerAction<ChangePlan>) -> impl IntoView {
             {d.plans.into_iter().map(|p| {
                 let is_current = current.as_ref().is_some_and(|c| c.plan_code == p.code);
                 let subscribed = current.is_some();
-                view! { <PlanCard p is_current subscribed subscribe change /> }
+                let methods = d.methods.clone();
+                view! { <PlanCard p is_current subscribed methods subscribe change /> }
             }).collect_view()}
         </div>
     }
 }
 
 #[component]
-fn PlanCard(p: PlanView, is_current: bool, subscribed: bool, subscribe: ServerAction<Subscribe>, change: ServerAction<ChangePlan>) -> impl IntoView {
+fn PlanCard(p: PlanView, is_current: bool, subscribed: bool, methods: Vec<(String, String)>, subscribe: ServerAction<Subscribe>, change: ServerAction<ChangePlan>) -> impl IntoView {
     let code = p.code.clone();
     let (switch_label, subscribe_label, method_label) =
         (format!("Switch to {} next cycle", p.name), format!("Subscribe to {}", p.name), format!("Payment method for {}", p.name));
@@ -72,10 +73,7 @@ fn PlanCard(p: PlanView, is_current: bool, subscribed: bool, subscribe: ServerAc
                 <input type="hidden" name="plan" value=code.clone() />
                 <label class="block text-xs text-slate-500">"Pay with"
                     <select name="method" class="input mt-1" aria-label=method_label>
-                        <option value="sandbox">"Sandbox (demo)"</option>
-                        <option value="alipay">"Alipay"</option>
-                        <option value="wechat">"WeChat Pay"</option>
-                        <option value="bank">"Corporate bank transfer"</option>
+                        {methods.into_iter().map(|(code, label)| view! { <option value=code>{label}</option> }).collect_view()}
                         <option value="balance">"Account balance"</option>
                     </select>
                 </label>
