@@ -10,6 +10,8 @@ pub struct UserListItem {
     pub is_staff: bool,
     pub suspended: bool,
     pub created: String,
+    /// The current subscription ("Pro until 2026-12-25, $120.00 of $150.00 left"), if any.
+    pub plan: Option<String>,
 }
 
 #[cfg(feature = "ssr")]
@@ -21,6 +23,7 @@ impl From<cloudrouter_core::accounts::User> for UserListItem {
             is_staff: u.role == cloudrouter_core::accounts::Role::Staff,
             suspended: u.suspended,
             created: u.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            plan: None,
         }
     }
 }
@@ -40,8 +43,21 @@ pub async fn list_users(query: String) -> Result<Vec<UserListItem>, ServerFnErro
 #[server(endpoint = "admin/user")]
 pub async fn get_user(id: String) -> Result<UserListItem, ServerFnError> {
     crate::ssr::require_staff().await?;
-    let user = cloudrouter_core::accounts::find_by_id(&crate::ssr::pool()?, parse_id(&id)?).await.map_err(crate::ssr::internal)?;
-    user.map(UserListItem::from).ok_or_else(|| ServerFnError::new("No such user."))
+    let pool = crate::ssr::pool()?;
+    let user = cloudrouter_core::accounts::find_by_id(&pool, parse_id(&id)?).await.map_err(crate::ssr::internal)?;
+    let mut item = user.map(UserListItem::from).ok_or_else(|| ServerFnError::new("No such user."))?;
+    let sub = cloudrouter_core::billing::subscriptions::current(&pool, parse_id(&id)?, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
+    item.plan = sub.map(|s| {
+        format!(
+            "{} until {}, {} of {} left{}",
+            s.plan_name,
+            s.cycle_end.format("%Y-%m-%d"),
+            crate::ssr::usd((s.allowance_micro_usd - s.allowance_used_micro_usd).max(0)),
+            crate::ssr::usd(s.allowance_micro_usd),
+            s.pending_plan_code.map(|p| format!("; changing to {p} next cycle")).unwrap_or_default()
+        )
+    });
+    Ok(item)
 }
 
 #[server(endpoint = "admin/user/suspend")]

@@ -71,6 +71,7 @@ pub fn UserDetail() -> impl IntoView {
                                 <div><dt class="text-slate-500">"Role"</dt><dd class="font-medium">{if u.is_staff { "Staff" } else { "Customer" }}</dd></div>
                                 <div><dt class="text-slate-500">"Status"</dt><dd class="font-medium" data-testid="user-status">{if u.suspended { "Suspended" } else { "Active" }}</dd></div>
                                 <div><dt class="text-slate-500">"Joined"</dt><dd class="font-medium">{u.created.clone()}</dd></div>
+                                <div class="col-span-2 sm:col-span-4"><dt class="text-slate-500">"Plan"</dt><dd class="font-medium" data-testid="user-plan">{u.plan.clone().unwrap_or_else(|| "Pay-as-you-go".into())}</dd></div>
                                 <div><dt class="text-slate-500">"ID"</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
                             </dl>
                             <ActionForm action=suspend attr:class="mt-4 flex items-center gap-3">
