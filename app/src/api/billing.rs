@@ -70,12 +70,12 @@ pub struct TrialView {
 /// A way to pay that this deployment offers: (method code, label).
 pub type PayMethod = (String, String);
 
-/// The payment methods configured here whose checkout the console can complete. WeChat Pay's
-/// notifications are verified, but its QR checkout page is not built yet, so it is not offered.
+/// The payment methods configured here (the sandbox only where it is on).
 #[cfg(feature = "ssr")]
 pub fn pay_methods(state: &crate::ssr::ConsoleState) -> Vec<PayMethod> {
     let label = |m: &str| match m {
         "alipay" => "Alipay",
+        "wechat" => "WeChat Pay",
         "bank" => "Corporate bank transfer",
         "sandbox" => "Sandbox (demo, no money moves)",
         _ => "",
@@ -301,6 +301,8 @@ pub struct PaymentView {
     pub instructions: Vec<(String, String)>,
     pub sandbox: bool,
     pub can_pay_from_balance: bool,
+    /// WeChat Pay: the QR code (SVG) to scan, or why it could not be had.
+    pub wechat_qr: Option<Result<String, String>>,
 }
 
 #[server(endpoint = "pay")]
@@ -316,8 +318,20 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
         (_, Some(plan)) => format!("{plan} plan, one month"),
         _ => "Order".to_string(),
     };
-    let (mut redirect, mut instructions) = (None, vec![]);
-    if order.status == "created" && order.method != "sandbox" {
+    let (mut redirect, mut instructions, mut wechat_qr) = (None, vec![], None);
+    if order.status == "created" && order.method == "wechat" {
+        if let Some(w) = state.payments.wechat() {
+            wechat_qr = Some(match w.native_code_url(&order).await {
+                Ok(code_url) => qrcode::QrCode::new(code_url.as_bytes())
+                    .map(|qr| qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build())
+                    .map_err(|e| e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "WeChat Pay did not give a QR code");
+                    Err("WeChat Pay could not start this payment. Please try again or choose another method.".into())
+                }
+            });
+        }
+    } else if order.status == "created" && order.method != "sandbox" {
         if let Some(provider) = state.payments.get(&order.method) {
             match provider.checkout(&order, &format!("{}/console/billing", state.public_base_url)) {
                 Checkout::Redirect(url) => redirect = Some(url),
@@ -339,6 +353,7 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
         what,
         redirect,
         instructions,
+        wechat_qr,
         order: convert::order(order, None),
     })
 }

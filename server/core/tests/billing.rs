@@ -868,3 +868,41 @@ async fn enterprise_enquiries_are_recorded_and_followed_up(pool: PgPool) {
     assert_eq!(enquiries::list(&pool, true).await.unwrap()[0].staff_note, "Contract signed");
     assert_eq!(audit::list(&pool, 1).await.unwrap()[0].action, "enquiry.status");
 }
+
+/// The QR checkout asks WeChat Pay's Native API (here a fake on loopback) for the order's
+/// `code_url`, with a signed request for the exact amount in fen.
+#[sqlx::test(migrations = "../../migrations")]
+async fn wechat_checkout_gets_a_code_url(pool: PgPool) {
+    use axum::{extract::State, http::HeaderMap, routing::post, Json, Router};
+    type Seen = Arc<std::sync::Mutex<Option<(String, String)>>>;
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/v3/pay/transactions/native",
+            post(|State(seen): State<Seen>, headers: HeaderMap, body: String| async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                *seen.lock().unwrap() = Some((auth, body));
+                Json(serde_json::json!({"code_url": "weixin://wxpay/bizpayurl?pr=TEST123"}))
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (_platform, _, platform_pk) = rsa_pair();
+    let (_merchant, merchant_sk, _) = rsa_pair();
+    let provider = WechatPayProvider::new("1900000001", "wx0000000000000001", *b"0123456789abcdefghijklmnopqrstuv", &platform_pk, &merchant_sk)
+        .unwrap()
+        .with_api_base(&base);
+    let payments = cloudrouter_core::billing::payments::Payments::new().with_wechat(provider);
+    let user = new_user(&pool, 0).await;
+    let order = orders::create_topup(&pool, user, 12_340_000, "wechat").await.unwrap();
+
+    let code_url = payments.wechat().unwrap().native_code_url(&order).await.unwrap();
+    assert_eq!(code_url, "weixin://wxpay/bizpayurl?pr=TEST123");
+    let (auth, body) = seen.lock().unwrap().clone().unwrap();
+    assert!(auth.starts_with("WECHATPAY2-SHA256-RSA2048 mchid=\"1900000001\""), "{auth}");
+    assert!(body.contains("\"total\":1234"), "{body}");
+    assert_eq!(payments.get("wechat").unwrap().method(), "wechat", "listed among the providers too");
+}

@@ -31,6 +31,13 @@ pub fn Pay() -> impl IntoView {
                         {p.redirect.clone().map(|url| view! {
                             <a href=url class="btn-primary mt-6 w-full">"Pay with Alipay"</a>
                         })}
+                        {p.wechat_qr.clone().map(|qr| match qr {
+                            Ok(svg) => view! {
+                                <p class="mt-4 text-sm">"Scan with WeChat to pay. Once WeChat Pay confirms it, the order shows as paid under Billing."</p>
+                                <div class="mt-3 inline-block rounded-lg bg-white p-3" data-testid="wechat-qr" inner_html=svg></div>
+                            }.into_any(),
+                            Err(e) => view! { <p role="alert" class="alert-error mt-4">{e}</p> }.into_any(),
+                        })}
                         {(!p.instructions.is_empty()).then(|| view! {
                             <p class="mt-4 text-sm">"Transfer the exact amount from your company account, with the reference in the note. Support confirms receipt, usually within one business day."</p>
                             <dl class="mt-3 grid grid-cols-1 gap-2 text-sm sm:grid-cols-2" data-testid="bank-instructions">

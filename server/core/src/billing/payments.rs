@@ -85,6 +85,26 @@ pub trait PaymentProvider: Send + Sync {
     }
 }
 
+/// A shared provider is a provider: `Payments` keeps WeChat Pay both in its list and by type
+/// (its QR checkout needs a call only the concrete type can make).
+impl<T: PaymentProvider + ?Sized> PaymentProvider for Arc<T> {
+    fn method(&self) -> &'static str {
+        (**self).method()
+    }
+    fn checkout(&self, order: &Order, return_url: &str) -> Checkout {
+        (**self).checkout(order, return_url)
+    }
+    fn verify_notification(&self, headers: &http::HeaderMap, body: &[u8]) -> Result<PaymentNotice, PaymentError> {
+        (**self).verify_notification(headers, body)
+    }
+    fn ack(&self) -> (u16, String) {
+        (**self).ack()
+    }
+    fn nack(&self, reason: &str) -> (u16, String) {
+        (**self).nack(reason)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -353,6 +373,12 @@ impl WechatPayProvider {
         self
     }
 
+    /// Where WeChat Pay's API lives (its real address by default; tests point it at a fake).
+    pub fn with_api_base(mut self, base: &str) -> Self {
+        self.api_base = base.trim_end_matches('/').to_string();
+        self
+    }
+
     /// Signs a request to WeChat Pay ("WECHATPAY2-SHA256-RSA2048" Authorization header).
     pub fn authorization(&self, method: &str, path: &str, body: &str) -> String {
         let ts = chrono::Utc::now().timestamp();
@@ -573,6 +599,7 @@ impl PaymentProvider for BankTransfer {
 #[derive(Default)]
 pub struct Payments {
     providers: Vec<Box<dyn PaymentProvider>>,
+    wechat: Option<Arc<WechatPayProvider>>,
 }
 
 fn env(k: &str) -> Option<String> {
@@ -589,6 +616,13 @@ impl Payments {
         self.providers.retain(|q| q.method() != p.method());
         self.providers.push(Box::new(p));
         self
+    }
+
+    /// Adds WeChat Pay, kept by type as well for its QR checkout.
+    pub fn with_wechat(mut self, w: WechatPayProvider) -> Payments {
+        let w = Arc::new(w);
+        self.wechat = Some(w.clone());
+        self.with(w)
     }
 
     /// From the environment:
@@ -627,7 +661,7 @@ impl Payments {
             if let Some(n) = env("CLOUDROUTER_WECHAT_NOTIFY_URL") {
                 w = w.with_notify_url(&n);
             }
-            p = p.with(w);
+            p = p.with_wechat(w);
         }
         if let (Some(b), Some(n), Some(a)) =
             (env("CLOUDROUTER_BANK_NAME"), env("CLOUDROUTER_BANK_ACCOUNT_NAME"), env("CLOUDROUTER_BANK_ACCOUNT_NUMBER"))
@@ -647,6 +681,11 @@ impl Payments {
     /// Configured methods, for the checkout page ("balance" is always possible for plans).
     pub fn methods(&self) -> Vec<&'static str> {
         self.providers.iter().map(|p| p.method()).collect()
+    }
+
+    /// WeChat Pay, if configured: the console asks it for the QR code of an order.
+    pub fn wechat(&self) -> Option<&WechatPayProvider> {
+        self.wechat.as_deref()
     }
 
     /// The sandbox provider, if on (the console's sandbox page signs with it).
