@@ -63,6 +63,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("admin/upstreams") view=admin::upstreams::Upstreams ssr=SsrMode::Async />
                     <Route path=path!("admin/catalogue") view=admin::catalogue::Catalogue ssr=SsrMode::Async />
                     <Route path=path!("admin/billing") view=admin::billing::BillingQueue ssr=SsrMode::Async />
+                    <Route path=path!("admin/operations") view=admin::operations::Operations ssr=SsrMode::Async />
                     <Route path=path!("admin/plans") view=admin::plans::PlansAdmin ssr=SsrMode::Async />
                     <Route path=path!("admin/audit") view=admin::plans::Audit ssr=SsrMode::Async />
                 </ParentRoute>

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod guard;
 pub mod invoice_files;
+pub mod usage_export;
 pub mod web;
 
 use crate::config::Config;
@@ -49,7 +50,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         .nest("/_demo", demo::router())
         .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone())))
         .nest("/api/payments", payments::router(pool.clone(), payments))
-        .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone())));
+        .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone()).merge(usage_export::router(pool.clone()))));
     Ok(Built { router, gateway })
 }
 

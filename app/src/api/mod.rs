@@ -5,6 +5,7 @@ pub mod admin;
 pub mod billing;
 pub mod billing_admin;
 pub mod catalogue;
+pub mod insight;
 pub mod invoices;
 pub mod keys;
 pub mod usage;

@@ -71,41 +71,138 @@ pub struct UsageLine {
     pub ttft_ms: Option<i32>,
 }
 
-#[server(endpoint = "usage")]
-pub async fn usage_log() -> Result<Vec<UsageLine>, ServerFnError> {
-    use crate::ssr::{cny, internal, usd, when};
-    use cloudrouter_core::{keys, usage};
+/// The usage log's filter, as it travels in the page's query string.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogQuery {
+    pub key: String,
+    pub model: String,
+    /// "", "ok" or "error".
+    pub status: String,
+    /// Asia/Shanghai calendar dates, "YYYY-MM-DD", inclusive.
+    pub from: String,
+    pub to: String,
+    pub cursor: String,
+}
+
+impl LogQuery {
+    /// The query string for this filter (without the cursor), for links and the CSV export.
+    pub fn to_query(&self) -> String {
+        [("key", &self.key), ("model", &self.model), ("status", &self.status), ("from", &self.from), ("to", &self.to)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub rows: Vec<UsageLine>,
+    pub next_cursor: Option<String>,
+    /// (id, name) of the customer's keys, for the filter.
+    pub keys: Vec<(String, String)>,
+}
+
+#[cfg(feature = "ssr")]
+pub mod log_filter {
+    use super::LogQuery;
+    use chrono::{NaiveDate, TimeZone};
+    use leptos::prelude::ServerFnError;
+
+    fn shanghai() -> chrono::FixedOffset {
+        chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset")
+    }
+
+    fn day_start(d: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
+        if d.trim().is_empty() {
+            return Ok(None);
+        }
+        let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new("Dates are YYYY-MM-DD."))?;
+        let start = shanghai().from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("fixed offset");
+        Ok(Some(start.with_timezone(&chrono::Utc)))
+    }
+
+    /// The core filter for a customer (or for staff, with `user_id` None).
+    pub fn build(q: &LogQuery, user_id: Option<uuid::Uuid>) -> Result<cloudrouter_core::insights::LogFilter, ServerFnError> {
+        use cloudrouter_core::insights::{LogFilter, StatusFilter};
+        let key_id = match q.key.trim() {
+            "" => None,
+            k => Some(crate::ssr::parse_uuid(k, "key")?),
+        };
+        let status = match q.status.as_str() {
+            "ok" => Some(StatusFilter::Ok),
+            "error" => Some(StatusFilter::Error),
+            _ => None,
+        };
+        let until = day_start(&q.to)?.map(|t| t + chrono::Duration::days(1));
+        Ok(LogFilter {
+            user_id,
+            key_id,
+            model: Some(q.model.trim().to_string()).filter(|m| !m.is_empty()),
+            status,
+            since: day_start(&q.from)?,
+            until,
+        })
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub fn usage_line(r: cloudrouter_core::usage::UsageRow, key_name: String) -> UsageLine {
+    use crate::ssr::{cny, usd, when};
+    let served = r.served_model.clone().unwrap_or_default();
+    UsageLine {
+        time: when(r.created_at),
+        key: key_name,
+        fallback: !served.is_empty() && served != r.requested_model,
+        requested_model: r.requested_model,
+        served_model: served,
+        channel: r.channel,
+        input_tokens: r.input_tokens,
+        output_tokens: r.output_tokens,
+        cache_write_tokens: r.cache_write_5m_tokens + r.cache_write_1h_tokens,
+        cache_read_tokens: r.cache_read_tokens,
+        cost_usd: usd(r.cost_micro_usd),
+        charge: cny(r.charge_micros),
+        status: r.status,
+        outcome: r.outcome,
+        latency_ms: r.latency_ms,
+        ttft_ms: r.ttft_ms,
+    }
+}
+
+#[server(endpoint = "usage/log")]
+pub async fn usage_log(q: LogQuery) -> Result<LogPage, ServerFnError> {
+    use cloudrouter_core::{insights, keys};
+    use crate::ssr::internal;
     let user = crate::ssr::require_user().await?;
     let pool = crate::ssr::pool()?;
-    let names: std::collections::HashMap<_, _> =
-        keys::list(&pool, user.id).await.map_err(internal)?.into_iter().map(|k| (k.id, k.name)).collect();
-    let rows = usage::list(&pool, &usage::UsageFilter { user_id: Some(user.id), limit: Some(200), ..Default::default() })
-        .await
-        .map_err(internal)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let served = r.served_model.clone().unwrap_or_default();
-            UsageLine {
-                time: when(r.created_at),
-                key: r.key_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "—".into()),
-                fallback: !served.is_empty() && served != r.requested_model,
-                requested_model: r.requested_model,
-                served_model: served,
-                channel: r.channel,
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                cache_write_tokens: r.cache_write_5m_tokens + r.cache_write_1h_tokens,
-                cache_read_tokens: r.cache_read_tokens,
-                cost_usd: usd(r.cost_micro_usd),
-                charge: cny(r.charge_micros),
-                status: r.status,
-                outcome: r.outcome,
-                latency_ms: r.latency_ms,
-                ttft_ms: r.ttft_ms,
-            }
-        })
-        .collect())
+    let key_list = keys::list(&pool, user.id).await.map_err(internal)?;
+    let names: std::collections::HashMap<_, _> = key_list.iter().map(|k| (k.id, k.name.clone())).collect();
+    let filter = log_filter::build(&q, Some(user.id))?;
+    let cursor = match q.cursor.trim() {
+        "" => None,
+        c => Some(insights::Cursor::parse(c).ok_or_else(|| ServerFnError::new("That page link is no longer valid; start from the first page."))?),
+    };
+    let (rows, next) = insights::log_page(&pool, &filter, cursor.as_ref(), 50).await.map_err(internal)?;
+    Ok(LogPage {
+        rows: rows
+            .into_iter()
+            .map(|r| {
+                let name = r.key_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "—".into());
+                usage_line(r, name)
+            })
+            .collect(),
+        next_cursor: next.map(|c| c.to_string()),
+        keys: key_list.into_iter().map(|k| (k.id.to_string(), k.name)).collect(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -71,6 +71,7 @@ const CUSTOMER_NAV: &[NavItem] = &[
 
 const STAFF_NAV: &[NavItem] = &[
     NavItem { href: "/console/admin", label: "Users" },
+    NavItem { href: "/console/admin/operations", label: "Operations" },
     NavItem { href: "/console/admin/billing", label: "Billing queue" },
     NavItem { href: "/console/admin/upstreams", label: "Upstreams" },
     NavItem { href: "/console/admin/catalogue", label: "Models & channels" },

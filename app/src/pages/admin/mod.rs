@@ -1,5 +1,6 @@
 pub mod billing;
 pub mod catalogue;
+pub mod operations;
 pub mod plans;
 pub mod upstreams;
 pub mod users;

@@ -1,4 +1,6 @@
+use crate::api::insight::usage_charts;
 use crate::api::usage::{overview, OverviewData};
+use crate::components::chart::BarChart;
 use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -6,12 +8,18 @@ use leptos_meta::Title;
 #[component]
 pub fn Overview() -> impl IntoView {
     let data = Resource::new(|| (), |_| overview());
+    let month = Resource::new(|| (), |_| usage_charts("30d".into(), "none".into(), false));
     view! {
         <Title text="Overview" />
         <h1 class="page-title">"Overview"</h1>
         <Loaded resource=data let:o>
             <OverviewBody o />
         </Loaded>
+        <div class="mt-6">
+            <Loaded resource=month let:c>
+                <BarChart data=c.spend testid="overview-spend" />
+            </Loaded>
+        </div>
     }
 }
 

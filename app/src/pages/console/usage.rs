@@ -1,57 +1,151 @@
-//! The usage log: one row per request, newest first. Never the prompt or the reply.
+//! Usage: charts over a range (by model, key or channel), then the request log with filters,
+//! cursor pages and CSV export of the same filter. Everything is driven by the query string, so
+//! links and the back button work, with or without JavaScript.
 
-use crate::api::usage::usage_log;
+use crate::api::insight::{usage_charts, ChartsView};
+use crate::api::usage::{usage_log, LogPage, LogQuery};
+use crate::components::chart::{BarChart, LineChart};
 use crate::components::loaded::Loaded;
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+pub const RANGES: [(&str, &str); 4] = [("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days")];
+pub const GROUPS: [(&str, &str); 4] = [("none", "Total"), ("model", "By model"), ("key", "By key"), ("channel", "By channel")];
+
+/// Links that switch one query parameter and keep the others.
+#[component]
+pub fn Tabs(param: &'static str, options: &'static [(&'static str, &'static str)], current: String, base: String, keep: Vec<(String, String)>) -> impl IntoView {
+    view! {
+        <nav class="inline-flex flex-wrap gap-1 rounded-lg border border-slate-200 p-1 text-sm dark:border-slate-800" aria-label=param>
+            {options.iter().map(|(code, label)| {
+                let mut q: Vec<String> = keep.iter().filter(|(k, _)| k != param).map(|(k, v)| format!("{k}={v}")).collect();
+                q.push(format!("{param}={code}"));
+                let active = current == *code;
+                view! {
+                    <a href=format!("{base}?{}", q.join("&")) aria-current=active.then_some("page")
+                        class="rounded-md px-3 py-1 text-slate-600 hover:bg-slate-100 aria-[current=page]:bg-indigo-600 aria-[current=page]:text-white dark:text-slate-300 dark:hover:bg-slate-800">
+                        {*label}
+                    </a>
+                }
+            }).collect_view()}
+        </nav>
+    }
+}
+
+#[component]
+pub fn ChartGrid(c: ChartsView) -> impl IntoView {
+    view! {
+        <div class="mt-4 grid gap-4 xl:grid-cols-2">
+            <BarChart data=c.spend testid="chart-spend" />
+            <BarChart data=c.tokens testid="chart-tokens" />
+            <BarChart data=c.requests testid="chart-requests" />
+            <LineChart data=c.latency testid="chart-latency" />
+        </div>
+    }
+}
 
 #[component]
 pub fn Usage() -> impl IntoView {
-    let rows = Resource::new(|| (), |_| usage_log());
+    let query = use_query_map();
+    let get = move |k: &str, d: &str| query.with(|q| q.get(k).filter(|v| !v.is_empty()).unwrap_or_else(|| d.to_string()));
+    let range = move || get("range", "30d");
+    let by = move || get("by", "model");
+    let log_query = move || LogQuery {
+        key: get("key", ""),
+        model: get("model", ""),
+        status: get("status", ""),
+        from: get("from", ""),
+        to: get("to", ""),
+        cursor: get("cursor", ""),
+    };
+    let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, false));
+    let log = Resource::new(log_query, usage_log);
     view! {
         <Title text="Usage" />
         <h1 class="page-title">"Usage"</h1>
         <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
-            "Every request, metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered."
+            "Metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered."
         </p>
-        <Loaded resource=rows let:rows>
-            {if rows.is_empty() {
-                view! { <div class="card mt-6 text-sm text-slate-500">"No requests yet."</div> }.into_any()
-            } else {
-                view! {
-                        <div class="card mt-6 overflow-x-auto p-0">
-                            <table class="table whitespace-nowrap">
-                                <thead><tr>
-                                    <th>"Time"</th><th>"Key"</th><th>"Model"</th><th>"Channel"</th>
-                                    <th class="text-right">"Input"</th><th class="text-right">"Output"</th>
-                                    <th class="text-right">"Cache write / read"</th>
-                                    <th class="text-right">"List price"</th><th class="text-right">"Charge"</th>
-                                    <th>"Status"</th><th class="text-right">"Latency / TTFT"</th>
-                                </tr></thead>
-                                <tbody>
-                                    {rows.into_iter().map(|r| view! {
-                                        <tr data-testid="usage-row">
-                                            <td class="text-slate-500">{r.time}</td>
-                                            <td>{r.key}</td>
-                                            <td>
-                                                <code class="text-xs">{r.requested_model.clone()}</code>
-                                                {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{format!("served by {}", r.served_model)}</span> })}
-                                            </td>
-                                            <td class="capitalize">{r.channel}</td>
-                                            <td class="text-right tabular-nums">{r.input_tokens}</td>
-                                            <td class="text-right tabular-nums">{r.output_tokens}</td>
-                                            <td class="text-right tabular-nums">{format!("{} / {}", r.cache_write_tokens, r.cache_read_tokens)}</td>
-                                            <td class="text-right tabular-nums">{r.cost_usd}</td>
-                                            <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
-                                            <td>{format!("{} {}", r.status, r.outcome)}</td>
-                                            <td class="text-right tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                        </div>
-                }.into_any()
-            }}
+        <div class="mt-4 flex flex-wrap gap-3">
+            <Tabs param="range" options=&RANGES current=range() base="/console/usage".into() keep=vec![("by".into(), by())] />
+            <Tabs param="by" options=&GROUPS current=by() base="/console/usage".into() keep=vec![("range".into(), range())] />
+        </div>
+        <Loaded resource=charts let:c>
+            <ChartGrid c />
         </Loaded>
+        <h2 class="section-title mt-10" id="log">"Request log"</h2>
+        <Loaded resource=log let:page>
+            <LogView page q=log_query() />
+        </Loaded>
+    }
+}
+
+#[component]
+fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
+    let filter = q.to_query();
+    let csv = format!("/console/usage.csv{}{}", if filter.is_empty() { "" } else { "?" }, filter);
+    let next = page.next_cursor.clone().map(|c| format!("/console/usage?{}{}cursor={c}#log", filter, if filter.is_empty() { "" } else { "&" }));
+    view! {
+        <form method="get" action="/console/usage" class="card mt-3 grid gap-3 sm:grid-cols-3 lg:grid-cols-6 lg:items-end">
+            <label class="text-xs">"Key"
+                <select name="key" class="input mt-1">
+                    <option value="">"All keys"</option>
+                    {page.keys.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == q.key>{name.clone()}</option> }).collect_view()}
+                </select>
+            </label>
+            <label class="text-xs">"Model"<input name="model" value=q.model.clone() class="input mt-1" placeholder="any" /></label>
+            <label class="text-xs">"Status"
+                <select name="status" class="input mt-1">
+                    <option value="" selected=q.status.is_empty()>"Any"</option>
+                    <option value="ok" selected=q.status == "ok">"Succeeded"</option>
+                    <option value="error" selected=q.status == "error">"Failed"</option>
+                </select>
+            </label>
+            <label class="text-xs">"From"<input type="date" name="from" value=q.from.clone() class="input mt-1" /></label>
+            <label class="text-xs">"To"<input type="date" name="to" value=q.to.clone() class="input mt-1" /></label>
+            <div class="flex gap-2">
+                <button type="submit" class="btn-primary">"Filter"</button>
+                <a href=csv class="btn-ghost" download>"CSV"</a>
+            </div>
+        </form>
+        {if page.rows.is_empty() {
+            view! { <div class="card mt-3 text-sm text-slate-500">"No requests match."</div> }.into_any()
+        } else {
+            view! {
+                <div class="card mt-3 overflow-x-auto p-0">
+                    <table class="table whitespace-nowrap">
+                        <thead><tr>
+                            <th>"Time"</th><th>"Key"</th><th>"Model"</th><th>"Channel"</th>
+                            <th class="text-right">"Input"</th><th class="text-right">"Output"</th>
+                            <th class="text-right">"Cache write / read"</th>
+                            <th class="text-right">"List price"</th><th class="text-right">"Charge"</th>
+                            <th>"Status"</th><th class="text-right">"Latency / TTFT"</th>
+                        </tr></thead>
+                        <tbody>
+                            {page.rows.into_iter().map(|r| view! {
+                                <tr data-testid="usage-row">
+                                    <td class="text-slate-500">{r.time}</td>
+                                    <td>{r.key}</td>
+                                    <td>
+                                        <code class="text-xs">{r.requested_model.clone()}</code>
+                                        {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{format!("served by {}", r.served_model)}</span> })}
+                                    </td>
+                                    <td class="capitalize">{r.channel}</td>
+                                    <td class="text-right tabular-nums">{r.input_tokens}</td>
+                                    <td class="text-right tabular-nums">{r.output_tokens}</td>
+                                    <td class="text-right tabular-nums">{format!("{} / {}", r.cache_write_tokens, r.cache_read_tokens)}</td>
+                                    <td class="text-right tabular-nums">{r.cost_usd}</td>
+                                    <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
+                                    <td>{format!("{} {}", r.status, r.outcome)}</td>
+                                    <td class="text-right tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </div>
+                {next.map(|href| view! { <a href=href class="btn-ghost mt-3" rel="next">"Older requests →"</a> })}
+            }.into_any()
+        }}
     }
 }

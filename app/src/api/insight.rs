@@ -1,0 +1,240 @@
+//! Usage charts for the console: spend, tokens, requests and latency over a range, by model, key
+//! or channel — for one customer, or (staff) for everyone and per upstream.
+
+use crate::components::chart::{Bar, BarChartData, LineChartData, Segment};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChartsView {
+    pub range: String,
+    pub by: String,
+    pub spend: BarChartData,
+    pub tokens: BarChartData,
+    pub requests: BarChartData,
+    pub latency: LineChartData,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamLine {
+    pub name: String,
+    pub requests: i64,
+    pub success: String,
+    pub share: String,
+    pub p50: String,
+    pub p95: String,
+}
+
+#[cfg(feature = "ssr")]
+mod build {
+    use super::*;
+    use crate::ssr::{cny, usd};
+    use chrono::{DateTime, Utc};
+    use cloudrouter_core::insights::{GroupBy, LatencyPoint, Range, SeriesPoint};
+    use std::collections::BTreeMap;
+
+    pub fn range_days(r: &Range) -> &'static str {
+        match r {
+            Range::Day => "the last 24 hours",
+            Range::Week => "the last 7 days",
+            Range::Month => "the last 30 days",
+            Range::Quarter => "the last 90 days",
+        }
+    }
+
+    pub fn label(r: &Range, t: DateTime<Utc>) -> String {
+        let local = t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset"));
+        match r {
+            Range::Day => local.format("%H:00").to_string(),
+            _ => local.format("%m-%d").to_string(),
+        }
+    }
+
+    /// Every bucket of the range in time order (empty ones too), the groups in name order (so a
+    /// group has the same colour in every chart), and each bucket's value per group.
+    pub fn pivot(
+        buckets: &[DateTime<Utc>],
+        points: &[SeriesPoint],
+        value: impl Fn(&SeriesPoint) -> i64,
+        group_name: &dyn Fn(&str) -> String,
+    ) -> (Vec<String>, BTreeMap<DateTime<Utc>, BTreeMap<String, i64>>) {
+        let mut by_bucket: BTreeMap<DateTime<Utc>, BTreeMap<String, i64>> = buckets.iter().map(|b| (*b, BTreeMap::new())).collect();
+        let mut groups = std::collections::BTreeSet::new();
+        for p in points {
+            let g = group_name(&p.group);
+            *by_bucket.entry(p.bucket).or_default().entry(g.clone()).or_default() += value(p);
+            groups.insert(g);
+        }
+        (groups.into_iter().collect(), by_bucket)
+    }
+
+    pub fn bars(
+        title: &str,
+        range: &Range,
+        buckets: &[DateTime<Utc>],
+        points: &[SeriesPoint],
+        value: impl Fn(&SeriesPoint) -> i64,
+        fmt: impl Fn(i64) -> String,
+        group_name: &dyn Fn(&str) -> String,
+    ) -> BarChartData {
+        let (groups, values) = pivot(buckets, points, value, group_name);
+        let total: i64 = values.values().flat_map(|m| m.values()).sum();
+        BarChartData {
+            title: title.to_string(),
+            summary: format!("{} in {}", fmt(total), range_days(range)),
+            bars: values
+                .iter()
+                .map(|(b, row)| {
+                    Bar {
+                        label: label(range, *b),
+                        total_display: fmt(row.values().sum()),
+                        segments: groups
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, g)| row.get(g).map(|v| Segment { series: i, value: *v, display: fmt(*v) }))
+                            .collect(),
+                    }
+                })
+                .collect(),
+            legend: groups,
+        }
+    }
+
+    pub fn requests(range: &Range, buckets: &[DateTime<Utc>], points: &[SeriesPoint]) -> BarChartData {
+        let mut by_bucket: BTreeMap<DateTime<Utc>, (i64, i64)> = buckets.iter().map(|b| (*b, (0, 0))).collect();
+        for p in points {
+            let e = by_bucket.entry(p.bucket).or_default();
+            e.0 += p.requests;
+            e.1 += p.errors;
+        }
+        let (req, err) = by_bucket.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+        let rate = if req > 0 { format!("{:.1}% errors", err as f64 * 100.0 / req as f64) } else { "no requests".into() };
+        BarChartData {
+            title: "Requests and errors".into(),
+            summary: format!("{req} requests, {rate}, in {}", range_days(range)),
+            legend: vec!["Succeeded".into(), "Failed".into()],
+            bars: by_bucket
+                .iter()
+                .map(|(b, (r, e))| Bar {
+                    label: label(range, *b),
+                    total_display: format!("{r} requests, {e} failed"),
+                    segments: vec![
+                        Segment { series: 0, value: r - e, display: (r - e).to_string() },
+                        Segment { series: 1, value: *e, display: e.to_string() },
+                    ],
+                })
+                .collect(),
+        }
+    }
+
+    pub fn latency(range: &Range, points: &[LatencyPoint]) -> LineChartData {
+        let pick = |f: fn(&LatencyPoint) -> Option<i32>| points.iter().map(|p| f(p).map(i64::from)).collect::<Vec<_>>();
+        let worst = points.iter().filter_map(|p| p.p95_ms).max();
+        LineChartData {
+            title: "Latency and time to first token".into(),
+            summary: worst.map(|w| format!("p95 at most {w} ms in {}", range_days(range))).unwrap_or_else(|| "no requests".into()),
+            legend: vec!["Latency p50".into(), "Latency p95".into(), "First token p50".into(), "First token p95".into()],
+            labels: points.iter().map(|p| label(range, p.bucket)).collect(),
+            series: vec![pick(|p| p.p50_ms), pick(|p| p.p95_ms), pick(|p| p.ttft_p50_ms), pick(|p| p.ttft_p95_ms)],
+            unit: "ms".into(),
+        }
+    }
+
+    pub fn group_by(by: &str) -> GroupBy {
+        match by {
+            "model" => GroupBy::Model,
+            "key" => GroupBy::Key,
+            "channel" => GroupBy::Channel,
+            _ => GroupBy::None,
+        }
+    }
+
+    pub fn charts(
+        range: Range,
+        range_code: &str,
+        by: &str,
+        points: &[SeriesPoint],
+        lat: &[LatencyPoint],
+        names: &dyn Fn(&str) -> String,
+    ) -> ChartsView {
+        // The latency series has every bucket of the range, with or without traffic.
+        let buckets: Vec<DateTime<Utc>> = lat.iter().map(|p| p.bucket).collect();
+        ChartsView {
+            range: range_code.to_string(),
+            by: by.to_string(),
+            spend: bars("Spend", &range, &buckets, points, |p| p.charge_micros, cny, names),
+            tokens: bars(
+                "Tokens",
+                &range,
+                &buckets,
+                points,
+                |p| p.input_tokens + p.output_tokens + p.cache_write_tokens + p.cache_read_tokens,
+                |v| v.to_string(),
+                names,
+            ),
+            requests: requests(&range, &buckets, points),
+            latency: latency(&range, lat),
+        }
+        .with_list_price(points, &range)
+    }
+
+    impl ChartsView {
+        /// The spend summary also says what it was worth at list price.
+        fn with_list_price(mut self, points: &[SeriesPoint], range: &Range) -> Self {
+            let cost: i64 = points.iter().map(|p| p.cost_micro_usd).sum();
+            self.spend.summary = format!("{} ({} at list price) in {}", self.spend.summary.split(" in ").next().unwrap_or_default(), usd(cost), range_days(range));
+            self
+        }
+    }
+}
+
+/// `range`: 24h | 7d | 30d | 90d; `by`: none | model | key | channel. `everyone` is for staff.
+#[server(endpoint = "usage/charts")]
+pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<ChartsView, ServerFnError> {
+    use cloudrouter_core::{insights, keys};
+    use crate::ssr::internal;
+    let user = if everyone { crate::ssr::require_staff().await? } else { crate::ssr::require_user().await? };
+    let pool = crate::ssr::pool()?;
+    let r = insights::Range::parse(&range).unwrap_or(insights::Range::Month);
+    let range_code = if insights::Range::parse(&range).is_some() { range.clone() } else { "30d".into() };
+    let scope = insights::Scope { user_id: (!everyone).then_some(user.id), key_id: None };
+    let now = chrono::Utc::now();
+    let points = insights::series(&pool, &scope, r, build::group_by(&by), now).await.map_err(internal)?;
+    let lat = insights::latency(&pool, &scope, r, now).await.map_err(internal)?;
+    let key_names: std::collections::HashMap<String, String> = if by == "key" && !everyone {
+        keys::list(&pool, user.id).await.map_err(internal)?.into_iter().map(|k| (k.id.to_string(), k.name)).collect()
+    } else {
+        Default::default()
+    };
+    let names = |g: &str| -> String {
+        if g.is_empty() {
+            "All".into()
+        } else {
+            key_names.get(g).cloned().unwrap_or_else(|| g.to_string())
+        }
+    };
+    Ok(build::charts(r, &range_code, &by, &points, &lat, &names))
+}
+
+#[server(endpoint = "admin/operations")]
+pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFnError> {
+    use cloudrouter_core::{insights, upstreams};
+    crate::ssr::require_staff().await?;
+    let pool = crate::ssr::pool()?;
+    let r = insights::Range::parse(&range).unwrap_or(insights::Range::Day);
+    let names: std::collections::HashMap<_, _> =
+        upstreams::list(&pool).await.map_err(crate::ssr::internal)?.into_iter().map(|u| (u.id, u.name)).collect();
+    let stats = insights::upstream_stats(&pool, r, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
+    let ms = |v: Option<i32>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "—".into());
+    Ok(stats
+        .into_iter()
+        .map(|s| UpstreamLine {
+            name: s.upstream_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "(none: refused before routing)".into()),
+            requests: s.requests,
+            success: if s.requests > 0 { format!("{:.1}%", (s.requests - s.errors) as f64 * 100.0 / s.requests as f64) } else { "—".into() },
+            share: format!("{:.1}%", s.share_percent),
+            p50: ms(s.p50_ms),
+            p95: ms(s.p95_ms),
+        })
+        .collect())
+}

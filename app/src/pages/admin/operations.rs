@@ -1,0 +1,52 @@
+//! Staff: usage across all customers, and each upstream's share of traffic, success and latency.
+
+use crate::api::insight::{upstream_lines, usage_charts};
+use crate::components::loaded::Loaded;
+use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+const GROUPS: [(&str, &str); 3] = [("channel", "By channel"), ("model", "By model"), ("none", "Total")];
+
+#[component]
+pub fn Operations() -> impl IntoView {
+    let query = use_query_map();
+    let get = move |k: &str, d: &str| query.with(|q| q.get(k).filter(|v| !v.is_empty()).unwrap_or_else(|| d.to_string()));
+    let range = move || get("range", "24h");
+    let by = move || get("by", "channel");
+    let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, true));
+    let upstreams = Resource::new(range, upstream_lines);
+    view! {
+        <Title text="Operations" />
+        <h1 class="page-title">"Operations"</h1>
+        <div class="mt-4 flex flex-wrap gap-3">
+            <Tabs param="range" options=&RANGES current=range() base="/console/admin/operations".into() keep=vec![("by".into(), by())] />
+            <Tabs param="by" options=&GROUPS current=by() base="/console/admin/operations".into() keep=vec![("range".into(), range())] />
+        </div>
+        <h2 class="section-title mt-6">"Upstreams"</h2>
+        <Loaded resource=upstreams let:list>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>"Upstream"</th><th class="text-right">"Requests"</th><th class="text-right">"Share"</th><th class="text-right">"Success"</th><th class="text-right">"p50"</th><th class="text-right">"p95"</th></tr></thead>
+                    <tbody>
+                        {list.into_iter().map(|u| view! {
+                            <tr data-testid="ops-upstream">
+                                <td>{u.name}</td>
+                                <td class="text-right tabular-nums">{u.requests}</td>
+                                <td class="text-right tabular-nums">{u.share}</td>
+                                <td class="text-right tabular-nums">{u.success}</td>
+                                <td class="text-right tabular-nums">{u.p50}</td>
+                                <td class="text-right tabular-nums">{u.p95}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </Loaded>
+        <h2 class="section-title mt-8">"All customers"</h2>
+        <Loaded resource=charts let:c>
+            <ChartGrid c />
+        </Loaded>
+    }
+}
