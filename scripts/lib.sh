@@ -8,6 +8,8 @@ mkdir -p "$STATE"
 # Builds are kept outside the clone so a fresh clone on the same machine reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cloudrouter-target}"
 export PATH="$HOME/.cargo/bin:$ROOT/node_modules/.bin:$PATH"
+# CI builds each clone once: incremental caches would only fill the disk.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
