@@ -1180,7 +1180,10 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
             return t.fail(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "billing_error",
-                format!("Insufficient balance: this request needs up to {} available", crate::money::format_cny(hold)),
+                format!(
+                    "Insufficient balance: your trial credit, plan allowance and balance cannot cover this request (it holds up to {} while it runs). Top up or choose a plan in the console.",
+                    crate::money::format_cny(hold)
+                ),
             ))
         }
         Err(e) => return t.fail(db_unavailable(e)),
