@@ -68,7 +68,7 @@ CREATE TABLE usage_hourly (
     ttft_sum_ms        BIGINT NOT NULL,
     latency_hist       INT[] NOT NULL,
     ttft_hist          INT[] NOT NULL
-);
+) WITH (fillfactor = 70);  -- room for HOT updates of the current hour's rows
 -- the upsert key; also serves per-customer queries (user_id, hour range)
 CREATE UNIQUE INDEX usage_hourly_group ON usage_hourly (user_id, hour, key_id, channel, model, upstream_id) NULLS NOT DISTINCT;
 CREATE INDEX usage_hourly_key ON usage_hourly (key_id, hour);
@@ -92,132 +92,83 @@ CREATE TABLE usage_hourly_global (
     ttft_sum_ms        BIGINT NOT NULL,
     latency_hist       INT[] NOT NULL,
     ttft_hist          INT[] NOT NULL
-);
+) WITH (fillfactor = 70);
 CREATE UNIQUE INDEX usage_hourly_global_group ON usage_hourly_global (hour, channel, model, upstream_id) NULLS NOT DISTINCT;
 
--- Applies the rows of relation `rel` (a transition table or usage_records) to both rollups with
--- sign `sign` (1 add, -1 subtract). Used for DELETE/UPDATE triggers and the rebuild; the INSERT
--- trigger has the same statements written out (planned once per session).
+-- The statements that apply the rows of relation `rel` (a transition table or usage_records) to
+-- both rollups with sign `sign` (1 add, -1 subtract). Histograms are built with 32 FILTER counts
+-- and added element by element: plain expressions, no function calls per group.
 CREATE FUNCTION cr_usage_rollup_sql(rel TEXT, sign INT) RETURNS TEXT[] AS $$
-    SELECT ARRAY[
-      format($f$
-        INSERT INTO usage_hourly AS t (hour, user_id, key_id, channel, model, upstream_id, requests, errors,
+DECLARE
+    lh TEXT; th TEXT; add_l TEXT; add_t TEXT; sums TEXT; sets TEXT; src TEXT;
+BEGIN
+    SELECT 'ARRAY[' || string_agg(format('%s * count(*) FILTER (WHERE r.lb = %s)', sign, i), ', ' ORDER BY i) || ']::int[]',
+           'ARRAY[' || string_agg(format('%s * count(*) FILTER (WHERE r.tb = %s)', sign, i), ', ' ORDER BY i) || ']::int[]',
+           'ARRAY[' || string_agg(format('t.latency_hist[%s] + EXCLUDED.latency_hist[%s]', i + 1, i + 1), ', ' ORDER BY i) || ']',
+           'ARRAY[' || string_agg(format('t.ttft_hist[%s] + EXCLUDED.ttft_hist[%s]', i + 1, i + 1), ', ' ORDER BY i) || ']'
+      INTO lh, th, add_l, add_t
+      FROM generate_series(0, 31) i;
+    src := format('(SELECT x.*, cr_ms_bucket(x.latency_ms) AS lb, cr_ms_bucket(x.ttft_ms) AS tb FROM %s x) r', rel);
+    sums := format($f$%1$s * count(*), %1$s * count(*) FILTER (WHERE r.status >= 400),
+            %1$s * sum(r.input_tokens), %1$s * sum(r.output_tokens), %1$s * sum(r.cache_write_5m_tokens + r.cache_write_1h_tokens),
+            %1$s * sum(r.cache_read_tokens), %1$s * sum(r.cost_micro_usd), %1$s * sum(r.charge_micros),
+            %1$s * sum(r.latency_ms), %1$s * count(r.ttft_ms), %1$s * COALESCE(sum(r.ttft_ms), 0), %2$s, %3$s$f$, sign, lh, th);
+    sets := format($f$requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
+            input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
+            cache_write_tokens = t.cache_write_tokens + EXCLUDED.cache_write_tokens,
+            cache_read_tokens = t.cache_read_tokens + EXCLUDED.cache_read_tokens,
+            cost_micro_usd = t.cost_micro_usd + EXCLUDED.cost_micro_usd, charge_micros = t.charge_micros + EXCLUDED.charge_micros,
+            latency_sum_ms = t.latency_sum_ms + EXCLUDED.latency_sum_ms, ttft_count = t.ttft_count + EXCLUDED.ttft_count,
+            ttft_sum_ms = t.ttft_sum_ms + EXCLUDED.ttft_sum_ms, latency_hist = %s, ttft_hist = %s$f$, add_l, add_t);
+    RETURN ARRAY[
+      format($f$INSERT INTO usage_hourly AS t (hour, user_id, key_id, channel, model, upstream_id, requests, errors,
             input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros,
             latency_sum_ms, ttft_count, ttft_sum_ms, latency_hist, ttft_hist)
         SELECT date_trunc('hour', r.created_at), r.user_id, r.key_id, r.channel, COALESCE(r.served_model, r.requested_model),
-            r.upstream_id, %2$s * count(*), %2$s * count(*) FILTER (WHERE r.status >= 400),
-            %2$s * sum(r.input_tokens), %2$s * sum(r.output_tokens), %2$s * sum(r.cache_write_5m_tokens + r.cache_write_1h_tokens),
-            %2$s * sum(r.cache_read_tokens), %2$s * sum(r.cost_micro_usd), %2$s * sum(r.charge_micros),
-            %2$s * sum(r.latency_ms), %2$s * count(r.ttft_ms), %2$s * COALESCE(sum(r.ttft_ms), 0),
-            cr_hist(array_agg(cr_ms_bucket(r.latency_ms)), %2$s),
-            cr_hist(array_agg(cr_ms_bucket(r.ttft_ms)) FILTER (WHERE r.ttft_ms IS NOT NULL), %2$s)
-        FROM %1$s r
+            r.upstream_id, %s
+        FROM %s
         GROUP BY 2, 1, 3, 4, 5, 6
         ORDER BY 2, 1, 3, 4, 5, 6
-        ON CONFLICT (user_id, hour, key_id, channel, model, upstream_id) DO UPDATE SET
-            requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
-            input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-            cache_write_tokens = t.cache_write_tokens + EXCLUDED.cache_write_tokens,
-            cache_read_tokens = t.cache_read_tokens + EXCLUDED.cache_read_tokens,
-            cost_micro_usd = t.cost_micro_usd + EXCLUDED.cost_micro_usd, charge_micros = t.charge_micros + EXCLUDED.charge_micros,
-            latency_sum_ms = t.latency_sum_ms + EXCLUDED.latency_sum_ms, ttft_count = t.ttft_count + EXCLUDED.ttft_count,
-            ttft_sum_ms = t.ttft_sum_ms + EXCLUDED.ttft_sum_ms,
-            latency_hist = cr_hist_add(t.latency_hist, EXCLUDED.latency_hist),
-            ttft_hist = cr_hist_add(t.ttft_hist, EXCLUDED.ttft_hist)$f$, rel, sign),
-      format($f$
-        INSERT INTO usage_hourly_global AS t (hour, channel, model, upstream_id, requests, errors,
+        ON CONFLICT (user_id, hour, key_id, channel, model, upstream_id) DO UPDATE SET %s$f$, sums, src, sets),
+      format($f$INSERT INTO usage_hourly_global AS t (hour, channel, model, upstream_id, requests, errors,
             input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros,
             latency_sum_ms, ttft_count, ttft_sum_ms, latency_hist, ttft_hist)
-        SELECT date_trunc('hour', r.created_at), r.channel, COALESCE(r.served_model, r.requested_model), r.upstream_id,
-            %2$s * count(*), %2$s * count(*) FILTER (WHERE r.status >= 400),
-            %2$s * sum(r.input_tokens), %2$s * sum(r.output_tokens), %2$s * sum(r.cache_write_5m_tokens + r.cache_write_1h_tokens),
-            %2$s * sum(r.cache_read_tokens), %2$s * sum(r.cost_micro_usd), %2$s * sum(r.charge_micros),
-            %2$s * sum(r.latency_ms), %2$s * count(r.ttft_ms), %2$s * COALESCE(sum(r.ttft_ms), 0),
-            cr_hist(array_agg(cr_ms_bucket(r.latency_ms)), %2$s),
-            cr_hist(array_agg(cr_ms_bucket(r.ttft_ms)) FILTER (WHERE r.ttft_ms IS NOT NULL), %2$s)
-        FROM %1$s r
+        SELECT date_trunc('hour', r.created_at), r.channel, COALESCE(r.served_model, r.requested_model), r.upstream_id, %s
+        FROM %s
         GROUP BY 1, 2, 3, 4
         ORDER BY 1, 2, 3, 4
-        ON CONFLICT (hour, channel, model, upstream_id) DO UPDATE SET
-            requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
-            input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-            cache_write_tokens = t.cache_write_tokens + EXCLUDED.cache_write_tokens,
-            cache_read_tokens = t.cache_read_tokens + EXCLUDED.cache_read_tokens,
-            cost_micro_usd = t.cost_micro_usd + EXCLUDED.cost_micro_usd, charge_micros = t.charge_micros + EXCLUDED.charge_micros,
-            latency_sum_ms = t.latency_sum_ms + EXCLUDED.latency_sum_ms, ttft_count = t.ttft_count + EXCLUDED.ttft_count,
-            ttft_sum_ms = t.ttft_sum_ms + EXCLUDED.ttft_sum_ms,
-            latency_hist = cr_hist_add(t.latency_hist, EXCLUDED.latency_hist),
-            ttft_hist = cr_hist_add(t.ttft_hist, EXCLUDED.ttft_hist)$f$, rel, sign)
+        ON CONFLICT (hour, channel, model, upstream_id) DO UPDATE SET %s$f$, sums, src, sets)
     ];
-$$ LANGUAGE sql IMMUTABLE;
+END $$ LANGUAGE plpgsql IMMUTABLE;
 
-CREATE FUNCTION cr_usage_rollup() RETURNS trigger AS $$
+-- The trigger function. The INSERT path (the usage writer's) has its two statements written in
+-- as static SQL (planned once per session); DELETE and UPDATE run the same statements
+-- dynamically on old_rows (sign -1) and new_rows.
+DO $do$
+DECLARE ins TEXT[] := cr_usage_rollup_sql('new_rows', 1);
+BEGIN
+    EXECUTE format($f$
+CREATE FUNCTION cr_usage_rollup() RETURNS trigger AS $body$
 DECLARE s TEXT;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE usage_hourly, usage_hourly_global;
         RETURN NULL;
     END IF;
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        FOREACH s IN ARRAY cr_usage_rollup_sql('old_rows', -1) LOOP EXECUTE s; END LOOP;
+    IF TG_OP = 'INSERT' THEN
+        %s;
+        %s;
+        RETURN NULL;
     END IF;
+    FOREACH s IN ARRAY cr_usage_rollup_sql('old_rows', -1) LOOP EXECUTE s; END LOOP;
     IF TG_OP = 'UPDATE' THEN
         FOREACH s IN ARRAY cr_usage_rollup_sql('new_rows', 1) LOOP EXECUTE s; END LOOP;
     END IF;
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        DELETE FROM usage_hourly WHERE requests = 0 AND hour IN (SELECT DISTINCT date_trunc('hour', created_at) FROM old_rows);
-        DELETE FROM usage_hourly_global WHERE requests = 0 AND hour IN (SELECT DISTINCT date_trunc('hour', created_at) FROM old_rows);
-        RETURN NULL;
-    END IF;
-    -- INSERT (the usage writer's path): the statements of cr_usage_rollup_sql('new_rows', 1).
-    INSERT INTO usage_hourly AS t (hour, user_id, key_id, channel, model, upstream_id, requests, errors,
-        input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros,
-        latency_sum_ms, ttft_count, ttft_sum_ms, latency_hist, ttft_hist)
-    SELECT date_trunc('hour', r.created_at), r.user_id, r.key_id, r.channel, COALESCE(r.served_model, r.requested_model),
-        r.upstream_id, count(*), count(*) FILTER (WHERE r.status >= 400),
-        sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_write_5m_tokens + r.cache_write_1h_tokens),
-        sum(r.cache_read_tokens), sum(r.cost_micro_usd), sum(r.charge_micros),
-        sum(r.latency_ms), count(r.ttft_ms), COALESCE(sum(r.ttft_ms), 0),
-        cr_hist(array_agg(cr_ms_bucket(r.latency_ms))),
-        cr_hist(array_agg(cr_ms_bucket(r.ttft_ms)) FILTER (WHERE r.ttft_ms IS NOT NULL))
-    FROM new_rows r
-    GROUP BY 2, 1, 3, 4, 5, 6
-    ORDER BY 2, 1, 3, 4, 5, 6
-    ON CONFLICT (user_id, hour, key_id, channel, model, upstream_id) DO UPDATE SET
-        requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
-        input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-        cache_write_tokens = t.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        cache_read_tokens = t.cache_read_tokens + EXCLUDED.cache_read_tokens,
-        cost_micro_usd = t.cost_micro_usd + EXCLUDED.cost_micro_usd, charge_micros = t.charge_micros + EXCLUDED.charge_micros,
-        latency_sum_ms = t.latency_sum_ms + EXCLUDED.latency_sum_ms, ttft_count = t.ttft_count + EXCLUDED.ttft_count,
-        ttft_sum_ms = t.ttft_sum_ms + EXCLUDED.ttft_sum_ms,
-        latency_hist = cr_hist_add(t.latency_hist, EXCLUDED.latency_hist),
-        ttft_hist = cr_hist_add(t.ttft_hist, EXCLUDED.ttft_hist);
-    INSERT INTO usage_hourly_global AS t (hour, channel, model, upstream_id, requests, errors,
-        input_tokens, output_tokens, cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros,
-        latency_sum_ms, ttft_count, ttft_sum_ms, latency_hist, ttft_hist)
-    SELECT date_trunc('hour', r.created_at), r.channel, COALESCE(r.served_model, r.requested_model), r.upstream_id,
-        count(*), count(*) FILTER (WHERE r.status >= 400),
-        sum(r.input_tokens), sum(r.output_tokens), sum(r.cache_write_5m_tokens + r.cache_write_1h_tokens),
-        sum(r.cache_read_tokens), sum(r.cost_micro_usd), sum(r.charge_micros),
-        sum(r.latency_ms), count(r.ttft_ms), COALESCE(sum(r.ttft_ms), 0),
-        cr_hist(array_agg(cr_ms_bucket(r.latency_ms))),
-        cr_hist(array_agg(cr_ms_bucket(r.ttft_ms)) FILTER (WHERE r.ttft_ms IS NOT NULL))
-    FROM new_rows r
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (hour, channel, model, upstream_id) DO UPDATE SET
-        requests = t.requests + EXCLUDED.requests, errors = t.errors + EXCLUDED.errors,
-        input_tokens = t.input_tokens + EXCLUDED.input_tokens, output_tokens = t.output_tokens + EXCLUDED.output_tokens,
-        cache_write_tokens = t.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        cache_read_tokens = t.cache_read_tokens + EXCLUDED.cache_read_tokens,
-        cost_micro_usd = t.cost_micro_usd + EXCLUDED.cost_micro_usd, charge_micros = t.charge_micros + EXCLUDED.charge_micros,
-        latency_sum_ms = t.latency_sum_ms + EXCLUDED.latency_sum_ms, ttft_count = t.ttft_count + EXCLUDED.ttft_count,
-        ttft_sum_ms = t.ttft_sum_ms + EXCLUDED.ttft_sum_ms,
-        latency_hist = cr_hist_add(t.latency_hist, EXCLUDED.latency_hist),
-        ttft_hist = cr_hist_add(t.ttft_hist, EXCLUDED.ttft_hist);
+    DELETE FROM usage_hourly WHERE requests = 0 AND hour IN (SELECT DISTINCT date_trunc('hour', created_at) FROM old_rows);
+    DELETE FROM usage_hourly_global WHERE requests = 0 AND hour IN (SELECT DISTINCT date_trunc('hour', created_at) FROM old_rows);
     RETURN NULL;
-END $$ LANGUAGE plpgsql;
+END $body$ LANGUAGE plpgsql$f$, ins[1], ins[2]);
+END $do$;
 
 CREATE TRIGGER usage_records_rollup_ins AFTER INSERT ON usage_records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cr_usage_rollup();
@@ -239,3 +190,7 @@ BEGIN
 END $$ LANGUAGE plpgsql;
 
 SELECT cr_usage_rollup_rebuild();
+
+-- The usage log filtered to errors (a few % of rows): without it a customer's "errors of model X
+-- this week" page scans all their rows of the week (≈ 0.5 s at 1 M rows per customer; 15 ms with).
+CREATE INDEX usage_records_user_errors ON usage_records (user_id, created_at DESC) WHERE status >= 400;

@@ -1,5 +1,6 @@
 use crate::components::layout::{ConsoleLayout, PublicFrame, PublicLayout};
 use crate::pages::{admin, auth, console, landing, not_found::NotFound};
+use crate::i18n::{provide_lang, Lang};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
@@ -9,9 +10,11 @@ use leptos_router::{
 
 /// The HTML document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let lang = Lang::detect();
+    provide_lang(lang);
     view! {
         <!DOCTYPE html>
-        <html lang="en">
+        <html lang=lang.html_tag()>
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
@@ -31,6 +34,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // The server picks the language per request; the browser reads it back from `<html lang>`.
+    provide_lang(Lang::detect());
     // Effects run only in the browser: this marks the page as hydrated (tests wait for it).
     Effect::new(|| {
         if let Some(body) = document().body() {
@@ -51,6 +56,7 @@ pub fn App() -> impl IntoView {
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
                     <Route path=path!("") view=console::overview::Overview ssr=SsrMode::Async />
+                    <Route path=path!("quickstart") view=console::quickstart::QuickStart ssr=SsrMode::Async />
                     <Route path=path!("keys") view=console::keys::Keys ssr=SsrMode::Async />
                     <Route path=path!("usage") view=console::usage::Usage ssr=SsrMode::Async />
                     <Route path=path!("billing") view=console::billing::Billing ssr=SsrMode::Async />

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod components;
+pub mod i18n;
 pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod ssr;

@@ -141,8 +141,12 @@ pub fn parse_uuid(id: &str, what: &str) -> Result<Uuid, ServerFnError> {
     Uuid::parse_str(id.trim()).map_err(|_| ServerFnError::new(format!("No such {what}.")))
 }
 
+/// A moment for display, in the caller's language ("2026-11-25 18:01 UTC", "2026年11月25日 18:01 UTC").
 pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
+    match crate::i18n::lang() {
+        crate::i18n::Lang::En => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        crate::i18n::Lang::Zh => t.format("%Y年%-m月%-d日 %H:%M UTC").to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestServer, launchBrowser, uniqueEmail, signIn, open, PASSWORD } from './harness.mjs';
+import { TestServer, launchBrowser, uniqueEmail, signIn, signUp, open, PASSWORD } from './harness.mjs';
 
 let server, browser;
 before(async () => {
@@ -121,5 +121,23 @@ test('staff see upstream health and edit an upstream', async () => {
   await row.getByRole('button', { name: 'Save' }).click();
   await page.getByRole('status').filter({ hasText: 'saved' }).waitFor();
   assert.equal(server.sql("SELECT weight FROM upstreams WHERE is_demo"), '3');
+  await page.close();
+});
+
+test('quick start creates a first key and fills it into copyable snippets', async () => {
+  const page = await browser.newPage();
+  await signUp(page, server.url, uniqueEmail('newbie'));
+  await open(page, server.url + '/console/quickstart');
+  const curl = page.getByTestId('snippet').filter({ hasText: 'curl' });
+  assert.ok((await curl.textContent()).includes(server.url + '/v1/messages'));
+  assert.ok((await curl.textContent()).includes('YOUR_CLOUDROUTER_KEY'));
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const key = (await page.getByTestId('quickstart-key').textContent()).trim();
+  assert.match(key, /^cr-[A-Za-z0-9]{40}$/);
+  for (const name of ['curl', 'Python', 'TypeScript', 'Claude Code']) {
+    const text = await page.getByTestId('snippet').filter({ hasText: name }).first().textContent();
+    assert.ok(text.includes(key), `${name} snippet has the key`);
+  }
+  assert.ok((await page.getByTestId('snippet').filter({ hasText: 'Claude Code' }).textContent()).includes(`ANTHROPIC_BASE_URL=${server.url}`));
   await page.close();
 });

@@ -1,5 +1,7 @@
 //! Sign-up, sign-in, sign-out and password changes.
 
+#[allow(unused_imports)]
+use crate::i18n::t;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -32,14 +34,14 @@ pub fn safe_next(next: Option<&str>) -> String {
 
 #[server(endpoint = "signup")]
 pub async fn signup(email: String, password: String, confirm: String) -> Result<(), ServerFnError> {
-    use cloudrouter_core::accounts::{self, AccountError};
+    use cloudrouter_core::accounts;
     if password != confirm {
-        return Err(ServerFnError::new("The two passwords do not match."));
+        return Err(ServerFnError::new(t("The two passwords do not match.")));
     }
-    let user = accounts::create_user(&crate::ssr::pool()?, &email, &password).await.map_err(|e| match e {
-        AccountError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    })?;
+    let pool = crate::ssr::pool()?;
+    let user = accounts::create_user(&pool, &email, &password).await.map_err(account_error)?;
+    // A new account keeps the language it was created in.
+    accounts::set_locale(&pool, user.id, crate::i18n::lang().code()).await.map_err(crate::ssr::internal)?;
     crate::ssr::sign_in(&user).await?;
     leptos_axum::redirect("/console");
     Ok(())
@@ -51,14 +53,54 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     let ip = crate::ssr::client_ip();
     let user = accounts::authenticate(&crate::ssr::pool()?, &email, &password, &ip).await.map_err(|e| match e {
         AccountError::Db(e) => crate::ssr::internal(e),
-        AccountError::Throttled(_) => {
+        AccountError::Throttled(minutes) => {
             crate::ssr::set_status(http::StatusCode::TOO_MANY_REQUESTS);
-            ServerFnError::new(e.to_string())
+            ServerFnError::new(crate::i18n::tf("Too many failed sign-in attempts. Try again in {} minutes.", &[&minutes]))
         }
-        other => ServerFnError::new(other.to_string()),
+        other => account_error(other),
     })?;
+    // The language saved on the account follows the user to this browser.
+    if let Some(lang) = user.locale.as_deref().and_then(crate::i18n::Lang::parse) {
+        set_language_cookie(lang);
+    }
     crate::ssr::sign_in(&user).await?;
     leptos_axum::redirect(&safe_next(next.as_deref()));
+    Ok(())
+}
+
+/// An account error in the caller's language (database errors stay generic).
+#[cfg(feature = "ssr")]
+fn account_error(e: cloudrouter_core::accounts::AccountError) -> ServerFnError {
+    match e {
+        cloudrouter_core::accounts::AccountError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(crate::i18n::tr(&other.to_string())),
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn set_language_cookie(lang: crate::i18n::Lang) {
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        let cookie = format!("{}={}; Path=/; Max-Age=31536000; SameSite=Lax", crate::i18n::COOKIE, lang.code());
+        if let Ok(value) = http::HeaderValue::from_str(&cookie) {
+            res.append_header(http::header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// Switches the console's language: remembered in a cookie for a year, and on the account when
+/// signed in. Posted as a plain form, so it always answers with a redirect back to `back`.
+#[server(endpoint = "set_language")]
+pub async fn set_language(lang: String, back: Option<String>) -> Result<(), ServerFnError> {
+    let lang = crate::i18n::Lang::parse(&lang).unwrap_or_default();
+    set_language_cookie(lang);
+    if let Some(user) = crate::ssr::current_user().await? {
+        cloudrouter_core::accounts::set_locale(&crate::ssr::pool()?, user.id, lang.code()).await.map_err(crate::ssr::internal)?;
+    }
+    let back = match back.as_deref() {
+        Some(b) if b.starts_with('/') && !b.starts_with("//") && !b.contains('\\') => b.to_string(),
+        _ => "/".to_string(),
+    };
+    leptos_axum::redirect(&back);
     Ok(())
 }
 
@@ -74,16 +116,15 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
     use cloudrouter_core::accounts::{self, AccountError};
     let user = crate::ssr::require_user().await?;
     if new != confirm {
-        return Err(ServerFnError::new("The two new passwords do not match."));
+        return Err(ServerFnError::new(t("The two new passwords do not match.")));
     }
     accounts::change_password(&crate::ssr::pool()?, user.id, &current, &new).await.map_err(|e| match e {
-        AccountError::WrongCredentials => ServerFnError::new("Your current password is not right."),
-        AccountError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
+        AccountError::WrongCredentials => ServerFnError::new(t("Your current password is not right.")),
+        other => account_error(other),
     })?;
     // Other sessions keep working until they expire; this one gets a new id.
     crate::ssr::session().await?.cycle_id().await.map_err(crate::ssr::internal)?;
-    Ok("Password changed.".into())
+    Ok(t("Password changed.").into())
 }
 
 #[cfg(test)]

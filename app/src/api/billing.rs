@@ -74,10 +74,10 @@ pub type PayMethod = (String, String);
 #[cfg(feature = "ssr")]
 pub fn pay_methods(state: &crate::ssr::ConsoleState) -> Vec<PayMethod> {
     let label = |m: &str| match m {
-        "alipay" => "Alipay",
-        "wechat" => "WeChat Pay",
-        "bank" => "Corporate bank transfer",
-        "sandbox" => "Sandbox (demo, no money moves)",
+        "alipay" => crate::i18n::t("Alipay"),
+        "wechat" => crate::i18n::t("WeChat Pay"),
+        "bank" => crate::i18n::t("Corporate bank transfer"),
+        "sandbox" => crate::i18n::t("Sandbox (demo, no money moves)"),
         _ => "",
     };
     state
@@ -114,25 +114,25 @@ pub mod convert {
     use cloudrouter_core::billing::{orders::Order, plans::Plan, subscriptions::Subscription};
 
     pub fn plan(p: Plan) -> PlanView {
-        let limits = [p.rpm_limit.map(|r| format!("{r} requests/min")), p.concurrency_limit.map(|c| format!("{c} concurrent"))]
+        let limits = [p.rpm_limit.map(|r| crate::i18n::tf("{} requests/min", &[&r])), p.concurrency_limit.map(|c| crate::i18n::tf("{} concurrent", &[&c]))]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(" · ");
         PlanView {
-            price: (p.purchasable && p.price_micros > 0).then(|| format!("{} / month", cny(p.price_micros))),
-            allowance: (p.allowance_micro_usd > 0).then(|| format!("{} of list-price usage / month", usd(p.allowance_micro_usd))),
-            channels: p.channels.join(", "),
-            limits: if limits.is_empty() { "Standard limits".into() } else { limits },
+            price: (p.purchasable && p.price_micros > 0).then(|| crate::i18n::tf("{} / month", &[&cny(p.price_micros)])),
+            allowance: (p.allowance_micro_usd > 0).then(|| crate::i18n::tf("{} of list-price usage / month", &[&usd(p.allowance_micro_usd)])),
+            channels: p.channels.iter().map(|c| crate::i18n::tr(c)).collect::<Vec<_>>().join(", "),
+            limits: if limits.is_empty() { crate::i18n::t("Standard limits").into() } else { limits },
             refund: match p.refund_window_days {
-                Some(d) => format!("{d}-day no-questions refund"),
-                None if p.purchasable => "Refund by negotiation".into(),
+                Some(d) => crate::i18n::tf("{}-day no-questions refund", &[&d]),
+                None if p.purchasable => crate::i18n::t("Refund by negotiation").into(),
                 None => String::new(),
             },
             code: p.code,
             name: p.name,
-            description: p.description,
-            audience: p.audience,
+            description: crate::i18n::tr(&p.description),
+            audience: crate::i18n::tr(&p.audience),
             sla: p.sla,
             purchasable: p.purchasable,
         }
@@ -210,21 +210,21 @@ pub async fn subscribe(plan: String, method: String) -> Result<(), ServerFnError
 pub async fn change_plan(plan: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let sub = cloudrouter_core::billing::subscriptions::schedule_change(&crate::ssr::pool()?, user.id, &plan).await.map_err(billing_error)?;
-    Ok(format!("Your plan changes to {} on {}.", plan, crate::ssr::when(sub.cycle_end)))
+    Ok(crate::i18n::tf("Your plan changes to {} on {}.", &[&plan, &crate::ssr::when(sub.cycle_end)]))
 }
 
 #[server(endpoint = "plans/change/cancel")]
 pub async fn cancel_plan_change() -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     cloudrouter_core::billing::subscriptions::cancel_change(&crate::ssr::pool()?, user.id).await.map_err(billing_error)?;
-    Ok("The scheduled plan change is cancelled.".into())
+    Ok(crate::i18n::t("The scheduled plan change is cancelled.").into())
 }
 
 #[server(endpoint = "topup")]
 pub async fn top_up(amount: String, method: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let micros = cloudrouter_core::money::parse_decimal(amount.trim())
-        .map_err(|_| ServerFnError::new("Enter an amount in yuan, like 100 or 49.90."))?;
+        .map_err(|_| ServerFnError::new(crate::i18n::t("Enter an amount in yuan, like 100 or 49.90.")))?;
     let order = cloudrouter_core::billing::orders::create_topup(&crate::ssr::pool()?, user.id, micros, &method).await.map_err(billing_error)?;
     leptos_axum::redirect(&format!("/console/pay/{}", order.id));
     Ok(())
@@ -244,7 +244,7 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
     let orders = orders::list(&pool, user.id).await.map_err(internal)?;
     let requests = refunds::list_for_user(&pool, user.id).await.map_err(internal)?;
     let quote = refunds::quote(&pool, user.id, now).await.map_err(internal)?;
-    let open = requests.iter().find(|r| r.status == "pending").map(|r| format!("Requested {} for {}", when(r.created_at), cny(r.amount_micros)));
+    let open = requests.iter().find(|r| r.status == "pending").map(|r| crate::i18n::tf("Requested {} for {}", &[&when(r.created_at), &cny(r.amount_micros)]));
     let trial = trials::mine(&pool, user.id).await.map_err(internal)?;
     Ok(BillingSummary {
         methods: pay_methods(&state),
@@ -273,14 +273,14 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
 pub async fn request_refund(reason: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let r = cloudrouter_core::billing::refunds::request(&crate::ssr::pool()?, user.id, chrono::Utc::now(), reason.trim()).await.map_err(billing_error)?;
-    Ok(format!("Refund of {} requested. Support will answer shortly.", crate::ssr::cny(r.amount_micros)))
+    Ok(crate::i18n::tf("Refund of {} requested. Support will answer shortly.", &[&crate::ssr::cny(r.amount_micros)]))
 }
 
 #[server(endpoint = "trial/apply")]
 pub async fn apply_for_trial(reason: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     cloudrouter_core::billing::trials::apply(&crate::ssr::pool()?, user.id, reason.trim()).await.map_err(billing_error)?;
-    Ok("Thanks! Your trial application is with support.".into())
+    Ok(crate::i18n::t("Thanks! Your trial application is with support.").into())
 }
 
 #[server(endpoint = "orders/cancel")]
@@ -288,7 +288,7 @@ pub async fn cancel_order(id: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let id = crate::ssr::parse_uuid(&id, "order")?;
     cloudrouter_core::billing::orders::cancel(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
-    Ok("Order cancelled.".into())
+    Ok(crate::i18n::t("Order cancelled.").into())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -311,12 +311,12 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let id = crate::ssr::parse_uuid(&id, "order")?;
-    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such order."))?;
+    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
     let balance = cloudrouter_core::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
     let what = match (order.kind.as_str(), &order.plan_code) {
-        ("topup", _) => "Balance top-up".to_string(),
+        ("topup", _) => crate::i18n::t("Balance top-up").to_string(),
         (_, Some(plan)) => format!("{plan} plan, one month"),
-        _ => "Order".to_string(),
+        _ => crate::i18n::t("Order").to_string(),
     };
     let (mut redirect, mut instructions, mut wechat_qr) = (None, vec![], None);
     if order.status == "created" && order.method == "wechat" {
@@ -366,8 +366,8 @@ pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let id = crate::ssr::parse_uuid(&id, "order")?;
-    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such order."))?;
-    let provider = state.payments.sandbox().ok_or_else(|| ServerFnError::new("Sandbox payments are switched off here."))?;
+    let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
+    let provider = state.payments.sandbox().ok_or_else(|| ServerFnError::new(crate::i18n::t("Sandbox payments are switched off here.")))?;
     let body = state.sandbox.sign(order.id, order.amount_micros);
     payments::handle_notification(&state.pool, provider, &http::HeaderMap::new(), body.as_bytes())
         .await
@@ -403,5 +403,5 @@ pub async fn enterprise_enquiry(
     };
     let form = EnquiryForm { company, contact_name, email, phone, message };
     enquiries::submit(&crate::ssr::pool()?, Some(user.id), &form).await.map_err(billing_error)?;
-    Ok("Thank you. Our enterprise team will contact you within one business day.".into())
+    Ok(crate::i18n::t("Thank you. Our enterprise team will contact you within one business day.").into())
 }

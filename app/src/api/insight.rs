@@ -110,9 +110,9 @@ mod build {
         let (req, err) = by_bucket.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
         let rate = if req > 0 { format!("{:.1}% errors", err as f64 * 100.0 / req as f64) } else { "no requests".into() };
         BarChartData {
-            title: "Requests and errors".into(),
+            title: crate::i18n::t("Requests and errors").into(),
             summary: format!("{req} requests, {rate}, in {}", range_days(range)),
-            legend: vec!["Succeeded".into(), "Failed".into()],
+            legend: vec![crate::i18n::t("Succeeded").into(), crate::i18n::t("Failed").into()],
             bars: by_bucket
                 .iter()
                 .map(|(b, (r, e))| Bar {
@@ -131,9 +131,9 @@ mod build {
         let pick = |f: fn(&LatencyPoint) -> Option<i32>| points.iter().map(|p| f(p).map(i64::from)).collect::<Vec<_>>();
         let worst = points.iter().filter_map(|p| p.p95_ms).max();
         LineChartData {
-            title: "Latency and time to first token".into(),
+            title: crate::i18n::t("Latency and time to first token").into(),
             summary: worst.map(|w| format!("p95 at most {w} ms in {}", range_days(range))).unwrap_or_else(|| "no requests".into()),
-            legend: vec!["Latency p50".into(), "Latency p95".into(), "First token p50".into(), "First token p95".into()],
+            legend: vec![crate::i18n::t("Latency p50").into(), crate::i18n::t("Latency p95").into(), crate::i18n::t("First token p50").into(), crate::i18n::t("First token p95").into()],
             labels: points.iter().map(|p| label(range, p.bucket)).collect(),
             series: vec![pick(|p| p.p50_ms), pick(|p| p.p95_ms), pick(|p| p.ttft_p50_ms), pick(|p| p.ttft_p95_ms)],
             unit: "ms".into(),
@@ -162,9 +162,9 @@ mod build {
         ChartsView {
             range: range_code.to_string(),
             by: by.to_string(),
-            spend: bars("Spend", &range, &buckets, points, |p| p.charge_micros, cny, names),
+            spend: bars(crate::i18n::t("Spend"), &range, &buckets, points, |p| p.charge_micros, cny, names),
             tokens: bars(
-                "Tokens",
+                crate::i18n::t("Tokens"),
                 &range,
                 &buckets,
                 points,
@@ -208,7 +208,7 @@ pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<C
     };
     let names = |g: &str| -> String {
         if g.is_empty() {
-            "All".into()
+            crate::i18n::t("All").into()
         } else {
             key_names.get(g).cloned().unwrap_or_else(|| g.to_string())
         }

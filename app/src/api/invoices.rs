@@ -42,7 +42,7 @@ pub fn invoice_view(i: cloudrouter_core::billing::invoices::Invoice) -> InvoiceV
         id: i.id.to_string(),
         order_reference: i.order_reference,
         amount: crate::ssr::cny(i.amount_micros),
-        kind: if matches!(i.details, InvoiceDetails::Personal { .. }) { "Electronic general invoice".into() } else { "Special VAT invoice".into() },
+        kind: if matches!(i.details, InvoiceDetails::Personal { .. }) { crate::i18n::t("Electronic general invoice").into() } else { crate::i18n::t("Special VAT invoice").into() },
         title,
         status: i.status,
         number: i.number,
@@ -110,5 +110,5 @@ pub async fn request_invoice(
         BillingError::Db(e) => crate::ssr::internal(e),
         other => ServerFnError::new(other.to_string()),
     })?;
-    Ok("Invoice requested. You'll find it here once issued.".into())
+    Ok(crate::i18n::t("Invoice requested. You'll find it here once issued.").into())
 }

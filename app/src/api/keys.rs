@@ -47,7 +47,7 @@ pub struct CreatedKey {
 
 impl std::fmt::Display for CreatedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Key “{}” created.", self.name)
+        f.write_str(&crate::i18n::tf("Key “{}” created.", &[&self.name]))
     }
 }
 
@@ -66,7 +66,7 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
         expired: k.expires_at.is_some_and(|t| t <= chrono::Utc::now()),
         expires: k.expires_at.map(when),
         revoked: k.revoked_at.is_some(),
-        models: if k.allowed_models.is_empty() { "All models".into() } else { k.allowed_models.join(", ") },
+        models: if k.allowed_models.is_empty() { crate::i18n::t("All models").into() } else { k.allowed_models.join(", ") },
         allow_fallback: k.allow_fallback,
         limits: match (k.rpm_limit, k.concurrency_limit) {
             (None, None) => None,
@@ -86,13 +86,13 @@ async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, 
     let subscribed = cloudrouter_core::billing::subscriptions::current(pool, user_id, now).await.map_err(internal)?.is_some();
     let mut parts = vec![];
     if f.trial_micros > 0 {
-        parts.push(format!("trial credit {}", cny(f.trial_micros)));
+        parts.push(crate::i18n::tf("trial credit {}", &[&cny(f.trial_micros)]));
     }
     if subscribed {
-        parts.push(format!("plan allowance {} left", usd(f.allowance_left_micro_usd)));
+        parts.push(crate::i18n::tf("plan allowance {} left", &[&usd(f.allowance_left_micro_usd)]));
     }
-    parts.push(format!("balance {}", cny(f.balance_micros)));
-    Ok(format!("Requests draw on: {}.", parts.join(", then ")))
+    parts.push(crate::i18n::tf("balance {}", &[&cny(f.balance_micros)]));
+    Ok(crate::i18n::tf("Requests draw on: {}.", &[&parts.join(crate::i18n::t(", then "))]))
 }
 
 #[server(endpoint = "keys")]
@@ -111,7 +111,7 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
         keys: keys.into_iter().map(key_view).collect(),
         channels: channels
             .into_iter()
-            .map(|c| ChannelOption { label: format!("{} — {} per $1", c.name, crate::ssr::cny(c.rate_micros_per_usd)), code: c.code })
+            .map(|c| ChannelOption { label: crate::i18n::tf("{} — {} per $1", &[&crate::i18n::tr(&c.name), &crate::ssr::cny(c.rate_micros_per_usd)]), code: c.code })
             .collect(),
         models: models.into_iter().filter(|m| m.enabled).map(|m| m.id).collect(),
     })
@@ -138,13 +138,13 @@ pub async fn create_key(
             cloudrouter_core::money::parse_decimal(s)
                 .ok()
                 .filter(|v| *v > 0)
-                .ok_or_else(|| ServerFnError::new("The spending limit must be a positive amount in yuan, like 50 or 12.5."))?,
+                .ok_or_else(|| ServerFnError::new(crate::i18n::t("The spending limit must be a positive amount in yuan, like 50 or 12.5.")))?,
         ),
     };
     let expires_at = match expires_in_days.trim() {
         "" | "0" => None,
         s => {
-            let days: i64 = s.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| ServerFnError::new("Expiry must be between 1 and 3650 days."))?;
+            let days: i64 = s.parse().ok().filter(|d| (1..=3650).contains(d)).ok_or_else(|| ServerFnError::new(crate::i18n::t("Expiry must be between 1 and 3650 days.")))?;
             Some(chrono::Utc::now() + chrono::Duration::days(days))
         }
     };
@@ -165,10 +165,10 @@ pub async fn create_key(
         concurrency_limit: limit(&concurrency_limit, "Concurrent requests")?,
     };
     let (summary, secret) = keys::create(&crate::ssr::pool()?, user.id, new).await.map_err(|e| match e {
-        KeyError::InvalidName => ServerFnError::new("Give the key a name of 1 to 100 characters."),
-        KeyError::UnknownChannel => ServerFnError::new("Choose one of the listed channels."),
-        KeyError::UnknownModel(m) => ServerFnError::new(format!("Unknown model: {m}")),
-        KeyError::InvalidLimit => ServerFnError::new("Limits must be positive."),
+        KeyError::InvalidName => ServerFnError::new(crate::i18n::t("Give the key a name of 1 to 100 characters.")),
+        KeyError::UnknownChannel => ServerFnError::new(crate::i18n::t("Choose one of the listed channels.")),
+        KeyError::UnknownModel(m) => ServerFnError::new(crate::i18n::tf("Unknown model: {}", &[&m])),
+        KeyError::InvalidLimit => ServerFnError::new(crate::i18n::t("Limits must be positive.")),
         KeyError::Db(e) => crate::ssr::internal(e),
     })?;
     let created = CreatedKey { name: summary.name, secret };
@@ -188,5 +188,5 @@ pub async fn revoke_key(id: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let id = crate::ssr::parse_uuid(&id, "key")?;
     let revoked = cloudrouter_core::keys::revoke(&crate::ssr::pool()?, user.id, id).await.map_err(crate::ssr::internal)?;
-    if revoked { Ok("Key revoked. Requests with it are refused from now on.".into()) } else { Err(ServerFnError::new("No such key.")) }
+    if revoked { Ok(crate::i18n::t("Key revoked. Requests with it are refused from now on.").into()) } else { Err(ServerFnError::new(crate::i18n::t("No such key."))) }
 }

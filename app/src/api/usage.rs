@@ -125,7 +125,7 @@ pub mod log_filter {
         if d.trim().is_empty() {
             return Ok(None);
         }
-        let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new("Dates are YYYY-MM-DD."))?;
+        let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new(crate::i18n::t("Dates are YYYY-MM-DD.")))?;
         let start = shanghai().from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("fixed offset");
         Ok(Some(start.with_timezone(&chrono::Utc)))
     }
@@ -189,7 +189,7 @@ pub async fn usage_log(q: LogQuery) -> Result<LogPage, ServerFnError> {
     let filter = log_filter::build(&q, Some(user.id))?;
     let cursor = match q.cursor.trim() {
         "" => None,
-        c => Some(insights::Cursor::parse(c).ok_or_else(|| ServerFnError::new("That page link is no longer valid; start from the first page."))?),
+        c => Some(insights::Cursor::parse(c).ok_or_else(|| ServerFnError::new(crate::i18n::t("That page link is no longer valid; start from the first page.")))?),
     };
     let (rows, next) = insights::log_page(&pool, &filter, cursor.as_ref(), 50).await.map_err(internal)?;
     Ok(LogPage {

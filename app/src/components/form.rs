@@ -1,5 +1,6 @@
 //! Small form pieces shared by every page, so fields and messages look and behave the same.
 
+use crate::i18n::t;
 use leptos::prelude::*;
 
 #[component]
@@ -64,7 +65,7 @@ pub fn ActionError(#[prop(into)] value: Signal<Option<Result<(), ServerFnError>>
 pub fn SubmitButton(label: &'static str, #[prop(into)] pending: Signal<bool>) -> impl IntoView {
     view! {
         <button type="submit" class="btn-primary w-full" disabled=move || pending.get()>
-            {move || if pending.get() { "Please wait…" } else { label }}
+            {move || if pending.get() { t("Please wait…") } else { label }}
         </button>
     }
 }

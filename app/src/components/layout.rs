@@ -1,6 +1,8 @@
 //! The two frames every page sits in: the public one (landing, sign-in) and the console.
 
-use crate::api::account::{me, Logout, SessionUser};
+use crate::api::account::{me, Logout, SessionUser, SetLanguage};
+use crate::i18n::Lang;
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
 use leptos_router::components::{Outlet, A};
@@ -10,7 +12,7 @@ fn Logo() -> impl IntoView {
     view! {
         <a href="/" class="flex items-center gap-2 font-semibold tracking-tight">
             <img src="/favicon.svg" alt="" class="h-7 w-7" />
-            <span class="text-lg">"CloudRouter"</span>
+            <span class="text-lg">{t("CloudRouter")}</span>
         </a>
     }
 }
@@ -30,14 +32,15 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
                 <nav class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
                     <Logo />
                     <div class="flex items-center gap-2 text-sm">
-                        <a href="/#pricing" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">"Pricing"</a>
+                        <a href="/#pricing" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">{t("Pricing")}</a>
+                        <LanguageSwitch />
                         <Suspense fallback=|| ()>
                             {move || Suspend::new(async move {
                                 match user.await {
-                                    Ok(Some(_)) => view! { <a href="/console" class="btn-primary">"Open console"</a> }.into_any(),
+                                    Ok(Some(_)) => view! { <a href="/console" class="btn-primary">{t("Open console")}</a> }.into_any(),
                                     _ => view! {
-                                        <a href="/login" class="btn-ghost">"Sign in"</a>
-                                        <a href="/signup" class="btn-primary">"Create account"</a>
+                                        <a href="/login" class="btn-ghost">{t("Sign in")}</a>
+                                        <a href="/signup" class="btn-primary">{t("Create account")}</a>
                                     }.into_any(),
                                 }
                             })}
@@ -47,10 +50,45 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
             </header>
             <main class="flex-1">{children()}</main>
             <footer class="border-t border-slate-200 py-6 text-center text-xs text-slate-500 dark:border-slate-800">
-                "CloudRouter · genuine Claude models only · "
-                <a class="underline" href="mailto:support_cloudrouter@clouditera.com">"support_cloudrouter@clouditera.com"</a>
+                {t("CloudRouter · genuine Claude models only · ")}
+                <a class="underline" href="mailto:support_cloudrouter@clouditera.com">{t("support_cloudrouter@clouditera.com")}</a>
             </footer>
         </div>
+    }
+}
+
+/// Two buttons, 中文 and English, posting to `set_language` as a plain form: the server sets the
+/// cookie (and the account's saved language) and redirects back, so the whole page reloads in the
+/// new language, with JavaScript or without.
+#[component]
+fn LanguageSwitch() -> impl IntoView {
+    let location = leptos_router::hooks::use_location();
+    let back = move || {
+        let search = location.search.get();
+        let path = location.pathname.get();
+        if search.is_empty() { path } else { format!("{path}?{search}") }
+    };
+    let current = crate::i18n::lang();
+    let button = move |lang: Lang, label: &'static str| {
+        let active = current == lang;
+        view! {
+            <button
+                type="submit"
+                name="lang"
+                value=lang.code()
+                lang=lang.html_tag()
+                aria-pressed=if active { "true" } else { "false" }
+                class=if active { "px-2 py-1 font-semibold text-slate-900 dark:text-white" } else { "px-2 py-1 text-slate-500 hover:text-slate-900 dark:hover:text-white" }
+            >{label}</button>
+        }
+    };
+    view! {
+        <form method="post" action=set_language_url() class="flex items-center text-xs" data-testid="language-switch">
+            <input type="hidden" name="back" value=back />
+            {button(Lang::Zh, "中文")}
+            <span class="text-slate-300 dark:text-slate-600" aria-hidden="true">"|"</span>
+            {button(Lang::En, "English")}
+        </form>
     }
 }
 
@@ -61,6 +99,7 @@ struct NavItem {
 
 const CUSTOMER_NAV: &[NavItem] = &[
     NavItem { href: "/console", label: "Overview" },
+    NavItem { href: "/console/quickstart", label: "Quick start" },
     NavItem { href: "/console/keys", label: "API keys" },
     NavItem { href: "/console/usage", label: "Usage" },
     NavItem { href: "/console/plans", label: "Plans" },
@@ -84,7 +123,7 @@ fn nav_links(items: &'static [NavItem]) -> impl IntoView {
         .iter()
         .map(|item| {
             view! {
-                <A href=item.href exact=true attr:class="nav-link">{item.label}</A>
+                <A href=item.href exact=true attr:class="nav-link">{t(item.label)}</A>
             }
         })
         .collect_view()
@@ -107,11 +146,11 @@ pub fn ConsoleLayout() -> impl IntoView {
                 <div class="flex items-center justify-between px-4 py-3 md:py-5">
                     <Logo />
                 </div>
-                <nav aria-label="Console" class="flex gap-1 overflow-x-auto px-2 pb-2 md:flex-col md:overflow-visible">
+                <nav aria-label=t("Console") class="flex gap-1 overflow-x-auto px-2 pb-2 md:flex-col md:overflow-visible">
                     {nav_links(CUSTOMER_NAV)}
                     <Suspense fallback=|| ()>
                         {signed_in(|u| u.is_staff.then(|| view! {
-                            <p class="hidden px-3 pt-4 text-xs font-semibold uppercase tracking-wide text-slate-400 md:block">"Admin"</p>
+                            <p class="hidden px-3 pt-4 text-xs font-semibold uppercase tracking-wide text-slate-400 md:block">{t("Admin")}</p>
                             {nav_links(STAFF_NAV)}
                         }).into_any())}
                     </Suspense>
@@ -122,11 +161,12 @@ pub fn ConsoleLayout() -> impl IntoView {
                     <Suspense fallback=|| ()>
                         {signed_in(|u| view! {
                             <span class="truncate text-slate-600 dark:text-slate-400" data-testid="current-user">{u.email}</span>
-                            {u.is_staff.then(|| view! { <span class="badge">"Staff"</span> })}
+                            {u.is_staff.then(|| view! { <span class="badge">{t("Staff")}</span> })}
                         }.into_any())}
                     </Suspense>
+                    <LanguageSwitch />
                     <ActionForm action=logout>
-                        <button type="submit" class="btn-ghost">"Sign out"</button>
+                        <button type="submit" class="btn-ghost">{t("Sign out")}</button>
                     </ActionForm>
                 </header>
                 <main class="mx-auto max-w-6xl px-4 py-6 md:px-8">
@@ -140,4 +180,8 @@ pub fn ConsoleLayout() -> impl IntoView {
 /// The signed-in user, for pages inside the console frame.
 pub fn use_session_user() -> Resource<Result<Option<SessionUser>, ServerFnError>> {
     expect_context()
+}
+
+fn set_language_url() -> &'static str {
+    <SetLanguage as leptos::server_fn::ServerFn>::PATH
 }

@@ -1,5 +1,6 @@
 //! The one way pages show server data: a loading line, then the data or a readable error.
 
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos::server::codee::string::JsonSerdeCodec;
 use serde::{de::DeserializeOwned, Serialize};
@@ -20,7 +21,7 @@ where
     V: IntoView + 'static,
 {
     view! {
-        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+        <Suspense fallback=|| view! { <p class="mt-6 text-slate-500">{t("Loading…")}</p> }>
             {move || {
                 let children = children.clone();
                 Suspend::new(async move {

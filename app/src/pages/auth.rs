@@ -3,6 +3,7 @@
 
 use crate::api::account::{Login, Signup};
 use crate::components::form::{ActionError, Field, SubmitButton};
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -24,16 +25,16 @@ pub fn Login() -> impl IntoView {
     let action = ServerAction::<Login>::new();
     let next = use_query_map().with_untracked(|q| q.get("next")).unwrap_or_default();
     view! {
-        <AuthCard title="Sign in" subtitle="Welcome back to CloudRouter.">
+        <AuthCard title=t("Sign in") subtitle=t("Welcome back to CloudRouter.")>
             <ActionForm action attr:class="space-y-4">
                 <input type="hidden" name="next" value=next />
-                <Field label="Email" name="email" kind="email" autocomplete="email" />
-                <Field label="Password" name="password" kind="password" autocomplete="current-password" />
+                <Field label=t("Email") name="email" kind="email" autocomplete="email" />
+                <Field label=t("Password") name="password" kind="password" autocomplete="current-password" />
                 <ActionError value=action.value() />
-                <SubmitButton label="Sign in" pending=action.pending() />
+                <SubmitButton label=t("Sign in") pending=action.pending() />
             </ActionForm>
             <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
-                "New here? " <a href="/signup" class="link">"Create an account"</a>
+                {t("New here? ")} <a href="/signup" class="link">{t("Create an account")}</a>
             </p>
         </AuthCard>
     }
@@ -43,17 +44,17 @@ pub fn Login() -> impl IntoView {
 pub fn Signup() -> impl IntoView {
     let action = ServerAction::<Signup>::new();
     view! {
-        <AuthCard title="Create your account" subtitle="One key for Opus, Sonnet and Haiku, at up to 80% below list price.">
+        <AuthCard title=t("Create your account") subtitle=t("One key for Opus, Sonnet and Haiku, at up to 80% below list price.")>
             <ActionForm action attr:class="space-y-4">
-                <Field label="Email" name="email" kind="email" autocomplete="email" />
-                <Field label="Password" name="password" kind="password" autocomplete="new-password"
-                    hint="At least 10 characters, mixing letters with digits or symbols." />
-                <Field label="Repeat password" name="confirm" kind="password" autocomplete="new-password" />
+                <Field label=t("Email") name="email" kind="email" autocomplete="email" />
+                <Field label=t("Password") name="password" kind="password" autocomplete="new-password"
+                    hint=t("At least 10 characters, mixing letters with digits or symbols.") />
+                <Field label=t("Repeat password") name="confirm" kind="password" autocomplete="new-password" />
                 <ActionError value=action.value() />
-                <SubmitButton label="Create account" pending=action.pending() />
+                <SubmitButton label=t("Create account") pending=action.pending() />
             </ActionForm>
             <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
-                "Already have an account? " <a href="/login" class="link">"Sign in"</a>
+                {t("Already have an account? ")} <a href="/login" class="link">{t("Sign in")}</a>
             </p>
         </AuthCard>
     }

@@ -1,6 +1,7 @@
 //! The signed-out front page: what CloudRouter is, its channels and model prices, and the plans.
 
 use crate::api::catalogue::{public_catalogue, CatalogueView};
+use crate::i18n::{t, tr};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -10,29 +11,29 @@ pub fn Landing() -> impl IntoView {
     view! {
         <Title text="" />
         <section class="mx-auto max-w-6xl px-4 pb-12 pt-16 md:pt-24">
-            <p class="badge">"Claude Opus · Sonnet · Haiku"</p>
+            <p class="badge">{t("Claude Opus · Sonnet · Haiku")}</p>
             <h1 class="mt-4 max-w-3xl text-4xl font-semibold tracking-tight md:text-5xl">
-                "One reliable, cheaper way to call Claude."
+                {t("One reliable, cheaper way to call Claude.")}
             </h1>
             <p class="mt-4 max-w-2xl text-lg text-slate-600 dark:text-slate-300">
-                "CloudRouter speaks Anthropic's API exactly. Point the official SDKs or Claude Code at us, keep your code, and pay from ¥0.6 per dollar of list price — with routing, retries and automatic failover across a pool of genuine Claude accounts."
+                {t("CloudRouter speaks Anthropic's API exactly. Point the official SDKs or Claude Code at us, keep your code, and pay from ¥0.6 per dollar of list price — with routing, retries and automatic failover across a pool of genuine Claude accounts.")}
             </p>
             <div class="mt-8 flex flex-wrap gap-3">
-                <a href="/signup" class="btn-primary">"Create an account"</a>
-                <a href="#pricing" class="btn-ghost">"See prices"</a>
+                <a href="/signup" class="btn-primary">{t("Create an account")}</a>
+                <a href="#pricing" class="btn-ghost">{t("See prices")}</a>
             </div>
             <div class="mt-12 grid gap-4 md:grid-cols-3">
-                <Feature title="Genuine Claude, always" text="Requests only ever reach Claude models. If a model fails, we fall back within the Claude pool — and every response and usage record says which model really served." />
-                <Feature title="Drop-in compatible" text="POST /v1/messages with JSON or streaming, count_tokens and models. Tools, images, thinking, prompt caching and beta headers pass through untouched." />
-                <Feature title="Exact, transparent billing" text="Every request is metered from Anthropic's own usage figures, priced at list price, and charged at your channel's rate. A failed request costs nothing." />
+                <Feature title=t("Genuine Claude, always") text=t("Requests only ever reach Claude models. If a model fails, we fall back within the Claude pool — and every response and usage record says which model really served.") />
+                <Feature title=t("Drop-in compatible") text=t("POST /v1/messages with JSON or streaming, count_tokens and models. Tools, images, thinking, prompt caching and beta headers pass through untouched.") />
+                <Feature title=t("Exact, transparent billing") text=t("Every request is metered from Anthropic's own usage figures, priced at list price, and charged at your channel's rate. A failed request costs nothing.") />
             </div>
         </section>
 
         <section id="pricing" class="border-t border-slate-200 bg-white py-16 dark:border-slate-800 dark:bg-slate-900">
             <div class="mx-auto max-w-6xl px-4">
-                <h2 class="text-2xl font-semibold tracking-tight">"Channels"</h2>
+                <h2 class="text-2xl font-semibold tracking-tight">{t("Channels")}</h2>
                 <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
-                    "Usage is priced at the model's official list price in US dollars, then charged in yuan at your key's channel rate. Dearer channels get more stable upstreams and more concurrency."
+                    {t("Usage is priced at the model's official list price in US dollars, then charged in yuan at your key's channel rate. Dearer channels get more stable upstreams and more concurrency.")}
                 </p>
                 <Suspense fallback=|| ()>
                     {move || Suspend::new(async move {
@@ -40,9 +41,9 @@ pub fn Landing() -> impl IntoView {
                     })}
                 </Suspense>
 
-                <h2 class="mt-16 text-2xl font-semibold tracking-tight">"Plans"</h2>
+                <h2 class="mt-16 text-2xl font-semibold tracking-tight">{t("Plans")}</h2>
                 <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
-                    "Subscribe for a monthly allowance, keep a pay-as-you-go balance, or both: usage draws on the plan first and the balance after."
+                    {t("Subscribe for a monthly allowance, keep a pay-as-you-go balance, or both: usage draws on the plan first and the balance after.")}
                 </p>
                 <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-5">
                     <Plan name="Starter" fit="Personal learning and light use" note="7-day no-questions refund" />
@@ -70,9 +71,9 @@ fn Feature(title: &'static str, text: &'static str) -> impl IntoView {
 fn Plan(name: &'static str, fit: &'static str, note: &'static str) -> impl IntoView {
     view! {
         <div class="card">
-            <h3 class="font-semibold">{name}</h3>
-            <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{fit}</p>
-            <p class="mt-3 text-xs font-medium text-indigo-600 dark:text-indigo-400">{note}</p>
+            <h3 class="font-semibold">{tr(name)}</h3>
+            <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{t(fit)}</p>
+            <p class="mt-3 text-xs font-medium text-indigo-600 dark:text-indigo-400">{t(note)}</p>
         </div>
     }
 }
@@ -83,22 +84,22 @@ pub fn PriceTables(catalogue: CatalogueView) -> impl IntoView {
         <div class="mt-6 grid gap-4 md:grid-cols-3">
             {catalogue.channels.into_iter().map(|ch| view! {
                 <div class="card" data-testid="channel">
-                    <h3 class="font-semibold">{ch.name}</h3>
-                    <p class="mt-1 text-3xl font-semibold">{ch.rate}<span class="text-base font-normal text-slate-500">" per $1"</span></p>
-                    <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{ch.description}</p>
+                    <h3 class="font-semibold">{tr(&ch.name)}</h3>
+                    <p class="mt-1 text-3xl font-semibold">{ch.rate}<span class="text-base font-normal text-slate-500">{t(" per $1")}</span></p>
+                    <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{tr(&ch.description)}</p>
                 </div>
             }).collect_view()}
         </div>
         <div class="mt-8 overflow-x-auto">
             <table class="table">
-                <caption class="sr-only">"Model list prices"</caption>
+                <caption class="sr-only">{t("Model list prices")}</caption>
                 <thead>
                     <tr>
-                        <th scope="col">"Model"</th>
-                        <th scope="col" class="text-right">"Input / MTok"</th>
-                        <th scope="col" class="text-right">"Output / MTok"</th>
-                        <th scope="col" class="text-right">"Cache write 5m / 1h"</th>
-                        <th scope="col" class="text-right">"Cache read"</th>
+                        <th scope="col">{t("Model")}</th>
+                        <th scope="col" class="text-right">{t("Input / MTok")}</th>
+                        <th scope="col" class="text-right">{t("Output / MTok")}</th>
+                        <th scope="col" class="text-right">{t("Cache write 5m / 1h")}</th>
+                        <th scope="col" class="text-right">{t("Cache read")}</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -113,7 +114,7 @@ pub fn PriceTables(catalogue: CatalogueView) -> impl IntoView {
                     }).collect_view()}
                 </tbody>
             </table>
-            <p class="mt-2 text-xs text-slate-500">"List prices in US dollars per million tokens, as Anthropic publishes them."</p>
+            <p class="mt-2 text-xs text-slate-500">{t("List prices in US dollars per million tokens, as Anthropic publishes them.")}</p>
         </div>
     }
 }

@@ -4,6 +4,7 @@
 use crate::api::billing_admin::{billing_queues, QueuesView, ConfirmTransfer, DecideRefund, DecideTrial, QueueItem, RejectInvoice, SetEnquiryStatus};
 use crate::components::form::ActionMessage;
 use crate::components::loaded::Loaded;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -19,8 +20,8 @@ pub fn BillingQueue() -> impl IntoView {
         |_| billing_queues(),
     );
     view! {
-        <Title text="Billing queue" />
-        <h1 class="page-title">"Billing queue"</h1>
+        <Title text=t("Billing queue") />
+        <h1 class="page-title">{t("Billing queue")}</h1>
         <div class="mt-4 space-y-2">
             <ActionMessage value=confirm.value() />
             <ActionMessage value=refund.value() />
@@ -39,7 +40,7 @@ fn Section(title: &'static str, count: usize, children: Children) -> impl IntoVi
     view! {
         <section class="mt-8">
             <h2 class="section-title">{format!("{title} ({count})")}</h2>
-            {if count == 0 { view! { <p class="mt-2 text-sm text-slate-500">"Nothing waiting."</p> }.into_any() } else { children().into_any() }}
+            {if count == 0 { view! { <p class="mt-2 text-sm text-slate-500">{t("Nothing waiting.")}</p> }.into_any() } else { children().into_any() }}
         </section>
     }
 }
@@ -63,77 +64,77 @@ fn Queues(
     enquiry: ServerAction<SetEnquiryStatus>,
 ) -> impl IntoView {
     view! {
-        <Section title="Bank transfers awaiting confirmation" count=q.transfers.len()>
-            {q.transfers.into_iter().map(|t| { let id = t.id.clone(); view! {
+        <Section title=t("Bank transfers awaiting confirmation") count=q.transfers.len()>
+            {q.transfers.into_iter().map(|it| { let id = it.id.clone(); view! {
                 <div class="card mt-3 flex flex-wrap items-center justify-between gap-3" data-testid="transfer">
-                    <div><ItemHead item=t /></div>
+                    <div><ItemHead item=it /></div>
                     <ActionForm action=confirm>
                         <input type="hidden" name="id" value=id />
-                        <button type="submit" class="btn-primary">"Confirm receipt"</button>
+                        <button type="submit" class="btn-primary">{t("Confirm receipt")}</button>
                     </ActionForm>
                 </div>
             }}).collect_view()}
         </Section>
-        <Section title="Refund requests" count=q.refunds.len()>
+        <Section title=t("Refund requests") count=q.refunds.len()>
             {q.refunds.into_iter().map(|r| { let id = r.id.clone(); view! {
                 <div class="card mt-3" data-testid="refund-request">
                     <ItemHead item=r />
                     <ActionForm action=refund attr:class="mt-3 grid gap-2 sm:grid-cols-4 sm:items-end">
                         <input type="hidden" name="id" value=id />
-                        <label class="text-xs">"Amount (Ultra: required)"<input name="amount" class="input mt-1" placeholder="as quoted" /></label>
-                        <label class="text-xs sm:col-span-2">"Note to the customer"<input name="note" required class="input mt-1" /></label>
+                        <label class="text-xs">{t("Amount (Ultra: required)")}<input name="amount" class="input mt-1" placeholder=t("as quoted") /></label>
+                        <label class="text-xs sm:col-span-2">{t("Note to the customer")}<input name="note" required class="input mt-1" /></label>
                         <div class="flex gap-2">
-                            <button type="submit" name="approve" value="true" class="btn-primary">"Approve"</button>
-                            <button type="submit" name="approve" value="false" class="btn-danger">"Reject"</button>
+                            <button type="submit" name="approve" value="true" class="btn-primary">{t("Approve")}</button>
+                            <button type="submit" name="approve" value="false" class="btn-danger">{t("Reject")}</button>
                         </div>
                     </ActionForm>
                 </div>
             }}).collect_view()}
         </Section>
-        <Section title="Invoice requests" count=q.invoices.len()>
+        <Section title=t("Invoice requests") count=q.invoices.len()>
             {q.invoices.into_iter().map(|i| { let id = i.id.clone(); view! {
                 <div class="card mt-3" data-testid="invoice-request">
                     <p class="font-medium">{i.kind.clone()}" · "{i.title.clone()}" · "<span class="tabular-nums">{i.amount.clone()}</span></p>
-                    <p class="text-xs text-slate-500">{format!("Order {} · requested {}", i.order_reference, i.created)}</p>
+                    <p class="text-xs text-slate-500">{tf("Order {} · requested {}", &[&i.order_reference, &i.created])}</p>
                     <form method="post" enctype="multipart/form-data" action=format!("/console/admin/invoices/{}/issue", id) class="mt-3 grid gap-2 sm:grid-cols-4 sm:items-end">
-                        <label class="text-xs">"Invoice number"<input name="number" required class="input mt-1" /></label>
-                        <label class="text-xs">"Issue date"<input name="issued_on" type="date" required class="input mt-1" /></label>
-                        <label class="text-xs">"PDF (optional)"<input name="pdf" type="file" accept="application/pdf" class="mt-1 block text-xs" /></label>
-                        <button type="submit" class="btn-primary">"Issue"</button>
+                        <label class="text-xs">{t("Invoice number")}<input name="number" required class="input mt-1" /></label>
+                        <label class="text-xs">{t("Issue date")}<input name="issued_on" type="date" required class="input mt-1" /></label>
+                        <label class="text-xs">{t("PDF (optional)")}<input name="pdf" type="file" accept="application/pdf" class="mt-1 block text-xs" /></label>
+                        <button type="submit" class="btn-primary">{t("Issue")}</button>
                     </form>
                     <ActionForm action=invoice attr:class="mt-2 flex flex-wrap items-end gap-2">
                         <input type="hidden" name="id" value=id.clone() />
-                        <label class="flex-1 text-xs">"Reason to reject"<input name="reason" required class="input mt-1" /></label>
-                        <button type="submit" class="btn-danger">"Reject"</button>
+                        <label class="flex-1 text-xs">{t("Reason to reject")}<input name="reason" required class="input mt-1" /></label>
+                        <button type="submit" class="btn-danger">{t("Reject")}</button>
                     </ActionForm>
                 </div>
             }}).collect_view()}
         </Section>
-        <Section title="Trial applications" count=q.trials.len()>
-            {q.trials.into_iter().map(|t| { let id = t.id.clone(); view! {
+        <Section title=t("Trial applications") count=q.trials.len()>
+            {q.trials.into_iter().map(|it| { let id = it.id.clone(); view! {
                 <div class="card mt-3" data-testid="trial-application">
-                    <ItemHead item=t />
+                    <ItemHead item=it />
                     <ActionForm action=trial attr:class="mt-3 grid gap-2 sm:grid-cols-5 sm:items-end">
                         <input type="hidden" name="id" value=id />
-                        <label class="text-xs">"Amount (¥)"<input name="amount" class="input mt-1" value="20" /></label>
-                        <label class="text-xs">"Expires in (days)"<input name="days" type="number" class="input mt-1" value="14" /></label>
-                        <label class="text-xs sm:col-span-2">"Note"<input name="note" class="input mt-1" /></label>
+                        <label class="text-xs">{t("Amount (¥)")}<input name="amount" class="input mt-1" value="20" /></label>
+                        <label class="text-xs">{t("Expires in (days)")}<input name="days" type="number" class="input mt-1" value="14" /></label>
+                        <label class="text-xs sm:col-span-2">{t("Note")}<input name="note" class="input mt-1" /></label>
                         <div class="flex gap-2">
-                            <button type="submit" name="approve" value="true" class="btn-primary">"Approve"</button>
-                            <button type="submit" name="approve" value="false" class="btn-danger">"Decline"</button>
+                            <button type="submit" name="approve" value="true" class="btn-primary">{t("Approve")}</button>
+                            <button type="submit" name="approve" value="false" class="btn-danger">{t("Decline")}</button>
                         </div>
                     </ActionForm>
                 </div>
             }}).collect_view()}
         </Section>
-        <Section title="Enterprise enquiries" count=q.enquiries.len()>
+        <Section title=t("Enterprise enquiries") count=q.enquiries.len()>
             {q.enquiries.into_iter().map(|e| { let id = e.id.clone(); view! {
                 <div class="card mt-3">
                     <ItemHead item=e />
                     <ActionForm action=enquiry attr:class="mt-3 flex gap-2">
                         <input type="hidden" name="id" value=id />
-                        <button type="submit" name="status" value="contacted" class="btn-ghost">"Mark contacted"</button>
-                        <button type="submit" name="status" value="closed" class="btn-ghost">"Close"</button>
+                        <button type="submit" name="status" value="contacted" class="btn-ghost">{t("Mark contacted")}</button>
+                        <button type="submit" name="status" value="closed" class="btn-ghost">{t("Close")}</button>
                     </ActionForm>
                 </div>
             }}).collect_view()}

@@ -3,6 +3,7 @@
 use crate::components::loaded::Loaded;
 use crate::api::catalogue::{admin_catalogue, UpdateChannel, UpdateModel};
 use crate::components::form::ActionMessage;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -12,30 +13,30 @@ pub fn Catalogue() -> impl IntoView {
     let model = ServerAction::<UpdateModel>::new();
     let data = Resource::new(move || (channel.version().get(), model.version().get()), |_| admin_catalogue());
     view! {
-        <Title text="Models & channels" />
-        <h1 class="page-title">"Models & channels"</h1>
+        <Title text=t("Models & channels") />
+        <h1 class="page-title">{t("Models & channels")}</h1>
         <div class="mt-4 space-y-2">
             <ActionMessage value=channel.value() />
             <ActionMessage value=model.value() />
         </div>
         <Loaded resource=data let:c>
-                        <h2 class="section-title mt-6">"Channels"</h2>
+                        <h2 class="section-title mt-6">{t("Channels")}</h2>
                         <div class="mt-3 grid gap-4 md:grid-cols-3">
                             {c.channels.into_iter().map(|ch| view! {
                                 <ActionForm action=channel attr:class="card space-y-3">
                                     <input type="hidden" name="code" value=ch.code.clone() />
                                     <p class="font-semibold">{ch.name.clone()}</p>
-                                    <label class="block text-sm">"¥ per $1 of list price"
-                                        <input name="rate" value=ch.rate_yuan.clone() class="input mt-1" aria-label=format!("{} rate", ch.name) />
+                                    <label class="block text-sm">{t("¥ per $1 of list price")}
+                                        <input name="rate" value=ch.rate_yuan.clone() class="input mt-1" aria-label=tf("{} rate", &[&ch.name]) />
                                     </label>
-                                    <label class="block text-sm">"Concurrent requests (all customers)"
+                                    <label class="block text-sm">{t("Concurrent requests (all customers)")}
                                         <input name="capacity" type="number" value=ch.capacity class="input mt-1" />
                                     </label>
-                                    <button type="submit" class="btn-ghost">"Save"</button>
+                                    <button type="submit" class="btn-ghost">{t("Save")}</button>
                                 </ActionForm>
                             }).collect_view()}
                         </div>
-                        <h2 class="section-title mt-8">"Models (USD per million tokens)"</h2>
+                        <h2 class="section-title mt-8">{t("Models (USD per million tokens)")}</h2>
                         <div class="mt-3 space-y-3">
                             {c.models.into_iter().map(|m| view! {
                                 <ActionForm action=model attr:class="card grid gap-3 sm:grid-cols-4 lg:grid-cols-8 lg:items-end">
@@ -43,16 +44,16 @@ pub fn Catalogue() -> impl IntoView {
                                     <div class="sm:col-span-4 lg:col-span-2">
                                         <p class="font-medium">{m.display_name.clone()}</p>
                                         <code class="text-xs text-slate-500">{m.id.clone()}</code>
-                                        {m.deprecated.clone().map(|d| view! { <p class="text-xs text-amber-600">{format!("retires {d}")}</p> })}
+                                        {m.deprecated.clone().map(|d| view! { <p class="text-xs text-amber-600">{tf("retires {}", &[&d])}</p> })}
                                     </div>
-                                    <PriceInput label="Input" name="input" value=m.input.clone() />
-                                    <PriceInput label="Output" name="output" value=m.output.clone() />
-                                    <PriceInput label="Write 5m" name="cache_write_5m" value=m.cache_write_5m.clone() />
-                                    <PriceInput label="Write 1h" name="cache_write_1h" value=m.cache_write_1h.clone() />
-                                    <PriceInput label="Read" name="cache_read" value=m.cache_read.clone() />
+                                    <PriceInput label=t("Input") name="input" value=m.input.clone() />
+                                    <PriceInput label=t("Output") name="output" value=m.output.clone() />
+                                    <PriceInput label=t("Write 5m") name="cache_write_5m" value=m.cache_write_5m.clone() />
+                                    <PriceInput label=t("Write 1h") name="cache_write_1h" value=m.cache_write_1h.clone() />
+                                    <PriceInput label=t("Read") name="cache_read" value=m.cache_read.clone() />
                                     <div class="flex items-center gap-3">
-                                        <label class="flex items-center gap-1 text-sm"><input type="checkbox" name="enabled" value="on" checked=m.enabled />"Offered"</label>
-                                        <button type="submit" class="btn-ghost">"Save"</button>
+                                        <label class="flex items-center gap-1 text-sm"><input type="checkbox" name="enabled" value="on" checked=m.enabled />{t("Offered")}</label>
+                                        <button type="submit" class="btn-ghost">{t("Save")}</button>
                                     </div>
                                 </ActionForm>
                             }).collect_view()}

@@ -3,6 +3,7 @@
 use crate::api::insight::{upstream_lines, usage_charts};
 use crate::components::loaded::Loaded;
 use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -18,17 +19,17 @@ pub fn Operations() -> impl IntoView {
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, true));
     let upstreams = Resource::new(range, upstream_lines);
     view! {
-        <Title text="Operations" />
-        <h1 class="page-title">"Operations"</h1>
+        <Title text=t("Operations") />
+        <h1 class="page-title">{t("Operations")}</h1>
         <div class="mt-4 flex flex-wrap gap-3">
             <Tabs param="range" options=&RANGES current=range() base="/console/admin/operations".into() keep=vec![("by".into(), by())] />
             <Tabs param="by" options=&GROUPS current=by() base="/console/admin/operations".into() keep=vec![("range".into(), range())] />
         </div>
-        <h2 class="section-title mt-6">"Upstreams"</h2>
+        <h2 class="section-title mt-6">{t("Upstreams")}</h2>
         <Loaded resource=upstreams let:list>
             <div class="card mt-3 overflow-x-auto p-0">
                 <table class="table">
-                    <thead><tr><th>"Upstream"</th><th class="text-right">"Requests"</th><th class="text-right">"Share"</th><th class="text-right">"Success"</th><th class="text-right">"p50"</th><th class="text-right">"p95"</th></tr></thead>
+                    <thead><tr><th>{t("Upstream")}</th><th class="text-right">{t("Requests")}</th><th class="text-right">{t("Share")}</th><th class="text-right">{t("Success")}</th><th class="text-right">{t("p50")}</th><th class="text-right">{t("p95")}</th></tr></thead>
                     <tbody>
                         {list.into_iter().map(|u| view! {
                             <tr data-testid="ops-upstream">
@@ -44,7 +45,7 @@ pub fn Operations() -> impl IntoView {
                 </table>
             </div>
         </Loaded>
-        <h2 class="section-title mt-8">"All customers"</h2>
+        <h2 class="section-title mt-8">{t("All customers")}</h2>
         <Loaded resource=charts let:c>
             <ChartGrid c />
         </Loaded>

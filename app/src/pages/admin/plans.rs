@@ -4,6 +4,7 @@
 use crate::api::billing_admin::{admin_plans, audit_log, UpdatePlan};
 use crate::components::form::ActionMessage;
 use crate::components::loaded::Loaded;
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -12,9 +13,9 @@ pub fn PlansAdmin() -> impl IntoView {
     let update = ServerAction::<UpdatePlan>::new();
     let plans = Resource::new(move || update.version().get(), |_| admin_plans());
     view! {
-        <Title text="Plans & prices" />
-        <h1 class="page-title">"Plans & prices"</h1>
-        <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">"Changes apply to new purchases and renewals; what customers already bought keeps its terms."</p>
+        <Title text=t("Plans & prices") />
+        <h1 class="page-title">{t("Plans & prices")}</h1>
+        <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">{t("Changes apply to new purchases and renewals; what customers already bought keeps its terms.")}</p>
         <div class="mt-4"><ActionMessage value=update.value() /></div>
         <Loaded resource=plans let:list>
             <div class="mt-4 space-y-3">
@@ -22,12 +23,12 @@ pub fn PlansAdmin() -> impl IntoView {
                     <ActionForm action=update attr:class="card grid gap-3 sm:grid-cols-3 lg:grid-cols-7 lg:items-end">
                         <input type="hidden" name="code" value=p.code.clone() />
                         <p class="font-semibold lg:col-span-1">{p.name.clone()}</p>
-                        <label class="text-xs">"Price ¥/month"<input name="price_yuan" value=p.price_yuan.clone() class="input mt-1" /></label>
-                        <label class="text-xs">"Allowance $/month"<input name="allowance_usd" value=p.allowance_usd.clone() class="input mt-1" /></label>
-                        <label class="text-xs">"Channels"<input name="channels" value=p.channels.clone() class="input mt-1" /></label>
-                        <label class="text-xs">"Requests/min"<input name="rpm_limit" value=p.rpm_limit.clone() class="input mt-1" /></label>
-                        <label class="text-xs">"Concurrent"<input name="concurrency_limit" value=p.concurrency_limit.clone() class="input mt-1" /></label>
-                        <button type="submit" class="btn-ghost">"Save"</button>
+                        <label class="text-xs">{t("Price ¥/month")}<input name="price_yuan" value=p.price_yuan.clone() class="input mt-1" /></label>
+                        <label class="text-xs">{t("Allowance $/month")}<input name="allowance_usd" value=p.allowance_usd.clone() class="input mt-1" /></label>
+                        <label class="text-xs">{t("Channels")}<input name="channels" value=p.channels.clone() class="input mt-1" /></label>
+                        <label class="text-xs">{t("Requests/min")}<input name="rpm_limit" value=p.rpm_limit.clone() class="input mt-1" /></label>
+                        <label class="text-xs">{t("Concurrent")}<input name="concurrency_limit" value=p.concurrency_limit.clone() class="input mt-1" /></label>
+                        <button type="submit" class="btn-ghost">{t("Save")}</button>
                     </ActionForm>
                 }).collect_view()}
             </div>
@@ -39,12 +40,12 @@ pub fn PlansAdmin() -> impl IntoView {
 pub fn Audit() -> impl IntoView {
     let log = Resource::new(|| (), |_| audit_log());
     view! {
-        <Title text="Audit log" />
-        <h1 class="page-title">"Audit log"</h1>
+        <Title text=t("Audit log") />
+        <h1 class="page-title">{t("Audit log")}</h1>
         <Loaded resource=log let:lines>
             <div class="card mt-6 overflow-x-auto p-0">
                 <table class="table">
-                    <thead><tr><th>"When"</th><th>"Staff"</th><th>"Action"</th><th>"Target"</th><th>"Details"</th></tr></thead>
+                    <thead><tr><th>{t("When")}</th><th>{t("Staff")}</th><th>{t("Action")}</th><th>{t("Target")}</th><th>{t("Details")}</th></tr></thead>
                     <tbody>
                         {lines.into_iter().map(|l| view! {
                             <tr data-testid="audit-row">

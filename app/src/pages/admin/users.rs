@@ -5,6 +5,7 @@ use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBal
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
 use crate::components::form::ActionMessage;
+use crate::i18n::t;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -15,26 +16,26 @@ pub fn Users() -> impl IntoView {
     let q = move || query.with(|m| m.get("q").unwrap_or_default());
     let users = Resource::new(q, list_users);
     view! {
-        <Title text="Users" />
-        <h1 class="page-title">"Users"</h1>
+        <Title text=t("Users") />
+        <h1 class="page-title">{t("Users")}</h1>
         <form method="get" class="mt-4 flex max-w-md gap-2" role="search">
-            <input type="search" name="q" value=q placeholder="Search by email" class="input" aria-label="Search by email" />
-            <button type="submit" class="btn-ghost">"Search"</button>
+            <input type="search" name="q" value=q placeholder=t("Search by email") class="input" aria-label=t("Search by email") />
+            <button type="submit" class="btn-ghost">{t("Search")}</button>
         </form>
         <Loaded resource=users let:list>
             {if list.is_empty() {
-                view! { <p class="mt-6 text-slate-500">"No users match."</p> }.into_any()
+                view! { <p class="mt-6 text-slate-500">{t("No users match.")}</p> }.into_any()
             } else {
                 view! {
                         <div class="card mt-6 overflow-x-auto p-0">
                             <table class="table">
-                                <thead><tr><th>"Email"</th><th>"Role"</th><th>"Status"</th><th>"Joined"</th></tr></thead>
+                                <thead><tr><th>{t("Email")}</th><th>{t("Role")}</th><th>{t("Status")}</th><th>{t("Joined")}</th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|u| view! {
                                         <tr>
                                             <td><a class="link" href=format!("/console/admin/users/{}", u.id)>{u.email}</a></td>
-                                            <td>{if u.is_staff { "Staff" } else { "Customer" }}</td>
-                                            <td>{if u.suspended { "Suspended" } else { "Active" }}</td>
+                                            <td>{if u.is_staff { t("Staff") } else { t("Customer") }}</td>
+                                            <td>{if u.suspended { t("Suspended") } else { t("Active") }}</td>
                                             <td class="whitespace-nowrap text-slate-500">{u.created}</td>
                                         </tr>
                                     }).collect_view()}
@@ -59,8 +60,8 @@ pub fn UserDetail() -> impl IntoView {
     let billing = Resource::new(move || (id(), adjust.version().get()), |(id, _)| user_billing(id));
     let keys = Resource::new(id, user_keys);
     view! {
-        <Title text="User" />
-        <a href="/console/admin" class="link text-sm">"← Users"</a>
+        <Title text=t("User") />
+        <a href="/console/admin" class="link text-sm">{t("← Users")}</a>
         <Loaded resource=user let:u>
                     {
                         let uid = u.id.clone();
@@ -68,28 +69,28 @@ pub fn UserDetail() -> impl IntoView {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
                             <dl class="grid grid-cols-2 gap-3 text-sm sm:grid-cols-4">
-                                <div><dt class="text-slate-500">"Role"</dt><dd class="font-medium">{if u.is_staff { "Staff" } else { "Customer" }}</dd></div>
-                                <div><dt class="text-slate-500">"Status"</dt><dd class="font-medium" data-testid="user-status">{if u.suspended { "Suspended" } else { "Active" }}</dd></div>
-                                <div><dt class="text-slate-500">"Joined"</dt><dd class="font-medium">{u.created.clone()}</dd></div>
-                                <div class="col-span-2 sm:col-span-4"><dt class="text-slate-500">"Plan"</dt><dd class="font-medium" data-testid="user-plan">{u.plan.clone().unwrap_or_else(|| "Pay-as-you-go".into())}</dd></div>
-                                <div><dt class="text-slate-500">"ID"</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
+                                <div><dt class="text-slate-500">{t("Role")}</dt><dd class="font-medium">{if u.is_staff { t("Staff") } else { t("Customer") }}</dd></div>
+                                <div><dt class="text-slate-500">{t("Status")}</dt><dd class="font-medium" data-testid="user-status">{if u.suspended { t("Suspended") } else { t("Active") }}</dd></div>
+                                <div><dt class="text-slate-500">{t("Joined")}</dt><dd class="font-medium">{u.created.clone()}</dd></div>
+                                <div class="col-span-2 sm:col-span-4"><dt class="text-slate-500">{t("Plan")}</dt><dd class="font-medium" data-testid="user-plan">{u.plan.clone().unwrap_or_else(|| t("Pay-as-you-go").into())}</dd></div>
+                                <div><dt class="text-slate-500">{t("ID")}</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
                             </dl>
                             <ActionForm action=suspend attr:class="mt-4 flex items-center gap-3">
                                 <input type="hidden" name="id" value=u.id.clone() />
                                 <input type="hidden" name="suspend" value=(!u.suspended).to_string() />
                                 <button type="submit" class=if u.suspended { "btn-ghost" } else { "btn-danger" }>
-                                    {if u.suspended { "Reinstate account" } else { "Suspend account" }}
+                                    {if u.suspended { t("Reinstate account") } else { t("Suspend account") }}
                                 </button>
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=suspend.value() /></div>
                         </section>
                         <section class="card mt-6">
-                            <h2 class="section-title">"Adjust balance"</h2>
+                            <h2 class="section-title">{t("Adjust balance")}</h2>
                             <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
                                 <input type="hidden" name="id" value=uid />
-                                <Field label="Amount (¥, negative to debit)" name="amount" placeholder="100.00" />
-                                <Field label="Note (required)" name="note" placeholder="Bank transfer ref. 2026-1125" />
-                                <button type="submit" class="btn-primary">"Apply"</button>
+                                <Field label=t("Amount (¥, negative to debit)") name="amount" placeholder="100.00" />
+                                <Field label=t("Note (required)") name="note" placeholder=t("Bank transfer ref. 2026-1125") />
+                                <button type="submit" class="btn-primary">{t("Apply")}</button>
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=adjust.value() /></div>
                         </section>
@@ -105,19 +106,19 @@ pub fn UserDetail() -> impl IntoView {
             {move || Suspend::new(async move {
                 keys.await.ok().map(|list| view! {
                     <section class="mt-6">
-                        <h2 class="section-title">"API keys"</h2>
+                        <h2 class="section-title">{t("API keys")}</h2>
                         <div class="card mt-3 overflow-x-auto p-0">
                             <table class="table">
-                                <thead><tr><th>"Name"</th><th>"Key"</th><th>"Channel"</th><th>"Last used"</th><th class="text-right">"Spent"</th><th>"Status"</th></tr></thead>
+                                <thead><tr><th>{t("Name")}</th><th>{t("Key")}</th><th>{t("Channel")}</th><th>{t("Last used")}</th><th class="text-right">{t("Spent")}</th><th>{t("Status")}</th></tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|k| view! {
                                         <tr>
                                             <td>{k.name}</td>
                                             <td><code class="text-xs">{format!("{}…", k.prefix)}</code></td>
                                             <td class="capitalize">{k.channel}</td>
-                                            <td class="text-slate-500">{k.last_used.unwrap_or_else(|| "never".into())}</td>
+                                            <td class="text-slate-500">{k.last_used.unwrap_or_else(|| t("never").into())}</td>
                                             <td class="text-right tabular-nums">{k.spent}</td>
-                                            <td>{if k.revoked { "Revoked" } else if k.expired { "Expired" } else { "Active" }}</td>
+                                            <td>{if k.revoked { t("Revoked") } else if k.expired { t("Expired") } else { t("Active") }}</td>
                                         </tr>
                                     }).collect_view()}
                                 </tbody>

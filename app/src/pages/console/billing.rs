@@ -7,6 +7,7 @@ use crate::api::billing::{
 use crate::api::usage::{billing, BillingData};
 use crate::components::form::{ActionError, ActionMessage, Field};
 use crate::components::loaded::Loaded;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -22,10 +23,10 @@ pub fn Billing() -> impl IntoView {
     );
     let ledger = Resource::new(move || refund.version().get(), |_| billing());
     view! {
-        <Title text="Billing" />
+        <Title text=t("Billing") />
         <div class="flex flex-wrap items-baseline justify-between gap-3">
-            <h1 class="page-title">"Billing"</h1>
-            <a href="/console/plans" class="link text-sm">"Compare plans →"</a>
+            <h1 class="page-title">{t("Billing")}</h1>
+            <a href="/console/plans" class="link text-sm">{t("Compare plans →")}</a>
         </div>
         <div class="mt-4 space-y-2">
             <ActionMessage value=cancel_change.value() />
@@ -53,27 +54,27 @@ fn Subscription(o: BillingSummary, cancel_change: ServerAction<CancelPlanChange>
     match o.current {
         None => view! {
             <section class="card mt-6">
-                <h2 class="section-title">"Subscription"</h2>
-                <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">"You are on pay-as-you-go: every request is charged to your balance. "
-                    <a class="link" href="/console/plans">"Choose a plan"</a>" for a monthly allowance."</p>
+                <h2 class="section-title">{t("Subscription")}</h2>
+                <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{t("You are on pay-as-you-go: every request is charged to your balance. ")}
+                    <a class="link" href="/console/plans">{t("Choose a plan")}</a>{t(" for a monthly allowance.")}</p>
             </section>
         }.into_any(),
         Some(s) => view! {
             <section class="card mt-6" data-testid="subscription">
                 <div class="flex flex-wrap items-baseline justify-between gap-2">
-                    <h2 class="section-title">{format!("{} plan", s.plan_name)}</h2>
-                    <span class="text-sm text-slate-500">{format!("{} · {} per month", s.cycle, s.price)}</span>
+                    <h2 class="section-title">{tf("{} plan", &[&s.plan_name])}</h2>
+                    <span class="text-sm text-slate-500">{tf("{} · {} per month", &[&s.cycle, &s.price])}</span>
                 </div>
-                <p class="mt-3 text-sm">{format!("Allowance: {} used of {} — {} left this cycle", s.allowance_used, s.allowance, s.allowance_left)}</p>
+                <p class="mt-3 text-sm">{tf("Allowance: {} used of {} — {} left this cycle", &[&s.allowance_used, &s.allowance, &s.allowance_left])}</p>
                 <div class="mt-2 h-2 w-full overflow-hidden rounded bg-slate-200 dark:bg-slate-800" role="progressbar"
-                    aria-valuenow=s.used_percent aria-valuemin="0" aria-valuemax="100" aria-label="Allowance used">
+                    aria-valuenow=s.used_percent aria-valuemin="0" aria-valuemax="100" aria-label=t("Allowance used")>
                     <div class="h-full bg-indigo-500" style=format!("width: {}%", s.used_percent)></div>
                 </div>
                 {s.pending_plan.map(|p| view! {
                     <div class="mt-4 flex flex-wrap items-center gap-3 text-sm" data-testid="pending-change">
-                        <span>{format!("Changing to {p} on {}.", s.cycle_end)}</span>
+                        <span>{tf("Changing to {} on {}.", &[&p, &s.cycle_end])}</span>
                         <ActionForm action=cancel_change>
-                            <button type="submit" class="btn-ghost">"Keep my current plan"</button>
+                            <button type="submit" class="btn-ghost">{t("Keep my current plan")}</button>
                         </ActionForm>
                     </div>
                 })}
@@ -87,16 +88,16 @@ fn TopUpForm(methods: Vec<(String, String)>) -> impl IntoView {
     let top_up = ServerAction::<TopUp>::new();
     view! {
         <section id="top-up" class="card">
-            <h2 class="section-title">"Top up your balance"</h2>
+            <h2 class="section-title">{t("Top up your balance")}</h2>
             <ActionForm action=top_up attr:class="mt-4 space-y-4">
-                <Field label="Amount (¥)" name="amount" placeholder="100" />
+                <Field label=t("Amount (¥)") name="amount" placeholder="100" />
                 <label class="block">
-                    <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Pay with"</span>
+                    <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Pay with")}</span>
                     <select name="method" class="input mt-1">
                         {methods.into_iter().map(|(code, label)| view! { <option value=code>{label}</option> }).collect_view()}
                     </select>
                 </label>
-                <button type="submit" class="btn-primary w-full">"Continue to payment"</button>
+                <button type="submit" class="btn-primary w-full">{t("Continue to payment")}</button>
             </ActionForm>
             <div class="mt-3"><ActionError value=top_up.value() /></div>
         </section>
@@ -107,26 +108,26 @@ fn TopUpForm(methods: Vec<(String, String)>) -> impl IntoView {
 fn Trial(o: BillingSummary, trial: ServerAction<ApplyForTrial>) -> impl IntoView {
     view! {
         <section class="card">
-            <h2 class="section-title">"Trial credit"</h2>
+            <h2 class="section-title">{t("Trial credit")}</h2>
             {match o.trial {
                 Some(t) => view! {
                     <p class="mt-2 text-sm" data-testid="trial-status">
                         {match t.status.as_str() {
-                            "pending" => "Your application is with support.".to_string(),
-                            "approved" => format!("{} of {} left, until {}. Trial credit is used before your plan and balance.", t.remaining, t.amount.unwrap_or_default(), t.expires.unwrap_or_default()),
-                            "declined" => "Your application was declined.".to_string(),
-                            _ => "Your trial credit has expired.".to_string(),
+                            "pending" => crate::i18n::t("Your application is with support.").to_string(),
+                            "approved" => tf("{} of {} left, until {}. Trial credit is used before your plan and balance.", &[&t.remaining, &t.amount.unwrap_or_default(), &t.expires.unwrap_or_default()]),
+                            "declined" => crate::i18n::t("Your application was declined.").to_string(),
+                            _ => crate::i18n::t("Your trial credit has expired.").to_string(),
                         }}
                     </p>
                 }.into_any(),
                 None => view! {
-                    <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">"New here? Apply for free trial credit and tell us what you'll build."</p>
+                    <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">{t("New here? Apply for free trial credit and tell us what you'll build.")}</p>
                     <ActionForm action=trial attr:class="mt-3 space-y-3">
                         <label class="block">
-                            <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"What will you use it for?"</span>
+                            <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("What will you use it for?")}</span>
                             <textarea name="reason" rows="3" required minlength="10" class="input mt-1"></textarea>
                         </label>
-                        <button type="submit" class="btn-ghost w-full">"Apply for trial credit"</button>
+                        <button type="submit" class="btn-ghost w-full">{t("Apply for trial credit")}</button>
                     </ActionForm>
                 }.into_any(),
             }}
@@ -138,10 +139,10 @@ fn Trial(o: BillingSummary, trial: ServerAction<ApplyForTrial>) -> impl IntoView
 fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl IntoView {
     (!o.orders.is_empty()).then(|| view! {
         <section class="mt-6">
-            <h2 class="section-title">"Orders"</h2>
+            <h2 class="section-title">{t("Orders")}</h2>
             <div class="card mt-3 overflow-x-auto p-0">
                 <table class="table">
-                    <thead><tr><th>"Reference"</th><th>"What"</th><th class="text-right">"Amount"</th><th>"Method"</th><th>"Status"</th><th></th></tr></thead>
+                    <thead><tr><th>{t("Reference")}</th><th>{t("What")}</th><th class="text-right">{t("Amount")}</th><th>{t("Method")}</th><th>{t("Status")}</th><th></th></tr></thead>
                     <tbody>
                         {o.orders.into_iter().map(|order| {
                             let open = order.status == "created";
@@ -151,13 +152,13 @@ fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl In
                                     <td class="capitalize">{order.kind.clone()}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
                                     <td class="text-right tabular-nums">{order.amount.clone()}</td>
                                     <td class="capitalize">{order.method.clone()}</td>
-                                    <td class="capitalize">{order.status.clone()}{order.invoice_status.clone().map(|s| format!(" · invoice {s}"))}</td>
+                                    <td class="capitalize">{order.status.clone()}{order.invoice_status.clone().map(|s| tf(" · invoice {}", &[&s]))}</td>
                                     <td class="whitespace-nowrap">
                                         {open.then(|| view! {
-                                            <a class="link mr-3" href=format!("/console/pay/{}", order.id)>"Pay"</a>
+                                            <a class="link mr-3" href=format!("/console/pay/{}", order.id)>{t("Pay")}</a>
                                             <ActionForm action=cancel_order attr:class="inline">
                                                 <input type="hidden" name="id" value=order.id.clone() />
-                                                <button type="submit" class="text-sm text-red-600 hover:underline">"Cancel"</button>
+                                                <button type="submit" class="text-sm text-red-600 hover:underline">{t("Cancel")}</button>
                                             </ActionForm>
                                         })}
                                     </td>
@@ -175,23 +176,23 @@ fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl In
 fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
     view! {
         <section class="card mt-6" data-testid="refund">
-            <h2 class="section-title">{format!("Refund your {} plan", r.plan_name)}</h2>
+            <h2 class="section-title">{tf("Refund your {} plan", &[&r.plan_name])}</h2>
             {if let Some(open) = r.open_request.clone() {
-                view! { <p class="mt-2 text-sm">{open}" — waiting for support."</p> }.into_any()
+                view! { <p class="mt-2 text-sm">{open}{t(" — waiting for support.")}</p> }.into_any()
             } else if !r.eligible {
                 view! { <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{r.reason.clone().unwrap_or_default()}</p> }.into_any()
             } else {
                 view! {
                     <p class="mt-2 text-sm">
-                        {if r.negotiated { "Ultra refunds are agreed with support; they set the amount. Our pro-rated proposal: " } else { "Pro-rated on the unused days of this cycle: " }}
+                        {if r.negotiated { t("Ultra refunds are agreed with support; they set the amount. Our pro-rated proposal: ") } else { t("Pro-rated on the unused days of this cycle: ") }}
                         <span class="font-medium" data-testid="refund-explanation">{r.explanation.clone()}</span>
                     </p>
                     <ActionForm action=refund attr:class="mt-3 flex flex-wrap items-end gap-3">
                         <label class="block flex-1">
-                            <span class="text-sm text-slate-600 dark:text-slate-400">"Reason (optional)"</span>
+                            <span class="text-sm text-slate-600 dark:text-slate-400">{t("Reason (optional)")}</span>
                             <input name="reason" class="input mt-1" />
                         </label>
-                        <button type="submit" class="btn-danger">{format!("Request refund of {}", r.amount)}</button>
+                        <button type="submit" class="btn-danger">{tf("Request refund of {}", &[&r.amount])}</button>
                     </ActionForm>
                 }.into_any()
             }}
@@ -204,19 +205,19 @@ fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
 pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
     view! {
         <section class="card mt-6">
-            <h2 class="section-title">"Pay-as-you-go balance"</h2>
+            <h2 class="section-title">{t("Pay-as-you-go balance")}</h2>
             <p class="mt-2 text-3xl font-semibold tabular-nums" data-testid="billing-balance">{b.balance}</p>
-            <p class="mt-1 text-sm text-slate-500">{format!("{} available · {} held by requests in flight", b.available, b.held)}</p>
+            <p class="mt-1 text-sm text-slate-500">{tf("{} available · {} held by requests in flight", &[&b.available, &b.held])}</p>
         </section>
         <section class="mt-6">
-            <h2 class="section-title">"Ledger"</h2>
+            <h2 class="section-title">{t("Ledger")}</h2>
             {if b.entries.is_empty() {
-                view! { <div class="card mt-3 text-sm text-slate-500">"No entries yet."</div> }.into_any()
+                view! { <div class="card mt-3 text-sm text-slate-500">{t("No entries yet.")}</div> }.into_any()
             } else {
                 view! {
                     <div class="card mt-3 overflow-x-auto p-0">
                         <table class="table">
-                            <thead><tr><th>"Time"</th><th>"Kind"</th><th>"Note"</th><th class="text-right">"Amount"</th><th class="text-right">"Balance"</th></tr></thead>
+                            <thead><tr><th>{t("Time")}</th><th>{t("Kind")}</th><th>{t("Note")}</th><th class="text-right">{t("Amount")}</th><th class="text-right">{t("Balance")}</th></tr></thead>
                             <tbody>
                                 {b.entries.into_iter().map(|e| view! {
                                     <tr data-testid="ledger-row">

@@ -3,6 +3,7 @@
 use crate::api::keys::{keys_page, CreateKey, CreatedKey, KeyView, RevokeKey};
 use crate::components::form::{successes, ActionMessage, Field};
 use crate::components::loaded::Loaded;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -13,11 +14,11 @@ pub fn Keys() -> impl IntoView {
     let (created, revoked) = (successes(create.value()), successes(revoke.value()));
     let page = Resource::new(move || (created.get(), revoked.get()), |_| keys_page());
     view! {
-        <Title text="API keys" />
-        <h1 class="page-title">"API keys"</h1>
+        <Title text=t("API keys") />
+        <h1 class="page-title">{t("API keys")}</h1>
         <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
-            "Each key is bound to one channel, which sets its price per dollar of list price. Send it as "
-            <code>"x-api-key"</code>" or "<code>"Authorization: Bearer"</code>"."
+            {t("Each key is bound to one channel, which sets its price per dollar of list price. Send it as ")}
+            <code>"x-api-key"</code>{t(" or ")}<code>"Authorization: Bearer"</code>{t(".")}
         </p>
         <Loaded resource=page let:p>
                         <p class="mt-3 text-sm text-slate-600 dark:text-slate-400" data-testid="funds">{p.funds.clone()}</p>
@@ -25,34 +26,34 @@ pub fn Keys() -> impl IntoView {
                         <NewSecret create />
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">
                             <section class="card xl:col-span-1">
-                                <h2 class="section-title">"Create a key"</h2>
+                                <h2 class="section-title">{t("Create a key")}</h2>
                                 <ActionForm action=create attr:class="mt-4 space-y-4">
-                                    <Field label="Name" name="name" placeholder="e.g. laptop, CI, production" />
+                                    <Field label=t("Name") name="name" placeholder=t("e.g. laptop, CI, production") />
                                     <label class="block">
-                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Channel"</span>
+                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Channel")}</span>
                                         <select name="channel" class="input mt-1">
                                             {p.channels.into_iter().map(|c| view! { <option value=c.code>{c.label}</option> }).collect_view()}
                                         </select>
                                     </label>
-                                    <Field label="Spending limit (¥, optional)" name="spend_limit" required=false placeholder="no limit" />
-                                    <Field label="Expires after (days, optional)" name="expires_in_days" kind="number" required=false placeholder="never" />
+                                    <Field label=t("Spending limit (¥, optional)") name="spend_limit" required=false placeholder=t("no limit") />
+                                    <Field label=t("Expires after (days, optional)") name="expires_in_days" kind="number" required=false placeholder=t("never") />
                                     <div class="grid grid-cols-2 gap-3">
-                                        <Field label="Requests / minute" name="rpm_limit" kind="number" required=false placeholder="no limit" />
-                                        <Field label="Concurrent requests" name="concurrency_limit" kind="number" required=false placeholder="no limit" />
+                                        <Field label=t("Requests / minute") name="rpm_limit" kind="number" required=false placeholder=t("no limit") />
+                                        <Field label=t("Concurrent requests") name="concurrency_limit" kind="number" required=false placeholder=t("no limit") />
                                     </div>
                                     <label class="block">
-                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">"Allowed models (optional)"</span>
-                                        <input name="models" list="model-ids" class="input mt-1" placeholder="all models" />
+                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Allowed models (optional)")}</span>
+                                        <input name="models" list="model-ids" class="input mt-1" placeholder=t("all models") />
                                         <datalist id="model-ids">
                                             {p.models.into_iter().map(|m| view! { <option value=m /> }).collect_view()}
                                         </datalist>
-                                        <span class="mt-1 block text-xs text-slate-500">"Comma-separated model IDs; leave empty to allow every model."</span>
+                                        <span class="mt-1 block text-xs text-slate-500">{t("Comma-separated model IDs; leave empty to allow every model.")}</span>
                                     </label>
                                     <label class="flex items-start gap-2 text-sm">
                                         <input type="checkbox" name="allow_fallback" value="on" class="mt-1" />
-                                        <span>"Allow fallback to another Claude model when the requested one is unavailable (the response says which model served)."</span>
+                                        <span>{t("Allow fallback to another Claude model when the requested one is unavailable (the response says which model served).")}</span>
                                     </label>
-                                    <button type="submit" class="btn-primary w-full">"Create key"</button>
+                                    <button type="submit" class="btn-primary w-full">{t("Create key")}</button>
                                 </ActionForm>
                             </section>
                             <section class="xl:col-span-2">
@@ -78,7 +79,7 @@ fn NewSecret(create: ServerAction<CreateKey>) -> impl IntoView {
 fn SecretOnce(k: CreatedKey) -> impl IntoView {
     view! {
         <div role="status" class="alert-ok mt-4" data-testid="new-key">
-            <p class="font-medium">{format!("Key “{}” created. Copy it now: it will not be shown again.", k.name)}</p>
+            <p class="font-medium">{tf("Key “{}” created. Copy it now: it will not be shown again.", &[&k.name])}</p>
             <code class="mt-2 block break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret}</code>
         </div>
     }
@@ -87,40 +88,40 @@ fn SecretOnce(k: CreatedKey) -> impl IntoView {
 #[component]
 fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoView {
     if keys.is_empty() {
-        return view! { <div class="card text-sm text-slate-500">"No keys yet. Create one to start calling the API."</div> }.into_any();
+        return view! { <div class="card text-sm text-slate-500">{t("No keys yet. Create one to start calling the API.")}</div> }.into_any();
     }
     view! {
         <div class="card overflow-x-auto p-0">
             <table class="table">
                 <thead><tr>
-                    <th>"Name"</th><th>"Key"</th><th>"Channel"</th><th>"Last used"</th><th class="text-right">"Spent"</th><th>"Status"</th><th></th>
+                    <th>{t("Name")}</th><th>{t("Key")}</th><th>{t("Channel")}</th><th>{t("Last used")}</th><th class="text-right">{t("Spent")}</th><th>{t("Status")}</th><th></th>
                 </tr></thead>
                 <tbody>
                     {keys.into_iter().map(|k| {
-                        let status = if k.revoked { "Revoked" } else if k.expired { "Expired" } else { "Active" };
+                        let status = if k.revoked { t("Revoked") } else if k.expired { t("Expired") } else { t("Active") };
                         let active = !k.revoked && !k.expired;
                         view! {
                             <tr data-testid="key-row">
                                 <td>
                                     <span class="font-medium">{k.name.clone()}</span>
-                                    <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(" · fallback allowed")}{k.limits.clone().map(|l| format!(" · {l}"))}</span>
+                                    <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(t(" · fallback allowed"))}{k.limits.clone().map(|l| format!(" · {l}"))}</span>
                                 </td>
                                 <td><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
                                 <td class="capitalize">{k.channel.clone()}</td>
-                                <td class="whitespace-nowrap text-slate-500">{k.last_used.clone().unwrap_or_else(|| "never".into())}</td>
+                                <td class="whitespace-nowrap text-slate-500">{k.last_used.clone().unwrap_or_else(|| t("never").into())}</td>
                                 <td class="whitespace-nowrap text-right tabular-nums">
                                     {k.spent.clone()}
-                                    {k.spend_limit.clone().map(|l| view! { <span class="block text-xs text-slate-500">{format!("of {l}")}</span> })}
+                                    {k.spend_limit.clone().map(|l| view! { <span class="block text-xs text-slate-500">{tf("of {}", &[&l])}</span> })}
                                 </td>
                                 <td>
                                     {status}
-                                    {k.expires.clone().filter(|_| active).map(|e| view! { <span class="block text-xs text-slate-500">{format!("until {e}")}</span> })}
+                                    {k.expires.clone().filter(|_| active).map(|e| view! { <span class="block text-xs text-slate-500">{tf("until {}", &[&e])}</span> })}
                                 </td>
                                 <td>
                                     {active.then(|| view! {
                                         <ActionForm action=revoke>
                                             <input type="hidden" name="id" value=k.id.clone() />
-                                            <button type="submit" class="btn-danger" aria-label=format!("Revoke {}", k.name)>"Revoke"</button>
+                                            <button type="submit" class="btn-danger" aria-label=tf("Revoke {}", &[&k.name])>{t("Revoke")}</button>
                                         </ActionForm>
                                     })}
                                 </td>

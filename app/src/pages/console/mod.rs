@@ -4,5 +4,6 @@ pub mod keys;
 pub mod overview;
 pub mod pay;
 pub mod plans;
+pub mod quickstart;
 pub mod settings;
 pub mod usage;

@@ -6,6 +6,7 @@ use crate::api::insight::{usage_charts, ChartsView};
 use crate::api::usage::{usage_log, LogPage, LogQuery};
 use crate::components::chart::{BarChart, LineChart};
 use crate::components::loaded::Loaded;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -25,7 +26,7 @@ pub fn Tabs(param: &'static str, options: &'static [(&'static str, &'static str)
                 view! {
                     <a href=format!("{base}?{}", q.join("&")) aria-current=active.then_some("page")
                         class="rounded-md px-3 py-1 text-slate-600 hover:bg-slate-100 aria-[current=page]:bg-indigo-600 aria-[current=page]:text-white dark:text-slate-300 dark:hover:bg-slate-800">
-                        {*label}
+                        {t(label)}
                     </a>
                 }
             }).collect_view()}
@@ -62,10 +63,10 @@ pub fn Usage() -> impl IntoView {
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, false));
     let log = Resource::new(log_query, usage_log);
     view! {
-        <Title text="Usage" />
-        <h1 class="page-title">"Usage"</h1>
+        <Title text=t("Usage") />
+        <h1 class="page-title">{t("Usage")}</h1>
         <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
-            "Metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered."
+            {t("Metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered.")}
         </p>
         <div class="mt-4 flex flex-wrap gap-3">
             <Tabs param="range" options=&RANGES current=range() base="/console/usage".into() keep=vec![("by".into(), by())] />
@@ -74,7 +75,7 @@ pub fn Usage() -> impl IntoView {
         <Loaded resource=charts let:c>
             <ChartGrid c />
         </Loaded>
-        <h2 class="section-title mt-10" id="log">"Request log"</h2>
+        <h2 class="section-title mt-10" id="log">{t("Request log")}</h2>
         <Loaded resource=log let:page>
             <LogView page q=log_query() />
         </Loaded>
@@ -88,39 +89,39 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
     let next = page.next_cursor.clone().map(|c| format!("/console/usage?{}{}cursor={c}#log", filter, if filter.is_empty() { "" } else { "&" }));
     view! {
         <form method="get" action="/console/usage" class="card mt-3 grid gap-3 sm:grid-cols-3 lg:grid-cols-6 lg:items-end">
-            <label class="text-xs">"Key"
+            <label class="text-xs">{t("Key")}
                 <select name="key" class="input mt-1">
-                    <option value="">"All keys"</option>
+                    <option value="">{t("All keys")}</option>
                     {page.keys.iter().map(|(id, name)| view! { <option value=id.clone() selected=*id == q.key>{name.clone()}</option> }).collect_view()}
                 </select>
             </label>
-            <label class="text-xs">"Model"<input name="model" value=q.model.clone() class="input mt-1" placeholder="any" /></label>
-            <label class="text-xs">"Status"
+            <label class="text-xs">{t("Model")}<input name="model" value=q.model.clone() class="input mt-1" placeholder=t("any") /></label>
+            <label class="text-xs">{t("Status")}
                 <select name="status" class="input mt-1">
-                    <option value="" selected=q.status.is_empty()>"Any"</option>
-                    <option value="ok" selected=q.status == "ok">"Succeeded"</option>
-                    <option value="error" selected=q.status == "error">"Failed"</option>
+                    <option value="" selected=q.status.is_empty()>{t("Any")}</option>
+                    <option value="ok" selected=q.status == "ok">{t("Succeeded")}</option>
+                    <option value="error" selected=q.status == "error">{t("Failed")}</option>
                 </select>
             </label>
-            <label class="text-xs">"From"<input type="date" name="from" value=q.from.clone() class="input mt-1" /></label>
-            <label class="text-xs">"To"<input type="date" name="to" value=q.to.clone() class="input mt-1" /></label>
+            <label class="text-xs">{t("From")}<input type="date" name="from" value=q.from.clone() class="input mt-1" /></label>
+            <label class="text-xs">{t("To")}<input type="date" name="to" value=q.to.clone() class="input mt-1" /></label>
             <div class="flex gap-2">
-                <button type="submit" class="btn-primary">"Filter"</button>
-                <a href=csv class="btn-ghost" download>"CSV"</a>
+                <button type="submit" class="btn-primary">{t("Filter")}</button>
+                <a href=csv class="btn-ghost" download>{t("CSV")}</a>
             </div>
         </form>
         {if page.rows.is_empty() {
-            view! { <div class="card mt-3 text-sm text-slate-500">"No requests match."</div> }.into_any()
+            view! { <div class="card mt-3 text-sm text-slate-500">{t("No requests match.")}</div> }.into_any()
         } else {
             view! {
                 <div class="card mt-3 overflow-x-auto p-0">
                     <table class="table whitespace-nowrap">
                         <thead><tr>
-                            <th>"Time"</th><th>"Key"</th><th>"Model"</th><th>"Channel"</th>
-                            <th class="text-right">"Input"</th><th class="text-right">"Output"</th>
-                            <th class="text-right">"Cache write / read"</th>
-                            <th class="text-right">"List price"</th><th class="text-right">"Charge"</th>
-                            <th>"Status"</th><th class="text-right">"Latency / TTFT"</th>
+                            <th>{t("Time")}</th><th>{t("Key")}</th><th>{t("Model")}</th><th>{t("Channel")}</th>
+                            <th class="text-right">{t("Input")}</th><th class="text-right">{t("Output")}</th>
+                            <th class="text-right">{t("Cache write / read")}</th>
+                            <th class="text-right">{t("List price")}</th><th class="text-right">{t("Charge")}</th>
+                            <th>{t("Status")}</th><th class="text-right">{t("Latency / TTFT")}</th>
                         </tr></thead>
                         <tbody>
                             {page.rows.into_iter().map(|r| view! {
@@ -129,7 +130,7 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
                                     <td>{r.key}</td>
                                     <td>
                                         <code class="text-xs">{r.requested_model.clone()}</code>
-                                        {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{format!("served by {}", r.served_model)}</span> })}
+                                        {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{tf("served by {}", &[&r.served_model])}</span> })}
                                     </td>
                                     <td class="capitalize">{r.channel}</td>
                                     <td class="text-right tabular-nums">{r.input_tokens}</td>
@@ -138,13 +139,13 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
                                     <td class="text-right tabular-nums">{r.cost_usd}</td>
                                     <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
                                     <td>{format!("{} {}", r.status, r.outcome)}</td>
-                                    <td class="text-right tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</td>
+                                    <td class="text-right tabular-nums">{tf("{} ms / {}", &[&r.latency_ms, &r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into())])}</td>
                                 </tr>
                             }).collect_view()}
                         </tbody>
                     </table>
                 </div>
-                {next.map(|href| view! { <a href=href class="btn-ghost mt-3" rel="next">"Older requests →"</a> })}
+                {next.map(|href| view! { <a href=href class="btn-ghost mt-3" rel="next">{t("Older requests →")}</a> })}
             }.into_any()
         }}
     }
