@@ -1,16 +1,8 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestServer, launchBrowser, uniqueEmail, signUp, signIn, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, signUp, signIn, PASSWORD } from './harness.mjs';
 
-let server, browser;
-before(async () => {
-  server = await TestServer.start();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServer();
 
 test('sign up, land on the overview, log out, log in again', async () => {
   const page = await browser.newPage();

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { before, after } from 'node:test';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -107,4 +108,20 @@ export async function signIn(page, base, email, password = PASSWORD) {
 export async function open(page, url) {
   await page.goto(url);
   await page.locator('body[data-hydrated]').waitFor();
+}
+
+/** The server and browser of the current test file (live bindings, set by `useServer`). */
+export let server;
+export let browser;
+
+/** Starts one server on a fresh database and one browser for the test file, and stops them after. */
+export function useServer() {
+  before(async () => {
+    server = await TestServer.start();
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
 }

@@ -1,16 +1,8 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestServer, launchBrowser, uniqueEmail, signIn, signUp, open, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, signIn, signUp, open, PASSWORD } from './harness.mjs';
 
-let server, browser;
-before(async () => {
-  server = await TestServer.start();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+useServer();
 
 function callGateway(key, body = {}) {
   return fetch(server.url + '/v1/messages', {
