@@ -436,6 +436,15 @@ const ALL_KEYS: &[&str] = &[
     "$800 of usage at list price every month, every channel, enterprise-grade SLA.",
     "Spend",
     "Tokens",
+    "the last 24 hours",
+    "the last 7 days",
+    "the last 30 days",
+    "the last 90 days",
+    "{} in {}",
+    "{} ({} at list price) in {}",
+    "{} requests, {}, in {}",
+    "no requests",
+    "p95 at most {} ms in {}",
 ];
 
 fn zh(en: &str) -> Option<&'static str> {
@@ -874,6 +883,15 @@ fn zh(en: &str) -> Option<&'static str> {
         "$800 of usage at list price every month, every channel, enterprise-grade SLA." => "每月 $800 官方价格用量，可用全部渠道，企业级 SLA。",
         "Spend" => "消费",
         "Tokens" => "Token 数",
+        "the last 24 hours" => "最近 24 小时",
+        "the last 7 days" => "最近 7 天",
+        "the last 30 days" => "最近 30 天",
+        "the last 90 days" => "最近 90 天",
+        "{} in {}" => "{}（{}）",
+        "{} ({} at list price) in {}" => "{}（官方价 {}），{}",
+        "{} requests, {}, in {}" => "{} 次请求，{}，{}",
+        "no requests" => "暂无请求",
+        "p95 at most {} ms in {}" => "p95 最高 {} 毫秒，{}",
         _ => return None,
     })
 }

@@ -34,12 +34,12 @@ mod build {
     use std::collections::BTreeMap;
 
     pub fn range_days(r: &Range) -> &'static str {
-        match r {
+        crate::i18n::t(match r {
             Range::Day => "the last 24 hours",
             Range::Week => "the last 7 days",
             Range::Month => "the last 30 days",
             Range::Quarter => "the last 90 days",
-        }
+        })
     }
 
     pub fn label(r: &Range, t: DateTime<Utc>) -> String {
@@ -81,7 +81,7 @@ mod build {
         let total: i64 = values.values().flat_map(|m| m.values()).sum();
         BarChartData {
             title: title.to_string(),
-            summary: format!("{} in {}", fmt(total), range_days(range)),
+            summary: crate::i18n::tf("{} in {}", &[&fmt(total), &range_days(range)]),
             bars: values
                 .iter()
                 .map(|(b, row)| {
@@ -108,10 +108,14 @@ mod build {
             e.1 += p.errors;
         }
         let (req, err) = by_bucket.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
-        let rate = if req > 0 { format!("{:.1}% errors", err as f64 * 100.0 / req as f64) } else { "no requests".into() };
+        let rate = if req > 0 {
+            crate::i18n::tf("{}% errors", &[&format!("{:.1}", err as f64 * 100.0 / req as f64)])
+        } else {
+            crate::i18n::t("no requests").to_string()
+        };
         BarChartData {
             title: crate::i18n::t("Requests and errors").into(),
-            summary: format!("{req} requests, {rate}, in {}", range_days(range)),
+            summary: crate::i18n::tf("{} requests, {}, in {}", &[&req, &rate, &range_days(range)]),
             legend: vec![crate::i18n::t("Succeeded").into(), crate::i18n::t("Failed").into()],
             bars: by_bucket
                 .iter()
@@ -132,7 +136,9 @@ mod build {
         let worst = points.iter().filter_map(|p| p.p95_ms).max();
         LineChartData {
             title: crate::i18n::t("Latency and time to first token").into(),
-            summary: worst.map(|w| format!("p95 at most {w} ms in {}", range_days(range))).unwrap_or_else(|| "no requests".into()),
+            summary: worst
+                .map(|w| crate::i18n::tf("p95 at most {} ms in {}", &[&w, &range_days(range)]))
+                .unwrap_or_else(|| crate::i18n::t("no requests").to_string()),
             legend: vec![crate::i18n::t("Latency p50").into(), crate::i18n::t("Latency p95").into(), crate::i18n::t("First token p50").into(), crate::i18n::t("First token p95").into()],
             labels: points.iter().map(|p| label(range, p.bucket)).collect(),
             series: vec![pick(|p| p.p50_ms), pick(|p| p.p95_ms), pick(|p| p.ttft_p50_ms), pick(|p| p.ttft_p95_ms)],
@@ -182,7 +188,8 @@ mod build {
         /// The spend summary also says what it was worth at list price.
         fn with_list_price(mut self, points: &[SeriesPoint], range: &Range) -> Self {
             let cost: i64 = points.iter().map(|p| p.cost_micro_usd).sum();
-            self.spend.summary = format!("{} ({} at list price) in {}", self.spend.summary.split(" in ").next().unwrap_or_default(), usd(cost), range_days(range));
+            let charge: i64 = points.iter().map(|p| p.charge_micros).sum();
+            self.spend.summary = crate::i18n::tf("{} ({} at list price) in {}", &[&cny(charge), &usd(cost), &range_days(range)]);
             self
         }
     }
