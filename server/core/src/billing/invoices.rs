@@ -6,7 +6,7 @@
 use super::{audit, BillingError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// The 31 characters of GB 32100-2015 (no I, O, S, V, Z), in value order.
@@ -254,14 +254,7 @@ pub async fn issue(
         return Err(BillingError::Invalid("The file is not a PDF.".into()));
     }
     let mut tx = pool.begin().await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(BillingError::InvoiceNotFound)?;
-    if status != "requested" {
-        return Err(BillingError::AlreadyDecided);
-    }
+    lock_undecided(&mut tx, id).await?;
     let has_pdf = pdf.is_some();
     sqlx::query("UPDATE invoices SET status = 'issued', number = $2, issued_on = $3, pdf = $4, decided_by = $5, decided_at = now() WHERE id = $1")
         .bind(id)
@@ -277,13 +270,8 @@ pub async fn issue(
     Ok(())
 }
 
-/// Rejects a requested invoice with a reason (staff); the customer may request again.
-pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, reason: &str) -> Result<(), BillingError> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(BillingError::Invalid("Please give the customer a reason.".into()));
-    }
-    let mut tx = pool.begin().await?;
+/// Locks an invoice request that staff have not decided yet (issue and reject both start here).
+async fn lock_undecided(tx: &mut PgConnection, id: Uuid) -> Result<(), BillingError> {
     let status: String = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -292,6 +280,17 @@ pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, reason: &str) -> Re
     if status != "requested" {
         return Err(BillingError::AlreadyDecided);
     }
+    Ok(())
+}
+
+/// Rejects a requested invoice with a reason (staff); the customer may request again.
+pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, reason: &str) -> Result<(), BillingError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(BillingError::Invalid("Please give the customer a reason.".into()));
+    }
+    let mut tx = pool.begin().await?;
+    lock_undecided(&mut tx, id).await?;
     sqlx::query("UPDATE invoices SET status = 'rejected', reject_reason = $2, decided_by = $3, decided_at = now() WHERE id = $1")
         .bind(id)
         .bind(reason)

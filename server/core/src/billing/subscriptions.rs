@@ -182,11 +182,17 @@ pub(crate) async fn activate(
     .bind(order_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(order_id).bind(sub.id).execute(&mut *tx).await?;
-    let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, now.format("%Y-%m-%d"));
-    pot_entry(tx, user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
-        .await?;
+    grant_cycle(tx, &sub, plan, order_id, now).await?;
     Ok(sub)
+}
+
+/// Ties the paying order to the subscription and grants the new cycle's allowance (ledger `grant`).
+async fn grant_cycle(tx: &mut PgConnection, sub: &Subscription, plan: &Plan, order_id: Uuid, start: DateTime<Utc>) -> Result<(), BillingError> {
+    sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(order_id).bind(sub.id).execute(&mut *tx).await?;
+    let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, start.format("%Y-%m-%d"));
+    pot_entry(tx, sub.user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
+        .await?;
+    Ok(())
 }
 
 /// Removes the unused allowance of the current cycle (ledger `expiry` row).
@@ -228,10 +234,7 @@ pub(crate) async fn roll_cycle(
     .bind(order_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(order_id).bind(sub.id).execute(&mut *tx).await?;
-    let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, start.format("%Y-%m-%d"));
-    pot_entry(tx, sub.user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
-        .await?;
+    grant_cycle(tx, &next, plan, order_id, start).await?;
     Ok(next)
 }
 
