@@ -70,6 +70,19 @@ pub struct KeyAuth {
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
     pub user_status: String,
+    /// The active subscription's plan name, if any.
+    pub plan_name: Option<String>,
+    /// The plan's channels (empty: every channel); its limits apply to requests on them.
+    pub plan_channels: Option<Vec<String>>,
+    pub plan_rpm_limit: Option<i32>,
+    pub plan_concurrency_limit: Option<i32>,
+}
+
+impl KeyAuth {
+    /// The active plan covers this key's channel: its allowance pays and its limits apply.
+    pub fn on_plan(&self) -> bool {
+        self.plan_channels.as_ref().is_some_and(|c| c.is_empty() || c.contains(&self.channel))
+    }
 }
 
 pub fn hash_secret(secret: &str) -> [u8; 32] {
@@ -177,8 +190,12 @@ pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, 
 pub async fn lookup_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyAuth>, sqlx::Error> {
     sqlx::query_as::<_, KeyAuth>(
         "SELECT k.id AS key_id, k.user_id, k.channel, k.spend_limit_micros, k.expires_at, k.revoked_at, \
-         k.allowed_models, k.allow_fallback, k.rpm_limit, k.concurrency_limit, u.status AS user_status \
-         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.secret_hash = $1",
+         k.allowed_models, k.allow_fallback, k.rpm_limit, k.concurrency_limit, u.status AS user_status, \
+         s.plan_name, CASE WHEN s.id IS NOT NULL THEN cr_plan_channels(s.plan_snapshot) END AS plan_channels, \
+         (s.plan_snapshot->>'rpm_limit')::int AS plan_rpm_limit, \
+         (s.plan_snapshot->>'concurrency_limit')::int AS plan_concurrency_limit \
+         FROM api_keys k JOIN users u ON u.id = k.user_id \
+         LEFT JOIN subscriptions s ON s.user_id = k.user_id AND s.status = 'active' WHERE k.secret_hash = $1",
     )
     .bind(&hash[..])
     .fetch_optional(pool)

@@ -138,18 +138,15 @@ pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
         .unwrap_or(0))
 }
 
-/// Holds are backed by trial credit and plan allowance first (`cr_extra_capacity`), so
-/// `held_micros` is only the part of the gateways' holds that falls on the wallet.
+/// Holds are backed by trial credit and plan allowance first, so `held_micros` is only the part
+/// of the gateways' holds that may fall on the wallet (`cr_wallet_held`).
 pub async fn balance_info(pool: &PgPool, user_id: Uuid) -> Result<BalanceInfo, sqlx::Error> {
-    let (b, h, x): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), \
-                COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT, \
-                cr_extra_capacity($1)",
+    let (b, on_wallet): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), cr_wallet_held($1)",
     )
     .bind(user_id)
     .fetch_one(pool)
     .await?;
-    let on_wallet = (h - x).max(0);
     Ok(BalanceInfo { balance_micros: b, held_micros: on_wallet, available_micros: b - on_wallet })
 }
 
@@ -185,9 +182,7 @@ pub async fn adjust(
     let new_balance = bal.checked_add(amount_micros).ok_or(LedgerError::Insufficient { available: bal })?;
     if amount_micros < 0 {
         // holds are backed by trial credit and plan allowance first, then the wallet
-        let held: i64 = sqlx::query_scalar(
-            "SELECT GREATEST(COALESCE(sum(amount_micros), 0)::BIGINT - cr_extra_capacity($1), 0) FROM balance_leases WHERE user_id = $1",
-        )
+        let held: i64 = sqlx::query_scalar("SELECT cr_wallet_held($1)")
         .bind(user_id)
         .fetch_one(&mut *tx)
         .await?;

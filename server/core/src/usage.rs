@@ -52,6 +52,9 @@ pub struct UsageRecord {
     pub charge_micros: i64,
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
+    /// The charge was held from the user's off-plan lease (the key's channel is outside their
+    /// plan); not stored, it tells settlement which lease the charge consumes.
+    pub off_plan: bool,
 }
 
 /// A row as read back for the console and the admin API.
@@ -320,7 +323,8 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut lat = Vec::with_capacity(n);
     let mut ttft: Vec<Option<i32>> = Vec::with_capacity(n);
     // per-user and per-key sums, ordered so that concurrent instances lock rows in the same order
-    let mut by_user: BTreeMap<Uuid, (i64, i32)> = BTreeMap::new();
+    // user → (charge, charged requests, charge held off-plan)
+    let mut by_user: BTreeMap<Uuid, (i64, i32, i64)> = BTreeMap::new();
     let mut by_key: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
     for r in rows {
         ids.push(r.id.clone());
@@ -346,10 +350,13 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         charge.push(r.charge_micros);
         lat.push(r.latency_ms);
         ttft.push(r.ttft_ms);
-        let u = by_user.entry(r.user_id).or_insert((0, 0));
+        let u = by_user.entry(r.user_id).or_insert((0, 0, 0));
         u.0 += r.charge_micros;
         if r.charge_micros > 0 {
             u.1 += 1;
+        }
+        if r.off_plan {
+            u.2 += r.charge_micros;
         }
         if let Some(k) = r.key_id {
             let e = by_key.entry(k).or_insert((0, r.created_at));
@@ -397,16 +404,18 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     .execute(&mut *tx)
     .await?;
 
-    let charged: Vec<(Uuid, (i64, i32))> = by_user.into_iter().filter(|(_, (a, _))| *a > 0).collect();
+    let charged: Vec<(Uuid, (i64, i32, i64))> = by_user.into_iter().filter(|(_, (a, _, _))| *a > 0).collect();
     if !charged.is_empty() {
         let u: Vec<Uuid> = charged.iter().map(|c| c.0).collect();
         let a: Vec<i64> = charged.iter().map(|c| c.1 .0).collect();
         let c: Vec<i32> = charged.iter().map(|c| c.1 .1).collect();
-        sqlx::query("SELECT cr_settle($1, $2, $3, $4)")
+        let off: Vec<i64> = charged.iter().map(|c| c.1 .2).collect();
+        sqlx::query("SELECT cr_settle($1, $2, $3, $4, $5)")
             .bind(instance)
             .bind(&u)
             .bind(&a)
             .bind(&c)
+            .bind(&off)
             .execute(&mut *tx)
             .await?;
     }

@@ -701,9 +701,9 @@ const COST: i64 = 15_030;
 async fn trial_then_allowance_then_balance_with_a_request_straddling_the_allowance(pool: PgPool) {
     let (_up, _) = fake("a", &pool, FakeBehavior { usage: Some(pinned()), ..Default::default() }, 0).await;
     let gw = Gw::start(&pool, fast_config()).await;
-    set_allowance(&pool, "starter", 20_000).await; // $0.02
-    let user = new_user(&pool, 100_000_000).await;
-    let o = orders::create_subscription(&pool, user, "starter", "balance").await.unwrap();
+    set_allowance(&pool, "pro", 20_000).await; // $0.02; Pro covers the stable channel
+    let user = new_user(&pool, 400_000_000).await;
+    let o = orders::create_subscription(&pool, user, "pro", "balance").await.unwrap();
     orders::pay_with_balance(&pool, user, o.id).await.unwrap();
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 1_000_000);
     let boss = staff(&pool).await;
@@ -783,7 +783,10 @@ async fn allowance_then_balance_under_concurrent_use_never_overspends(pool: PgPo
     .await;
     let a = Gw::start(&pool, fast_config()).await;
     let b = Gw::start(&pool, fast_config()).await;
-    set_allowance(&pool, "starter", 100_000).await; // $0.10
+    let mut starter = plans::get(&pool, "starter").await.unwrap().unwrap();
+    starter.allowance_micro_usd = 100_000; // $0.10
+    starter.concurrency_limit = None; // 40 at once: this test is about money
+    plans::update(&pool, &starter).await.unwrap();
     let user = new_user(&pool, 99_300_000).await;
     let o = orders::create_subscription(&pool, user, "starter", "balance").await.unwrap();
     orders::pay_with_balance(&pool, user, o.id).await.unwrap();
@@ -845,6 +848,133 @@ async fn a_subscriber_without_balance_is_served_from_the_allowance_then_refused(
     let f = billing::funds(&pool, user, Utc::now()).await.unwrap();
     assert_eq!((f.balance_micros, f.allowance_left_micro_usd), (0, 60_000 - served * COST));
     verify(&pool, user).await;
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan limits: channels, requests per minute, concurrency
+// ---------------------------------------------------------------------------------------------
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn the_allowance_pays_only_on_the_plans_channels(pool: PgPool) {
+    let (_up, _) = fake("a", &pool, FakeBehavior { usage: Some(pinned()), ..Default::default() }, 0).await;
+    let gw = Gw::start(&pool, fast_config()).await;
+    let user = new_user(&pool, 1_000_000).await;
+    subscribe(&pool, user, "starter", Utc::now()).await; // Value and Smart, $30
+    let on = key(&pool, user, "smart").await;
+    let off = key(&pool, user, "stable").await;
+    assert_eq!(post(&gw.base, &on, &body(SONNET, false)).await.status(), 200);
+    assert_eq!(post(&gw.base, &off, &body(SONNET, false)).await.status(), 200);
+    gw.sync().await;
+    let f = billing::funds(&pool, user, Utc::now()).await.unwrap();
+    assert_eq!((f.allowance_left_micro_usd, f.balance_micros), (30_000_000 - COST, 1_000_000 - COST * 5));
+    let e: Vec<(String, i64)> =
+        ledger::entries(&pool, user, 2).await.unwrap().into_iter().map(|e| (e.source, e.amount_micros)).collect();
+    assert!(e.contains(&("wallet".into(), -COST * 5)) && e.contains(&("allowance".into(), -COST)), "{e:?}");
+
+    // without a wallet, the allowance backs only requests on the plan's channels
+    let broke = new_user(&pool, 0).await;
+    subscribe(&pool, broke, "starter", Utc::now()).await;
+    let off = key(&pool, broke, "stable").await;
+    let (status, kind, _, _) = error_of(post(&gw.base, &off, &body(SONNET, false)).await).await;
+    assert_eq!((status, kind.as_str()), (402, "billing_error"));
+    assert_eq!(post(&gw.base, &key(&pool, broke, "value").await, &body(SONNET, false)).await.status(), 200);
+    gw.sync().await;
+    verify(&pool, user).await;
+    verify(&pool, broke).await;
+    gw.stop().await;
+}
+
+/// Leases for requests off the plan's channels are backed by trial credit and wallet only, and
+/// plan requests (which draw the trial first) may not take the trial credit they rely on.
+#[sqlx::test(migrations = "../../migrations")]
+async fn off_plan_leases_never_count_on_the_allowance(pool: PgPool) {
+    set_allowance(&pool, "starter", 100_000).await; // $0.10 = ¥0.10 on smart
+    let user = new_user(&pool, 0).await;
+    subscribe(&pool, user, "starter", Utc::now()).await;
+    key(&pool, user, "smart").await;
+    key(&pool, user, "stable").await;
+    let boss = staff(&pool).await;
+    let app = trials::apply(&pool, user, "Evaluating").await.unwrap();
+    trials::approve(&pool, boss, app.id, 100_000, Utc::now() + Duration::days(7)).await.unwrap();
+    let instance = Uuid::new_v4();
+    sqlx::query("INSERT INTO gateway_instances (id) VALUES ($1)").bind(instance).execute(&pool).await.unwrap();
+    let lease = |need: i64, off_plan: bool| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT cr_lease_balance($1, $2, $3, $3, $4)")
+                .bind(instance)
+                .bind(user)
+                .bind(need)
+                .bind(off_plan)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(lease(100_001, true).await, 0, "off-plan: the trial credit only");
+    assert_eq!(lease(60_000, true).await, 60_000);
+    // trial ¥0.10 + allowance ¥0.10 - ¥0.06 held = ¥0.14, but plan requests draw the trial
+    // first: beyond ¥0.04 they could leave the off-plan holds unpaid
+    assert_eq!(lease(40_001, false).await, 0);
+    assert_eq!(lease(40_000, false).await, 40_000);
+    assert_eq!(lease(1, true).await, 0);
+    let wallet_held: i64 = sqlx::query_scalar("SELECT cr_wallet_held($1)").bind(user).fetch_one(&pool).await.unwrap();
+    assert_eq!(wallet_held, 0, "everything held is covered by trial and allowance");
+    // a top-up widens both
+    ledger::adjust(&pool, user, 10_000, LedgerKind::Credit, "top-up", None).await.unwrap();
+    assert_eq!(lease(10_001, true).await, 0);
+    assert_eq!(lease(10_000, true).await, 10_000);
+    verify(&pool, user).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn plan_rate_and_concurrency_limits_span_keys_on_the_plans_channels(pool: PgPool) {
+    let (up, _) = fake("a", &pool, FakeBehavior::default(), 0).await;
+    let gw = Gw::start(&pool, fast_config()).await;
+    let mut starter = plans::get(&pool, "starter").await.unwrap().unwrap();
+    starter.rpm_limit = Some(3);
+    starter.concurrency_limit = None;
+    plans::update(&pool, &starter).await.unwrap();
+
+    // the key is cached before the subscription starts: the plan's limits must still apply
+    let user = new_user(&pool, 10_000_000).await;
+    let keys = [key(&pool, user, "value").await, key(&pool, user, "smart").await];
+    let off = key(&pool, user, "stable").await;
+    assert_eq!(post(&gw.base, &keys[0], &body(SONNET, false)).await.status(), 200);
+    subscribe(&pool, user, "starter", Utc::now()).await;
+    let t0 = std::time::Instant::now();
+    let mut limited = None;
+    for i in 0.. {
+        let r = post(&gw.base, &keys[i % 2], &body(SONNET, false)).await;
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(3) && i < 40, "the plan's rate limit never applied");
+    }
+    let (s, t, msg, h) = error_of(limited.unwrap()).await;
+    assert_eq!((s, t.as_str()), (429, "rate_limit_error"));
+    assert!(msg.contains("Starter plan") && msg.contains("3 requests per minute"), "{msg}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(post(&gw.base, &off, &body(SONNET, false)).await.status(), 200, "pay-as-you-go channels are not the plan's");
+
+    // limits are part of what was bought: this edit applies to the next subscriber only
+    starter.rpm_limit = None;
+    starter.concurrency_limit = Some(2);
+    plans::update(&pool, &starter).await.unwrap();
+    let other = new_user(&pool, 10_000_000).await;
+    subscribe(&pool, other, "starter", Utc::now()).await;
+    let keys = [key(&pool, other, "value").await, key(&pool, other, "smart").await];
+    up.set(FakeBehavior { first_byte_delay: std::time::Duration::from_millis(400), ..Default::default() });
+    let b = body(SONNET, false);
+    let rs = futures::future::join_all((0..5).map(|i| post(&gw.base, &keys[i % 2], &b))).await;
+    let codes: Vec<u16> = rs.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!((codes.iter().filter(|c| **c == 200).count(), codes.iter().filter(|c| **c == 429).count()), (2, 3), "{codes:?}");
+    gw.sync().await;
+    verify(&pool, user).await;
+    verify(&pool, other).await;
     gw.stop().await;
 }
 

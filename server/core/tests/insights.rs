@@ -54,6 +54,7 @@ fn rec(id: String, at: DateTime<Utc>, user: Uuid, key: Option<Uuid>, channel: &s
         charge_micros: 0,
         latency_ms: latency,
         ttft_ms: ttft,
+        off_plan: false,
     }
 }
 

@@ -21,7 +21,10 @@ const SLOT_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Budget {
+    /// The user's money for requests the plan allowance may pay (all of them without a plan).
     User(Uuid),
+    /// The user's money for requests on channels outside their plan (trial credit and wallet).
+    UserOffPlan(Uuid),
     Key(Uuid),
 }
 
@@ -162,11 +165,12 @@ impl Leases {
             // take a few requests' worth at once (at least ¥1), never less than needed
             let want = need.max(amount.saturating_mul(8)).max(1_000_000);
             let granted: i64 = match b {
-                Budget::User(u) => sqlx::query_scalar("SELECT cr_lease_balance($1, $2, $3, $4)")
+                Budget::User(u) | Budget::UserOffPlan(u) => sqlx::query_scalar("SELECT cr_lease_balance($1, $2, $3, $4, $5)")
                     .bind(self.instance_id)
                     .bind(u)
                     .bind(need)
                     .bind(want)
+                    .bind(matches!(b, Budget::UserOffPlan(_)))
                     .fetch_one(&self.pool)
                     .await?,
                 Budget::Key(k) => sqlx::query_scalar("SELECT cr_lease_key($1, $2, $3, $4)")
@@ -292,11 +296,12 @@ impl Leases {
             };
             if give > 0 {
                 let q = match b {
-                    Budget::User(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2",
+                    Budget::User(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2 AND NOT off_plan",
+                    Budget::UserOffPlan(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2 AND off_plan",
                     Budget::Key(_) => "UPDATE key_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND key_id = $2",
                 };
                 let id = match b {
-                    Budget::User(u) | Budget::Key(u) => u,
+                    Budget::User(u) | Budget::UserOffPlan(u) | Budget::Key(u) => u,
                 };
                 if let Err(e) = sqlx::query(q).bind(self.instance_id).bind(id).bind(give).execute(&self.pool).await {
                     tracing::warn!(error = %e, "could not return an idle lease; it returns when this instance stops");

@@ -704,6 +704,8 @@ struct Ticket {
     stream: bool,
     requested_model: String,
     user_hold: Option<MoneyHold>,
+    /// `user_hold` came from the user's off-plan lease
+    off_plan: bool,
     key_hold: Option<MoneyHold>,
     slots: Vec<SlotGuard>,
     served_model: Option<String>,
@@ -734,6 +736,7 @@ impl Ticket {
             stream: false,
             requested_model: String::new(),
             user_hold: None,
+            off_plan: false,
             key_hold: None,
             slots: vec![],
             served_model: None,
@@ -816,6 +819,7 @@ impl Ticket {
             charge_micros: charge,
             latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
             ttft_ms: self.ttft.map(|t| t.as_millis().min(i32::MAX as u128) as i32),
+            off_plan: self.off_plan,
         };
         tracing::debug!(
             request_id = %rec.id, key_id = %self.key_id, model = %rec.requested_model,
@@ -1122,29 +1126,43 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     t.priced_model = Some(models[0].clone());
     t.requested_model = models[0].id.clone();
 
-    // limits
-    if let Some(rpm) = key.rpm_limit {
-        match gw.leases.take_rate(&format!("rpm:{}", key.key_id), rpm).await {
-            Ok(Ok(())) => {}
-            Ok(Err(secs)) => {
-                return t.fail(
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("This API key is limited to {rpm} requests per minute"))
-                        .retry_after(secs),
-                )
+    // limits: the key's own, then its plan's (account-wide, on the plan's channels)
+    let on_plan = key.on_plan();
+    let limits = [
+        (key.rpm_limit, key.concurrency_limit, "key", key.key_id, None),
+        (
+            key.plan_rpm_limit.filter(|_| on_plan),
+            key.plan_concurrency_limit.filter(|_| on_plan),
+            "user",
+            key.user_id,
+            key.plan_name.as_deref(),
+        ),
+    ];
+    for (rpm, concurrency, scope, id, plan) in limits {
+        let who = || plan.map_or_else(|| "This API key is".to_string(), |p| format!("Your {p} plan is"));
+        if let Some(rpm) = rpm {
+            match gw.leases.take_rate(&format!("rpm:{scope}:{id}"), rpm).await {
+                Ok(Ok(())) => {}
+                Ok(Err(secs)) => {
+                    return t.fail(
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("{} limited to {rpm} requests per minute", who()))
+                            .retry_after(secs),
+                    )
+                }
+                Err(e) => return t.fail(db_unavailable(e)),
             }
-            Err(e) => return t.fail(db_unavailable(e)),
         }
-    }
-    if let Some(limit) = key.concurrency_limit {
-        match gw.leases.acquire_slot(&format!("key:{}", key.key_id), limit).await {
-            Ok(Some(g)) => t.slots.push(g),
-            Ok(None) => {
-                return t.fail(
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("This API key is limited to {limit} concurrent requests"))
-                        .retry_after(1),
-                )
+        if let Some(limit) = concurrency {
+            match gw.leases.acquire_slot(&format!("{scope}:{id}"), limit).await {
+                Ok(Some(g)) => t.slots.push(g),
+                Ok(None) => {
+                    return t.fail(
+                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("{} limited to {limit} concurrent requests", who()))
+                            .retry_after(1),
+                    )
+                }
+                Err(e) => return t.fail(db_unavailable(e)),
             }
-            Err(e) => return t.fail(db_unavailable(e)),
         }
     }
     match gw.leases.acquire_slot(&format!("channel:{}", channel.code), channel.concurrency_capacity).await {
@@ -1174,7 +1192,10 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
             Err(e) => return t.fail(db_unavailable(e)),
         }
     }
-    match gw.leases.reserve(Budget::User(key.user_id), hold).await {
+    // a subscriber's request on a channel outside the plan is pay-as-you-go: its own lease
+    t.off_plan = key.plan_channels.is_some() && !on_plan;
+    let budget = if t.off_plan { Budget::UserOffPlan(key.user_id) } else { Budget::User(key.user_id) };
+    match gw.leases.reserve(budget, hold).await {
         Ok(Some(h)) => t.user_hold = Some(h),
         Ok(None) => {
             return t.fail(ApiError::new(
