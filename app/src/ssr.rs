@@ -51,7 +51,7 @@ pub async fn require_user() -> Result<User, ServerFnError> {
         Some(user) => Ok(user),
         None => {
             set_status(http::StatusCode::UNAUTHORIZED);
-            Err(ServerFnError::new("Please sign in to continue."))
+            Err(ServerFnError::new(crate::i18n::t("Please sign in to continue.")))
         }
     }
 }
@@ -62,7 +62,7 @@ pub async fn require_staff() -> Result<User, ServerFnError> {
         Ok(user)
     } else {
         set_status(http::StatusCode::FORBIDDEN);
-        Err(ServerFnError::new("This page is for CloudRouter support staff only."))
+        Err(ServerFnError::new(crate::i18n::t("This page is for CloudRouter support staff only.")))
     }
 }
 
@@ -117,7 +117,20 @@ pub fn set_status(status: http::StatusCode) {
 /// Logs the cause and gives the caller a generic message: internals stay out of the browser.
 pub fn internal<E: std::fmt::Display>(e: E) -> ServerFnError {
     tracing::error!(error = %e, "server function failed");
-    ServerFnError::new("Something went wrong on our side. Please try again.")
+    ServerFnError::new(crate::i18n::t("Something went wrong on our side. Please try again."))
+}
+
+/// A billing rule the caller broke, in the caller's language (database errors stay generic).
+pub fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
+    use crate::i18n::{label, tf, tm};
+    use cloudrouter_core::billing::BillingError;
+    ServerFnError::new(match e {
+        BillingError::Db(e) => return internal(e),
+        // The status and the reason are codes and fragments of their own, translated apart.
+        BillingError::OrderNotOpen(status) => tf("This order can no longer be changed (it is {}).", &[&label(&status)]),
+        BillingError::RefundNotEligible(reason) => tf("This subscription is not eligible for a refund: {}", &[&tm(&reason)]),
+        other => tm(&other.to_string()),
+    })
 }
 
 /// Yuan for display, exact: at least two decimals, more only when the micro-units need them
@@ -137,8 +150,9 @@ fn trim_money(mut s: String) -> String {
     s
 }
 
-pub fn parse_uuid(id: &str, what: &str) -> Result<Uuid, ServerFnError> {
-    Uuid::parse_str(id.trim()).map_err(|_| ServerFnError::new(format!("No such {what}.")))
+/// An id from a form; anything else is answered with `not_found` ("No such order.").
+pub fn parse_uuid(id: &str, not_found: &'static str) -> Result<Uuid, ServerFnError> {
+    Uuid::parse_str(id.trim()).map_err(|_| ServerFnError::new(crate::i18n::t(not_found)))
 }
 
 /// A moment for display, in the caller's language ("2026-11-25 18:01 UTC", "2026年11月25日 18:01 UTC").

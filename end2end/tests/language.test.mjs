@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, browser, useServer, uniqueEmail, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, open, PASSWORD } from './harness.mjs';
 
 useServer();
 
@@ -95,5 +95,29 @@ test('messages with values are translated', async () => {
   await page.locator('body[data-hydrated]').waitFor();
   await page.getByRole('button', { name: '创建密钥' }).click();
   await page.getByTestId('new-key').filter({ hasText: '密钥“笔记本”已创建' }).waitFor();
+  await context.close();
+});
+
+test('order states, payment methods and ledger notes from the database show in Chinese', async () => {
+  const context = await browser.newContext({ locale: 'zh-CN' });
+  const page = await context.newPage();
+  await signUpByName(page, server.url, uniqueEmail('zhpay'));
+  await open(page, server.url + '/console/billing');
+  await page.locator('input[name="amount"]').fill('50');
+  await page.locator('select[name="method"]').selectOption('sandbox');
+  await page.getByRole('button', { name: '继续支付' }).click();
+  await page.waitForURL(/\/console\/pay\//);
+  await page.getByRole('heading', { name: '余额充值' }).waitFor();
+
+  await open(page, server.url + '/console/billing');
+  const order = page.getByTestId('order-row').first();
+  for (const word of ['充值', '沙盒支付', '待支付']) assert.ok((await order.textContent()).includes(word), word);
+  await order.getByRole('link', { name: '支付' }).click();
+  await page.waitForURL(/\/console\/pay\//);
+  await page.locator('body[data-hydrated]').waitFor();
+  await page.getByRole('button', { name: /在沙盒中支付 ¥50\.00/ }).click();
+  await page.waitForURL(server.url + '/console/billing');
+  await page.getByTestId('order-row').filter({ hasText: '已支付' }).waitFor();
+  await page.getByTestId('ledger-row').filter({ hasText: '入账' }).filter({ hasText: '（沙盒支付）' }).waitFor();
   await context.close();
 });

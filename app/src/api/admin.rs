@@ -1,5 +1,7 @@
 //! Staff-only server functions. Every one starts with `require_staff`.
 
+#[allow(unused_imports)]
+use crate::i18n::{t, tf, tr};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +32,16 @@ impl From<cloudrouter_core::accounts::User> for UserListItem {
 
 #[cfg(feature = "ssr")]
 fn parse_id(id: &str) -> Result<uuid::Uuid, ServerFnError> {
-    uuid::Uuid::parse_str(id).map_err(|_| ServerFnError::new("No such user."))
+    crate::ssr::parse_uuid(id, "No such user.")
+}
+
+/// An upstream the form got wrong, in the caller's language (database errors stay generic).
+#[cfg(feature = "ssr")]
+fn upstream_error(e: cloudrouter_core::upstreams::UpstreamError) -> ServerFnError {
+    match e {
+        cloudrouter_core::upstreams::UpstreamError::Db(e) => crate::ssr::internal(e),
+        other => ServerFnError::new(crate::i18n::tm(&other.to_string())),
+    }
 }
 
 #[server(endpoint = "admin/users")]
@@ -45,16 +56,18 @@ pub async fn get_user(id: String) -> Result<UserListItem, ServerFnError> {
     crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let user = cloudrouter_core::accounts::find_by_id(&pool, parse_id(&id)?).await.map_err(crate::ssr::internal)?;
-    let mut item = user.map(UserListItem::from).ok_or_else(|| ServerFnError::new("No such user."))?;
+    let mut item = user.map(UserListItem::from).ok_or_else(|| ServerFnError::new(t("No such user.")))?;
     let sub = cloudrouter_core::billing::subscriptions::current(&pool, parse_id(&id)?, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
     item.plan = sub.map(|s| {
-        format!(
+        tf(
             "{} until {}, {} of {} left{}",
-            s.plan_name,
-            s.cycle_end.format("%Y-%m-%d"),
-            crate::ssr::usd((s.allowance_micro_usd - s.allowance_used_micro_usd).max(0)),
-            crate::ssr::usd(s.allowance_micro_usd),
-            s.pending_plan_code.map(|p| format!("; changing to {p} next cycle")).unwrap_or_default()
+            &[
+                &tr(&s.plan_name),
+                &s.cycle_end.format("%Y-%m-%d"),
+                &crate::ssr::usd((s.allowance_micro_usd - s.allowance_used_micro_usd).max(0)),
+                &crate::ssr::usd(s.allowance_micro_usd),
+                &s.pending_plan_code.map(|p| tf("; changing to {} next cycle", &[&p])).unwrap_or_default(),
+            ],
         )
     });
     Ok(item)
@@ -65,14 +78,14 @@ pub async fn set_suspended(id: String, suspend: bool) -> Result<String, ServerFn
     let staff = crate::ssr::require_staff().await?;
     let id = parse_id(&id)?;
     if id == staff.id {
-        return Err(ServerFnError::new("You cannot suspend your own account."));
+        return Err(ServerFnError::new(t("You cannot suspend your own account.")));
     }
     let changed = cloudrouter_core::accounts::set_suspended(&crate::ssr::pool()?, id, suspend).await.map_err(crate::ssr::internal)?;
     if !changed {
-        return Err(ServerFnError::new("No such user."));
+        return Err(ServerFnError::new(t("No such user.")));
     }
     crate::ssr::audit(staff.id, if suspend { "user.suspend" } else { "user.reinstate" }, &id.to_string(), serde_json::json!({})).await?;
-    Ok(if suspend { "Account suspended." } else { "Account reinstated." }.into())
+    Ok(t(if suspend { "Account suspended." } else { "Account reinstated." }).into())
 }
 
 #[server(endpoint = "admin/user/billing")]
@@ -96,17 +109,17 @@ pub async fn adjust_balance(id: String, amount: String, note: String) -> Result<
     let user_id = parse_id(&id)?;
     let note = note.trim();
     if note.is_empty() {
-        return Err(ServerFnError::new("Write a note saying why the balance changes."));
+        return Err(ServerFnError::new(t("Write a note saying why the balance changes.")));
     }
     let micros = cloudrouter_core::money::parse_decimal(amount.trim())
-        .map_err(|_| ServerFnError::new("Enter an amount in yuan, like 100 or -12.50."))?;
+        .map_err(|_| ServerFnError::new(t("Enter an amount in yuan, like 100 or -12.50.")))?;
     let kind = if micros > 0 { LedgerKind::Credit } else { LedgerKind::Debit };
     let entry = ledger::adjust(&crate::ssr::pool()?, user_id, micros, kind, note, Some(staff.id)).await.map_err(|e| match e {
         LedgerError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
+        other => ServerFnError::new(crate::i18n::tm(&other.to_string())),
     })?;
     crate::ssr::audit(staff.id, "balance.adjust", &user_id.to_string(), serde_json::json!({"amount_micros": micros, "note": note})).await?;
-    Ok(format!("Balance is now {}.", crate::ssr::cny(entry.balance_after_micros)))
+    Ok(tf("Balance is now {}.", &[&crate::ssr::cny(entry.balance_after_micros)]))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,8 +161,18 @@ pub async fn list_upstreams() -> Result<Vec<UpstreamView>, ServerFnError> {
                 concurrency_cap: u.concurrency_cap,
                 enabled: u.enabled,
                 is_demo: u.is_demo,
-                circuit: h.map(|h| h.circuit.clone()).unwrap_or_else(|| if u.enabled { "starting".into() } else { "disabled".into() }),
-                success_rate: h.and_then(|h| h.success_rate).map(|r| format!("{:.1}% of {}", r * 100.0, h.map_or(0, |h| h.recent_attempts))),
+                // A closed circuit is the healthy one: the words say so.
+                circuit: t(match h.map(|h| h.circuit.as_str()) {
+                    Some("closed") => "closed (healthy)",
+                    Some("open") => "open (skipped)",
+                    Some("half_open") => "half-open (probing)",
+                    _ if u.enabled => "starting",
+                    _ => "disabled",
+                })
+                .to_string(),
+                success_rate: h
+                    .and_then(|h| h.success_rate)
+                    .map(|r| tf("{}% of {}", &[&format!("{:.1}", r * 100.0), &h.map_or(0, |h| h.recent_attempts)])),
                 latency: h.and_then(|h| h.latency_ms).map(|l| format!("{l:.0} ms")),
                 last_error: h.and_then(|h| h.last_error.clone()),
             }
@@ -167,11 +190,11 @@ pub async fn add_upstream(
     weight: String,
     concurrency_cap: String,
 ) -> Result<String, ServerFnError> {
-    use cloudrouter_core::upstreams::{self, NewUpstream, UpstreamError};
+    use cloudrouter_core::upstreams::{self, NewUpstream};
     let staff = crate::ssr::require_staff().await?;
     let state = crate::ssr::state()?;
-    let int = |s: &str, what: &str, default: i32| -> Result<i32, ServerFnError> {
-        if s.trim().is_empty() { Ok(default) } else { s.trim().parse().map_err(|_| ServerFnError::new(format!("{what} must be a whole number."))) }
+    let int = |s: &str, what: &'static str, default: i32| -> Result<i32, ServerFnError> {
+        if s.trim().is_empty() { Ok(default) } else { s.trim().parse().map_err(|_| ServerFnError::new(tf("{} must be a whole number.", &[&t(what)]))) }
     };
     let new = NewUpstream {
         name: name.trim().into(),
@@ -184,27 +207,25 @@ pub async fn add_upstream(
         enabled: true,
     };
     let name = new.name.clone();
-    let id = upstreams::create(&state.pool, &state.crypto, new).await.map_err(|e| match e {
-        UpstreamError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    })?;
+    let id = upstreams::create(&state.pool, &state.crypto, new).await.map_err(upstream_error)?;
     // The first real upstream ends demo mode: the simulated Claude stops taking traffic.
     for demo in upstreams::list(&state.pool).await.map_err(crate::ssr::internal)?.into_iter().filter(|u| u.is_demo && u.enabled) {
         upstreams::set_enabled(&state.pool, demo.id, false).await.map_err(crate::ssr::internal)?;
     }
     crate::ssr::audit(staff.id, "upstream.add", &id.to_string(), serde_json::json!({"name": name})).await?;
-    Ok("Upstream added. Gateways pick it up within a second.".into())
+    Ok(t("Upstream added. Gateways pick it up within a second.").into())
 }
 
 #[server(endpoint = "admin/upstreams/enable")]
 pub async fn set_upstream_enabled(id: String, enabled: bool) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
-    let ok = cloudrouter_core::upstreams::set_enabled(&crate::ssr::pool()?, parse_id(&id)?, enabled).await.map_err(crate::ssr::internal)?;
+    let upstream = crate::ssr::parse_uuid(&id, "No such upstream.")?;
+    let ok = cloudrouter_core::upstreams::set_enabled(&crate::ssr::pool()?, upstream, enabled).await.map_err(crate::ssr::internal)?;
     if !ok {
-        return Err(ServerFnError::new("No such upstream."));
+        return Err(ServerFnError::new(t("No such upstream.")));
     }
     crate::ssr::audit(staff.id, if enabled { "upstream.enable" } else { "upstream.disable" }, &id, serde_json::json!({})).await?;
-    Ok(if enabled { "Upstream enabled." } else { "Upstream disabled." }.into())
+    Ok(t(if enabled { "Upstream enabled." } else { "Upstream disabled." }).into())
 }
 
 /// Staff edit of an upstream's routing, and optionally a new credential (blank keeps the old).
@@ -217,30 +238,26 @@ pub async fn update_upstream(
     concurrency_cap: String,
     api_key: String,
 ) -> Result<String, ServerFnError> {
-    use cloudrouter_core::upstreams::{self, UpstreamError};
+    use cloudrouter_core::upstreams;
     let staff = crate::ssr::require_staff().await?;
     let state = crate::ssr::state()?;
-    let id = parse_id(&id)?;
+    let id = crate::ssr::parse_uuid(&id, "No such upstream.")?;
     let current = upstreams::list(&state.pool)
         .await
         .map_err(crate::ssr::internal)?
         .into_iter()
         .find(|u| u.id == id)
-        .ok_or_else(|| ServerFnError::new("No such upstream."))?;
-    let int = |s: &str, what: &str| -> Result<i32, ServerFnError> {
-        s.trim().parse().map_err(|_| ServerFnError::new(format!("{what} must be a whole number.")))
+        .ok_or_else(|| ServerFnError::new(t("No such upstream.")))?;
+    let int = |s: &str, what: &'static str| -> Result<i32, ServerFnError> {
+        s.trim().parse().map_err(|_| ServerFnError::new(tf("{} must be a whole number.", &[&t(what)])))
     };
     let channels: Vec<String> = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     let cap = if concurrency_cap.trim().is_empty() { None } else { Some(int(&concurrency_cap, "Concurrency cap")?) };
-    let as_message = |e: UpstreamError| match e {
-        UpstreamError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    };
     upstreams::update_routing(&state.pool, id, &channels, &current.models, int(&priority, "Priority")?, int(&weight, "Weight")?, cap)
         .await
-        .map_err(as_message)?;
+        .map_err(upstream_error)?;
     if !api_key.trim().is_empty() {
-        upstreams::set_credential(&state.pool, &state.crypto, id, &api_key).await.map_err(as_message)?;
+        upstreams::set_credential(&state.pool, &state.crypto, id, &api_key).await.map_err(upstream_error)?;
     }
     crate::ssr::audit(
         staff.id,
@@ -249,5 +266,5 @@ pub async fn update_upstream(
         serde_json::json!({"channels": channels, "weight": weight, "priority": priority, "credential_replaced": !api_key.trim().is_empty()}),
     )
     .await?;
-    Ok(format!("Upstream {} saved.", current.name))
+    Ok(tf("Upstream {} saved.", &[&current.name]))
 }

@@ -129,8 +129,8 @@ pub mod convert {
                 None if p.purchasable => crate::i18n::t("Refund by negotiation").into(),
                 None => String::new(),
             },
+            name: crate::i18n::tr(&p.name),
             code: p.code,
-            name: p.name,
             description: crate::i18n::tr(&p.description),
             audience: crate::i18n::tr(&p.audience),
             sla: p.sla,
@@ -150,7 +150,7 @@ pub mod convert {
             allowance_left: usd(left),
             pending_plan: s.pending_plan_code,
             plan_code: s.plan_code,
-            plan_name: s.plan_name,
+            plan_name: crate::i18n::tr(&s.plan_name),
         }
     }
 
@@ -171,12 +171,7 @@ pub mod convert {
 }
 
 #[cfg(feature = "ssr")]
-fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
-    match e {
-        cloudrouter_core::billing::BillingError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    }
-}
+use crate::ssr::billing_error;
 
 #[server(endpoint = "plans")]
 pub async fn plans_page() -> Result<PlansData, ServerFnError> {
@@ -257,12 +252,22 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
         }),
         orders: orders.into_iter().map(|o| { let inv = invoiced.get(&o.id).cloned(); convert::order(o, inv) }).collect(),
         refund: quote.map(|q| RefundView {
-            plan_name: q.plan_name,
+            plan_name: crate::i18n::tr(&q.plan_name),
             eligible: q.eligible,
             negotiated: q.negotiated,
-            reason: q.reason,
+            reason: q.reason.as_deref().map(crate::i18n::tm),
             amount: cny(q.amount_micros),
-            explanation: q.explanation,
+            // Said again from the quote's figures rather than the core crate's English sentence.
+            explanation: crate::i18n::tf(
+                "{} × {} / {} remaining days = {}{}",
+                &[
+                    &cny(q.paid_micros),
+                    &q.remaining_days,
+                    &q.cycle_days,
+                    &cny(q.amount_micros),
+                    &if q.negotiated { crate::i18n::t(" (suggested; the final amount is agreed with our team)") } else { "" },
+                ],
+            ),
             open_request: open.clone(),
         }),
         refunds: requests.into_iter().map(|r| (when(r.created_at), cny(r.amount_micros), r.status)).collect(),
@@ -286,7 +291,7 @@ pub async fn apply_for_trial(reason: String) -> Result<String, ServerFnError> {
 #[server(endpoint = "orders/cancel")]
 pub async fn cancel_order(id: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     cloudrouter_core::billing::orders::cancel(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
     Ok(crate::i18n::t("Order cancelled.").into())
 }
@@ -307,16 +312,20 @@ pub struct PaymentView {
 
 #[server(endpoint = "pay")]
 pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
-    use cloudrouter_core::billing::{orders, payments::Checkout};
+    use cloudrouter_core::billing::{orders, payments::Checkout, plans};
+    use crate::i18n::{t, tf, tr};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
-    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
     let balance = cloudrouter_core::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
     let what = match (order.kind.as_str(), &order.plan_code) {
-        ("topup", _) => crate::i18n::t("Balance top-up").to_string(),
-        (_, Some(plan)) => format!("{plan} plan, one month"),
-        _ => crate::i18n::t("Order").to_string(),
+        ("topup", _) => t("Balance top-up").to_string(),
+        (_, Some(code)) => {
+            let plan = plans::get(&state.pool, code).await.map_err(crate::ssr::internal)?;
+            tf("{} plan, one month", &[&tr(&plan.map_or_else(|| code.clone(), |p| p.name))])
+        }
+        _ => t("Order").to_string(),
     };
     let (mut redirect, mut instructions, mut wechat_qr) = (None, vec![], None);
     if order.status == "created" && order.method == "wechat" {
@@ -327,7 +336,7 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
                     .map_err(|e| e.to_string()),
                 Err(e) => {
                     tracing::warn!(error = %e, "WeChat Pay did not give a QR code");
-                    Err("WeChat Pay could not start this payment. Please try again or choose another method.".into())
+                    Err(t("WeChat Pay could not start this payment. Please try again or choose another method.").into())
                 }
             });
         }
@@ -337,11 +346,11 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
                 Checkout::Redirect(url) => redirect = Some(url),
                 Checkout::Instructions { bank_name, account_name, account_number, reference, amount } => {
                     instructions = vec![
-                        ("Bank".into(), bank_name),
-                        ("Account name".into(), account_name),
-                        ("Account number".into(), account_number),
-                        ("Amount".into(), crate::ssr::cny(amount)),
-                        ("Reference (write it in the transfer note)".into(), reference),
+                        (t("Bank").into(), bank_name),
+                        (t("Account name").into(), account_name),
+                        (t("Account number").into(), account_number),
+                        (t("Amount").into(), crate::ssr::cny(amount)),
+                        (t("Reference (write it in the transfer note)").into(), reference),
                     ]
                 }
             }
@@ -365,13 +374,17 @@ pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
     use cloudrouter_core::billing::{orders, payments};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
-    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
     let provider = state.payments.sandbox().ok_or_else(|| ServerFnError::new(crate::i18n::t("Sandbox payments are switched off here.")))?;
     let body = state.sandbox.sign(order.id, order.amount_micros);
     payments::handle_notification(&state.pool, provider, &http::HeaderMap::new(), body.as_bytes())
         .await
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
+        .map_err(|e| match e {
+            payments::PaymentError::Billing(e) => billing_error(e),
+            // The sandbox signs its own notifications: any other failure is ours.
+            other => crate::ssr::internal(other),
+        })?;
     leptos_axum::redirect("/console/billing");
     Ok(())
 }
@@ -379,7 +392,7 @@ pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
 #[server(endpoint = "pay/balance")]
 pub async fn pay_from_balance(id: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     cloudrouter_core::billing::orders::pay_with_balance(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
     leptos_axum::redirect("/console/billing");
     Ok(())

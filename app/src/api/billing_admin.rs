@@ -1,16 +1,12 @@
 //! Staff side of billing: bank transfers, orders, refunds, invoices, trials, plans, enquiries
 //! and the audit log. Every function starts with `require_staff`.
 
+#[allow(unused_imports)]
+use crate::i18n::{label, t, tf};
+#[cfg(feature = "ssr")]
+use crate::ssr::billing_error;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-
-#[cfg(feature = "ssr")]
-fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
-    match e {
-        cloudrouter_core::billing::BillingError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueueItem {
@@ -51,7 +47,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         transfers.push(QueueItem {
             id: o.id.to_string(),
             who: email(o.user_id).await,
-            what: format!("{} {}", o.kind, o.plan_code.clone().unwrap_or_default()),
+            what: format!("{} {}", label(&o.kind), o.plan_code.clone().unwrap_or_default()),
             amount: cny(o.amount_micros),
             when: when(o.created_at),
             detail: o.reference.clone(),
@@ -62,7 +58,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         refunds.push(QueueItem {
             id: r.id.to_string(),
             who: email(r.user_id).await,
-            what: "Subscription refund".into(),
+            what: t("Subscription refund").into(),
             amount: cny(r.amount_micros),
             when: when(r.created_at),
             detail: r.reason.clone(),
@@ -72,7 +68,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         .await
         .map_err(internal)?
         .into_iter()
-        .map(|t| QueueItem { id: t.id.to_string(), who: t.email, what: "Trial credit".into(), amount: String::new(), when: when(t.created_at), detail: t.reason })
+        .map(|a| QueueItem { id: a.id.to_string(), who: a.email, what: t("Trial credit").into(), amount: String::new(), when: when(a.created_at), detail: a.reason })
         .collect();
     let enquiries = billing::enquiries::list(&pool, false)
         .await
@@ -81,7 +77,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         .map(|e| QueueItem {
             id: e.id.to_string(),
             who: format!("{} <{}> {}", e.contact_name, e.email, e.phone),
-            what: format!("{} ({})", e.company, e.status),
+            what: format!("{} ({})", e.company, label(&e.status)),
             amount: String::new(),
             when: when(e.created_at),
             detail: e.message,
@@ -99,70 +95,70 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
 #[server(endpoint = "admin/transfers/confirm")]
 pub async fn confirm_transfer(id: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
-    let id = crate::ssr::parse_uuid(&id, "order")?;
+    let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     cloudrouter_core::billing::orders::confirm_bank_transfer(&crate::ssr::pool()?, staff.id, id).await.map_err(billing_error)?;
-    Ok("Transfer confirmed; the order is paid.".into())
+    Ok(t("Transfer confirmed; the order is paid.").into())
 }
 
 #[server(endpoint = "admin/refunds/decide")]
 pub async fn decide_refund(id: String, approve: bool, amount: String, note: String) -> Result<String, ServerFnError> {
     use cloudrouter_core::billing::refunds;
     let staff = crate::ssr::require_staff().await?;
-    let id = crate::ssr::parse_uuid(&id, "refund request")?;
+    let id = crate::ssr::parse_uuid(&id, "No such refund request.")?;
     let pool = crate::ssr::pool()?;
     if note.trim().is_empty() {
-        return Err(ServerFnError::new("Write a note for the customer."));
+        return Err(ServerFnError::new(t("Write a note for the customer.")));
     }
     if approve {
         let amount = match amount.trim() {
             "" => None,
-            a => Some(cloudrouter_core::money::parse_decimal(a).map_err(|_| ServerFnError::new("Enter the refund amount in yuan."))?),
+            a => Some(cloudrouter_core::money::parse_decimal(a).map_err(|_| ServerFnError::new(t("Enter the refund amount in yuan.")))?),
         };
         refunds::approve(&pool, staff.id, id, amount, note.trim()).await.map_err(billing_error)?;
-        Ok("Refund approved.".into())
+        Ok(t("Refund approved.").into())
     } else {
         refunds::reject(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
-        Ok("Refund rejected.".into())
+        Ok(t("Refund rejected.").into())
     }
 }
 
 #[server(endpoint = "admin/invoices/reject")]
 pub async fn reject_invoice(id: String, reason: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
-    let id = crate::ssr::parse_uuid(&id, "invoice")?;
+    let id = crate::ssr::parse_uuid(&id, "No such invoice.")?;
     if reason.trim().is_empty() {
-        return Err(ServerFnError::new("Give the customer a reason."));
+        return Err(ServerFnError::new(t("Give the customer a reason.")));
     }
     cloudrouter_core::billing::invoices::reject(&crate::ssr::pool()?, staff.id, id, reason.trim()).await.map_err(billing_error)?;
-    Ok("Invoice request rejected.".into())
+    Ok(t("Invoice request rejected.").into())
 }
 
 #[server(endpoint = "admin/trials/decide")]
 pub async fn decide_trial(id: String, approve: bool, amount: String, days: String, note: String) -> Result<String, ServerFnError> {
     use cloudrouter_core::billing::trials;
     let staff = crate::ssr::require_staff().await?;
-    let id = crate::ssr::parse_uuid(&id, "application")?;
+    let id = crate::ssr::parse_uuid(&id, "No such trial application.")?;
     let pool = crate::ssr::pool()?;
     if approve {
         let micros = cloudrouter_core::money::parse_decimal(amount.trim())
             .ok()
             .filter(|m| *m > 0)
-            .ok_or_else(|| ServerFnError::new("Enter the trial amount in yuan."))?;
-        let days: i64 = days.trim().parse().ok().filter(|d| (1..=365).contains(d)).ok_or_else(|| ServerFnError::new("Expiry must be 1 to 365 days."))?;
+            .ok_or_else(|| ServerFnError::new(t("Enter the trial amount in yuan.")))?;
+        let days: i64 = days.trim().parse().ok().filter(|d| (1..=365).contains(d)).ok_or_else(|| ServerFnError::new(t("Expiry must be 1 to 365 days.")))?;
         trials::approve(&pool, staff.id, id, micros, chrono::Utc::now() + chrono::Duration::days(days)).await.map_err(billing_error)?;
-        Ok("Trial approved.".into())
+        Ok(t("Trial approved.").into())
     } else {
         trials::decline(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
-        Ok("Trial declined.".into())
+        Ok(t("Trial declined.").into())
     }
 }
 
 #[server(endpoint = "admin/enquiries/status")]
 pub async fn set_enquiry_status(id: String, status: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
-    let id = crate::ssr::parse_uuid(&id, "enquiry")?;
+    let id = crate::ssr::parse_uuid(&id, "No such enquiry.")?;
     cloudrouter_core::billing::enquiries::set_status(&crate::ssr::pool()?, staff.id, id, &status, "").await.map_err(billing_error)?;
-    Ok(format!("Enquiry marked {status}."))
+    Ok(tf("Enquiry marked {}.", &[&label(&status)]))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,12 +232,14 @@ pub async fn update_plan(
     use cloudrouter_core::{billing::plans, money::parse_decimal};
     let staff = crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
-    let mut plan = plans::get(&pool, &code).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such plan."))?;
-    let amount = |s: &str, what: &str| parse_decimal(s.trim()).ok().filter(|v| *v >= 0).ok_or_else(|| ServerFnError::new(format!("{what} must be a non-negative amount.")));
+    let mut plan = plans::get(&pool, &code).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(t("No such plan.")))?;
+    let amount = |s: &str, what: &'static str| {
+        parse_decimal(s.trim()).ok().filter(|v| *v >= 0).ok_or_else(|| ServerFnError::new(tf("{} must be a non-negative amount.", &[&t(what)])))
+    };
     let limit = |s: &str| -> Result<Option<i32>, ServerFnError> {
         match s.trim() {
             "" => Ok(None),
-            s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new("Limits must be positive whole numbers.")),
+            s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new(t("Limits must be positive whole numbers."))),
         }
     };
     plan.price_micros = amount(&price_yuan, "The price")?;
@@ -249,7 +247,7 @@ pub async fn update_plan(
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;
-    plans::update(&pool, &plan).await.map_err(crate::ssr::internal)?;
+    plans::update(&pool, &plan).await.map_err(billing_error)?;
     crate::ssr::audit(staff.id, "plan.update", &code, serde_json::json!({"price_micros": plan.price_micros, "allowance_micro_usd": plan.allowance_micro_usd})).await?;
-    Ok(format!("Plan {} saved. It applies to new purchases and renewals.", plan.name))
+    Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))
 }

@@ -1,5 +1,7 @@
 //! Models, list prices and channel rates: public for the landing page, editable by staff.
 
+#[allow(unused_imports)]
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -86,14 +88,14 @@ pub async fn update_channel(code: String, rate: String, capacity: String) -> Res
     let rate = cloudrouter_core::money::parse_decimal(rate.trim())
         .ok()
         .filter(|r| *r > 0)
-        .ok_or_else(|| ServerFnError::new("The rate must be a positive amount of yuan per dollar, like 0.6."))?;
-    let capacity: i32 = capacity.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| ServerFnError::new("Capacity must be a positive whole number."))?;
+        .ok_or_else(|| ServerFnError::new(t("The rate must be a positive amount of yuan per dollar, like 0.6.")))?;
+    let capacity: i32 = capacity.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| ServerFnError::new(t("Capacity must be a positive whole number.")))?;
     let ok = cloudrouter_core::catalogue::update_channel(&crate::ssr::pool()?, &code, rate, capacity).await.map_err(crate::ssr::internal)?;
     if !ok {
-        return Err(ServerFnError::new("No such channel."));
+        return Err(ServerFnError::new(t("No such channel.")));
     }
     crate::ssr::audit(staff.id, "channel.update", &code, serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity})).await?;
-    Ok(format!("Channel {code} now charges {} per $1.", crate::ssr::cny(rate)))
+    Ok(tf("Channel {} now charges {} per $1.", &[&label(&code), &crate::ssr::cny(rate)]))
 }
 
 /// Sets a model's list prices (US dollars per million tokens) and whether it is offered.
@@ -110,12 +112,12 @@ pub async fn update_model(
     use cloudrouter_core::{catalogue, money};
     let staff = crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
-    let mut model = catalogue::get_model(&pool, &id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new("No such model."))?;
+    let mut model = catalogue::get_model(&pool, &id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(t("No such model.")))?;
     let price = |s: &str| -> Result<i64, ServerFnError> {
         money::parse_decimal(s.trim().trim_start_matches('$'))
             .ok()
             .filter(|p| *p >= 0)
-            .ok_or_else(|| ServerFnError::new("Prices are dollar amounts per million tokens, like 3 or 0.30."))
+            .ok_or_else(|| ServerFnError::new(t("Prices are dollar amounts per million tokens, like 3 or 0.30.")))
     };
     model.input_price = price(&input)?;
     model.output_price = price(&output)?;
@@ -125,5 +127,5 @@ pub async fn update_model(
     model.enabled = enabled.is_some();
     catalogue::upsert_model(&pool, &model).await.map_err(crate::ssr::internal)?;
     crate::ssr::audit(staff.id, "model.update", &id, serde_json::to_value(&model).unwrap_or_default()).await?;
-    Ok(format!("Prices of {id} saved."))
+    Ok(tf("Prices of {} saved.", &[&id]))
 }

@@ -1,7 +1,9 @@
 //! Usage charts for the console: spend, tokens, requests and latency over a range, by model, key
 //! or channel — for one customer, or (staff) for everyone and per upstream.
 
-use crate::components::chart::{Bar, BarChartData, LineChartData, Segment};
+use crate::components::chart::{BarChartData, LineChartData};
+#[cfg(feature = "ssr")]
+use crate::components::chart::{Bar, Segment};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +123,7 @@ mod build {
                 .iter()
                 .map(|(b, (r, e))| Bar {
                     label: label(range, *b),
-                    total_display: format!("{r} requests, {e} failed"),
+                    total_display: crate::i18n::tf("{} requests, {} failed", &[r, e]),
                     segments: vec![
                         Segment { series: 0, value: r - e, display: (r - e).to_string() },
                         Segment { series: 1, value: *e, display: e.to_string() },
@@ -217,7 +219,8 @@ pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<C
         if g.is_empty() {
             crate::i18n::t("All").into()
         } else {
-            key_names.get(g).cloned().unwrap_or_else(|| g.to_string())
+            // Channel codes read as the channels' names; model ids stay as they are.
+            key_names.get(g).cloned().unwrap_or_else(|| crate::i18n::label(g))
         }
     };
     Ok(build::charts(r, &range_code, &by, &points, &lat, &names))
@@ -236,7 +239,7 @@ pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFn
     Ok(stats
         .into_iter()
         .map(|s| UpstreamLine {
-            name: s.upstream_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| "(none: refused before routing)".into()),
+            name: s.upstream_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| crate::i18n::t("(none: refused before routing)").into()),
             requests: s.requests,
             success: if s.requests > 0 { format!("{:.1}%", (s.requests - s.errors) as f64 * 100.0 / s.requests as f64) } else { "—".into() },
             share: format!("{:.1}%", s.share_percent),

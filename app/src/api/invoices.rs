@@ -67,7 +67,7 @@ pub async fn invoices_page() -> Result<InvoicesData, ServerFnError> {
             .into_iter()
             .filter(|o| o.status == "paid" && !taken.contains(&o.id))
             .map(|o| InvoiceableOrder {
-                label: format!("{} · {} · {}", o.reference, o.kind, crate::ssr::cny(o.amount_micros)),
+                label: format!("{} · {} · {}", o.reference, crate::i18n::label(&o.kind), crate::ssr::cny(o.amount_micros)),
                 id: o.id.to_string(),
             })
             .collect(),
@@ -90,9 +90,9 @@ pub async fn request_invoice(
     bank: String,
     account: String,
 ) -> Result<String, ServerFnError> {
-    use cloudrouter_core::billing::{invoices::{self, InvoiceDetails}, BillingError};
+    use cloudrouter_core::billing::invoices::{self, InvoiceDetails};
     let user = crate::ssr::require_user().await?;
-    let order_id = crate::ssr::parse_uuid(&order_id, "order")?;
+    let order_id = crate::ssr::parse_uuid(&order_id, "No such order.")?;
     let t = |s: String| s.trim().to_string();
     let details = match kind.as_str() {
         "vat" => InvoiceDetails::VatSpecial {
@@ -106,9 +106,6 @@ pub async fn request_invoice(
         },
         _ => InvoiceDetails::Personal { name: t(name), email: t(email) },
     };
-    invoices::request(&crate::ssr::pool()?, user.id, order_id, details).await.map_err(|e| match e {
-        BillingError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(other.to_string()),
-    })?;
+    invoices::request(&crate::ssr::pool()?, user.id, order_id, details).await.map_err(crate::ssr::billing_error)?;
     Ok(crate::i18n::t("Invoice requested. You'll find it here once issued.").into())
 }

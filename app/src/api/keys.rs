@@ -71,7 +71,11 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
         limits: match (k.rpm_limit, k.concurrency_limit) {
             (None, None) => None,
             (rpm, conc) => Some(
-                [rpm.map(|r| format!("{r}/min")), conc.map(|c| format!("{c} at once"))].into_iter().flatten().collect::<Vec<_>>().join(" · "),
+                [rpm.map(|r| crate::i18n::tf("{}/min", &[&r])), conc.map(|c| crate::i18n::tf("{} at once", &[&c]))]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" · "),
             ),
         },
     }
@@ -148,10 +152,15 @@ pub async fn create_key(
             Some(chrono::Utc::now() + chrono::Duration::days(days))
         }
     };
-    let limit = |s: &str, what: &str| -> Result<Option<i32>, ServerFnError> {
+    let limit = |s: &str, what: &'static str| -> Result<Option<i32>, ServerFnError> {
         match s.trim() {
             "" => Ok(None),
-            s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new(format!("{what} must be a positive whole number."))),
+            s => s
+                .parse()
+                .ok()
+                .filter(|v: &i32| *v > 0)
+                .map(Some)
+                .ok_or_else(|| ServerFnError::new(crate::i18n::tf("{} must be a positive whole number.", &[&crate::i18n::t(what)]))),
         }
     };
     let new = NewKey {
@@ -186,7 +195,7 @@ const NEW_KEY_FLASH: &str = "flash_new_key";
 #[server(endpoint = "keys/revoke")]
 pub async fn revoke_key(id: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let id = crate::ssr::parse_uuid(&id, "key")?;
+    let id = crate::ssr::parse_uuid(&id, "No such key.")?;
     let revoked = cloudrouter_core::keys::revoke(&crate::ssr::pool()?, user.id, id).await.map_err(crate::ssr::internal)?;
     if revoked { Ok(crate::i18n::t("Key revoked. Requests with it are refused from now on.").into()) } else { Err(ServerFnError::new(crate::i18n::t("No such key."))) }
 }

@@ -14,8 +14,9 @@ pub mod usage;
 pub fn error_text(e: &leptos::prelude::ServerFnError) -> String {
     use leptos::prelude::ServerFnError;
     match e {
+        // Server functions answer in the caller's language already.
         ServerFnError::ServerError(msg) => msg.clone(),
-        ServerFnError::Request(_) => "Could not reach the server. Check your connection and try again.".into(),
-        _ => "Something went wrong. Please try again.".into(),
+        ServerFnError::Request(_) => crate::i18n::t("Could not reach the server. Check your connection and try again.").into(),
+        _ => crate::i18n::t("Something went wrong. Please try again.").into(),
     }
 }

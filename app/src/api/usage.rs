@@ -135,7 +135,7 @@ pub mod log_filter {
         use cloudrouter_core::insights::{LogFilter, StatusFilter};
         let key_id = match q.key.trim() {
             "" => None,
-            k => Some(crate::ssr::parse_uuid(k, "key")?),
+            k => Some(crate::ssr::parse_uuid(k, "No such key.")?),
         };
         let status = match q.status.as_str() {
             "ok" => Some(StatusFilter::Ok),
@@ -208,7 +208,9 @@ pub async fn usage_log(q: LogQuery) -> Result<LogPage, ServerFnError> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LedgerLine {
     pub time: String,
+    /// Codes: the kind ("usage", "refund") and where the money is ("wallet", "trial", "allowance").
     pub kind: String,
+    pub source: String,
     pub amount: String,
     pub balance_after: String,
     pub note: String,
@@ -235,12 +237,17 @@ pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnErr
         available: cny(info.available_micros),
         entries: entries
             .into_iter()
-            .map(|e| LedgerLine {
-                time: when(e.created_at),
-                kind: e.kind,
-                amount: cny(e.amount_micros),
-                balance_after: cny(e.balance_after_micros),
-                note: e.note,
+            .map(|e| {
+                // Plan allowance rows count list-price dollars, the others yuan.
+                let money = if e.unit() == "USD" { crate::ssr::usd } else { cny };
+                LedgerLine {
+                    time: when(e.created_at),
+                    amount: money(e.amount_micros),
+                    balance_after: money(e.balance_after_micros),
+                    note: crate::i18n::tm(&e.note),
+                    kind: e.kind,
+                    source: e.source,
+                }
             })
             .collect(),
     })

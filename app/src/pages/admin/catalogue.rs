@@ -3,7 +3,7 @@
 use crate::components::loaded::Loaded;
 use crate::api::catalogue::{admin_catalogue, UpdateChannel, UpdateModel};
 use crate::components::form::ActionMessage;
-use crate::i18n::{t, tf};
+use crate::i18n::{t, tf, tr};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -25,9 +25,9 @@ pub fn Catalogue() -> impl IntoView {
                             {c.channels.into_iter().map(|ch| view! {
                                 <ActionForm action=channel attr:class="card space-y-3">
                                     <input type="hidden" name="code" value=ch.code.clone() />
-                                    <p class="font-semibold">{ch.name.clone()}</p>
+                                    <p class="font-semibold">{tr(&ch.name)}</p>
                                     <label class="block text-sm">{t("¥ per $1 of list price")}
-                                        <input name="rate" value=ch.rate_yuan.clone() class="input mt-1" aria-label=tf("{} rate", &[&ch.name]) />
+                                        <input name="rate" value=ch.rate_yuan.clone() class="input mt-1" aria-label=tf("{} rate", &[&tr(&ch.name)]) />
                                     </label>
                                     <label class="block text-sm">{t("Concurrent requests (all customers)")}
                                         <input name="capacity" type="number" value=ch.capacity class="input mt-1" />

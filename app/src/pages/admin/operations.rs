@@ -22,8 +22,8 @@ pub fn Operations() -> impl IntoView {
         <Title text=t("Operations") />
         <h1 class="page-title">{t("Operations")}</h1>
         <div class="mt-4 flex flex-wrap gap-3">
-            <Tabs param="range" options=&RANGES current=range() base="/console/admin/operations".into() keep=vec![("by".into(), by())] />
-            <Tabs param="by" options=&GROUPS current=by() base="/console/admin/operations".into() keep=vec![("range".into(), range())] />
+            <Tabs param="range" name=t("Time range") options=&RANGES current=range() base="/console/admin/operations".into() keep=vec![("by".into(), by())] />
+            <Tabs param="by" name=t("Group by") options=&GROUPS current=by() base="/console/admin/operations".into() keep=vec![("range".into(), range())] />
         </div>
         <h2 class="section-title mt-6">{t("Upstreams")}</h2>
         <Loaded resource=upstreams let:list>

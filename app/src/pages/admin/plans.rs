@@ -4,7 +4,7 @@
 use crate::api::billing_admin::{admin_plans, audit_log, UpdatePlan};
 use crate::components::form::ActionMessage;
 use crate::components::loaded::Loaded;
-use crate::i18n::t;
+use crate::i18n::{label, t, tr};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -22,7 +22,7 @@ pub fn PlansAdmin() -> impl IntoView {
                 {list.into_iter().map(|p| view! {
                     <ActionForm action=update attr:class="card grid gap-3 sm:grid-cols-3 lg:grid-cols-7 lg:items-end">
                         <input type="hidden" name="code" value=p.code.clone() />
-                        <p class="font-semibold lg:col-span-1">{p.name.clone()}</p>
+                        <p class="font-semibold lg:col-span-1">{tr(&p.name)}</p>
                         <label class="text-xs">{t("Price ¥/month")}<input name="price_yuan" value=p.price_yuan.clone() class="input mt-1" /></label>
                         <label class="text-xs">{t("Allowance $/month")}<input name="allowance_usd" value=p.allowance_usd.clone() class="input mt-1" /></label>
                         <label class="text-xs">{t("Channels")}<input name="channels" value=p.channels.clone() class="input mt-1" /></label>
@@ -51,7 +51,7 @@ pub fn Audit() -> impl IntoView {
                             <tr data-testid="audit-row">
                                 <td class="whitespace-nowrap text-slate-500">{l.when}</td>
                                 <td>{l.staff}</td>
-                                <td><code class="text-xs">{l.action}</code></td>
+                                <td><code class="text-xs">{label(&l.action)}</code></td>
                                 <td class="font-mono text-xs">{l.target}</td>
                                 <td class="max-w-md truncate font-mono text-xs">{l.details}</td>
                             </tr>

@@ -35,7 +35,7 @@ pub fn Upstreams() -> impl IntoView {
                                             <td>
                                                 <span class="font-medium">{u.name.clone()}</span>
                                                 {u.is_demo.then(|| view! { <span class="badge ml-2">{t("Demo")}</span> })}
-                                                <span class="block text-xs text-slate-500">{u.base_url.clone()}" · key "{u.credential_hint.clone()}</span>
+                                                <span class="block text-xs text-slate-500">{u.base_url.clone()}{t(" · key ")}{u.credential_hint.clone()}</span>
                                                 {u.last_error.clone().map(|e| view! { <span class="block text-xs text-red-600">{e}</span> })}
                                                 <EditUpstream u=u.clone() action=update />
                                             </td>

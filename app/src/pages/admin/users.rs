@@ -5,7 +5,7 @@ use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBal
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
 use crate::components::form::ActionMessage;
-use crate::i18n::t;
+use crate::i18n::{label, t};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -115,7 +115,7 @@ pub fn UserDetail() -> impl IntoView {
                                         <tr>
                                             <td>{k.name}</td>
                                             <td><code class="text-xs">{format!("{}…", k.prefix)}</code></td>
-                                            <td class="capitalize">{k.channel}</td>
+                                            <td class="capitalize">{label(&k.channel)}</td>
                                             <td class="text-slate-500">{k.last_used.unwrap_or_else(|| t("never").into())}</td>
                                             <td class="text-right tabular-nums">{k.spent}</td>
                                             <td>{if k.revoked { t("Revoked") } else if k.expired { t("Expired") } else { t("Active") }}</td>

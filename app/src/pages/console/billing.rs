@@ -7,7 +7,7 @@ use crate::api::billing::{
 use crate::api::usage::{billing, BillingData};
 use crate::components::form::{ActionError, ActionMessage, Field};
 use crate::components::loaded::Loaded;
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -149,10 +149,10 @@ fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl In
                             view! {
                                 <tr data-testid="order-row">
                                     <td class="font-mono text-xs">{order.reference.clone()}<span class="block text-slate-500">{order.created.clone()}</span></td>
-                                    <td class="capitalize">{order.kind.clone()}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
+                                    <td class="capitalize">{label(&order.kind)}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
                                     <td class="text-right tabular-nums">{order.amount.clone()}</td>
-                                    <td class="capitalize">{order.method.clone()}</td>
-                                    <td class="capitalize">{order.status.clone()}{order.invoice_status.clone().map(|s| tf(" · invoice {}", &[&s]))}</td>
+                                    <td class="capitalize">{label(&order.method)}</td>
+                                    <td class="capitalize">{label(&order.status)}{order.invoice_status.clone().map(|s| tf(" · invoice {}", &[&label(&s)]))}</td>
                                     <td class="whitespace-nowrap">
                                         {open.then(|| view! {
                                             <a class="link mr-3" href=format!("/console/pay/{}", order.id)>{t("Pay")}</a>
@@ -222,7 +222,7 @@ pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
                                 {b.entries.into_iter().map(|e| view! {
                                     <tr data-testid="ledger-row">
                                         <td class="whitespace-nowrap text-slate-500">{e.time}</td>
-                                        <td class="capitalize">{e.kind}</td>
+                                        <td class="capitalize">{label(&e.kind)}{(e.source != "wallet").then(|| format!(" · {}", label(&e.source)))}</td>
                                         <td>{e.note}</td>
                                         <td class="whitespace-nowrap text-right tabular-nums">{e.amount}</td>
                                         <td class="whitespace-nowrap text-right tabular-nums">{e.balance_after}</td>

@@ -4,7 +4,7 @@
 use crate::api::invoices::{invoices_page, InvoicesData, RequestInvoice};
 use crate::components::form::{successes, ActionMessage, Field};
 use crate::components::loaded::Loaded;
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -82,7 +82,7 @@ fn InvoiceList(d: InvoicesData) -> impl IntoView {
                             <td>{i.title.clone()}</td>
                             <td class="text-right tabular-nums">{i.amount.clone()}</td>
                             <td class="capitalize" data-testid="invoice-status">
-                                {i.status.clone()}
+                                {label(&i.status)}
                                 {i.number.clone().map(|n| view! { <span class="block text-xs text-slate-500">{tf("No. {}, {}", &[&n, &i.issued_on.clone().unwrap_or_default()])}</span> })}
                                 {i.reject_reason.clone().map(|r| view! { <span class="block text-xs text-red-600">{r}</span> })}
                             </td>

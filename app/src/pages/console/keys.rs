@@ -3,7 +3,7 @@
 use crate::api::keys::{keys_page, CreateKey, CreatedKey, KeyView, RevokeKey};
 use crate::components::form::{successes, ActionMessage, Field};
 use crate::components::loaded::Loaded;
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -107,7 +107,7 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
                                     <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(t(" · fallback allowed"))}{k.limits.clone().map(|l| format!(" · {l}"))}</span>
                                 </td>
                                 <td><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
-                                <td class="capitalize">{k.channel.clone()}</td>
+                                <td class="capitalize">{label(&k.channel)}</td>
                                 <td class="whitespace-nowrap text-slate-500">{k.last_used.clone().unwrap_or_else(|| t("never").into())}</td>
                                 <td class="whitespace-nowrap text-right tabular-nums">
                                     {k.spent.clone()}

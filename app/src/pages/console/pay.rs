@@ -4,7 +4,7 @@
 use crate::api::billing::{pay_page, PayFromBalance, PayInSandbox};
 use crate::components::form::ActionError;
 use crate::components::loaded::Loaded;
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -25,7 +25,7 @@ pub fn Pay() -> impl IntoView {
                 <p class="mt-1 text-sm text-slate-500">{tf("Order {} · {}", &[&p.order.reference, &p.order.created])}</p>
                 <p class="mt-4 text-3xl font-semibold tabular-nums" data-testid="pay-amount">{p.order.amount.clone()}</p>
                 {if p.order.status != "created" {
-                    view! { <p class="alert-ok mt-4" data-testid="order-status">{tf("This order is {}.", &[&p.order.status])}</p> }.into_any()
+                    view! { <p class="alert-ok mt-4" data-testid="order-status">{tf("This order is {}.", &[&label(&p.order.status)])}</p> }.into_any()
                 } else {
                     let (sandbox_id, balance_id) = (p.order.id.clone(), p.order.id.clone());
                     view! {

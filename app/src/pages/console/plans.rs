@@ -16,6 +16,7 @@ pub fn Plans() -> impl IntoView {
         <h1 class="page-title">{t("Plans")}</h1>
         <p class="mt-1 max-w-3xl text-sm text-slate-600 dark:text-slate-400">
             {t("A plan includes a monthly allowance of list-price usage; beyond it, requests draw on your pay-as-you-go balance, so you never stop mid-task. You can use both at once. Plan changes take effect at the start of your next billing cycle.")}
+            " "{t("The allowance pays for requests on the plan's channels, within its request rate and concurrency across all your keys; keys on other channels are pay-as-you-go from your balance.")}
         </p>
         <div class="mt-4"><ActionMessage value=change.value() /></div>
         <Loaded resource=data let:d>

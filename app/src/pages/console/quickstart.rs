@@ -5,7 +5,7 @@ use crate::api::catalogue::public_catalogue;
 use crate::api::keys::{keys_page, CreateKey};
 use crate::components::loaded::Loaded;
 use crate::pages::landing::PriceTables;
-use crate::i18n::t;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -54,7 +54,7 @@ pub fn QuickStart() -> impl IntoView {
                     <input type="hidden" name="models" value="" />
                     <input type="hidden" name="rpm_limit" value="" />
                     <input type="hidden" name="concurrency_limit" value="" />
-                    <label class="block flex-1 text-sm">{t("Name")}<input name="name" value="my first key" required class="input mt-1" /></label>
+                    <label class="block flex-1 text-sm">{t("Name")}<input name="name" value=t("my first key") required class="input mt-1" /></label>
                     <label class="block text-sm">{t("Channel")}
                         <select name="channel" class="input mt-1">
                             {p.channels.into_iter().map(|c| view! { <option value=c.code>{c.label}</option> }).collect_view()}
@@ -112,7 +112,7 @@ fn CopyBlock(name: &'static str, code: String) -> impl IntoView {
         <div class="card mt-3 p-0" data-testid="snippet">
             <div class="flex items-center justify-between border-b border-slate-200 px-4 py-2 text-sm dark:border-slate-800">
                 <span class="font-medium">{name}</span>
-                <button type="button" class="btn-ghost px-3 py-1" on:click=copy aria-label=format!("Copy the {name} snippet")>
+                <button type="button" class="btn-ghost px-3 py-1" on:click=copy aria-label=tf("Copy the {} snippet", &[&name])>
                     {move || if copied.get() { t("Copied") } else { t("Copy") }}
                 </button>
             </div>

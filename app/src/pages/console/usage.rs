@@ -6,7 +6,7 @@ use crate::api::insight::{usage_charts, ChartsView};
 use crate::api::usage::{usage_log, LogPage, LogQuery};
 use crate::components::chart::{BarChart, LineChart};
 use crate::components::loaded::Loaded;
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -14,11 +14,18 @@ use leptos_router::hooks::use_query_map;
 pub const RANGES: [(&str, &str); 4] = [("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days"), ("90d", "90 days")];
 pub const GROUPS: [(&str, &str); 4] = [("none", "Total"), ("model", "By model"), ("key", "By key"), ("channel", "By channel")];
 
-/// Links that switch one query parameter and keep the others.
+/// Links that switch one query parameter and keep the others; `name` is what screen readers call them.
 #[component]
-pub fn Tabs(param: &'static str, options: &'static [(&'static str, &'static str)], current: String, base: String, keep: Vec<(String, String)>) -> impl IntoView {
+pub fn Tabs(
+    param: &'static str,
+    name: &'static str,
+    options: &'static [(&'static str, &'static str)],
+    current: String,
+    base: String,
+    keep: Vec<(String, String)>,
+) -> impl IntoView {
     view! {
-        <nav class="inline-flex flex-wrap gap-1 rounded-lg border border-slate-200 p-1 text-sm dark:border-slate-800" aria-label=param>
+        <nav class="inline-flex flex-wrap gap-1 rounded-lg border border-slate-200 p-1 text-sm dark:border-slate-800" aria-label=name>
             {options.iter().map(|(code, label)| {
                 let mut q: Vec<String> = keep.iter().filter(|(k, _)| k != param).map(|(k, v)| format!("{k}={v}")).collect();
                 q.push(format!("{param}={code}"));
@@ -69,8 +76,8 @@ pub fn Usage() -> impl IntoView {
             {t("Metered from Anthropic's own usage figures. A failed request costs nothing; a stream cut short costs only what was delivered.")}
         </p>
         <div class="mt-4 flex flex-wrap gap-3">
-            <Tabs param="range" options=&RANGES current=range() base="/console/usage".into() keep=vec![("by".into(), by())] />
-            <Tabs param="by" options=&GROUPS current=by() base="/console/usage".into() keep=vec![("range".into(), range())] />
+            <Tabs param="range" name=t("Time range") options=&RANGES current=range() base="/console/usage".into() keep=vec![("by".into(), by())] />
+            <Tabs param="by" name=t("Group by") options=&GROUPS current=by() base="/console/usage".into() keep=vec![("range".into(), range())] />
         </div>
         <Loaded resource=charts let:c>
             <ChartGrid c />
@@ -132,13 +139,13 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
                                         <code class="text-xs">{r.requested_model.clone()}</code>
                                         {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{tf("served by {}", &[&r.served_model])}</span> })}
                                     </td>
-                                    <td class="capitalize">{r.channel}</td>
+                                    <td class="capitalize">{label(&r.channel)}</td>
                                     <td class="text-right tabular-nums">{r.input_tokens}</td>
                                     <td class="text-right tabular-nums">{r.output_tokens}</td>
                                     <td class="text-right tabular-nums">{format!("{} / {}", r.cache_write_tokens, r.cache_read_tokens)}</td>
                                     <td class="text-right tabular-nums">{r.cost_usd}</td>
                                     <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
-                                    <td>{format!("{} {}", r.status, r.outcome)}</td>
+                                    <td>{format!("{} {}", r.status, label(&r.outcome))}</td>
                                     <td class="text-right tabular-nums">{tf("{} ms / {}", &[&r.latency_ms, &r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into())])}</td>
                                 </tr>
                             }).collect_view()}
