@@ -66,6 +66,8 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
     let usage: Value = admin(reqwest::Method::GET, &format!("/usage?user_id={id}")).send().await.unwrap().json().await.unwrap();
     let rows = usage["data"].as_array().or(usage.as_array()).expect("usage list").clone();
     assert_eq!(rows.len(), 1, "{usage}");
+    assert_eq!((rows[0]["input_tokens"].as_i64(), rows[0]["output_tokens"].as_i64()), (Some(input), Some(output)), "flat token fields");
+    assert!(rows[0].get("off_plan").is_none(), "settlement detail, not part of the record");
     // Haiku 4.5 lists at $1 / $5 per million tokens; Value charges ¥0.6 per $1 (no cache here).
     let cached = msg["usage"]["cache_read_input_tokens"].as_i64().unwrap_or(0) + msg["usage"]["cache_creation_input_tokens"].as_i64().unwrap_or(0);
     if cached == 0 {

@@ -155,7 +155,7 @@ pub mod log_filter {
 }
 
 #[cfg(feature = "ssr")]
-pub fn usage_line(r: cloudrouter_core::usage::UsageRow, key_name: String) -> UsageLine {
+pub fn usage_line(r: cloudrouter_core::usage::UsageRecord, key_name: String) -> UsageLine {
     use crate::ssr::{cny, usd, when};
     let served = r.served_model.clone().unwrap_or_default();
     UsageLine {
@@ -165,10 +165,10 @@ pub fn usage_line(r: cloudrouter_core::usage::UsageRow, key_name: String) -> Usa
         requested_model: r.requested_model,
         served_model: served,
         channel: r.channel,
-        input_tokens: r.input_tokens,
-        output_tokens: r.output_tokens,
-        cache_write_tokens: r.cache_write_5m_tokens + r.cache_write_1h_tokens,
-        cache_read_tokens: r.cache_read_tokens,
+        input_tokens: r.tokens.input_tokens,
+        output_tokens: r.tokens.output_tokens,
+        cache_write_tokens: r.tokens.cache_write_5m_tokens + r.tokens.cache_write_1h_tokens,
+        cache_read_tokens: r.tokens.cache_read_tokens,
         cost_usd: usd(r.cost_micro_usd),
         charge: cny(r.charge_micros),
         status: r.status,

@@ -35,7 +35,7 @@
 //! export, so memory stays bounded and no long transaction is held.
 
 use crate::money;
-use crate::usage::UsageRow;
+use crate::usage::UsageRecord;
 use base64::Engine;
 use chrono::{DateTime, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
 use futures::Stream;
@@ -512,7 +512,7 @@ pub const LOG_PAGE_MAX: i64 = 1000;
 /// One page of the usage log, newest first (ties on created_at by id, descending), and the cursor
 /// of the next page (None on the last page). `limit` is clamped to 1..=1000. A cursor that does
 /// not decode is treated as the start.
-pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, limit: i64) -> Result<(Vec<UsageRow>, Option<Cursor>), sqlx::Error> {
+pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, limit: i64) -> Result<(Vec<UsageRecord>, Option<Cursor>), sqlx::Error> {
     let limit = limit.clamp(1, LOG_PAGE_MAX);
     let after = cursor.and_then(|c| c.decode());
     let mut sql = format!("SELECT {LOG_COLUMNS} FROM usage_records WHERE true");
@@ -548,7 +548,7 @@ pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, lim
         None => {}
     }
     p(&mut sql, " ORDER BY created_at DESC, id DESC LIMIT ?");
-    let mut q = sqlx::query_as::<_, UsageRow>(&sql);
+    let mut q = sqlx::query_as::<_, UsageRecord>(&sql);
     if let Some(u) = f.user_id {
         q = q.bind(u);
     }
@@ -578,7 +578,7 @@ pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, lim
 }
 
 /// Every row of the filter, newest first, fetched a page (1000 rows) at a time: for CSV export.
-pub fn log_stream<'a>(pool: &'a PgPool, f: &'a LogFilter) -> impl Stream<Item = Result<UsageRow, sqlx::Error>> + 'a {
+pub fn log_stream<'a>(pool: &'a PgPool, f: &'a LogFilter) -> impl Stream<Item = Result<UsageRecord, sqlx::Error>> + 'a {
     use futures::StreamExt;
     // state: Some(cursor) to fetch from (None inside = start), None = done
     futures::stream::unfold(Some(None::<Cursor>), move |state| async move {
@@ -618,7 +618,7 @@ fn csv_text(s: &str) -> String {
 
 /// One CSV line (with CRLF) for a usage row. Amounts are decimal strings (USD cost, CNY charge);
 /// times are UTC RFC 3339. Never contains request or reply text (records hold none).
-pub fn csv_line(row: &UsageRow, key_name: &str) -> String {
+pub fn csv_line(row: &UsageRecord, key_name: &str) -> String {
     let opt = |v: Option<i32>| v.map(|x| x.to_string()).unwrap_or_default();
     let fields: Vec<String> = vec![
         csv_text(&row.id),
@@ -634,11 +634,11 @@ pub fn csv_line(row: &UsageRow, key_name: &str) -> String {
         csv_text(&row.outcome),
         csv_text(row.error_type.as_deref().unwrap_or("")),
         row.attempts.to_string(),
-        row.input_tokens.to_string(),
-        row.output_tokens.to_string(),
-        row.cache_write_5m_tokens.to_string(),
-        row.cache_write_1h_tokens.to_string(),
-        row.cache_read_tokens.to_string(),
+        row.tokens.input_tokens.to_string(),
+        row.tokens.output_tokens.to_string(),
+        row.tokens.cache_write_5m_tokens.to_string(),
+        row.tokens.cache_write_1h_tokens.to_string(),
+        row.tokens.cache_read_tokens.to_string(),
         money::to_decimal_string(row.cost_micro_usd),
         money::to_decimal_string(row.charge_micros),
         row.latency_ms.to_string(),

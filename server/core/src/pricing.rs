@@ -57,7 +57,7 @@ impl ModelPrices {
 }
 
 /// Tokens by kind, as billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, sqlx::FromRow)]
 pub struct TokenUsage {
     pub input_tokens: i64,
     pub output_tokens: i64,

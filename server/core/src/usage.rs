@@ -25,7 +25,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One request as the gateway writes it and as the console and admin API read it back.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
 pub struct UsageRecord {
     /// The request id returned to the client (`req_…`).
     pub id: String,
@@ -46,6 +47,8 @@ pub struct UsageRecord {
     /// ok | upstream_error | gateway_error | upstream_cut | client_closed | idle_timeout
     pub outcome: String,
     pub attempts: i32,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
     pub tokens: TokenUsage,
     pub cost_micro_usd: i64,
     /// Micro-CNY taken from the balance for this request.
@@ -54,35 +57,9 @@ pub struct UsageRecord {
     pub ttft_ms: Option<i32>,
     /// The charge was held from the user's off-plan lease (the key's channel is outside their
     /// plan); not stored, it tells settlement which lease the charge consumes.
+    #[sqlx(skip)]
+    #[serde(skip)]
     pub off_plan: bool,
-}
-
-/// A row as read back for the console and the admin API.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
-pub struct UsageRow {
-    pub id: String,
-    pub created_at: DateTime<Utc>,
-    pub user_id: Uuid,
-    pub key_id: Option<Uuid>,
-    pub channel: String,
-    pub endpoint: String,
-    pub requested_model: String,
-    pub served_model: Option<String>,
-    pub upstream_id: Option<Uuid>,
-    pub stream: bool,
-    pub status: i32,
-    pub error_type: Option<String>,
-    pub outcome: String,
-    pub attempts: i32,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_write_5m_tokens: i64,
-    pub cache_write_1h_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cost_micro_usd: i64,
-    pub charge_micros: i64,
-    pub latency_ms: i32,
-    pub ttft_ms: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -96,8 +73,8 @@ pub struct UsageFilter {
 }
 
 /// Newest first.
-pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRow>, sqlx::Error> {
-    sqlx::query_as::<_, UsageRow>(
+pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRecord>, sqlx::Error> {
+    sqlx::query_as::<_, UsageRecord>(
         "SELECT id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, \
          stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
          cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms \

@@ -70,7 +70,7 @@ async fn json_passthrough_metering_and_charge(pool: PgPool) {
     assert_eq!(u.served_model.as_deref(), Some(SONNET));
     assert_eq!(u.upstream_id, Some(up_id));
     assert_eq!(
-        (u.input_tokens, u.output_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens),
+        (u.tokens.input_tokens, u.tokens.output_tokens, u.tokens.cache_write_5m_tokens, u.tokens.cache_write_1h_tokens, u.tokens.cache_read_tokens),
         (1000, 500, 1000, 2000, 10_000)
     );
     assert_eq!(u.cost_micro_usd, PINNED_COST);
@@ -119,7 +119,7 @@ async fn stream_passthrough_is_incremental_and_metered(pool: PgPool) {
     gw.sync().await;
     let u = &usage_rows(&pool, user).await[0];
     assert_eq!((u.stream, u.outcome.as_str()), (true, "ok"));
-    assert_eq!((u.input_tokens, u.output_tokens, u.cache_write_1h_tokens, u.cache_read_tokens), (1000, 500, 2000, 10_000));
+    assert_eq!((u.tokens.input_tokens, u.tokens.output_tokens, u.tokens.cache_write_1h_tokens, u.tokens.cache_read_tokens), (1000, 500, 2000, 10_000));
     assert_eq!(u.charge_micros, PINNED_COST * 6 / 10, "value channel ¥0.6/$");
     assert!(u.ttft_ms.is_some());
     assert!(ledger::verify(&pool, user).await.unwrap());
@@ -456,7 +456,7 @@ async fn mid_stream_cut_and_stall_end_with_error_event(pool: PgPool) {
     // billed only for what the delivered events reported: message_start's input side and 1 output token
     let expected = 1000 * 3 + 15 + 1000 * 3_750 / 1000 + 2000 * 6 + 10_000 * 3 / 10;
     for r in &rows {
-        assert_eq!(r.output_tokens, 1);
+        assert_eq!(r.tokens.output_tokens, 1);
         assert_eq!(r.charge_micros, expected);
     }
     assert!(ledger::verify(&pool, user).await.unwrap());

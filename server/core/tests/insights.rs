@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloudrouter_core::insights::{self, Cursor, GroupBy, LogFilter, Range, Scope, SeriesPoint, StatusFilter};
 use cloudrouter_core::pricing::TokenUsage;
-use cloudrouter_core::usage::{UsageRecord, UsageRow, UsageWriter, WriterConfig};
+use cloudrouter_core::usage::{UsageRecord, UsageWriter, WriterConfig};
 use futures::StreamExt;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashSet};
@@ -353,7 +353,7 @@ async fn percentiles_from_histogram_are_within_bucket_precision(pool: PgPool) {
     assert_eq!(insights::hist_percentile(&[0; 32], 0.5), None);
 }
 
-async fn all_pages(pool: &PgPool, f: &LogFilter, size: i64) -> Vec<UsageRow> {
+async fn all_pages(pool: &PgPool, f: &LogFilter, size: i64) -> Vec<UsageRecord> {
     let mut out = Vec::new();
     let mut cursor: Option<Cursor> = None;
     loop {
@@ -449,7 +449,7 @@ async fn log_stream_crosses_pages(pool: PgPool) {
 
 #[test]
 fn csv_lines_quote_per_rfc4180() {
-    let row = UsageRow {
+    let row = UsageRecord {
         id: "req_1".into(),
         created_at: Utc.with_ymd_and_hms(2026, 11, 20, 5, 30, 0).unwrap(),
         user_id: Uuid::nil(),
@@ -464,15 +464,12 @@ fn csv_lines_quote_per_rfc4180() {
         error_type: Some("overloaded_error".into()),
         outcome: "upstream_error".into(),
         attempts: 2,
-        input_tokens: 10,
-        output_tokens: 20,
-        cache_write_5m_tokens: 1,
-        cache_write_1h_tokens: 2,
-        cache_read_tokens: 3,
+        tokens: TokenUsage { input_tokens: 10, output_tokens: 20, cache_write_5m_tokens: 1, cache_write_1h_tokens: 2, cache_read_tokens: 3 },
         cost_micro_usd: 1_234,
         charge_micros: 1_500_000,
         latency_ms: 812,
         ttft_ms: None,
+        off_plan: false,
     };
     let header = insights::csv_header();
     assert!(header.ends_with("\r\n"));

@@ -139,7 +139,7 @@ pub fn event_names(text: &str) -> Vec<String> {
     text.lines().filter_map(|l| l.strip_prefix("event: ")).map(str::to_string).collect()
 }
 
-pub async fn usage_rows(pool: &PgPool, user: Uuid) -> Vec<cloudrouter_core::usage::UsageRow> {
+pub async fn usage_rows(pool: &PgPool, user: Uuid) -> Vec<cloudrouter_core::usage::UsageRecord> {
     cloudrouter_core::usage::list(pool, &cloudrouter_core::usage::UsageFilter { user_id: Some(user), limit: Some(1000), ..Default::default() })
         .await
         .unwrap()
