@@ -29,7 +29,7 @@ if [[ "${KEEP:-0}" != 1 ]]; then
   psql_main -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
   for m in "$root"/migrations/*.sql; do psql_b -1 -f "$m" >/dev/null; done
   if [[ "${UNLOGGED:-0}" == 1 ]]; then
-    psql_b -c "ALTER TABLE usage_records SET UNLOGGED" -c "ALTER TABLE usage_hourly SET UNLOGGED" -c "ALTER TABLE usage_hourly_global SET UNLOGGED"
+    psql_b -c "ALTER TABLE usage_records SET UNLOGGED" -c "ALTER TABLE usage_hourly SET UNLOGGED" -c "ALTER TABLE usage_hourly_global SET UNLOGGED" -c "ALTER TABLE usage_daily_key SET UNLOGGED"
   fi
   echo "== fill usage_records (triggers and secondary indexes off while loading)" >&2
   t psql_b <<SQL
@@ -61,14 +61,15 @@ CREATE INDEX usage_records_time ON usage_records (created_at DESC);
 SQL
   echo "== rollups (cr_usage_rollup_rebuild)" >&2
   t psql_b -c "SET work_mem = '256MB'" -c "SELECT cr_usage_rollup_rebuild()" -c "ALTER TABLE usage_records ENABLE TRIGGER USER"
-  t psql_b -c "VACUUM ANALYZE usage_records" -c "VACUUM ANALYZE usage_hourly" -c "VACUUM ANALYZE usage_hourly_global"
+  t psql_b -c "VACUUM ANALYZE usage_records" -c "VACUUM ANALYZE usage_hourly" -c "VACUUM ANALYZE usage_hourly_global" -c "VACUUM ANALYZE usage_daily_key"
 fi
 
 echo "== sizes" >&2
 psql_b -At -F ' | ' <<'SQL'
 SELECT 'usage_records', count(*), pg_size_pretty(pg_total_relation_size('usage_records')) FROM usage_records
 UNION ALL SELECT 'usage_hourly', count(*), pg_size_pretty(pg_total_relation_size('usage_hourly')) FROM usage_hourly
-UNION ALL SELECT 'usage_hourly_global', count(*), pg_size_pretty(pg_total_relation_size('usage_hourly_global')) FROM usage_hourly_global;
+UNION ALL SELECT 'usage_hourly_global', count(*), pg_size_pretty(pg_total_relation_size('usage_hourly_global')) FROM usage_hourly_global
+UNION ALL SELECT 'usage_daily_key', count(*), pg_size_pretty(pg_total_relation_size('usage_daily_key')) FROM usage_daily_key;
 SQL
 
 echo "== batch insert cost: 40 statements x 500 rows (50 users x 5 models = 250 groups), with and without the rollup triggers (ms per statement)" >&2
@@ -92,6 +93,7 @@ SELECT 'with rollup triggers: ' || pg_temp.batch('bench_on') || ' ms';
 ROLLBACK;
 BEGIN;
 ALTER TABLE usage_records DISABLE TRIGGER usage_records_rollup_ins;
+ALTER TABLE usage_records DISABLE TRIGGER usage_records_daily_key_ins;
 SELECT 'without:              ' || pg_temp.batch('bench_off') || ' ms';
 ROLLBACK;
 SQL

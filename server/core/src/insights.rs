@@ -5,7 +5,9 @@
 //! `0005_usage_rollups.sql`): `usage_hourly`, keyed by (UTC hour, user, key, channel, model,
 //! upstream), for customer views and staff views of one customer or key, and
 //! `usage_hourly_global`, keyed by (hour, channel, model, upstream), for staff views across all
-//! customers. `model` is `COALESCE(served_model, requested_model)`; an error is `status >= 400`.
+//! customers. Daily charts by key or of one customer or key read a third, `usage_daily_key`
+//! (Shanghai day, user, key; migration `0007_usage_daily_key.sql`), kept exact the same way.
+//! `model` is `COALESCE(served_model, requested_model)`; an error is `status >= 400`.
 //!
 //! **Exactness.** Statement-level triggers on `usage_records` maintain both rollups in the same
 //! transaction as every INSERT (the usage writer's batch: one `INSERT … SELECT … GROUP BY … ON
@@ -291,16 +293,21 @@ pub async fn series(pool: &PgPool, scope: &Scope, range: Range, group: GroupBy, 
         GroupBy::Channel => "channel",
         GroupBy::Upstream => "COALESCE(upstream_id::text, '')",
     };
-    let (table, preds, binds) = scope_filter(scope, group == GroupBy::Key);
+    let (mut table, preds, binds) = scope_filter(scope, group == GroupBy::Key);
+    let (mut time, mut b) = ("hour", bucket_expr(range));
+    // Daily charts of keys or of one customer need no channel/model/upstream detail: the daily
+    // per-key rollup has one row per key and day.
+    if table == "usage_hourly" && !range.hourly() && matches!(group, GroupBy::None | GroupBy::Key) {
+        (table, time, b) = ("usage_daily_key", "day", "day");
+    }
     let sql = format!(
         "SELECT {b} AS bucket, {group_expr} AS \"group\",
                 sum(requests)::BIGINT AS requests, sum(errors)::BIGINT AS errors,
                 sum(input_tokens)::BIGINT AS input_tokens, sum(output_tokens)::BIGINT AS output_tokens,
                 sum(cache_write_tokens)::BIGINT AS cache_write_tokens, sum(cache_read_tokens)::BIGINT AS cache_read_tokens,
                 sum(cost_micro_usd)::BIGINT AS cost_micro_usd, sum(charge_micros)::BIGINT AS charge_micros
-         FROM {table} WHERE hour >= $1 AND hour < $2{preds}
-         GROUP BY 1, 2 ORDER BY 1, 2",
-        b = bucket_expr(range)
+         FROM {table} WHERE {time} >= $1 AND {time} < $2{preds}
+         GROUP BY 1, 2 ORDER BY 1, 2"
     );
     let mut q = sqlx::query_as::<_, SeriesPoint>(&sql).bind(start).bind(end);
     for v in binds {

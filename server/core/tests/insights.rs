@@ -164,7 +164,20 @@ async fn assert_rollups_exact(pool: &PgPool) {
         FROM usage_records GROUP BY 1, 2, 3, 4";
     let roll_global = "SELECT hour, channel, model, upstream_id, requests, errors, input_tokens, output_tokens,
         cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_sum_ms, ttft_count, ttft_sum_ms, latency_hist, ttft_hist FROM usage_hourly_global";
-    for (a, b) in [(raw_user, roll_user), (roll_user, raw_user), (raw_global, roll_global), (roll_global, raw_global)] {
+    let raw_daily = "SELECT date_bin('1 day', created_at, TIMESTAMPTZ '2000-01-01 00:00:00+08') d, user_id, key_id,
+        count(*) requests, count(*) FILTER (WHERE status >= 400) errors, sum(input_tokens) i, sum(output_tokens) o,
+        sum(cache_write_5m_tokens + cache_write_1h_tokens) cw, sum(cache_read_tokens) cr, sum(cost_micro_usd) c, sum(charge_micros) ch
+        FROM usage_records GROUP BY 1, 2, 3";
+    let roll_daily = "SELECT day, user_id, key_id, requests, errors, input_tokens, output_tokens,
+        cache_write_tokens, cache_read_tokens, cost_micro_usd, charge_micros FROM usage_daily_key";
+    for (a, b) in [
+        (raw_user, roll_user),
+        (roll_user, raw_user),
+        (raw_global, roll_global),
+        (roll_global, raw_global),
+        (raw_daily, roll_daily),
+        (roll_daily, raw_daily),
+    ] {
         let diff: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM (({a}) EXCEPT ({b})) d")).fetch_one(pool).await.unwrap();
         assert_eq!(diff, 0, "rollup differs from raw rows");
     }
@@ -241,13 +254,19 @@ async fn rollups_stay_exact_through_delete_update_and_raw_batches(pool: PgPool) 
     assert_rollups_exact(&pool).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_hourly WHERE user_id = $1").bind(f.users[1]).fetch_one(&pool).await.unwrap();
     assert_eq!(left, 0);
-    let zero: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_hourly_global WHERE requests = 0").fetch_one(&pool).await.unwrap();
+    let zero: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM usage_hourly_global WHERE requests = 0) + (SELECT count(*) FROM usage_daily_key WHERE requests = 0)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(zero, 0, "emptied groups are removed");
     // rebuild gives the same
     sqlx::query("SELECT cr_usage_rollup_rebuild()").execute(&pool).await.unwrap();
     assert_rollups_exact(&pool).await;
     sqlx::query("TRUNCATE usage_records").execute(&pool).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM usage_hourly) + (SELECT count(*) FROM usage_hourly_global)").fetch_one(&pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM usage_hourly) + (SELECT count(*) FROM usage_hourly_global) + (SELECT count(*) FROM usage_daily_key)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 0);
 }
 
@@ -531,7 +550,9 @@ async fn bench_page_queries() {
     }
     time!("series all customers 90d by model", insights::series(&pool, &all, Range::Quarter, GroupBy::Model, now).await.unwrap().len());
     time!("series all customers 90d by channel", insights::series(&pool, &all, Range::Quarter, GroupBy::Channel, now).await.unwrap().len());
-    time!("series all customers 30d by key (user-level rollup)", insights::series(&pool, &all, Range::Month, GroupBy::Key, now).await.unwrap().len());
+    for r in [Range::Day, Range::Month, Range::Quarter] {
+        time!(format!("series all customers {} by key", r.as_str()), insights::series(&pool, &all, r, GroupBy::Key, now).await.unwrap().len());
+    }
     time!("latency heavy customer 24h", insights::latency(&pool, &h, Range::Day, now).await.unwrap().len());
     time!("latency heavy customer 30d", insights::latency(&pool, &h, Range::Month, now).await.unwrap().len());
     time!("latency heavy customer 90d", insights::latency(&pool, &h, Range::Quarter, now).await.unwrap().len());
