@@ -876,8 +876,9 @@ async fn the_allowance_pays_only_on_the_plans_channels(pool: PgPool) {
     let broke = new_user(&pool, 0).await;
     subscribe(&pool, broke, "starter", Utc::now()).await;
     let off = key(&pool, broke, "stable").await;
-    let (status, kind, _, _) = error_of(post(&gw.base, &off, &body(SONNET, false)).await).await;
+    let (status, kind, msg, _) = error_of(post(&gw.base, &off, &body(SONNET, false)).await).await;
     assert_eq!((status, kind.as_str()), (402, "billing_error"));
+    assert!(msg.contains("Starter plan does not cover the High-Speed Stable channel"), "{msg}");
     assert_eq!(post(&gw.base, &key(&pool, broke, "value").await, &body(SONNET, false)).await.status(), 200);
     gw.sync().await;
     verify(&pool, user).await;

@@ -23,6 +23,7 @@
 pub mod health;
 mod leases;
 pub mod sse;
+mod upstream;
 
 pub use health::UpstreamHealth;
 
@@ -42,6 +43,10 @@ use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
 use health::Breaker;
+use http::Uri;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::proxy::matcher::Matcher;
 use leases::{Budget, Leases, MoneyHold, SlotGuard};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -149,11 +154,13 @@ impl Catalogue {
 struct Route {
     t: UpstreamTarget,
     breaker: Arc<Breaker>,
-    /// parsed once; cloning a `Url` is much cheaper than parsing one per request
-    messages_url: reqwest::Url,
-    count_url: reqwest::Url,
+    /// parsed once; cloning a `Uri` is much cheaper than parsing one per request
+    messages_url: Uri,
+    count_url: Uri,
     auth_name: HeaderName,
     auth_value: HeaderValue,
+    /// for plain HTTP through a proxy with credentials (`upstream::proxy_authorization`)
+    proxy_auth: Option<HeaderValue>,
     slot_scope: String,
 }
 
@@ -161,7 +168,9 @@ struct Inner {
     pool: PgPool,
     config: GatewayConfig,
     crypto: Crypto,
-    client: reqwest::Client,
+    client: upstream::Client,
+    /// the proxies from the environment, also known to `client`
+    proxy: Arc<Matcher>,
     keys: moka::future::Cache<[u8; 32], Option<Arc<KeyAuth>>>,
     catalogue: RwLock<Arc<Catalogue>>,
     routes: RwLock<Arc<Vec<Arc<Route>>>>,
@@ -192,17 +201,8 @@ impl Gateway {
                 ..WriterConfig::default()
             },
         );
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(4096)
-            .tcp_nodelay(true)
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            // the gateway retries itself (on another upstream); reqwest's own retry layer would
-            // clone every request's headers in case of an HTTP/2 refusal, which cannot happen here
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            .build()?;
+        let proxy = Arc::new(Matcher::from_env());
+        let client = upstream::client(config.connect_timeout, proxy.clone())?;
         let keys = moka::future::Cache::builder()
             .max_capacity(200_000)
             .time_to_live(Duration::from_secs(600))
@@ -213,6 +213,7 @@ impl Gateway {
             config,
             crypto,
             client,
+            proxy,
             keys,
             catalogue: RwLock::new(Arc::new(Catalogue {
                 models: HashMap::new(),
@@ -419,14 +420,14 @@ impl Inner {
             };
             auth_value.set_sensitive(true);
             let base = t.base_url.trim_end_matches('/');
-            let (Ok(messages_url), Ok(count_url)) = (
-                reqwest::Url::parse(&format!("{base}/v1/messages")),
-                reqwest::Url::parse(&format!("{base}/v1/messages/count_tokens")),
-            ) else {
+            let (Some(messages_url), Some(count_url)) =
+                (upstream::parse_uri(&format!("{base}/v1/messages")), upstream::parse_uri(&format!("{base}/v1/messages/count_tokens")))
+            else {
                 tracing::warn!(upstream = %t.name, "upstream base URL is not a valid URL; skipped");
                 continue;
             };
             routes.push(Arc::new(Route {
+                proxy_auth: upstream::proxy_authorization(&self.proxy, &messages_url),
                 messages_url,
                 count_url,
                 slot_scope: format!("upstream:{}", t.id),
@@ -843,7 +844,7 @@ impl Drop for Ticket {
 
 enum Attempted {
     /// 2xx: a JSON body read in full, or a stream whose first chunk arrived.
-    Success { resp: reqwest::Response, route: Arc<Route>, model: Arc<Model>, first: Bytes, slot: Option<SlotGuard> },
+    Success { resp: http::Response<Incoming>, route: Arc<Route>, model: Arc<Model>, first: Bytes, slot: Option<SlotGuard> },
     /// An upstream answer that is the client's to see (e.g. 400 "prompt is too long").
     Final { status: StatusCode, headers: HeaderMap, body: Bytes, route: Arc<Route>, model: Arc<Model> },
     /// Every attempt failed in a retryable way (or there was nothing to try).
@@ -907,14 +908,18 @@ impl Inner {
                 };
                 *attempts += 1;
                 let t0 = Instant::now();
-                let mut url = if plan.endpoint_count { route.count_url.clone() } else { route.messages_url.clone() };
-                if let Some(q) = plan.query.filter(|q| !q.is_empty()) {
-                    url.set_query(Some(q));
-                }
-                let mut req = reqwest::Request::new(http::Method::POST, url);
+                let url = if plan.endpoint_count { &route.count_url } else { &route.messages_url };
+                let mut req = http::Request::new(Full::new(body.clone()));
+                *req.method_mut() = http::Method::POST;
+                *req.uri_mut() = match plan.query.filter(|q| !q.is_empty()) {
+                    Some(q) => upstream::with_query(url, q),
+                    None => url.clone(),
+                };
                 *req.headers_mut() = forward_headers(plan.headers, &route.auth_name, &route.auth_value);
-                *req.body_mut() = Some(body.clone().into());
-                let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), self.client.execute(req)).await;
+                if let Some(auth) = &route.proxy_auth {
+                    req.headers_mut().insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+                }
+                let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), self.client.request(req)).await;
                 let resp = match sent {
                     Err(_) => {
                         route.breaker.failure("timeout");
@@ -923,8 +928,8 @@ impl Inner {
                     }
                     Ok(Err(e)) => {
                         route.breaker.failure(if e.is_connect() { "connect" } else { "transport" });
-                        tracing::debug!(upstream = %route.t.name, error = %e, "upstream request failed");
-                        last = Some(if e.is_timeout() { Failure::Timeout } else { Failure::Connect });
+                        tracing::debug!(upstream = %route.t.name, error = ?e, "upstream request failed");
+                        last = Some(if upstream::is_timeout(&e) { Failure::Timeout } else { Failure::Connect });
                         continue;
                     }
                     Ok(Ok(r)) => r,
@@ -936,37 +941,16 @@ impl Inner {
                     let rest = timeout.saturating_sub(t0.elapsed());
                     let mut resp = resp;
                     let first = if plan.stream && !plan.endpoint_count {
-                        match tokio::time::timeout(rest, resp.chunk()).await {
-                            Ok(Ok(Some(c))) => Ok(c),
-                            Ok(Ok(None)) => Err("empty stream"),
-                            Ok(Err(_)) => Err("transport"),
+                        match tokio::time::timeout(rest, std::future::poll_fn(|cx| upstream::poll_data(resp.body_mut(), cx))).await {
+                            Ok(Some(Ok(c))) => Ok(c),
+                            Ok(None) => Err("empty stream"),
+                            Ok(Some(Err(_))) => Err("transport"),
                             Err(_) => Err("timeout"),
                         }
                     } else {
-                        // the whole body; no copy when it comes in one chunk (the usual case)
-                        let r = tokio::time::timeout(rest, async {
-                            let mut one = Bytes::new();
-                            let mut buf: Option<bytes::BytesMut> = None;
-                            while let Some(c) = resp.chunk().await? {
-                                match &mut buf {
-                                    Some(b) => b.extend_from_slice(&c),
-                                    None if one.is_empty() => one = c,
-                                    None => {
-                                        let mut b = bytes::BytesMut::with_capacity(one.len() + c.len());
-                                        b.extend_from_slice(&one);
-                                        b.extend_from_slice(&c);
-                                        buf = Some(b);
-                                    }
-                                }
-                            }
-                            Ok::<_, reqwest::Error>(match buf {
-                                Some(b) => b.freeze(),
-                                None => one,
-                            })
-                        })
-                        .await;
-                        match r {
-                            Ok(Ok(b)) => Ok(b),
+                        // the whole body; `to_bytes` does not copy one that came in one chunk (the usual case)
+                        match tokio::time::timeout(rest, resp.body_mut().collect()).await {
+                            Ok(Ok(b)) => Ok(b.to_bytes()),
                             Ok(Err(_)) => Err("transport"),
                             Err(_) => Err("timeout"),
                         }
@@ -993,14 +977,15 @@ impl Inner {
                     last = Some(Failure::Status { status, retry_after });
                     continue;
                 }
-                let headers = resp.headers().clone();
-                let body = tokio::time::timeout(Duration::from_secs(30), resp.bytes())
+                let (parts, body) = resp.into_parts();
+                let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
                     .await
                     .ok()
                     .and_then(|r| r.ok())
+                    .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 route.breaker.success(t0.elapsed());
-                return Attempted::Final { status, headers, body, route, model: model.clone() };
+                return Attempted::Final { status, headers: parts.headers, body, route, model: model.clone() };
             }
         }
         Attempted::Exhausted { last }
@@ -1201,10 +1186,17 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
             return t.fail(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "billing_error",
-                format!(
-                    "Insufficient balance: your trial credit, plan allowance and balance cannot cover this request (it holds up to {} while it runs). Top up or choose a plan in the console.",
-                    crate::money::format_cny(hold)
-                ),
+                match key.plan_name.as_deref().filter(|_| t.off_plan) {
+                    Some(plan) => format!(
+                        "Insufficient balance: your {plan} plan does not cover the {} channel, so this request is paid from your trial credit and balance, which cannot cover it (it holds up to {} while it runs). Top up, or use a key on one of your plan's channels.",
+                        channel.name,
+                        crate::money::format_cny(hold)
+                    ),
+                    None => format!(
+                        "Insufficient balance: your trial credit, plan allowance and balance cannot cover this request (it holds up to {} while it runs). Top up or choose a plan in the console.",
+                        crate::money::format_cny(hold)
+                    ),
+                },
             ))
         }
         Err(e) => return t.fail(db_unavailable(e)),
@@ -1263,7 +1255,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
                 }
                 let idle = gw.config.idle_timeout;
                 let stream = MeteredStream {
-                    inner: Box::pin(resp.bytes_stream()),
+                    body: resp.into_body(),
                     first: Some(first),
                     scanner,
                     idle_timeout: idle,
@@ -1326,7 +1318,7 @@ fn db_unavailable(e: sqlx::Error) -> ApiError {
 /// Passes a stream through chunk by chunk, reading usage, and settles when it ends (including
 /// when the client goes away, which drops it).
 struct MeteredStream {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: Incoming,
     first: Option<Bytes>,
     scanner: sse::SseScanner,
     idle_timeout: Duration,
@@ -1370,7 +1362,7 @@ impl Stream for MeteredStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        match this.inner.as_mut().poll_next(cx) {
+        match upstream::poll_data(&mut this.body, cx) {
             Poll::Ready(Some(Ok(c))) => {
                 this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
                 this.on_chunk(&c);
