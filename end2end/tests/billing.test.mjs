@@ -120,3 +120,41 @@ test('request a special VAT invoice; staff issue it with a PDF; the customer dow
   await page.close();
   await staff.close();
 });
+
+test('staff set up custom terms for a customer, who pays by bank transfer; staff confirm it', async () => {
+  const page = await browser.newPage();
+  const email = uniqueEmail('acme');
+  await signUp(page, server.url, email);
+
+  const staffEmail = uniqueEmail('sales');
+  server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
+  const staff = await browser.newPage();
+  await signIn(staff, server.url, staffEmail);
+  await staff.waitForURL(server.url + '/console');
+  await open(staff, server.url + '/console/admin?q=' + encodeURIComponent(email));
+  await staff.getByRole('link', { name: email }).click();
+  await staff.getByTestId('user-status').waitFor();
+  await staff.locator('select[name=plan]').selectOption('ultra');
+  await staff.getByRole('button', { name: 'Create the order' }).click();
+  const created = staff.getByRole('status').filter({ hasText: /Order CR-\w+ created/ });
+  await created.waitFor();
+  const reference = (await created.textContent()).match(/CR-\w+/)[0];
+
+  // The customer sees the order to pay, with the bank transfer instructions.
+  await open(page, server.url + '/console/billing');
+  const row = page.getByTestId('order-row').filter({ hasText: reference });
+  assert.match(await row.textContent(), /bank transfer/i);
+  await row.getByRole('link', { name: 'Pay' }).click();
+  await page.getByText(reference).first().waitFor();
+
+  await open(staff, server.url + '/console/admin/billing');
+  await staff.getByTestId('transfer').filter({ hasText: email }).getByRole('button', { name: 'Confirm receipt' }).click();
+  await staff.getByRole('status').filter({ hasText: 'Transfer confirmed' }).waitFor();
+  await open(staff, server.url + '/console/admin/audit');
+  assert.ok(await staff.getByTestId('audit-row').filter({ hasText: /order\.offer/ }).count() >= 1);
+
+  await open(page, server.url + '/console/billing');
+  await page.getByTestId('subscription').filter({ hasText: 'Ultra plan' }).waitFor();
+  await page.close();
+  await staff.close();
+});

@@ -180,6 +180,21 @@ pub async fn audit_log() -> Result<Vec<AuditLine>, ServerFnError> {
         .collect())
 }
 
+/// Custom terms for one customer (after an enterprise enquiry): an order on `plan` that the
+/// customer pays by bank transfer; its subscription renews on that plan even if it is not for sale.
+#[server(endpoint = "admin/user/offer-plan")]
+pub async fn offer_plan(id: String, plan: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let user_id = crate::ssr::parse_uuid(&id, "No such user.")?;
+    let o = cloudrouter_core::billing::orders::offer_subscription(&crate::ssr::pool()?, staff.id, user_id, plan.trim())
+        .await
+        .map_err(billing_error)?;
+    Ok(tf(
+        "Order {} created: the customer pays {} by bank transfer with that reference (it is on their Billing page); confirm receipt in the billing queue.",
+        &[&o.reference, &crate::ssr::cny(o.amount_micros)],
+    ))
+}
+
 #[server(endpoint = "admin/plans")]
 pub async fn admin_plans() -> Result<Vec<cloudrouter_plan::PlanForm>, ServerFnError> {
     crate::ssr::require_staff().await?;

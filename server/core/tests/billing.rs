@@ -980,6 +980,41 @@ async fn plan_rate_and_concurrency_limits_span_keys_on_the_plans_channels(pool: 
 }
 
 #[sqlx::test(migrations = "../../migrations")]
+async fn staff_set_up_custom_terms_that_renew_on_an_unlisted_plan(pool: PgPool) {
+    let boss = staff(&pool).await;
+    let mut acme = plans::get(&pool, "ultra").await.unwrap().unwrap();
+    (acme.code, acme.name, acme.purchasable, acme.price_micros) = ("acme".into(), "ACME Enterprise".into(), false, 5_000_000_000);
+    plans::update(&pool, &acme).await.unwrap();
+    let user = new_user(&pool, 0).await;
+    assert!(matches!(orders::create_subscription(&pool, user, "acme", "bank").await, Err(BillingError::PlanNotPurchasable)));
+    assert!(matches!(orders::offer_subscription(&pool, boss, user, "enterprise").await, Err(BillingError::Invalid(_))), "no price");
+
+    let o = orders::offer_subscription(&pool, boss, user, "acme").await.unwrap();
+    assert_eq!((o.kind.as_str(), o.method.as_str(), o.amount_micros, o.status.as_str()), ("subscription", "bank", 5_000_000_000, "created"));
+    assert!(audit::list(&pool, 10).await.unwrap().iter().any(|e| e.action == "order.offer" && e.staff_id == Some(boss)));
+    assert_eq!(orders::confirm_bank_transfer(&pool, boss, o.id).await.unwrap(), PaidOutcome::Applied);
+    let s = subscriptions::current(&pool, user, Utc::now()).await.unwrap().unwrap();
+    assert_eq!((s.plan_code.as_str(), s.by_contract, s.allowance_micro_usd), ("acme", true, 800_000_000));
+
+    // a self-service subscription whose plan is withdrawn ends at renewal; the contract renews
+    let other = new_user(&pool, 0).await;
+    let s2 = subscribe(&pool, other, "starter", Utc::now()).await;
+    assert!(!s2.by_contract);
+    let mut starter = plans::get(&pool, "starter").await.unwrap().unwrap();
+    starter.purchasable = false;
+    plans::update(&pool, &starter).await.unwrap();
+    let later = s.cycle_end.max(s2.cycle_end) + Duration::minutes(1);
+    let r = billing::run_jobs(&pool, later).await.unwrap();
+    assert_eq!((r.cycles.renewal_orders, r.cycles.ended), (1, 1));
+    assert!(subscriptions::current(&pool, other, later).await.unwrap().is_none());
+    let s = subscriptions::current(&pool, user, later).await.unwrap().unwrap();
+    let ro = orders::get(&pool, user, s.renewal_order_id.unwrap()).await.unwrap().unwrap();
+    assert_eq!((ro.kind.as_str(), ro.amount_micros, ro.status.as_str()), ("renewal", 5_000_000_000, "created"));
+    verify(&pool, user).await;
+    verify(&pool, other).await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
 async fn enterprise_enquiries_are_recorded_and_followed_up(pool: PgPool) {
     use cloudrouter_core::billing::enquiries::{self, EnquiryForm};
     let boss = staff(&pool).await;

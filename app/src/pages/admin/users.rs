@@ -2,6 +2,7 @@
 
 use crate::components::loaded::Loaded;
 use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBalance, SetSuspended};
+use crate::api::billing_admin::{admin_plans, cloudrouter_plan::PlanForm, OfferPlan};
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
 use crate::components::form::ActionMessage;
@@ -56,6 +57,8 @@ pub fn UserDetail() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let suspend = ServerAction::<SetSuspended>::new();
     let adjust = ServerAction::<AdjustBalance>::new();
+    let offer = ServerAction::<OfferPlan>::new();
+    let plans = Resource::new(|| (), |_| admin_plans());
     let user = Resource::new(move || (id(), suspend.version().get()), |(id, _)| get_user(id));
     let billing = Resource::new(move || (id(), adjust.version().get()), |(id, _)| user_billing(id));
     let keys = Resource::new(id, user_keys);
@@ -65,6 +68,7 @@ pub fn UserDetail() -> impl IntoView {
         <Loaded resource=user let:u>
                     {
                         let uid = u.id.clone();
+                        let offer_uid = u.id.clone();
                         view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
@@ -93,6 +97,16 @@ pub fn UserDetail() -> impl IntoView {
                                 <button type="submit" class="btn-primary">{t("Apply")}</button>
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=adjust.value() /></div>
+                        </section>
+                        <section class="card mt-6">
+                            <h2 class="section-title">{t("Custom terms")}</h2>
+                            <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
+                                {t("After an enterprise enquiry: create the customer's plan under Plans & prices (it need not be for sale), then set it up here. The customer pays the order by bank transfer; the subscription starts when you confirm the transfer and renews on this plan.")}
+                            </p>
+                            <Loaded resource=plans let:ps>
+                                <OfferForm user_id=offer_uid.clone() plans=ps offer />
+                            </Loaded>
+                            <div class="mt-3"><ActionMessage value=offer.value() /></div>
                         </section>
                     }
                     }
@@ -128,5 +142,23 @@ pub fn UserDetail() -> impl IntoView {
                 })
             })}
         </Suspense>
+    }
+}
+
+/// Sets a plan up for the customer on custom terms (any priced plan, listed or not).
+#[component]
+fn OfferForm(user_id: String, plans: Vec<PlanForm>, offer: ServerAction<OfferPlan>) -> impl IntoView {
+    view! {
+        <ActionForm action=offer attr:class="mt-4 flex flex-wrap items-end gap-3">
+            <input type="hidden" name="id" value=user_id />
+            <label class="block text-sm">{t("Plan")}
+                <select name="plan" class="input mt-1">
+                    {plans.into_iter().map(|p| view! {
+                        <option value=p.code.clone()>{format!("{} · ¥{}", p.name, p.price_yuan)}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <button type="submit" class="btn-primary">{t("Create the order")}</button>
+        </ActionForm>
     }
 }

@@ -148,6 +148,27 @@ pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, 
     Ok(o)
 }
 
+/// Staff set up custom terms (an enterprise contract) for a customer: a subscription order on any
+/// priced plan, listed or not, paid by bank transfer and confirmed by staff like any other.
+/// Its subscription renews on that plan (`by_contract`). Audited.
+pub async fn offer_subscription(pool: &PgPool, staff_id: Uuid, user_id: Uuid, plan_code: &str) -> Result<Order, BillingError> {
+    let mut tx = pool.begin().await?;
+    lock_user(&mut tx, user_id).await?;
+    let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
+    if plan.price_micros == 0 {
+        return Err(BillingError::Invalid("This plan has no price: set one under Plans & prices first.".into()));
+    }
+    if subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
+        return Err(BillingError::AlreadySubscribed);
+    }
+    let o = insert_order(&mut tx, user_id, "subscription", Some(&plan), None, plan.price_micros, "bank", Utc::now() + ttl("bank")).await?;
+    sqlx::query("UPDATE orders SET offered_by = $2 WHERE id = $1").bind(o.id).bind(staff_id).execute(&mut *tx).await?;
+    audit::record(&mut tx, staff_id, "order.offer", &format!("user:{user_id}"), serde_json::json!({"order": o.id, "plan": plan.code, "amount_micros": o.amount_micros}))
+        .await?;
+    tx.commit().await?;
+    Ok(o)
+}
+
 /// A top-up of the balance (¥1 – ¥100,000).
 pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount_micros: i64, method: &str) -> Result<Order, BillingError> {
     if !METHODS.contains(&method) || method == "balance" {

@@ -53,6 +53,8 @@ pub struct Subscription {
     pub renewal_order_id: Option<Uuid>,
     pub ended_at: Option<DateTime<Utc>>,
     pub end_reason: Option<String>,
+    /// Set up by staff on custom terms: renews on its plan even if that plan is not for sale.
+    pub by_contract: bool,
 }
 
 impl Subscription {
@@ -62,7 +64,7 @@ impl Subscription {
 }
 
 pub(crate) const COLS: &str = "id, user_id, plan_code, plan_name, price_micros, allowance_micro_usd, allowance_used_micro_usd, \
-    cycle_start, cycle_end, status, pending_plan_code, started_at, order_id, renewal_order_id, ended_at, end_reason";
+    cycle_start, cycle_end, status, pending_plan_code, started_at, order_id, renewal_order_id, ended_at, end_reason, by_contract";
 
 /// What one run of [`run_cycle_boundaries`] did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -169,7 +171,8 @@ pub(crate) async fn activate(
     let end = cycle_end_for(now);
     let sub = sqlx::query_as::<_, Subscription>(&format!(
         "INSERT INTO subscriptions (user_id, plan_code, plan_name, plan_snapshot, price_micros, allowance_micro_usd, \
-         cycle_start, cycle_end, order_id, started_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7) RETURNING {COLS}"
+         cycle_start, cycle_end, order_id, started_at, by_contract) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7, \
+         (SELECT offered_by IS NOT NULL FROM orders WHERE id = $9)) RETURNING {COLS}"
     ))
     .bind(user_id)
     .bind(&plan.code)
@@ -308,7 +311,7 @@ pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<C
             continue;
         }
         let code = sub.pending_plan_code.clone().unwrap_or_else(|| sub.plan_code.clone());
-        let plan = plans::get_tx(&mut tx, &code).await?.filter(|p| p.purchasable);
+        let plan = plans::get_tx(&mut tx, &code).await?.filter(|p| p.purchasable || sub.by_contract);
         let Some(plan) = plan else {
             end(&mut tx, &sub, "ended", "plan no longer offered", now).await?;
             report.ended += 1;
