@@ -156,7 +156,7 @@ pub async fn cancel_change(pool: &PgPool, user_id: Uuid) -> Result<(), BillingEr
     Ok(())
 }
 
-pub(crate) fn cycle_end_for(start: DateTime<Utc>) -> DateTime<Utc> {
+fn cycle_end_for(start: DateTime<Utc>) -> DateTime<Utc> {
     start.checked_add_months(Months::new(1)).unwrap_or(start + Duration::days(30))
 }
 
@@ -168,34 +168,42 @@ pub(crate) async fn activate(
     order_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Subscription, BillingError> {
-    let end = cycle_end_for(now);
-    let sub = sqlx::query_as::<_, Subscription>(&format!(
+    let sql = format!(
         "INSERT INTO subscriptions (user_id, plan_code, plan_name, plan_snapshot, price_micros, allowance_micro_usd, \
          cycle_start, cycle_end, order_id, started_at, by_contract) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7, \
          (SELECT offered_by IS NOT NULL FROM orders WHERE id = $9)) RETURNING {COLS}"
-    ))
-    .bind(user_id)
-    .bind(&plan.code)
-    .bind(&plan.name)
-    .bind(serde_json::to_value(plan).unwrap_or_default())
-    .bind(plan.price_micros)
-    .bind(plan.allowance_micro_usd)
-    .bind(now)
-    .bind(end)
-    .bind(order_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    grant_cycle(tx, &sub, plan, order_id, now).await?;
-    Ok(sub)
+    );
+    write_cycle(tx, &sql, user_id, plan, order_id, now).await
 }
 
-/// Ties the paying order to the subscription and grants the new cycle's allowance (ledger `grant`).
-async fn grant_cycle(tx: &mut PgConnection, sub: &Subscription, plan: &Plan, order_id: Uuid, start: DateTime<Utc>) -> Result<(), BillingError> {
+/// Writes a cycle on `plan` from `start`, paid by `order_id`, with `sql` (the INSERT of a new
+/// subscription keyed by the user, or the UPDATE of one, as `$1`), ties the order to it and
+/// grants the cycle's allowance (ledger `grant`).
+async fn write_cycle(
+    tx: &mut PgConnection,
+    sql: &str,
+    key: Uuid,
+    plan: &Plan,
+    order_id: Uuid,
+    start: DateTime<Utc>,
+) -> Result<Subscription, BillingError> {
+    let sub = sqlx::query_as::<_, Subscription>(sql)
+        .bind(key)
+        .bind(&plan.code)
+        .bind(&plan.name)
+        .bind(serde_json::to_value(plan).unwrap_or_default())
+        .bind(plan.price_micros)
+        .bind(plan.allowance_micro_usd)
+        .bind(start)
+        .bind(cycle_end_for(start))
+        .bind(order_id)
+        .fetch_one(&mut *tx)
+        .await?;
     sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(order_id).bind(sub.id).execute(&mut *tx).await?;
     let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, start.format("%Y-%m-%d"));
     pot_entry(tx, sub.user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
         .await?;
-    Ok(())
+    Ok(sub)
 }
 
 /// Removes the unused allowance of the current cycle (ledger `expiry` row).
@@ -220,25 +228,12 @@ pub(crate) async fn roll_cycle(
     start: DateTime<Utc>,
 ) -> Result<Subscription, BillingError> {
     expire_allowance(tx, sub, "Unused plan allowance of the ended cycle").await?;
-    let end = cycle_end_for(start);
-    let next = sqlx::query_as::<_, Subscription>(&format!(
+    let sql = format!(
         "UPDATE subscriptions SET plan_code = $2, plan_name = $3, plan_snapshot = $4, price_micros = $5, \
          allowance_micro_usd = $6, allowance_used_micro_usd = 0, cycle_start = $7, cycle_end = $8, order_id = $9, \
          pending_plan_code = NULL, renewal_order_id = NULL WHERE id = $1 RETURNING {COLS}"
-    ))
-    .bind(sub.id)
-    .bind(&plan.code)
-    .bind(&plan.name)
-    .bind(serde_json::to_value(plan).unwrap_or_default())
-    .bind(plan.price_micros)
-    .bind(plan.allowance_micro_usd)
-    .bind(start)
-    .bind(end)
-    .bind(order_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    grant_cycle(tx, &next, plan, order_id, start).await?;
-    Ok(next)
+    );
+    write_cycle(tx, &sql, sub.id, plan, order_id, start).await
 }
 
 /// Ends a subscription (`ended` or `refunded`): the unused allowance expires and an open renewal
