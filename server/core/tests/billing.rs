@@ -793,14 +793,7 @@ async fn allowance_then_balance_under_concurrent_use_never_overspends(pool: PgPo
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 300_000);
     // smart: ¥1/$, so a request is ¥0.01503 and the funds are $0.10 + ¥0.30 = 26 requests at most
     let k = key(&pool, user, "smart").await;
-    let futs: Vec<_> = (0..40)
-        .map(|i| {
-            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
-            let k = k.clone();
-            async move { post(&base, &k, &body(SONNET, false)).await.status().as_u16() }
-        })
-        .collect();
-    let rs = futures::future::join_all(futs).await;
+    let rs = post_spread(&[&a, &b], &k, 40, &body(SONNET, false)).await;
     assert!(rs.iter().all(|s| *s == 200 || *s == 402), "{rs:?}");
     let ok = rs.iter().filter(|s| **s == 200).count() as i64;
     a.sync().await;

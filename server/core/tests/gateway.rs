@@ -299,12 +299,7 @@ async fn channel_capacity_is_shared_across_instances(pool: PgPool) {
     let b = Gw::start(&pool, fast_config()).await;
     let user = customer(&pool, "100").await;
     let k = key(&pool, user, "value").await;
-    let futs: Vec<_> = (0..8).map(|i| {
-        let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
-        let k = k.clone();
-        async move { post(&base, &k, &body(SONNET, false)).await.status().as_u16() }
-    }).collect();
-    let rs = futures::future::join_all(futs).await;
+    let rs = post_spread(&[&a, &b], &k, 8, &body(SONNET, false)).await;
     assert_eq!(rs.iter().filter(|s| **s == 200).count(), 3, "{rs:?}");
     assert!(rs.iter().all(|s| *s == 200 || *s == 529), "{rs:?}");
     a.stop().await;
@@ -471,14 +466,7 @@ async fn concurrent_spending_never_overspends_across_instances(pool: PgPool) {
     // hold per request ≈ (body + 4096) × $6/M + 1000 × $15/M ≈ $0.042 → ¥0.042 on smart; charge ≈ ¥0.01503
     let user = customer(&pool, "0.3").await;
     let k = key(&pool, user, "smart").await;
-    let futs: Vec<_> = (0..40)
-        .map(|i| {
-            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
-            let k = k.clone();
-            async move { post(&base, &k, &body(SONNET, false)).await.status().as_u16() }
-        })
-        .collect();
-    let rs = futures::future::join_all(futs).await;
+    let rs = post_spread(&[&a, &b], &k, 40, &body(SONNET, false)).await;
     let ok = rs.iter().filter(|s| **s == 200).count() as i64;
     assert!(rs.iter().all(|s| *s == 200 || *s == 402), "{rs:?}");
     assert!(ok >= 1 && ok < 40, "{ok}");

@@ -126,6 +126,12 @@ pub async fn post(base: &str, key: &str, v: &serde_json::Value) -> reqwest::Resp
         .unwrap()
 }
 
+/// `n` requests at once with `body`, spread in turn over the gateway instances; their statuses.
+pub async fn post_spread(gws: &[&Gw], key: &str, n: usize, body: &serde_json::Value) -> Vec<u16> {
+    let futs = (0..n).map(|i| async move { post(&gws[i % gws.len()].base, key, body).await.status().as_u16() });
+    futures::future::join_all(futs).await
+}
+
 pub async fn error_of(r: reqwest::Response) -> (u16, String, String, reqwest::header::HeaderMap) {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
