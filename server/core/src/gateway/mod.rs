@@ -877,13 +877,8 @@ impl Inner {
     async fn forward(&self, plan: ForwardPlan<'_>, attempts: &mut i32, started: Instant) -> Attempted {
         let mut last: Option<Failure> = None;
         let deadline = started + self.config.retry_budget;
-        let timeout = if plan.stream && !plan.endpoint_count {
-            self.config.first_byte_timeout
-        } else if plan.endpoint_count {
-            self.config.first_byte_timeout
-        } else {
-            self.config.response_timeout
-        };
+        // a stream and count_tokens answer at once; a JSON message only when it is complete
+        let timeout = if plan.stream || plan.endpoint_count { self.config.first_byte_timeout } else { self.config.response_timeout };
         for (i, model) in plan.models.iter().enumerate() {
             // The requested model (perhaps named by an alias) goes out exactly as the client
             // sent it; only a fallback to another model rewrites the body's `model` field.
