@@ -312,19 +312,16 @@ pub struct PaymentView {
 
 #[server(endpoint = "pay")]
 pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
-    use cloudrouter_core::billing::{orders, payments::Checkout, plans};
+    use cloudrouter_core::billing::{orders, payments::Checkout};
     use crate::i18n::{t, tf, tr};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
     let balance = cloudrouter_core::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
-    let what = match (order.kind.as_str(), &order.plan_code) {
+    let what = match (order.kind.as_str(), &order.plan_name) {
         ("topup", _) => t("Balance top-up").to_string(),
-        (_, Some(code)) => {
-            let plan = plans::get(&state.pool, code).await.map_err(crate::ssr::internal)?;
-            tf("{} plan, one month", &[&tr(&plan.map_or_else(|| code.clone(), |p| p.name))])
-        }
+        (_, Some(plan)) => tf("{} plan, one month", &[&tr(plan)]),
         _ => t("Order").to_string(),
     };
     let (mut redirect, mut instructions, mut wechat_qr) = (None, vec![], None);

@@ -984,6 +984,7 @@ async fn staff_set_up_custom_terms_that_renew_on_an_unlisted_plan(pool: PgPool) 
 
     let o = orders::offer_subscription(&pool, boss, user, "acme").await.unwrap();
     assert_eq!((o.kind.as_str(), o.method.as_str(), o.amount_micros, o.status.as_str()), ("subscription", "bank", 5_000_000_000, "created"));
+    assert_eq!(o.plan_name.as_deref(), Some("ACME Enterprise"), "the plan as sold");
     assert!(audit::list(&pool, 10).await.unwrap().iter().any(|e| e.action == "order.offer" && e.staff_id == Some(boss)));
     assert_eq!(orders::confirm_bank_transfer(&pool, boss, o.id).await.unwrap(), PaidOutcome::Applied);
     let s = subscriptions::current(&pool, user, Utc::now()).await.unwrap().unwrap();

@@ -32,6 +32,8 @@ pub struct Order {
     /// subscription | renewal | topup
     pub kind: String,
     pub plan_code: Option<String>,
+    /// The plan's name as sold (from the order's snapshot).
+    pub plan_name: Option<String>,
     pub amount_micros: i64,
     /// created | paid | cancelled | expired | refunded
     pub status: String,
@@ -67,7 +69,7 @@ pub fn method_label(method: &str) -> &'static str {
     }
 }
 
-pub(crate) const COLS: &str = "id, user_id, kind, plan_code, amount_micros, status, method, reference, created_at, paid_at, \
+pub(crate) const COLS: &str = "id, user_id, kind, plan_code, plan_snapshot->>'name' AS plan_name, amount_micros, status, method, reference, created_at, paid_at, \
     expires_at, subscription_id, provider_trade_no";
 
 const REF_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
