@@ -249,3 +249,45 @@ async fn admin_api_end_to_end(pool: PgPool) {
     let _ = customer_user;
     gw.stop().await;
 }
+
+/// Migration 0009: usage rows name existing users (checked once per statement, not per row by a
+/// foreign key), lock them against deletion until commit, and go when their user goes.
+#[sqlx::test(migrations = "../../migrations")]
+async fn usage_rows_need_their_user(pool: PgPool) {
+    let (a, b) = (customer(&pool, "0").await, customer(&pool, "0").await);
+    let insert = |ids: Vec<&'static str>, users: Vec<uuid::Uuid>| {
+        sqlx::query(
+            "INSERT INTO usage_records (id, created_at, user_id, channel, endpoint, requested_model, stream, status, outcome) \
+             SELECT i, now(), u, 'smart', 'messages', 'claude-haiku-5-5', false, 200, 'ok' FROM UNNEST($1::text[], $2::uuid[]) AS x(i, u)",
+        )
+        .bind(ids)
+        .bind(users)
+    };
+    let code = |e: sqlx::Error| e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+    // one unknown user among known ones refuses the whole statement
+    let e = insert(vec!["r1", "r2", "r3"], vec![a, uuid::Uuid::new_v4(), b]).execute(&pool).await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("23503"));
+    insert(vec!["r1", "r2", "r3"], vec![a, a, b]).execute(&pool).await.unwrap();
+    let e = sqlx::query("UPDATE usage_records SET user_id = $1 WHERE id = 'r3'").bind(uuid::Uuid::new_v4()).execute(&pool).await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("23503"));
+    let e = sqlx::query("UPDATE users SET id = gen_random_uuid() WHERE id = $1").bind(b).execute(&pool).await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("23503"));
+
+    // a user named by an uncommitted insert cannot be deleted until it commits; then the
+    // delete takes the new rows with it
+    let mut tx = pool.begin().await.unwrap();
+    insert(vec!["r4"], vec![b]).execute(&mut *tx).await.unwrap();
+    let deleting = tokio::spawn({
+        let pool = pool.clone();
+        async move { sqlx::query("DELETE FROM users WHERE id = $1").bind(b).execute(&pool).await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!deleting.is_finished(), "the delete waits for the inserting transaction");
+    tx.commit().await.unwrap();
+    deleting.await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM usage_records ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert_eq!(left, vec!["r1", "r2"]);
+    // and a deleted user cannot be named afterwards
+    let e = insert(vec!["r5"], vec![b]).execute(&pool).await.unwrap_err();
+    assert_eq!(code(e).as_deref(), Some("23503"));
+}

@@ -249,7 +249,7 @@ async fn rollups_stay_exact_through_delete_update_and_raw_batches(pool: PgPool) 
     assert_rollups_exact(&pool).await;
     sqlx::query("DELETE FROM usage_records WHERE id LIKE 'raw_1%' OR id LIKE 'req_002%'").execute(&pool).await.unwrap();
     assert_rollups_exact(&pool).await;
-    // deleting a customer deletes their usage (FK cascade) and their rollup rows
+    // deleting a customer deletes their usage (0009's trigger) and their rollup rows
     sqlx::query("DELETE FROM users WHERE id = $1").bind(f.users[1]).execute(&pool).await.unwrap();
     assert_rollups_exact(&pool).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_hourly WHERE user_id = $1").bind(f.users[1]).fetch_one(&pool).await.unwrap();
