@@ -276,19 +276,20 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
 /// Writes a batch and settles its charges in one transaction.
 pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
     let n = rows.len();
-    let mut ids = Vec::with_capacity(n);
+    // strings are bound by reference: the batch is kept as it is for a retry
+    let mut ids: Vec<&str> = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut users = Vec::with_capacity(n);
     let mut keys: Vec<Option<Uuid>> = Vec::with_capacity(n);
-    let mut channels = Vec::with_capacity(n);
-    let mut endpoints = Vec::with_capacity(n);
-    let mut req_models = Vec::with_capacity(n);
-    let mut served: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut channels: Vec<&str> = Vec::with_capacity(n);
+    let mut endpoints: Vec<&str> = Vec::with_capacity(n);
+    let mut req_models: Vec<&str> = Vec::with_capacity(n);
+    let mut served: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut ups: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut streams = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
-    let mut errs: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut outcomes = Vec::with_capacity(n);
+    let mut errs: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut outcomes: Vec<&str> = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
     let mut tin = Vec::with_capacity(n);
     let mut tout = Vec::with_capacity(n);
@@ -304,19 +305,19 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut by_user: BTreeMap<Uuid, (i64, i32, i64)> = BTreeMap::new();
     let mut by_key: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
     for r in rows {
-        ids.push(r.id.clone());
+        ids.push(&r.id);
         created.push(r.created_at);
         users.push(r.user_id);
         keys.push(r.key_id);
-        channels.push(r.channel.clone());
-        endpoints.push(r.endpoint.clone());
-        req_models.push(r.requested_model.clone());
-        served.push(r.served_model.clone());
+        channels.push(&r.channel);
+        endpoints.push(&r.endpoint);
+        req_models.push(&r.requested_model);
+        served.push(r.served_model.as_deref());
         ups.push(r.upstream_id);
         streams.push(r.stream);
         statuses.push(r.status);
-        errs.push(r.error_type.clone());
-        outcomes.push(r.outcome.clone());
+        errs.push(r.error_type.as_deref());
+        outcomes.push(&r.outcome);
         attempts.push(r.attempts);
         tin.push(r.tokens.input_tokens);
         tout.push(r.tokens.output_tokens);
