@@ -4,7 +4,8 @@
 //! [`UsageRecord`] to the [`UsageWriter`]: a bounded channel drained by one task. After the first
 //! row the task lets rows gather for `flush_interval` (sooner when `batch_rows` are already queued,
 //! when someone waits in `sync`, or at shutdown) without polling the channel, so submitting a row
-//! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one transaction:
+//! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one call of
+//! `cr_write_usage` (migration 0010), one transaction in one round trip:
 //!
 //! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`,
 //! 2. the charges, summed per user: one balance update and one `usage` ledger row per user
@@ -273,7 +274,7 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
     }
 }
 
-/// Writes a batch and settles its charges in one transaction.
+/// Writes a batch and settles its charges in one transaction (one statement).
 pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
     let n = rows.len();
     // strings are bound by reference: the batch is kept as it is for a retry
@@ -342,20 +343,12 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
             e.1 = e.1.max(r.created_at);
         }
     }
-    let mut tx = pool.begin().await?;
+    let charged: Vec<(Uuid, (i64, i32, i64))> = by_user.into_iter().filter(|(_, (a, _, _))| *a > 0).collect();
     sqlx::query(
-        "INSERT INTO usage_records (id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, \
-         upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
-         cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms) \
-         SELECT u.* FROM UNNEST($1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::uuid[], $10::bool[], $11::int4[], $12::text[], $13::text[], $14::int4[], $15::int8[], $16::int8[], \
-         $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], $22::int4[], $23::int4[]) \
-         AS u(id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, stream, \
-         status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, \
-         cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms) \
-         WHERE EXISTS (SELECT 1 FROM users WHERE users.id = u.user_id) \
-         ON CONFLICT (id) DO NOTHING",
+        "SELECT cr_write_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
     )
+    .bind(instance)
     .bind(&ids)
     .bind(&created)
     .bind(&users)
@@ -379,48 +372,14 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     .bind(&charge)
     .bind(&lat)
     .bind(&ttft)
-    .execute(&mut *tx)
+    .bind(charged.iter().map(|c| c.0).collect::<Vec<Uuid>>())
+    .bind(charged.iter().map(|c| c.1 .0).collect::<Vec<i64>>())
+    .bind(charged.iter().map(|c| c.1 .1).collect::<Vec<i32>>())
+    .bind(charged.iter().map(|c| c.1 .2).collect::<Vec<i64>>())
+    .bind(by_key.keys().copied().collect::<Vec<Uuid>>())
+    .bind(by_key.values().map(|v| v.0).collect::<Vec<i64>>())
+    .bind(by_key.values().map(|v| v.1).collect::<Vec<DateTime<Utc>>>())
+    .execute(pool)
     .await?;
-
-    let charged: Vec<(Uuid, (i64, i32, i64))> = by_user.into_iter().filter(|(_, (a, _, _))| *a > 0).collect();
-    if !charged.is_empty() {
-        let u: Vec<Uuid> = charged.iter().map(|c| c.0).collect();
-        let a: Vec<i64> = charged.iter().map(|c| c.1 .0).collect();
-        let c: Vec<i32> = charged.iter().map(|c| c.1 .1).collect();
-        let off: Vec<i64> = charged.iter().map(|c| c.1 .2).collect();
-        sqlx::query("SELECT cr_settle($1, $2, $3, $4, $5)")
-            .bind(instance)
-            .bind(&u)
-            .bind(&a)
-            .bind(&c)
-            .bind(&off)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if !by_key.is_empty() {
-        let k: Vec<Uuid> = by_key.keys().copied().collect();
-        let a: Vec<i64> = by_key.values().map(|v| v.0).collect();
-        let l: Vec<DateTime<Utc>> = by_key.values().map(|v| v.1).collect();
-        sqlx::query(
-            "UPDATE api_keys k SET spent_micros = k.spent_micros + c.amount, \
-             last_used_at = GREATEST(k.last_used_at, c.last) \
-             FROM UNNEST($1::uuid[], $2::int8[], $3::timestamptz[]) AS c(key_id, amount, last) WHERE k.id = c.key_id",
-        )
-        .bind(&k)
-        .bind(&a)
-        .bind(&l)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE key_leases l SET amount_micros = GREATEST(l.amount_micros - c.amount, 0), updated_at = now() \
-             FROM UNNEST($2::uuid[], $3::int8[]) AS c(key_id, amount) \
-             WHERE l.instance_id = $1 AND l.key_id = c.key_id AND c.amount > 0",
-        )
-        .bind(instance)
-        .bind(&k)
-        .bind(&a)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
+    Ok(())
 }

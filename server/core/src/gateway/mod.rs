@@ -132,6 +132,12 @@ impl GatewayConfig {
     }
 }
 
+// Header names written on every request, parsed once (a string name is parsed at each use).
+static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+static SERVED_MODEL: HeaderName = HeaderName::from_static("x-cloudrouter-served-model");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// NOTIFY channel on which database triggers announce changes the gateway caches.
 pub const NOTIFY_CHANNEL: &str = "cloudrouter_gateway";
 
@@ -141,7 +147,8 @@ struct Catalogue {
     aliases: HashMap<String, Arc<Model>>,
     /// enabled models, newest first (the order of `GET /v1/models`)
     listed: Vec<Arc<Model>>,
-    channels: HashMap<String, Channel>,
+    /// by code, with the scope of the channel's concurrency lease
+    channels: HashMap<String, (Channel, String)>,
 }
 
 impl Catalogue {
@@ -395,7 +402,14 @@ impl Inner {
         }
         aliases.retain(|a, _| !map.contains_key(a));
         listed.sort_by(|a, b| b.released_at.cmp(&a.released_at).then(a.sort.cmp(&b.sort)));
-        let cat = Catalogue { models: map, aliases, listed, channels: channels.into_iter().map(|c| (c.code.clone(), c)).collect() };
+        let channels = channels
+            .into_iter()
+            .map(|c| {
+                let scope = format!("channel:{}", c.code);
+                (c.code.clone(), (c, scope))
+            })
+            .collect();
+        let cat = Catalogue { models: map, aliases, listed, channels };
         *self.catalogue.write().unwrap() = Arc::new(cat);
         Ok(())
     }
@@ -412,7 +426,7 @@ impl Inner {
             let (auth_name, auth_value) = if t.bearer {
                 (http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", t.credential)))
             } else {
-                (HeaderName::from_static("x-api-key"), HeaderValue::from_str(&t.credential))
+                (X_API_KEY.clone(), HeaderValue::from_str(&t.credential))
             };
             let Ok(mut auth_value) = auth_value else {
                 tracing::warn!(upstream = %t.name, "upstream credential is not a valid header value; skipped");
@@ -494,7 +508,7 @@ impl Inner {
 }
 
 fn presented_key(h: &HeaderMap) -> Option<&str> {
-    if let Some(v) = h.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim) {
+    if let Some(v) = h.get(&X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim) {
         if !v.is_empty() {
             return Some(v);
         }
@@ -544,7 +558,7 @@ impl ApiError {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
         }
         if let Some(r) = self.should_retry {
-            h.insert("x-should-retry", HeaderValue::from_static(if r { "true" } else { "false" }));
+            h.insert(SHOULD_RETRY.clone(), HeaderValue::from_static(if r { "true" } else { "false" }));
         }
         resp
     }
@@ -552,7 +566,7 @@ impl ApiError {
 
 fn set_request_id(h: &mut HeaderMap, rid: &str) {
     if let Ok(v) = HeaderValue::from_str(rid) {
-        h.insert("request-id", v);
+        h.insert(REQUEST_ID.clone(), v);
     }
 }
 
@@ -681,8 +695,8 @@ fn response_headers(src: &HeaderMap, rid: &str) -> HeaderMap {
             h.insert(name, v.clone());
         }
     }
-    if let Some(v) = src.get("x-should-retry") {
-        h.insert("x-should-retry", v.clone());
+    if let Some(v) = src.get(&SHOULD_RETRY) {
+        h.insert(SHOULD_RETRY.clone(), v.clone());
     }
     set_request_id(&mut h, rid);
     h
@@ -1095,7 +1109,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         return t.fail(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "max_tokens: Field required"));
     };
     let cat = gw.catalogue.read().unwrap().clone();
-    let Some(channel) = cat.channels.get(&key.channel) else {
+    let Some((channel, channel_scope)) = cat.channels.get(&key.channel) else {
         return t.fail(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "The key's channel is not configured"));
     };
     t.rate = channel.rate_micros_per_usd;
@@ -1145,7 +1159,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
             }
         }
     }
-    match gw.leases.acquire_slot(&format!("channel:{}", channel.code), channel.concurrency_capacity).await {
+    match gw.leases.acquire_slot(channel_scope, channel.concurrency_capacity).await {
         Ok(Some(g)) => t.slots.push(g),
         Ok(None) => {
             return t.fail(
@@ -1242,7 +1256,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
                 }
                 let served = scanner.model.clone().unwrap_or_else(|| model.id.clone());
                 if let Ok(v) = HeaderValue::from_str(&served) {
-                    headers.insert("x-cloudrouter-served-model", v);
+                    headers.insert(SERVED_MODEL.clone(), v);
                 }
                 headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
                 if !headers.contains_key(http::header::CONTENT_TYPE) {
@@ -1283,7 +1297,7 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
                 }
                 t.outcome = "ok";
                 if let Some(Ok(v)) = t.served_model.as_deref().map(HeaderValue::from_str) {
-                    headers.insert("x-cloudrouter-served-model", v);
+                    headers.insert(SERVED_MODEL.clone(), v);
                 }
                 t.finish();
                 let mut out = Response::new(Body::from(first));
