@@ -2,17 +2,20 @@
 # CloudRouter gateway benchmark: the same load on a fast fake upstream (nginx answering a fixed
 # Messages JSON and a fixed SSE stream) three ways — directly, through a bare nginx proxy_pass, and
 # through the gateway (real key, metering, settlement and usage records on) — for JSON and
-# streaming requests, at 1 connection and at many. Prints a table; see bench/RESULTS.md.
+# streaming requests, at 1 connection and at many. A fourth way, `bare-proxy` (an axum server
+# forwarding with hyper-util's client: the gateway's stack without the gateway's work), shows
+# what the HTTP stack alone costs. Prints a table; see bench/RESULTS.md.
 #
 # Usage: bench/run.sh [seconds per run (default 10)] [many connections (default 64)]
 # Needs: Postgres on 127.0.0.1:5432 (trust) or DATABASE_URL; installs nginx and wrk from Debian.
 # GATEWAY_BIN=path runs another gateway-testbed build (e.g. an older commit's) instead of building.
+# BARE_PROXY_BIN=path likewise for bare-proxy.
 # CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
 # under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
 #
 # Besides rates and latencies it prints the CPU time each way costs per request (µs, from
-# /proc): the bare proxy's nginx processes, the gateway process, and Postgres (usage records and
-# settlement) during the gateway runs. On a shared 2-core machine these are steadier than rates.
+# /proc): the bare proxy's nginx processes, bare-proxy, the gateway process, and Postgres (usage
+# records and settlement) during the gateway runs. On a shared 2-core machine these are steadier than rates.
 set -euo pipefail
 DUR="${1:-10}"
 MANY="${2:-64}"
@@ -99,11 +102,17 @@ sleep 0.3
 sleep 0.3
 NGINX_PID="$(cat "$work/nginx.pid") $(cat "$work/nginx-proxy.pid")"
 
-if [ -z "${GATEWAY_BIN:-}" ]; then
-  echo "building the gateway testbed (release)..." >&2
-  (cd "$root" && cargo build --quiet --release -p cloudrouter-core --bin gateway-testbed)
+bins=()
+[ -z "${GATEWAY_BIN:-}" ] && bins+=(--bin gateway-testbed)
+[ -z "${BARE_PROXY_BIN:-}" ] && bins+=(--bin bare-proxy)
+if [ "${#bins[@]}" -gt 0 ]; then
+  echo "building ${bins[*]} (release)..." >&2
+  (cd "$root" && cargo build --quiet --release -p cloudrouter-core "${bins[@]}")
 fi
 mkfifo "$work/stdin.$$"
+"${BARE_PROXY_BIN:-$CARGO_TARGET_DIR/release/bare-proxy}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
+   <"$work/stdin.$$" >"$work/bare.out" 2>"$work/logs/bare.err" &
+BP_PID=$!
 wrap=()
 if [ "${CALLGRIND:-0}" = 1 ]; then
   rm -f "$work"/callgrind.out*
@@ -113,13 +122,14 @@ fi
    --balance 100000000 <"$work/stdin.$$" >"$work/testbed.out" 2>"$work/logs/testbed.err" &
 TB_PID=$!
 exec 9>"$work/stdin.$$"
-cleanup() { exec 9>&- || true; wait "$TB_PID" 2>/dev/null || true; kill $NGINX_PID 2>/dev/null || true; rm -f "$work/stdin.$$"; }
+cleanup() { exec 9>&- || true; wait "$TB_PID" "$BP_PID" 2>/dev/null || true; kill $NGINX_PID 2>/dev/null || true; rm -f "$work/stdin.$$"; }
 trap cleanup EXIT
 for _ in $(seq 1 600); do [ -s "$work/testbed.out" ] && break; sleep 0.1; done  # slow under callgrind
 info="$(head -1 "$work/testbed.out")"
 GW="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_url"])')"
 KEY_JSON="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
 KEY_SSE="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key_sse"])')"
+BP="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["base_url"])' "$work/bare.out")"
 
 for mode in json sse; do
   stream=false; [ "$mode" = sse ] && stream=true
@@ -188,26 +198,28 @@ fi
 
 out="$work/results.txt"; : >"$out"
 cpu_out="$work/cpu.txt"; : >"$cpu_out"
-printf '%-6s %-5s | %-28s | %-28s | %-28s | %-22s\n' mode conns "direct rps/p50/p99 (ms)" "nginx proxy rps/p50/p99" "gateway rps/p50/p99" "gw vs direct / vs nginx" | tee -a "$out"
+printf '%-6s %-5s | %-26s | %-26s | %-26s | %-26s | %s\n' mode conns "direct rps/p50/p99 (ms)" "nginx proxy rps/p50/p99" \
+  "axum proxy rps/p50/p99" "gateway rps/p50/p99" "gateway rps vs direct / nginx / axum; p99 over direct" | tee -a "$out"
 for mode in json sse; do
   port=18081; key="$KEY_JSON"; [ "$mode" = sse ] && { port=18082; key="$KEY_SSE"; }
   for conns in 1 "$MANY"; do
     read -r d_rps d_p50 d_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:$port/v1/messages" x)"
     read -r n_rps n_p50 n_p99 _ n_cpu <<<"$(run "$mode" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x "$PROXY_PIDS")"
+    read -r a_rps a_p50 a_p99 _ a_cpu <<<"$(run "$mode" "$conns" "$BP/$mode/v1/messages" x "$BP_PID")"
     read -r g_rps g_p50 g_p99 g_bad g_cpu p_cpu <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids)")"
-    printf '%-6s %-5s | %8s | %8s | %8s\n' "$mode" "$conns" "$n_cpu" "$g_cpu" "$p_cpu" >>"$cpu_out"
+    printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' "$mode" "$conns" "$n_cpu" "$a_cpu" "$g_cpu" "$p_cpu" >>"$cpu_out"
     ratio="$(python3 -c "
-d,n,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$g_rps')
-print(f'rps {g/d*100:.0f}% / {g/n*100:.0f}%, p99 {($g_p99-$d_p99)*1000:+.0f}us / {($g_p99-$n_p99)*1000:+.0f}us')")"
-    printf '%-6s %-5s | %7s %8s %8s | %7s %8s %8s | %7s %8s %8s | %s%s\n' "$mode" "$conns" \
-      "$d_rps" "$d_p50" "$d_p99" "$n_rps" "$n_p50" "$n_p99" "$g_rps" "$g_p50" "$g_p99" "$ratio" \
+d,n,a,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$a_rps') or 1,float('$g_rps')
+print(f'{g/d*100:.0f}% / {g/n*100:.0f}% / {g/a*100:.0f}%; {($g_p99-$d_p99)*1000:+.0f}us')")"
+    printf '%-6s %-5s | %7s %8s %8s | %7s %8s %8s | %7s %8s %8s | %7s %8s %8s | %s%s\n' "$mode" "$conns" \
+      "$d_rps" "$d_p50" "$d_p99" "$n_rps" "$n_p50" "$n_p99" "$a_rps" "$a_p50" "$a_p99" "$g_rps" "$g_p50" "$g_p99" "$ratio" \
       "$([ "$g_bad" != 0 ] && echo " ($g_bad non-2xx!)")" | tee -a "$out"
   done
 done
 echo
-echo "CPU time per request (µs): the bare proxy's nginx workers; the gateway process; Postgres during the gateway run"
-printf '%-6s %-5s | %8s | %8s | %8s\n' mode conns "nginx" "gateway" "postgres"
+echo "CPU time per request (µs): the bare proxy's nginx workers; bare-proxy; the gateway process; Postgres during the gateway run"
+printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' mode conns "nginx" "axum" "gateway" "postgres"
 cat "$cpu_out"
 exec 9>&-
-wait "$TB_PID" 2>/dev/null || true
+wait "$TB_PID" "$BP_PID" 2>/dev/null || true
 echo >&2; cat "$work/logs/testbed.err" | tail -2 >&2
