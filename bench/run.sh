@@ -12,6 +12,9 @@
 # BARE_PROXY_BIN=path likewise for bare-proxy.
 # CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
 # under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
+# BURST_PROBE=1 prints instead the one-connection latency of bare-proxy (no Postgres work at all)
+# while another process burns the CPU in periodic bursts, as a usage flush makes Postgres do: it
+# shows what such bursts alone do to p99 on this machine (bench/RESULTS.md, 2026-11-26).
 #
 # Besides rates and latencies it prints the CPU time each way costs per request (µs, from
 # /proc): the bare proxy's nginx processes, bare-proxy, the gateway process, and Postgres (usage
@@ -192,6 +195,29 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
     bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
     echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
+  done
+  exit
+fi
+
+if [ "${BURST_PROBE:-0}" = 1 ]; then
+  for burst in none 5/50 1/10 0.5/5; do  # busy ms / period ms
+    burner=""
+    if [ "$burst" != none ]; then
+      python3 -c '
+import sys, time
+busy, period = (float(x) / 1000 for x in sys.argv[1].split("/"))
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+    t = time.perf_counter()
+    while time.perf_counter() - t < busy:
+        pass
+    time.sleep(period - busy)' "$burst" "$((DUR + 1))" &
+      burner=$!
+    fi
+    wrk -t1 -c1 -d"${DUR}s" --latency -s "$work/json.lua" "$BP/json/v1/messages" >"$work/wrk.out" 2>&1 || true
+    [ -n "$burner" ] && wait "$burner"
+    printf 'axum proxy, one connection, CPU bursts %-6s ms: ' "$burst"
+    awk '/Requests\/sec/ {r=$2} /^ +(50|90|99)%/ {sub(/%/, "", $1); l=l sprintf("p%s %s  ", $1, $2)} END {print "rps " r "  " l}' "$work/wrk.out"
   done
   exit
 fi
