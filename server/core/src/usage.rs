@@ -112,18 +112,24 @@ impl Default for WriterConfig {
     }
 }
 
-/// Handle to the batch writer. Cheap to clone.
+/// What the writer task receives. Records travel by value: boxing them to shrink the enum would
+/// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Rec(UsageRecord),
     Barrier(oneshot::Sender<()>),
 }
 
+/// The writer task's stop signal and handle (taken once, by `shutdown`).
+type Control = Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>;
+
+/// Handle to the batch writer. Cheap to clone.
 #[derive(Clone)]
 pub struct UsageWriter {
     tx: mpsc::Sender<Msg>,
     /// cuts the writer's gathering pause short when someone waits (`sync`)
     hurry: Arc<tokio::sync::Notify>,
-    ctl: Arc<Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>>,
+    ctl: Arc<Mutex<Control>>,
 }
 
 impl UsageWriter {

@@ -272,7 +272,7 @@ impl Gateway {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 inner.leases.return_idle(false).await;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     if let Err(e) = inner.leases.heartbeat().await {
                         tracing::warn!(error = %e, "gateway heartbeat failed");
                     }
