@@ -180,25 +180,6 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {bad.group(1) if bad else 0}", *[f"{c / hz
 PY
 }
 
-# warm-up
-BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
-BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
-
-if [ "${CALLGRIND:-0}" = 1 ]; then
-  # counters zeroed after the warm-up, dumped after each mode's run
-  for mode in json sse; do
-    key="$KEY_JSON"; [ "$mode" = sse ] && key="$KEY_SSE"
-    callgrind_control -z "$TB_PID" >/dev/null 2>&1
-    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$GW/v1/messages" >"$work/wrk.out" 2>&1 || true
-    callgrind_control -d "$TB_PID" >/dev/null 2>&1
-    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
-    ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
-    bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
-    echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
-  done
-  exit
-fi
-
 if [ "${BURST_PROBE:-0}" = 1 ]; then
   for burst in none 5/50 1/10 0.5/5; do  # busy ms / period ms
     burner=""
@@ -218,6 +199,25 @@ while time.time() < end:
     [ -n "$burner" ] && wait "$burner"
     printf 'axum proxy, one connection, CPU bursts %-6s ms: ' "$burst"
     awk '/Requests\/sec/ {r=$2} /^ +(50|90|99)%/ {sub(/%/, "", $1); l=l sprintf("p%s %s  ", $1, $2)} END {print "rps " r "  " l}' "$work/wrk.out"
+  done
+  exit
+fi
+
+# warm-up
+BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
+BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  # counters zeroed after the warm-up, dumped after each mode's run
+  for mode in json sse; do
+    key="$KEY_JSON"; [ "$mode" = sse ] && key="$KEY_SSE"
+    callgrind_control -z "$TB_PID" >/dev/null 2>&1
+    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$GW/v1/messages" >"$work/wrk.out" 2>&1 || true
+    callgrind_control -d "$TB_PID" >/dev/null 2>&1
+    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
+    ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
+    bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
+    echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
   done
   exit
 fi

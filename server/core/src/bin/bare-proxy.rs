@@ -15,7 +15,10 @@ use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+
+#[path = "shared/cli.rs"]
+mod cli;
+use cli::{arg, stdin_closed};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,10 +52,6 @@ async fn forward(State(up): State<Arc<Upstreams>>, req: Request) -> Response {
     }
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -69,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let server = axum::serve(cloudrouter_core::gateway::nodelay(listener), app);
     tokio::select! {
         _ = server => {}
-        _ = async { let mut buf = [0u8; 64]; while let Ok(n) = tokio::io::stdin().read(&mut buf).await { if n == 0 { break } } } => {}
+        _ = stdin_closed() => {}
     }
     Ok(())
 }

@@ -17,15 +17,14 @@ use cloudrouter_core::keys::{self, NewKey};
 use cloudrouter_core::ledger::{self, LedgerKind};
 use cloudrouter_core::upstreams::{self, NewUpstream};
 use cloudrouter_core::{db, money};
-use tokio::io::AsyncReadExt;
+
+#[path = "shared/cli.rs"]
+mod cli;
+use cli::{arg, stdin_closed};
 
 // glibc malloc showed up as ~15 % of the gateway's CPU under load (arena locks, consolidation).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -112,10 +111,8 @@ async fn main() -> anyhow::Result<()> {
         })
     );
 
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 64];
     tokio::select! {
-        _ = async { while let Ok(n) = stdin.read(&mut buf).await { if n == 0 { break } } } => {}
+        _ = stdin_closed() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     let _ = stop_tx.send(());
