@@ -1,6 +1,6 @@
 //! The model catalogue (staff-editable list prices) and the channels (rates and capacity).
 
-use crate::pricing::ModelPrices;
+use crate::pricing::{LongContext, ModelPrices, TokenPrices};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -16,6 +16,25 @@ pub struct Model {
     pub cache_write_5m_price: i64,
     pub cache_write_1h_price: i64,
     pub cache_read_price: i64,
+    /// Above this many input tokens (of every kind) the whole request is priced at the
+    /// `long_context_*` prices; None: no long-context pricing.
+    #[serde(default)]
+    pub long_context_threshold_tokens: Option<i64>,
+    #[serde(default)]
+    pub long_context_input_price: i64,
+    #[serde(default)]
+    pub long_context_output_price: i64,
+    #[serde(default)]
+    pub long_context_cache_write_5m_price: i64,
+    #[serde(default)]
+    pub long_context_cache_write_1h_price: i64,
+    #[serde(default)]
+    pub long_context_cache_read_price: i64,
+    /// micro-USD per 1,000 server-tool requests
+    #[serde(default)]
+    pub web_search_price_per_1k: i64,
+    #[serde(default)]
+    pub web_fetch_price_per_1k: i64,
     pub fallbacks: Vec<String>,
     /// Other names the API accepts for this model (e.g. `claude-sonnet-4-5` for
     /// `claude-sonnet-4-5-20250929`). Requests may use them; only `id` is listed, priced and recorded.
@@ -30,11 +49,25 @@ pub struct Model {
 impl Model {
     pub fn prices(&self) -> ModelPrices {
         ModelPrices {
-            input: self.input_price,
-            output: self.output_price,
-            cache_write_5m: self.cache_write_5m_price,
-            cache_write_1h: self.cache_write_1h_price,
-            cache_read: self.cache_read_price,
+            tokens: TokenPrices {
+                input: self.input_price,
+                output: self.output_price,
+                cache_write_5m: self.cache_write_5m_price,
+                cache_write_1h: self.cache_write_1h_price,
+                cache_read: self.cache_read_price,
+            },
+            long_context: self.long_context_threshold_tokens.map(|threshold_tokens| LongContext {
+                threshold_tokens,
+                prices: TokenPrices {
+                    input: self.long_context_input_price,
+                    output: self.long_context_output_price,
+                    cache_write_5m: self.long_context_cache_write_5m_price,
+                    cache_write_1h: self.long_context_cache_write_1h_price,
+                    cache_read: self.long_context_cache_read_price,
+                },
+            }),
+            web_search_per_1k: self.web_search_price_per_1k,
+            web_fetch_per_1k: self.web_fetch_price_per_1k,
         }
     }
 }
@@ -51,7 +84,10 @@ pub struct Channel {
 }
 
 const MODEL_COLS: &str = "id, display_name, family, input_price, output_price, cache_write_5m_price, \
-     cache_write_1h_price, cache_read_price, fallbacks, aliases, enabled, released_at, deprecated_at, sort";
+     cache_write_1h_price, cache_read_price, long_context_threshold_tokens, long_context_input_price, \
+     long_context_output_price, long_context_cache_write_5m_price, long_context_cache_write_1h_price, \
+     long_context_cache_read_price, web_search_price_per_1k, web_fetch_price_per_1k, fallbacks, aliases, enabled, \
+     released_at, deprecated_at, sort";
 
 /// Every model, enabled or not, in display order.
 pub async fn list_models(pool: &PgPool) -> Result<Vec<Model>, sqlx::Error> {
@@ -71,11 +107,17 @@ pub async fn get_model(pool: &PgPool, id: &str) -> Result<Option<Model>, sqlx::E
 pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO models (id, display_name, family, input_price, output_price, cache_write_5m_price, \
-         cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, aliases, updated_at) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14, now()) \
+         cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, aliases, \
+         long_context_threshold_tokens, long_context_input_price, long_context_output_price, \
+         long_context_cache_write_5m_price, long_context_cache_write_1h_price, long_context_cache_read_price, \
+         web_search_price_per_1k, web_fetch_price_per_1k, updated_at) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22, now()) \
          ON CONFLICT (id) DO UPDATE SET display_name=$2, family=$3, input_price=$4, output_price=$5, \
          cache_write_5m_price=$6, cache_write_1h_price=$7, cache_read_price=$8, fallbacks=$9, enabled=$10, \
-         released_at=$11, deprecated_at=$12, sort=$13, aliases=$14, updated_at=now()",
+         released_at=$11, deprecated_at=$12, sort=$13, aliases=$14, long_context_threshold_tokens=$15, \
+         long_context_input_price=$16, long_context_output_price=$17, long_context_cache_write_5m_price=$18, \
+         long_context_cache_write_1h_price=$19, long_context_cache_read_price=$20, web_search_price_per_1k=$21, \
+         web_fetch_price_per_1k=$22, updated_at=now()",
     )
     .bind(&m.id)
     .bind(&m.display_name)
@@ -91,6 +133,14 @@ pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     .bind(m.deprecated_at)
     .bind(m.sort)
     .bind(&m.aliases)
+    .bind(m.long_context_threshold_tokens)
+    .bind(m.long_context_input_price)
+    .bind(m.long_context_output_price)
+    .bind(m.long_context_cache_write_5m_price)
+    .bind(m.long_context_cache_write_1h_price)
+    .bind(m.long_context_cache_read_price)
+    .bind(m.web_search_price_per_1k)
+    .bind(m.web_fetch_price_per_1k)
     .execute(pool)
     .await?;
     Ok(())

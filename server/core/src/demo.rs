@@ -46,6 +46,9 @@ pub struct FakeBehavior {
     pub stall_after_events: Option<usize>,
     /// Report exactly these token counts.
     pub usage: Option<PinnedUsage>,
+    /// Report this many web searches (`usage.server_tool_use`), as a request with the web
+    /// search tool would.
+    pub web_search_requests: Option<i64>,
     /// Answer with a JSON text describing the received request (path, query, headers, body).
     pub echo: bool,
     /// Report this model instead of the requested one.
@@ -275,8 +278,8 @@ fn usage_for(b: &FakeBehavior, body_len: usize, text: &str) -> PinnedUsage {
     })
 }
 
-fn usage_json(u: &PinnedUsage) -> Value {
-    json!({
+fn usage_json(u: &PinnedUsage, b: &FakeBehavior) -> Value {
+    let mut v = json!({
         "input_tokens": u.input_tokens,
         "cache_creation_input_tokens": u.cache_write_5m_tokens + u.cache_write_1h_tokens,
         "cache_read_input_tokens": u.cache_read_tokens,
@@ -286,7 +289,11 @@ fn usage_json(u: &PinnedUsage) -> Value {
         },
         "output_tokens": u.output_tokens,
         "service_tier": "standard",
-    })
+    });
+    if let Some(n) = b.web_search_requests {
+        v["server_tool_use"] = json!({"web_search_requests": n, "web_fetch_requests": 0});
+    }
+    v
 }
 
 fn sse(event: &str, data: &Value) -> Bytes {
@@ -325,7 +332,7 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn", "stop_sequence": null,
-            "usage": usage_json(&usage),
+            "usage": usage_json(&usage, &b),
         });
         let mut r = (StatusCode::OK, body.to_string()).into_response();
         r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
@@ -335,8 +342,12 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
     }
 
     let mut events: Vec<Bytes> = Vec::new();
-    let mut start_usage = usage_json(&usage);
+    let mut start_usage = usage_json(&usage, &b);
     start_usage["output_tokens"] = json!(1);
+    if start_usage.get("server_tool_use").is_some() {
+        // searches happen while the answer is generated: counted in message_delta
+        start_usage["server_tool_use"] = json!({"web_search_requests": 0, "web_fetch_requests": 0});
+    }
     events.push(sse(
         "message_start",
         &json!({"type": "message_start", "message": {
@@ -360,10 +371,7 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
     events.push(sse(
         "message_delta",
         &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-                "usage": {"input_tokens": usage.input_tokens,
-                          "cache_creation_input_tokens": usage.cache_write_5m_tokens + usage.cache_write_1h_tokens,
-                          "cache_read_input_tokens": usage.cache_read_tokens,
-                          "output_tokens": usage.output_tokens}}),
+                "usage": usage_json(&usage, &b)}),
     ));
     events.push(sse("message_stop", &json!({"type": "message_stop"})));
 

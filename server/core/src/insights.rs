@@ -509,9 +509,6 @@ impl std::fmt::Display for Cursor {
     }
 }
 
-const LOG_COLUMNS: &str = "id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, \
-     stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
-     cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms";
 
 /// Most rows per page.
 pub const LOG_PAGE_MAX: i64 = 1000;
@@ -522,7 +519,7 @@ pub const LOG_PAGE_MAX: i64 = 1000;
 pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, limit: i64) -> Result<(Vec<UsageRecord>, Option<Cursor>), sqlx::Error> {
     let limit = limit.clamp(1, LOG_PAGE_MAX);
     let after = cursor.and_then(|c| c.decode());
-    let mut sql = format!("SELECT {LOG_COLUMNS} FROM usage_records WHERE true");
+    let mut sql = format!("SELECT {} FROM usage_records WHERE true", crate::usage::RECORD_COLUMNS);
     let mut n = 0;
     let mut p = |sql: &mut String, cond: &str| -> usize {
         n += 1;
@@ -609,7 +606,7 @@ pub fn log_stream<'a>(pool: &'a PgPool, f: &'a LogFilter) -> impl Stream<Item = 
 pub fn csv_header() -> &'static str {
     "request_id,created_at,key_id,key_name,channel,endpoint,requested_model,served_model,stream,status,outcome,\
 error_type,attempts,input_tokens,output_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,\
-cost_usd,charge_cny,latency_ms,ttft_ms\r\n"
+web_search_requests,web_fetch_requests,cost_usd,charge_cny,latency_ms,ttft_ms\r\n"
 }
 
 /// An RFC 4180 field: quoted when it holds a comma, quote, CR or LF (quotes doubled). Text that
@@ -646,6 +643,8 @@ pub fn csv_line(row: &UsageRecord, key_name: &str) -> String {
         row.tokens.cache_write_5m_tokens.to_string(),
         row.tokens.cache_write_1h_tokens.to_string(),
         row.tokens.cache_read_tokens.to_string(),
+        row.server_tools.web_search_requests.to_string(),
+        row.server_tools.web_fetch_requests.to_string(),
         money::to_decimal_string(row.cost_micro_usd),
         money::to_decimal_string(row.charge_micros),
         row.latency_ms.to_string(),

@@ -1,10 +1,12 @@
-//! Pure pricing: tokens by kind × the model's list prices (micro-USD per million tokens) gives an
-//! exact cost in pico-USD (10⁻¹² USD, an `i128`); that exact cost × the channel rate (micro-CNY per
-//! USD) gives the charge. Rounding (see [`crate::money::div_round_half_up`]) happens once per
-//! request on each result:
+//! Pure pricing: tokens by kind × the model's list prices (micro-USD per million tokens), plus
+//! server-tool requests × their price (micro-USD per thousand requests), gives an exact cost in
+//! pico-USD (10⁻¹² USD, an `i128`); that exact cost × the channel rate (micro-CNY per USD) gives
+//! the charge. Rounding (see [`crate::money::div_round_half_up`]) happens once per request on each
+//! result:
 //!
 //! ```text
 //! exact_pico_usd = Σ tokens_k × price_k                       (price_k in micro-USD / MTok)
+//!                + Σ requests_t × price_t × 1000              (price_t in micro-USD / 1000 requests)
 //! cost_micro_usd = round_half_up(exact_pico_usd / 10⁶)
 //! charge_micros  = round_half_up(exact_pico_usd × rate_micros_per_usd / 10¹²)
 //! ```
@@ -13,13 +15,15 @@
 //! Cache pricing follows Anthropic: 5-minute writes 1.25× input, 1-hour writes 2× input, reads
 //! 0.1× input (the catalogue stores each price explicitly, so staff can follow list changes).
 //! When the usage has no `cache_creation` split, every cache write is priced at the 5-minute rate.
+//! A model with a long-context threshold prices a whole request at its long-context prices when
+//! the request's input (uncached + cache writes + cache reads) exceeds the threshold.
 
 use crate::money::div_round_half_up;
 use serde::{Deserialize, Serialize};
 
-/// List prices of one model, micro-USD per million tokens.
+/// Token prices, micro-USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct ModelPrices {
+pub struct TokenPrices {
     pub input: i64,
     pub output: i64,
     pub cache_write_5m: i64,
@@ -27,10 +31,28 @@ pub struct ModelPrices {
     pub cache_read: i64,
 }
 
-impl ModelPrices {
+/// Every list price of one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ModelPrices {
+    pub tokens: TokenPrices,
+    /// Prices of a request whose input exceeds `threshold_tokens` (whole request).
+    pub long_context: Option<LongContext>,
+    /// micro-USD per 1,000 web search requests
+    pub web_search_per_1k: i64,
+    /// micro-USD per 1,000 web fetch requests
+    pub web_fetch_per_1k: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongContext {
+    pub threshold_tokens: i64,
+    pub prices: TokenPrices,
+}
+
+impl TokenPrices {
     /// Anthropic's standard multipliers from input and output prices (USD / MTok in micro-USD).
     pub fn standard(input: i64, output: i64) -> Self {
-        ModelPrices {
+        TokenPrices {
             input,
             output,
             cache_write_5m: input * 5 / 4,
@@ -44,14 +66,47 @@ impl ModelPrices {
         self.input.max(self.cache_write_5m).max(self.cache_write_1h).max(self.cache_read)
     }
 
-    /// Element-wise maximum (for holds that must cover a fallback model too).
-    pub fn max(self, o: ModelPrices) -> ModelPrices {
-        ModelPrices {
+    /// Element-wise maximum.
+    pub fn max(self, o: TokenPrices) -> TokenPrices {
+        TokenPrices {
             input: self.input.max(o.input),
             output: self.output.max(o.output),
             cache_write_5m: self.cache_write_5m.max(o.cache_write_5m),
             cache_write_1h: self.cache_write_1h.max(o.cache_write_1h),
             cache_read: self.cache_read.max(o.cache_read),
+        }
+    }
+}
+
+impl ModelPrices {
+    /// Token prices only: no long-context rates, no server-tool prices.
+    pub fn flat(tokens: TokenPrices) -> Self {
+        ModelPrices { tokens, ..Default::default() }
+    }
+
+    /// The token prices that apply to a request with `input_tokens` of input of every kind.
+    pub fn for_input(&self, input_tokens: i64) -> &TokenPrices {
+        match &self.long_context {
+            Some(lc) if input_tokens > lc.threshold_tokens => &lc.prices,
+            _ => &self.tokens,
+        }
+    }
+
+    /// Element-wise maximum (for holds that must cover a fallback model too). Long-context prices
+    /// are kept from either side, at the lower threshold.
+    pub fn max(self, o: ModelPrices) -> ModelPrices {
+        let long_context = match (self.long_context, o.long_context) {
+            (Some(a), Some(b)) => Some(LongContext {
+                threshold_tokens: a.threshold_tokens.min(b.threshold_tokens),
+                prices: a.prices.max(b.prices),
+            }),
+            (a, b) => a.or(b),
+        };
+        ModelPrices {
+            tokens: self.tokens.max(o.tokens),
+            long_context,
+            web_search_per_1k: self.web_search_per_1k.max(o.web_search_per_1k),
+            web_fetch_per_1k: self.web_fetch_per_1k.max(o.web_fetch_per_1k),
         }
     }
 }
@@ -70,6 +125,24 @@ impl TokenUsage {
     pub fn is_zero(&self) -> bool {
         *self == TokenUsage::default()
     }
+
+    /// Input of every kind (what a long-context threshold is compared with).
+    pub fn total_input(&self) -> i64 {
+        self.input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
+    }
+}
+
+/// Requests of Anthropic's server tools (`usage.server_tool_use`), as billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, sqlx::FromRow)]
+pub struct ServerToolUse {
+    pub web_search_requests: i64,
+    pub web_fetch_requests: i64,
+}
+
+impl ServerToolUse {
+    pub fn is_zero(&self) -> bool {
+        *self == ServerToolUse::default()
+    }
 }
 
 /// The result of pricing one request.
@@ -80,13 +153,17 @@ pub struct Price {
 }
 
 /// Exact cost in pico-USD.
-pub fn exact_cost_pico_usd(u: &TokenUsage, p: &ModelPrices) -> i128 {
+pub fn exact_cost_pico_usd(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices) -> i128 {
     let t = |n: i64| n.max(0) as i128;
-    t(u.input_tokens) * p.input as i128
-        + t(u.output_tokens) * p.output as i128
-        + t(u.cache_write_5m_tokens) * p.cache_write_5m as i128
-        + t(u.cache_write_1h_tokens) * p.cache_write_1h as i128
-        + t(u.cache_read_tokens) * p.cache_read as i128
+    let tp = p.for_input(u.total_input());
+    t(u.input_tokens) * tp.input as i128
+        + t(u.output_tokens) * tp.output as i128
+        + t(u.cache_write_5m_tokens) * tp.cache_write_5m as i128
+        + t(u.cache_write_1h_tokens) * tp.cache_write_1h as i128
+        + t(u.cache_read_tokens) * tp.cache_read as i128
+        // micro-USD per 1000 requests = 1000 pico-USD per request per micro-USD
+        + t(tools.web_search_requests) * p.web_search_per_1k as i128 * 1000
+        + t(tools.web_fetch_requests) * p.web_fetch_per_1k as i128 * 1000
 }
 
 fn clamp_i64(v: i128) -> i64 {
@@ -94,20 +171,24 @@ fn clamp_i64(v: i128) -> i64 {
 }
 
 /// Cost (micro-USD) and charge (micro-CNY) of a request.
-pub fn price(u: &TokenUsage, p: &ModelPrices, rate_micros_per_usd: i64) -> Price {
-    let pico = exact_cost_pico_usd(u, p);
+pub fn price(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices, rate_micros_per_usd: i64) -> Price {
+    let pico = exact_cost_pico_usd(u, tools, p);
     Price {
         cost_micro_usd: clamp_i64(div_round_half_up(pico, 1_000_000)),
         charge_micros: clamp_i64(div_round_half_up(pico * rate_micros_per_usd.max(0) as i128, 1_000_000_000_000)),
     }
 }
 
-/// Upper bound of a request's charge, reserved before forwarding: every input token at the dearest
-/// input price (a token is never shorter than one byte of the request body, plus a margin for the
-/// system prompt the API adds for tools), and `max_tokens` of output.
+/// The hold reserved before forwarding: every input token the body can carry at the dearest input
+/// price (a token is never shorter than one byte of the body, plus a margin for the system prompt
+/// the API adds for tools), at the long-context prices when that many tokens cross the threshold,
+/// and `max_tokens` of output. Input the body does not carry (documents and images by URL, web
+/// fetch) and server tools are not foreseen: the charge can exceed the hold (see the README,
+/// "Money").
 pub fn estimate_hold(body_len: usize, max_tokens: u64, p: &ModelPrices, rate_micros_per_usd: i64) -> i64 {
     let input = body_len as i128 + 4096;
-    let pico = input * p.max_input() as i128 + (max_tokens.min(10_000_000) as i128) * p.output as i128;
+    let tp = p.for_input(input.min(i64::MAX as i128) as i64);
+    let pico = input * tp.max_input() as i128 + (max_tokens.min(10_000_000) as i128) * tp.output as i128;
     // round up: a hold must cover the charge
     let den: i128 = 1_000_000_000_000;
     let v = (pico * rate_micros_per_usd.max(0) as i128 + den - 1) / den;
@@ -128,6 +209,16 @@ pub struct UsageReport {
     pub cache_read_input_tokens: Option<i64>,
     #[serde(default)]
     pub cache_creation: Option<CacheCreation>,
+    #[serde(default)]
+    pub server_tool_use: Option<ServerToolReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ServerToolReport {
+    #[serde(default)]
+    pub web_search_requests: Option<i64>,
+    #[serde(default)]
+    pub web_fetch_requests: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -154,6 +245,20 @@ impl UsageReport {
             let c = self.cache_creation.get_or_insert_with(CacheCreation::default);
             m(&mut c.ephemeral_5m_input_tokens, lc.ephemeral_5m_input_tokens);
             m(&mut c.ephemeral_1h_input_tokens, lc.ephemeral_1h_input_tokens);
+        }
+        if let Some(ls) = later.server_tool_use {
+            let s = self.server_tool_use.get_or_insert_with(ServerToolReport::default);
+            m(&mut s.web_search_requests, ls.web_search_requests);
+            m(&mut s.web_fetch_requests, ls.web_fetch_requests);
+        }
+    }
+
+    /// Server-tool requests as billed.
+    pub fn server_tools(&self) -> ServerToolUse {
+        let s = self.server_tool_use.unwrap_or_default();
+        ServerToolUse {
+            web_search_requests: s.web_search_requests.unwrap_or(0).max(0),
+            web_fetch_requests: s.web_fetch_requests.unwrap_or(0).max(0),
         }
     }
 
@@ -185,12 +290,14 @@ mod tests {
     use super::*;
 
     fn sonnet() -> ModelPrices {
-        ModelPrices::standard(3_000_000, 15_000_000)
+        ModelPrices::flat(TokenPrices::standard(3_000_000, 15_000_000))
     }
+
+    const NO_TOOLS: ServerToolUse = ServerToolUse { web_search_requests: 0, web_fetch_requests: 0 };
 
     #[test]
     fn standard_multipliers() {
-        let p = sonnet();
+        let p = sonnet().tokens;
         assert_eq!(p.cache_write_5m, 3_750_000);
         assert_eq!(p.cache_write_1h, 6_000_000);
         assert_eq!(p.cache_read, 300_000);
@@ -200,13 +307,13 @@ mod tests {
     fn plain_input_output() {
         // 1000 in × $3/M + 500 out × $15/M = $0.003 + $0.0075 = $0.0105
         let u = TokenUsage { input_tokens: 1000, output_tokens: 500, ..Default::default() };
-        let p = price(&u, &sonnet(), 1_000_000);
+        let p = price(&u, &NO_TOOLS, &sonnet(), 1_000_000);
         assert_eq!(p.cost_micro_usd, 10_500);
         assert_eq!(p.charge_micros, 10_500);
         // value channel ¥0.6/$ → ¥0.0063
-        assert_eq!(price(&u, &sonnet(), 600_000).charge_micros, 6_300);
+        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), 600_000).charge_micros, 6_300);
         // stable ¥5/$ → ¥0.0525
-        assert_eq!(price(&u, &sonnet(), 5_000_000).charge_micros, 52_500);
+        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), 5_000_000).charge_micros, 52_500);
     }
 
     #[test]
@@ -219,7 +326,7 @@ mod tests {
             cache_read_tokens: 10_000,
         };
         // 10×3 + 20×15 + 1000×3.75 + 2000×6 + 10000×0.3 = 30+300+3750+12000+3000 = 19080 µ$
-        let p = price(&u, &sonnet(), 1_000_000);
+        let p = price(&u, &NO_TOOLS, &sonnet(), 1_000_000);
         assert_eq!(p.cost_micro_usd, 19_080);
         assert_eq!(p.charge_micros, 19_080);
     }
@@ -227,17 +334,17 @@ mod tests {
     #[test]
     fn rounding_once_half_up() {
         // Haiku 5.5: $0.10/M in → 1 token = 0.1 µ$. 5 tokens = 0.5 µ$ → rounds up to 1.
-        let h = ModelPrices { cache_read: 10_000, ..ModelPrices::standard(100_000, 500_000) };
+        let h = ModelPrices::flat(TokenPrices { cache_read: 10_000, ..TokenPrices::standard(100_000, 500_000) });
         let u = TokenUsage { input_tokens: 5, ..Default::default() };
-        assert_eq!(price(&u, &h, 1_000_000), Price { cost_micro_usd: 1, charge_micros: 1 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000), Price { cost_micro_usd: 1, charge_micros: 1 });
         let u = TokenUsage { input_tokens: 4, ..Default::default() };
-        assert_eq!(price(&u, &h, 1_000_000), Price { cost_micro_usd: 0, charge_micros: 0 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000), Price { cost_micro_usd: 0, charge_micros: 0 });
         // charge uses the exact cost: 7 tokens = 0.7 µ$, ×5 = 3.5 → 4 µ¥ (not round(0.7)=1 ×5 = 5)
         let u = TokenUsage { input_tokens: 7, ..Default::default() };
-        assert_eq!(price(&u, &h, 5_000_000), Price { cost_micro_usd: 1, charge_micros: 4 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, 5_000_000), Price { cost_micro_usd: 1, charge_micros: 4 });
         // cache reads at 0.01/M: 100 tokens = 1 µ$
         let u = TokenUsage { cache_read_tokens: 100, ..Default::default() };
-        assert_eq!(price(&u, &h, 1_000_000).cost_micro_usd, 1);
+        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000).cost_micro_usd, 1);
     }
 
     #[test]
@@ -281,7 +388,50 @@ mod tests {
         let body = 2000usize;
         let hold = estimate_hold(body, 1000, &p, 5_000_000);
         let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
-        assert!(hold >= price(&worst, &p, 5_000_000).charge_micros);
+        assert!(hold >= price(&worst, &NO_TOOLS, &p, 5_000_000).charge_micros);
         assert!(hold > 0);
+    }
+
+    fn sonnet_long_context() -> ModelPrices {
+        ModelPrices {
+            long_context: Some(LongContext { threshold_tokens: 200_000, prices: TokenPrices::standard(6_000_000, 22_500_000) }),
+            web_search_per_1k: 10_000_000,
+            ..sonnet()
+        }
+    }
+
+    #[test]
+    fn long_context_prices_the_whole_request_above_the_threshold() {
+        let p = sonnet_long_context();
+        // exactly at the threshold: standard prices
+        let at = TokenUsage { input_tokens: 100_000, cache_read_tokens: 100_000, output_tokens: 1000, ..Default::default() };
+        // 100k×3 + 100k×0.3 + 1000×15 = 345 000 µ$
+        assert_eq!(price(&at, &NO_TOOLS, &p, 1_000_000).cost_micro_usd, 345_000);
+        // one token more (a cache write counts as input): everything at long-context prices
+        let above = TokenUsage { cache_write_5m_tokens: 1, ..at };
+        // 100k×6 + 100k×0.6 + 1×7.5 + 1000×22.5 = 682 507.5 → 682 508 µ$
+        assert_eq!(price(&above, &NO_TOOLS, &p, 1_000_000).cost_micro_usd, 682_508);
+    }
+
+    #[test]
+    fn server_tools_are_priced_per_request() {
+        let p = sonnet_long_context();
+        let u = TokenUsage { input_tokens: 1000, output_tokens: 100, ..Default::default() };
+        let tools = ServerToolUse { web_search_requests: 3, web_fetch_requests: 2 };
+        // 1000×3 + 100×15 + 3 × $0.01 = 3000 + 1500 + 30 000 µ$ (fetches are free by default)
+        assert_eq!(price(&u, &tools, &p, 1_000_000).cost_micro_usd, 34_500);
+        let r: UsageReport = serde_json::from_str(r#"{"server_tool_use":{"web_search_requests":2}}"#).unwrap();
+        let mut r2 = r;
+        r2.merge(&serde_json::from_str(r#"{"server_tool_use":{"web_search_requests":5,"web_fetch_requests":1}}"#).unwrap());
+        assert_eq!(r2.server_tools(), ServerToolUse { web_search_requests: 5, web_fetch_requests: 1 });
+    }
+
+    #[test]
+    fn hold_of_a_long_body_uses_long_context_prices() {
+        let p = sonnet_long_context();
+        let body = 300_000usize;
+        let hold = estimate_hold(body, 1000, &p, 1_000_000);
+        let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
+        assert!(hold >= price(&worst, &NO_TOOLS, &p, 1_000_000).charge_micros);
     }
 }

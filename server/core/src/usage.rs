@@ -5,7 +5,7 @@
 //! row the task lets rows gather for `flush_interval` (sooner when `batch_rows` are already queued,
 //! when someone waits in `sync`, or at shutdown) without polling the channel, so submitting a row
 //! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one call of
-//! `cr_write_usage` (migration 0010), one transaction in one round trip:
+//! `cr_write_usage` (migrations 0010, 0013), one transaction in one round trip:
 //!
 //! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`,
 //! 2. the charges, summed per user: one balance update and one `usage` ledger row per user
@@ -16,7 +16,7 @@
 //! failing the bounded channel fills and applies back-pressure instead of growing memory. On
 //! shutdown everything queued is flushed. Records never contain prompts or replies.
 
-use crate::pricing::TokenUsage;
+use crate::pricing::{ServerToolUse, TokenUsage};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -51,9 +51,15 @@ pub struct UsageRecord {
     #[sqlx(flatten)]
     #[serde(flatten)]
     pub tokens: TokenUsage,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub server_tools: ServerToolUse,
     pub cost_micro_usd: i64,
-    /// Micro-CNY taken from the balance for this request.
+    /// Micro-CNY charged for this request (trial credit, allowance and balance together).
     pub charge_micros: i64,
+    /// Micro-CNY reserved before forwarding. A charge above it (input the body did not carry,
+    /// server tools) is charged in full all the same: the difference is the request's overage.
+    pub held_micros: i64,
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
     /// The charge was held from the user's off-plan lease (the key's channel is outside their
@@ -73,15 +79,20 @@ pub struct UsageFilter {
     pub limit: Option<i64>,
 }
 
+/// The columns of a [`UsageRecord`], for every query that reads records back.
+pub const RECORD_COLUMNS: &str = "id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, \
+     upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
+     cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, cost_micro_usd, charge_micros, \
+     held_micros, latency_ms, ttft_ms";
+
 /// Newest first.
 pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRecord>, sqlx::Error> {
     sqlx::query_as::<_, UsageRecord>(
-        "SELECT id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id, \
-         stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
-         cache_write_1h_tokens, cache_read_tokens, cost_micro_usd, charge_micros, latency_ms, ttft_ms \
-         FROM usage_records WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::uuid IS NULL OR key_id = $2) \
-         AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::timestamptz IS NULL OR created_at < $4) \
-         ORDER BY created_at DESC, id LIMIT $5",
+        &format!(
+            "SELECT {RECORD_COLUMNS} FROM usage_records WHERE ($1::uuid IS NULL OR user_id = $1) \
+             AND ($2::uuid IS NULL OR key_id = $2) AND ($3::timestamptz IS NULL OR created_at >= $3) \
+             AND ($4::timestamptz IS NULL OR created_at < $4) ORDER BY created_at DESC, id LIMIT $5"
+        ),
     )
     .bind(f.user_id)
     .bind(f.key_id)
@@ -303,13 +314,16 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut t5 = Vec::with_capacity(n);
     let mut t1 = Vec::with_capacity(n);
     let mut tr = Vec::with_capacity(n);
+    let mut searches = Vec::with_capacity(n);
+    let mut fetches = Vec::with_capacity(n);
     let mut cost = Vec::with_capacity(n);
     let mut charge = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
     let mut lat = Vec::with_capacity(n);
     let mut ttft: Vec<Option<i32>> = Vec::with_capacity(n);
     // per-user and per-key sums, ordered so that concurrent instances lock rows in the same order
-    // user → (charge, charged requests, charge held off-plan)
-    let mut by_user: BTreeMap<Uuid, (i64, i32, i64)> = BTreeMap::new();
+    // user → (charge, charged requests, charge held off-plan, charge above the holds)
+    let mut by_user: BTreeMap<Uuid, (i64, i32, i64, i64)> = BTreeMap::new();
     let mut by_key: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
     for r in rows {
         ids.push(&r.id);
@@ -331,11 +345,14 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         t5.push(r.tokens.cache_write_5m_tokens);
         t1.push(r.tokens.cache_write_1h_tokens);
         tr.push(r.tokens.cache_read_tokens);
+        searches.push(r.server_tools.web_search_requests);
+        fetches.push(r.server_tools.web_fetch_requests);
         cost.push(r.cost_micro_usd);
         charge.push(r.charge_micros);
+        held.push(r.held_micros);
         lat.push(r.latency_ms);
         ttft.push(r.ttft_ms);
-        let u = by_user.entry(r.user_id).or_insert((0, 0, 0));
+        let u = by_user.entry(r.user_id).or_insert((0, 0, 0, 0));
         u.0 += r.charge_micros;
         if r.charge_micros > 0 {
             u.1 += 1;
@@ -343,16 +360,17 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         if r.off_plan {
             u.2 += r.charge_micros;
         }
+        u.3 += (r.charge_micros - r.held_micros).max(0);
         if let Some(k) = r.key_id {
             let e = by_key.entry(k).or_insert((0, r.created_at));
             e.0 += r.charge_micros;
             e.1 = e.1.max(r.created_at);
         }
     }
-    let charged: Vec<(Uuid, (i64, i32, i64))> = by_user.into_iter().filter(|(_, (a, _, _))| *a > 0).collect();
+    let charged: Vec<(Uuid, (i64, i32, i64, i64))> = by_user.into_iter().filter(|(_, (a, ..))| *a > 0).collect();
     sqlx::query(
         "SELECT cr_write_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)",
+         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
     )
     .bind(instance)
     .bind(&ids)
@@ -374,14 +392,18 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     .bind(&t5)
     .bind(&t1)
     .bind(&tr)
+    .bind(&searches)
+    .bind(&fetches)
     .bind(&cost)
     .bind(&charge)
+    .bind(&held)
     .bind(&lat)
     .bind(&ttft)
     .bind(charged.iter().map(|c| c.0).collect::<Vec<Uuid>>())
     .bind(charged.iter().map(|c| c.1 .0).collect::<Vec<i64>>())
     .bind(charged.iter().map(|c| c.1 .1).collect::<Vec<i32>>())
     .bind(charged.iter().map(|c| c.1 .2).collect::<Vec<i64>>())
+    .bind(charged.iter().map(|c| c.1 .3).collect::<Vec<i64>>())
     .bind(by_key.keys().copied().collect::<Vec<Uuid>>())
     .bind(by_key.values().map(|v| v.0).collect::<Vec<i64>>())
     .bind(by_key.values().map(|v| v.1).collect::<Vec<DateTime<Utc>>>())

@@ -50,8 +50,10 @@ fn rec(id: String, at: DateTime<Utc>, user: Uuid, key: Option<Uuid>, channel: &s
         outcome: if status >= 400 { "upstream_error".into() } else { "ok".into() },
         attempts: 1,
         tokens: TokenUsage { input_tokens: 100 + n, output_tokens: 7 * n, cache_write_5m_tokens: n % 5, cache_write_1h_tokens: n % 3, cache_read_tokens: 11 * (n % 4) },
+        server_tools: Default::default(),
         cost_micro_usd: 1_000 + 13 * n,
         charge_micros: 0,
+        held_micros: 0,
         latency_ms: latency,
         ttft_ms: ttft,
         off_plan: false,
@@ -484,8 +486,10 @@ fn csv_lines_quote_per_rfc4180() {
         outcome: "upstream_error".into(),
         attempts: 2,
         tokens: TokenUsage { input_tokens: 10, output_tokens: 20, cache_write_5m_tokens: 1, cache_write_1h_tokens: 2, cache_read_tokens: 3 },
+        server_tools: cloudrouter_core::pricing::ServerToolUse { web_search_requests: 4, web_fetch_requests: 0 },
         cost_micro_usd: 1_234,
         charge_micros: 1_500_000,
+        held_micros: 1_500_000,
         latency_ms: 812,
         ttft_ms: None,
         off_plan: false,
@@ -496,10 +500,10 @@ fn csv_lines_quote_per_rfc4180() {
     assert!(line.ends_with("\r\n"));
     assert_eq!(
         line,
-        "req_1,2026-11-20T05:30:00.000Z,00000000-0000-0000-0000-000000000000,\"prod, \"\"main\"\"\nkey\",smart,messages,claude-sonnet-4-6,,true,529,upstream_error,overloaded_error,2,10,20,1,2,3,0.001234,1.500000,812,\r\n"
+        "req_1,2026-11-20T05:30:00.000Z,00000000-0000-0000-0000-000000000000,\"prod, \"\"main\"\"\nkey\",smart,messages,claude-sonnet-4-6,,true,529,upstream_error,overloaded_error,2,10,20,1,2,3,4,0,0.001234,1.500000,812,\r\n"
     );
-    assert_eq!(header.trim_end().split(',').count(), 22);
-    assert_eq!(insights::csv_line(&row, "plain").matches(',').count(), 21);
+    assert_eq!(header.trim_end().split(',').count(), 24);
+    assert_eq!(insights::csv_line(&row, "plain").matches(',').count(), 23);
     // a formula-looking key name is neutralised
     assert!(insights::csv_line(&row, "=HYPERLINK(\"x\")").contains(",\"'=HYPERLINK(\"\"x\"\")\","));
 }

@@ -87,8 +87,10 @@ impl MoneyHold {
         self.amount
     }
 
-    /// Ends the reservation: `charged` (≤ the hold) leaves with the usage record (the writer
-    /// consumes it from the database lease); the rest returns to the local lease at once.
+    /// Ends the reservation: `charged` leaves with the usage record (the writer consumes it from
+    /// the database lease); the rest of the hold returns to the local lease at once. A charge
+    /// above the hold takes the excess from the lease's free part, which may go below zero: the
+    /// local lease never counts more than the database lease still holds.
     pub(crate) fn settle(mut self, charged: i64) {
         self.release(charged);
     }
@@ -98,7 +100,7 @@ impl MoneyHold {
             return;
         }
         let mut st = self.lease.st.lock().unwrap();
-        st.free += self.amount - charged.clamp(0, self.amount);
+        st.free += self.amount - charged.max(0);
         st.inflight = st.inflight.saturating_sub(1);
         st.last_used = Some(Instant::now());
     }

@@ -15,10 +15,14 @@
 //! 8. settle: price the usage, return the unused hold, and hand the usage record to the batch
 //!    writer, which debits the balance through the ledger off the request path.
 //!
-//! Billing rule shown to customers: a failed request costs nothing; a failed-over request is billed
-//! once, for the attempt that answered; a stream that is cut (upstream failure, idle timeout or the
-//! client leaving) is billed for the usage the upstream had reported in the events delivered so far
-//! (never more than was delivered); a charge never exceeds the hold taken before forwarding.
+//! Billing rule shown to customers (README, "Money"): a failed request costs nothing; a
+//! failed-over request is billed once, for the attempt that answered; every answered request is
+//! charged for the whole of Anthropic's usage object, even above the hold. A client that leaves
+//! does not end the upstream's work: a JSON request runs to its answer in its own task, and a
+//! stream whose client left is read on (not forwarded) to its final usage, for up to the drain
+//! timeout. A stream that ends without its final usage (upstream cut, idle timeout, drain timeout,
+//! shutdown) is billed for the usage reported so far with its output raised to an estimate of the
+//! content read from the upstream (`sse::SseScanner::billable_usage`).
 
 pub mod health;
 mod leases;
@@ -73,6 +77,12 @@ pub struct GatewayConfig {
     pub response_timeout: Duration,
     /// Streams: longest silence between chunks (`CLOUDROUTER_IDLE_TIMEOUT_MS`, 60 s).
     pub idle_timeout: Duration,
+    /// Streams whose client left: how long the gateway keeps reading the upstream for its final
+    /// usage (`CLOUDROUTER_DRAIN_TIMEOUT_MS`, 600 s); the idle timeout applies meanwhile too.
+    pub drain_timeout: Duration,
+    /// `count_tokens` requests per minute per key when the key sets no limit of its own
+    /// (`CLOUDROUTER_COUNT_TOKENS_RPM`, 600).
+    pub count_tokens_rpm: i32,
     /// Upstream attempts per request, fallbacks included (`CLOUDROUTER_MAX_ATTEMPTS`, 3).
     pub max_attempts: u32,
     /// No new attempt starts after this much time (`CLOUDROUTER_RETRY_BUDGET_MS`, 30 s).
@@ -97,6 +107,8 @@ impl Default for GatewayConfig {
             first_byte_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(600),
+            count_tokens_rpm: 600,
             max_attempts: 3,
             retry_budget: Duration::from_secs(30),
             grace_period: Duration::from_secs(30),
@@ -121,6 +133,8 @@ impl GatewayConfig {
             first_byte_timeout: ms("CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS", d.first_byte_timeout),
             response_timeout: ms("CLOUDROUTER_RESPONSE_TIMEOUT_MS", d.response_timeout),
             idle_timeout: ms("CLOUDROUTER_IDLE_TIMEOUT_MS", d.idle_timeout),
+            drain_timeout: ms("CLOUDROUTER_DRAIN_TIMEOUT_MS", d.drain_timeout),
+            count_tokens_rpm: num("CLOUDROUTER_COUNT_TOKENS_RPM").map(|v| v.clamp(1, i32::MAX as u64) as i32).unwrap_or(d.count_tokens_rpm),
             max_attempts: num("CLOUDROUTER_MAX_ATTEMPTS").map(|v| v.clamp(1, 10) as u32).unwrap_or(d.max_attempts),
             retry_budget: ms("CLOUDROUTER_RETRY_BUDGET_MS", d.retry_budget),
             grace_period: ms("CLOUDROUTER_SHUTDOWN_GRACE_MS", d.grace_period),
@@ -131,6 +145,9 @@ impl GatewayConfig {
         }
     }
 }
+
+/// After shutdown cuts open streams, how long it waits for them to settle.
+const CUT_SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 // Header names written on every request, parsed once (a string name is parsed at each use).
 static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
@@ -158,9 +175,17 @@ impl Catalogue {
     }
 }
 
+/// An upstream's two circuits: `count_tokens` failures (a flood of it, say) never open the
+/// circuit that `/v1/messages` depends on.
+#[derive(Clone)]
+struct Breakers {
+    messages: Arc<Breaker>,
+    count_tokens: Arc<Breaker>,
+}
+
 struct Route {
     t: UpstreamTarget,
-    breaker: Arc<Breaker>,
+    breakers: Breakers,
     /// parsed once; cloning a `Uri` is much cheaper than parsing one per request
     messages_url: Uri,
     count_url: Uri,
@@ -169,6 +194,16 @@ struct Route {
     /// for plain HTTP through a proxy with credentials (`upstream::proxy_authorization`)
     proxy_auth: Option<HeaderValue>,
     slot_scope: String,
+}
+
+impl Route {
+    fn breaker(&self, count_tokens: bool) -> &Arc<Breaker> {
+        if count_tokens {
+            &self.breakers.count_tokens
+        } else {
+            &self.breakers.messages
+        }
+    }
 }
 
 struct Inner {
@@ -181,7 +216,9 @@ struct Inner {
     keys: moka::future::Cache<[u8; 32], Option<Arc<KeyAuth>>>,
     catalogue: RwLock<Arc<Catalogue>>,
     routes: RwLock<Arc<Vec<Arc<Route>>>>,
-    breakers: Mutex<HashMap<Uuid, Arc<Breaker>>>,
+    breakers: Mutex<HashMap<Uuid, Breakers>>,
+    /// true once shutdown's grace period is over: open streams and drains end now
+    closing: tokio::sync::watch::Sender<bool>,
     leases: Arc<Leases>,
     usage: UsageWriter,
     inflight: AtomicUsize,
@@ -230,6 +267,7 @@ impl Gateway {
             })),
             routes: RwLock::new(Arc::new(vec![])),
             breakers: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
             leases,
             usage,
             inflight: AtomicUsize::new(0),
@@ -297,7 +335,7 @@ impl Gateway {
     /// Live circuit state, recent success rate and latency of every enabled upstream.
     pub fn health(&self) -> Vec<UpstreamHealth> {
         let routes = self.inner.routes.read().unwrap().clone();
-        routes.iter().map(|r| r.breaker.snapshot(r.t.id, &r.t.name)).collect()
+        routes.iter().map(|r| r.breakers.messages.snapshot(r.t.id, &r.t.name)).collect()
     }
 
     /// Requests in flight on this instance.
@@ -320,16 +358,19 @@ impl Gateway {
         self.inner.reload_all().await;
     }
 
-    /// Waits for in-flight requests (up to the grace period), flushes every usage record and
-    /// settlement, and gives this instance's leases back.
+    /// Waits for in-flight requests (up to the grace period), then cuts the streams and drains
+    /// still open (each settles for what it read, see the module doc), flushes every usage record
+    /// and settlement, and gives this instance's leases back.
     pub async fn shutdown(self) {
-        let deadline = Instant::now() + self.inner.config.grace_period;
-        while self.inner.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        self.inner.wait_idle(self.inner.config.grace_period).await;
+        if self.inner.inflight.load(Ordering::Acquire) > 0 {
+            self.inner.closing.send_replace(true);
+            // a cut stream settles at its next poll; a JSON request still waiting keeps its task
+            self.inner.wait_idle(CUT_SETTLE_WAIT).await;
         }
         let left = self.inner.inflight.load(Ordering::Acquire);
         if left > 0 {
-            tracing::warn!(in_flight = left, "shutting down with requests still in flight");
+            tracing::warn!(in_flight = left, "shutting down with requests still in flight; their usage is not recorded");
         }
         for t in self.inner.tasks.lock().unwrap().drain(..) {
             t.abort();
@@ -353,6 +394,14 @@ pub fn nodelay(
 }
 
 impl Inner {
+    /// Waits until no request is in flight, for at most `limit`.
+    async fn wait_idle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn reload_all(&self) {
         self.keys.invalidate_all();
         if let Err(e) = self.reload_catalogue().await {
@@ -417,11 +466,12 @@ impl Inner {
     async fn reload_routes(&self) -> Result<(), sqlx::Error> {
         let targets = upstreams::load_targets(&self.pool, &self.crypto).await?;
         let mut routes = Vec::with_capacity(targets.len());
-        let mut breakers = self.breakers.lock().unwrap();
+        let mut known = self.breakers.lock().unwrap();
         for t in targets {
-            let breaker = breakers
+            let new_breaker = || Arc::new(Breaker::new(self.config.breaker_failures, self.config.breaker_open_for));
+            let breakers = known
                 .entry(t.id)
-                .or_insert_with(|| Arc::new(Breaker::new(self.config.breaker_failures, self.config.breaker_open_for)))
+                .or_insert_with(|| Breakers { messages: new_breaker(), count_tokens: new_breaker() })
                 .clone();
             let (auth_name, auth_value) = if t.bearer {
                 (http::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {}", t.credential)))
@@ -447,18 +497,18 @@ impl Inner {
                 slot_scope: format!("upstream:{}", t.id),
                 auth_name,
                 auth_value,
-                breaker,
+                breakers,
                 t,
             }));
         }
-        drop(breakers);
+        drop(known);
         *self.routes.write().unwrap() = Arc::new(routes);
         Ok(())
     }
 
     /// Candidate upstreams for a channel and model: higher priority first; within a priority,
-    /// a weighted random order; open circuits left out.
-    fn candidates(&self, channel: &str, model: &Model) -> Vec<Arc<Route>> {
+    /// a weighted random order; open circuits (of the endpoint's breaker) left out.
+    fn candidates(&self, channel: &str, model: &Model, count_tokens: bool) -> Vec<Arc<Route>> {
         use rand::Rng;
         let routes = self.routes.read().unwrap().clone();
         let mut rng = rand::thread_rng();
@@ -467,7 +517,7 @@ impl Inner {
             .filter(|r| {
                 r.t.channels.iter().any(|c| c == channel)
                     && (r.t.models.is_empty() || r.t.models.iter().any(|m| *m == model.id || model.aliases.contains(m)))
-                    && r.breaker.maybe_available()
+                    && r.breaker(count_tokens).maybe_available()
             })
             .map(|r| {
                 // Efraimidis–Spirakis: u^(1/w), larger first
@@ -779,6 +829,7 @@ impl Ticket {
         }
         self.done = true;
         let tokens = self.usage.tokens();
+        let server_tools = self.usage.server_tools();
         let served_prices: Option<ModelPrices> = {
             let cat = self.gw.catalogue.read().unwrap().clone();
             match self.served_model.as_deref().and_then(|m| cat.lookup(m)) {
@@ -792,19 +843,18 @@ impl Ticket {
                 None => self.priced_model.as_ref().map(|m| m.prices()),
             }
         };
-        let (cost, mut charge) = match served_prices {
-            Some(p) if !tokens.is_zero() => {
-                let pr = pricing::price(&tokens, &p, self.rate);
+        let (cost, charge) = match served_prices {
+            Some(p) if !(tokens.is_zero() && server_tools.is_zero()) => {
+                let pr = pricing::price(&tokens, &server_tools, &p, self.rate);
                 (pr.cost_micro_usd, pr.charge_micros)
             }
             _ => (0, 0),
         };
-        let user_hold = self.user_hold.as_ref().map_or(0, MoneyHold::amount);
-        let key_hold = self.key_hold.as_ref().map_or(0, MoneyHold::amount);
-        let cap = if key_hold > 0 { user_hold.min(key_hold) } else { user_hold };
-        if charge > cap {
-            tracing::warn!(request_id = %self.rid, charge, hold = cap, "charge above the hold; capped at the hold");
-            charge = cap;
+        // The whole charge is billed even above the hold (the usage record keeps both): the
+        // leases take the excess from this instance's slice, the wallet may go below zero.
+        let held = self.user_hold.as_ref().map_or(0, MoneyHold::amount);
+        if charge > held {
+            tracing::info!(request_id = %self.rid, charge, held, "charge above the hold");
         }
         if let Some(h) = self.user_hold.take() {
             h.settle(charge);
@@ -830,8 +880,10 @@ impl Ticket {
             outcome: self.outcome.to_string(),
             attempts: self.attempts,
             tokens,
+            server_tools,
             cost_micro_usd: cost,
             charge_micros: charge,
+            held_micros: held,
             latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
             ttft_ms: self.ttft.map(|t| t.as_millis().min(i32::MAX as u128) as i32),
             off_plan: self.off_plan,
@@ -897,11 +949,12 @@ impl Inner {
             // The requested model (perhaps named by an alias) goes out exactly as the client
             // sent it; only a fallback to another model rewrites the body's `model` field.
             let body = if i == 0 { plan.body.clone() } else { with_model(plan.body, plan.model_span, &model.id) };
-            for route in self.candidates(plan.channel, model) {
+            for route in self.candidates(plan.channel, model, plan.endpoint_count) {
+                let breaker = route.breaker(plan.endpoint_count).clone();
                 if *attempts as u32 >= self.config.max_attempts || (*attempts > 0 && Instant::now() >= deadline) {
                     return Attempted::Exhausted { last };
                 }
-                if !route.breaker.try_acquire() {
+                if !breaker.try_acquire() {
                     continue;
                 }
                 let slot = match route.t.concurrency_cap {
@@ -931,12 +984,12 @@ impl Inner {
                 let sent = tokio::time::timeout(timeout.saturating_sub(t0.elapsed()), self.client.request(req)).await;
                 let resp = match sent {
                     Err(_) => {
-                        route.breaker.failure("timeout");
+                        breaker.failure("timeout");
                         last = Some(Failure::Timeout);
                         continue;
                     }
                     Ok(Err(e)) => {
-                        route.breaker.failure(if e.is_connect() { "connect" } else { "transport" });
+                        breaker.failure(if e.is_connect() { "connect" } else { "transport" });
                         tracing::debug!(upstream = %route.t.name, error = ?e, "upstream request failed");
                         last = Some(if upstream::is_timeout(&e) { Failure::Timeout } else { Failure::Connect });
                         continue;
@@ -966,11 +1019,11 @@ impl Inner {
                     };
                     match first {
                         Ok(first) => {
-                            route.breaker.success(t0.elapsed());
+                            breaker.success(t0.elapsed());
                             return Attempted::Success { resp, route, model: model.clone(), first, slot };
                         }
                         Err(what) => {
-                            route.breaker.failure(what);
+                            breaker.failure(what);
                             last = Some(if what == "timeout" { Failure::Timeout } else { Failure::Connect });
                             continue;
                         }
@@ -982,7 +1035,7 @@ impl Inner {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 if retryable(status) {
-                    route.breaker.failure(status.as_str());
+                    breaker.failure(status.as_str());
                     last = Some(Failure::Status { status, retry_after });
                     continue;
                 }
@@ -993,7 +1046,7 @@ impl Inner {
                     .and_then(|r| r.ok())
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                route.breaker.success(t0.elapsed());
+                breaker.success(t0.elapsed());
                 return Attempted::Final { status, headers: parts.headers, body, route, model: model.clone() };
             }
         }
@@ -1059,6 +1112,54 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
+impl Inner {
+    /// The key's own request rate and concurrency limits, then its plan's (account-wide, on the
+    /// plan's channels); concurrency slots go into `slots`.
+    async fn admit(&self, key: &KeyAuth, slots: &mut Vec<SlotGuard>) -> Result<(), ApiError> {
+        let on_plan = key.on_plan();
+        let limits = [
+            (key.rpm_limit, key.concurrency_limit, "key", key.key_id, None),
+            (
+                key.plan_rpm_limit.filter(|_| on_plan),
+                key.plan_concurrency_limit.filter(|_| on_plan),
+                "user",
+                key.user_id,
+                key.plan_name.as_deref(),
+            ),
+        ];
+        for (rpm, concurrency, scope, id, plan) in limits {
+            let who = || plan.map_or_else(|| "This API key is".to_string(), |p| format!("Your {p} plan is"));
+            if let Some(rpm) = rpm {
+                self.take_rate(&format!("rpm:{scope}:{id}"), rpm, &format!("{} limited to {rpm} requests per minute", who())).await?;
+            }
+            if let Some(limit) = concurrency {
+                match self.leases.acquire_slot(&format!("{scope}:{id}"), limit).await {
+                    Ok(Some(g)) => slots.push(g),
+                    Ok(None) => {
+                        return Err(ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limit_error",
+                            format!("{} limited to {limit} concurrent requests", who()),
+                        )
+                        .retry_after(1))
+                    }
+                    Err(e) => return Err(db_unavailable(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One request of a per-minute rate; 429 with `retry-after` beyond it.
+    async fn take_rate(&self, scope: &str, rpm: i32, message: &str) -> Result<(), ApiError> {
+        match self.leases.take_rate(scope, rpm).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(secs)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message).retry_after(secs)),
+            Err(e) => Err(db_unavailable(e)),
+        }
+    }
+}
+
 fn resolve_models(cat: &Catalogue, key: &KeyAuth, model: &str) -> Result<Vec<Arc<Model>>, ApiError> {
     let allowed = |id: &str| key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == id);
     let primary = cat
@@ -1085,6 +1186,9 @@ fn resolve_models(cat: &Catalogue, key: &KeyAuth, model: &str) -> Result<Vec<Arc
     Ok(out)
 }
 
+/// `POST /v1/messages`. Once the body is read, the request runs in a task of its own: a client
+/// that hangs up does not cancel the upstream work it started, which is billed when it answers
+/// (a JSON answer is then dropped; a stream is drained, see [`MeteredStream`]).
 async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     let started = Instant::now();
     let rid = request_id();
@@ -1098,6 +1202,18 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return t.fail(e),
     };
+    let rid = t.rid.clone();
+    match tokio::spawn(serve_messages(gw, t, key, parts, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(request_id = %rid, error = %e, "request task failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Internal server error").into_response(&rid)
+        }
+    }
+}
+
+async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts: http::request::Parts, body: Bytes) -> Response {
+    let started = t.started;
     let head = match parse_head(&body) {
         Ok(h) => h,
         Err(e) => return t.fail(e),
@@ -1120,45 +1236,10 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     t.priced_model = Some(models[0].clone());
     t.requested_model = models[0].id.clone();
 
-    // limits: the key's own, then its plan's (account-wide, on the plan's channels)
-    let on_plan = key.on_plan();
-    let limits = [
-        (key.rpm_limit, key.concurrency_limit, "key", key.key_id, None),
-        (
-            key.plan_rpm_limit.filter(|_| on_plan),
-            key.plan_concurrency_limit.filter(|_| on_plan),
-            "user",
-            key.user_id,
-            key.plan_name.as_deref(),
-        ),
-    ];
-    for (rpm, concurrency, scope, id, plan) in limits {
-        let who = || plan.map_or_else(|| "This API key is".to_string(), |p| format!("Your {p} plan is"));
-        if let Some(rpm) = rpm {
-            match gw.leases.take_rate(&format!("rpm:{scope}:{id}"), rpm).await {
-                Ok(Ok(())) => {}
-                Ok(Err(secs)) => {
-                    return t.fail(
-                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("{} limited to {rpm} requests per minute", who()))
-                            .retry_after(secs),
-                    )
-                }
-                Err(e) => return t.fail(db_unavailable(e)),
-            }
-        }
-        if let Some(limit) = concurrency {
-            match gw.leases.acquire_slot(&format!("{scope}:{id}"), limit).await {
-                Ok(Some(g)) => t.slots.push(g),
-                Ok(None) => {
-                    return t.fail(
-                        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", format!("{} limited to {limit} concurrent requests", who()))
-                            .retry_after(1),
-                    )
-                }
-                Err(e) => return t.fail(db_unavailable(e)),
-            }
-        }
+    if let Err(e) = gw.admit(&key, &mut t.slots).await {
+        return t.fail(e);
     }
+    let on_plan = key.on_plan();
     match gw.leases.acquire_slot(channel_scope, channel.concurrency_capacity).await {
         Ok(Some(g)) => t.slots.push(g),
         Ok(None) => {
@@ -1262,18 +1343,11 @@ async fn messages(State(gw): State<Arc<Inner>>, req: Request) -> Response {
                 if !headers.contains_key(http::header::CONTENT_TYPE) {
                     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                 }
-                let idle = gw.config.idle_timeout;
-                let stream = MeteredStream {
-                    body: resp.into_body(),
-                    first: Some(first),
-                    scanner,
-                    idle_timeout: idle,
-                    idle: Box::pin(tokio::time::sleep(idle)),
-                    breaker: route.breaker.clone(),
-                    ticket: t,
-                    finished: false,
-                    completed: false,
-                };
+                let stream = MeteredStream::new(
+                    &gw,
+                    StreamMeter { body: resp.into_body(), scanner, breaker: route.breakers.messages.clone(), ticket: t },
+                    first,
+                );
                 let mut out = Response::new(Body::from_stream(stream));
                 *out.headers_mut() = headers;
                 out
@@ -1324,38 +1398,92 @@ fn db_unavailable(e: sqlx::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "Temporarily unavailable; please retry shortly").should_retry(true)
 }
 
-/// Passes a stream through chunk by chunk, reading usage, and settles when it ends (including
-/// when the client goes away, which drops it).
-struct MeteredStream {
+/// What a stream's metering needs once the answer is handed to the client; it moves to a drain
+/// task when the client leaves first.
+struct StreamMeter {
     body: Incoming,
-    first: Option<Bytes>,
     scanner: sse::SseScanner,
-    idle_timeout: Duration,
-    idle: Pin<Box<tokio::time::Sleep>>,
     breaker: Arc<Breaker>,
     ticket: Ticket,
-    finished: bool,
-    completed: bool,
+}
+
+impl StreamMeter {
+    /// Bills what the scanner read (the final usage, or the estimate of `billable_usage`).
+    fn settle(mut self, outcome: &'static str) {
+        self.ticket.outcome = outcome;
+        if outcome == "upstream_error" {
+            self.ticket.error_type = self.scanner.error_type.clone();
+        }
+        self.ticket.usage = self.scanner.billable_usage();
+        self.ticket.served_model =
+            self.scanner.model.take().or_else(|| self.ticket.priced_model.as_ref().map(|m| m.id.clone()));
+        self.ticket.finish();
+    }
+
+    /// The client left: read the upstream on (forwarding nothing) until its final usage, an
+    /// upstream failure or silence, the drain timeout, or shutdown; then settle.
+    async fn drain(mut self, timeout: Duration, idle: Duration, mut closing: tokio::sync::watch::Receiver<bool>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !(self.scanner.saw_stop || self.scanner.saw_error) {
+            let next = tokio::time::timeout(idle, std::future::poll_fn(|cx| upstream::poll_data(&mut self.body, cx)));
+            tokio::select! {
+                r = next => match r {
+                    Ok(Some(Ok(c))) => self.scanner.feed(&c),
+                    _ => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = closing.wait_for(|c| *c) => break,
+            }
+        }
+        self.settle("client_closed");
+    }
+}
+
+/// Passes a stream through chunk by chunk, reading usage, and settles when it ends: completed,
+/// cut by the upstream, silent past the idle timeout, cut at shutdown, or — when the client goes
+/// away, which drops it — after draining the upstream to its final usage.
+struct MeteredStream {
+    /// None once settled (or handed to a drain)
+    meter: Option<StreamMeter>,
+    first: Option<Bytes>,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    drain_timeout: Duration,
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// resolves when shutdown cuts open streams
+    cut_now: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl MeteredStream {
-    fn cut(&mut self, outcome: &'static str, message: &str) -> Option<Bytes> {
-        self.finished = true;
-        self.ticket.outcome = outcome;
-        self.breaker.failure(outcome);
-        if self.scanner.saw_error || self.scanner.saw_stop {
-            return None;
+    fn new(gw: &Inner, meter: StreamMeter, first: Bytes) -> MeteredStream {
+        let closing = gw.closing.subscribe();
+        let mut waiter = closing.clone();
+        MeteredStream {
+            meter: Some(meter),
+            first: Some(first),
+            idle_timeout: gw.config.idle_timeout,
+            idle: Box::pin(tokio::time::sleep(gw.config.idle_timeout)),
+            drain_timeout: gw.config.drain_timeout,
+            closing,
+            cut_now: Box::pin(async move {
+                let _ = waiter.wait_for(|c| *c).await;
+            }),
         }
-        let kind = if outcome == "idle_timeout" { "timeout_error" } else { "api_error" };
-        self.ticket.error_type = Some(kind.to_string());
-        Some(sse_error_event(kind, message, &self.ticket.rid))
     }
 
-    fn on_chunk(&mut self, c: &Bytes) {
-        self.scanner.feed(c);
-        if self.ticket.ttft.is_none() && self.scanner.saw_content {
-            self.ticket.ttft = Some(self.ticket.started.elapsed());
+    /// Ends the stream early: settles, and tells the client with an error event unless the
+    /// upstream already ended the stream its own way.
+    fn cut(&mut self, outcome: &'static str, kind: &'static str, message: &str) -> Option<Bytes> {
+        let mut m = self.meter.take()?;
+        if outcome != "shutdown" {
+            m.breaker.failure(outcome);
         }
+        let event = (!(m.scanner.saw_error || m.scanner.saw_stop)).then(|| {
+            m.ticket.error_type = Some(kind.to_string());
+            sse_error_event(kind, message, &m.ticket.rid)
+        });
+        m.settle(outcome);
+        event
     }
 }
 
@@ -1368,35 +1496,39 @@ impl Stream for MeteredStream {
             this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
             return Poll::Ready(Some(Ok(c)));
         }
-        if this.finished {
+        let Some(m) = this.meter.as_mut() else {
             return Poll::Ready(None);
+        };
+        if this.cut_now.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(
+                this.cut("shutdown", "overloaded_error", "The server is restarting; the stream was cut. Please retry.").map(Ok),
+            );
         }
-        match upstream::poll_data(&mut this.body, cx) {
+        match upstream::poll_data(&mut m.body, cx) {
             Poll::Ready(Some(Ok(c))) => {
                 this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
-                this.on_chunk(&c);
+                m.scanner.feed(&c);
+                if m.ticket.ttft.is_none() && m.scanner.saw_content {
+                    m.ticket.ttft = Some(m.ticket.started.elapsed());
+                }
                 Poll::Ready(Some(Ok(c)))
             }
             Poll::Ready(Some(Err(_))) => {
-                Poll::Ready(this.cut("upstream_cut", "The upstream connection was interrupted").map(Ok))
+                Poll::Ready(this.cut("upstream_cut", "api_error", "The upstream connection was interrupted").map(Ok))
             }
             Poll::Ready(None) => {
-                if this.scanner.saw_stop || this.scanner.saw_error {
-                    this.finished = true;
-                    this.completed = true;
-                    if this.scanner.saw_error {
-                        this.ticket.outcome = "upstream_error";
-                        this.ticket.error_type = this.scanner.error_type.clone();
-                    } else {
-                        this.ticket.outcome = "ok";
+                if m.scanner.saw_stop || m.scanner.saw_error {
+                    let outcome = if m.scanner.saw_error { "upstream_error" } else { "ok" };
+                    if let Some(m) = this.meter.take() {
+                        m.settle(outcome);
                     }
                     Poll::Ready(None)
                 } else {
-                    Poll::Ready(this.cut("upstream_cut", "The upstream stream ended early").map(Ok))
+                    Poll::Ready(this.cut("upstream_cut", "api_error", "The upstream stream ended early").map(Ok))
                 }
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(this.cut("idle_timeout", "The upstream stream stalled").map(Ok)),
+                Poll::Ready(()) => Poll::Ready(this.cut("idle_timeout", "timeout_error", "The upstream stream stalled").map(Ok)),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -1405,15 +1537,20 @@ impl Stream for MeteredStream {
 
 impl Drop for MeteredStream {
     fn drop(&mut self) {
-        if !self.finished {
-            self.ticket.outcome = "client_closed";
+        let Some(m) = self.meter.take() else { return };
+        // The client left before the end. The upstream goes on generating (and billing) the
+        // answer: read it on to its final usage, unless the gateway is shutting down.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if !*self.closing.borrow() => {
+                rt.spawn(m.drain(self.drain_timeout, self.idle_timeout, self.closing.clone()));
+            }
+            _ => m.settle("client_closed"),
         }
-        self.ticket.usage = self.scanner.usage;
-        self.ticket.served_model = self.scanner.model.take().or_else(|| self.ticket.priced_model.as_ref().map(|m| m.id.clone()));
-        self.ticket.finish();
     }
 }
 
+/// `POST /v1/messages/count_tokens`: free, but under the key's and plan's limits like a message
+/// (a key without a rate of its own gets `count_tokens_rpm`), and with circuits of its own.
 async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     let started = Instant::now();
     let rid = request_id();
@@ -1422,6 +1559,18 @@ async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         Ok(k) => k,
         Err(e) => return e.into_response(&rid),
     };
+    // held until the answer is built
+    let mut slots = Vec::new();
+    if let Err(e) = gw.admit(&key, &mut slots).await {
+        return e.into_response(&rid);
+    }
+    if key.rpm_limit.is_none() {
+        let rpm = gw.config.count_tokens_rpm;
+        let msg = format!("This API key is limited to {rpm} token-counting requests per minute");
+        if let Err(e) = gw.take_rate(&format!("count_tokens:key:{}", key.key_id), rpm, &msg).await {
+            return e.into_response(&rid);
+        }
+    }
     let body = match read_body(body, gw.config.body_limit).await {
         Ok(b) => b,
         Err(e) => return e.into_response(&rid),

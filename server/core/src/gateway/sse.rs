@@ -1,13 +1,24 @@
 //! Reads usage out of an Anthropic SSE stream while the bytes pass through untouched.
 //! Events may be split across chunks in any way; only the tail of an unfinished event is buffered,
-//! and only `message_start`, `message_delta`, `message_stop`, `error` and the first
-//! `content_block_delta` are looked at.
+//! and only `message_start`, `message_delta`, `message_stop`, `error` and `content_block_delta`
+//! (for the size of the content it carries) are looked at.
+//!
+//! A stream that ends without its final usage (`message_delta`) has reported only
+//! `message_start`'s output count. [`SseScanner::billable_usage`] then raises the output to an
+//! estimate of what was read: one token per [`BYTES_PER_TOKEN_ESTIMATE`] bytes of delta content
+//! (text, thinking, tool input JSON), rounded up — about what Claude's tokenizer makes
+//! of Chinese text, and more than it makes of English or code, so the estimate leans towards the
+//! operator, who is billed for the whole answer.
 
 use crate::pricing::UsageReport;
 use memchr::memmem;
 use serde::Deserialize;
+use std::borrow::Cow;
 
 const MAX_PENDING: usize = 8 << 20;
+
+/// Bytes of delta content counted as one output token when the final usage is missing.
+pub const BYTES_PER_TOKEN_ESTIMATE: u64 = 3;
 
 #[derive(Default, Debug)]
 pub struct SseScanner {
@@ -20,6 +31,8 @@ pub struct SseScanner {
     pub saw_error: bool,
     pub error_type: Option<String>,
     pub saw_content: bool,
+    /// bytes of content in the `content_block_delta` events read (unescaped)
+    pub delta_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +50,28 @@ struct StartMessage {
 struct DeltaEvent {
     #[serde(default)]
     usage: Option<UsageReport>,
+}
+#[derive(Deserialize)]
+struct ContentDeltaEvent<'a> {
+    #[serde(borrow)]
+    delta: ContentDelta<'a>,
+}
+/// The generated content of a delta (`text_delta`, `thinking_delta`, `input_json_delta`); a
+/// `signature_delta` or `citations_delta` carries none (cited text is not output).
+#[derive(Deserialize)]
+struct ContentDelta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+}
+impl ContentDelta<'_> {
+    fn len(&self) -> usize {
+        let s = |v: &Option<Cow<str>>| v.as_ref().map_or(0, |x| x.len());
+        s(&self.text) + s(&self.thinking) + s(&self.partial_json)
+    }
 }
 #[derive(Deserialize)]
 struct ErrorEvent {
@@ -61,6 +96,17 @@ fn find_boundary(buf: &[u8]) -> Option<(usize, usize)> {
 impl SseScanner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The usage to bill: the upstream's final usage when the stream delivered it; otherwise the
+    /// usage reported so far, with the output raised to the estimate of the content read.
+    pub fn billable_usage(&self) -> UsageReport {
+        let mut u = self.usage;
+        if !self.saw_delta {
+            let estimate = self.delta_bytes.div_ceil(BYTES_PER_TOKEN_ESTIMATE).min(i64::MAX as u64) as i64;
+            u.output_tokens = Some(u.output_tokens.unwrap_or(0).max(estimate));
+        }
+        u
     }
 
     pub fn feed(&mut self, chunk: &[u8]) {
@@ -115,7 +161,12 @@ impl SseScanner {
             None => &data,
         };
         match name {
-            b"content_block_delta" => self.saw_content = true,
+            b"content_block_delta" => {
+                self.saw_content = true;
+                if let Ok(e) = serde_json::from_slice::<ContentDeltaEvent>(data) {
+                    self.delta_bytes += e.delta.len() as u64;
+                }
+            }
             b"message_start" => {
                 self.saw_start = true;
                 if let Ok(e) = serde_json::from_slice::<StartEvent>(data) {
