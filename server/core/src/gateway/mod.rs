@@ -1731,4 +1731,110 @@ mod tests {
         assert_eq!(f.get("anthropic-beta").unwrap(), "a,b");
         assert_eq!(f.get("content-type").unwrap(), "application/json");
     }
+
+    mod properties {
+        use super::super::parse_head;
+        use bytes::Bytes;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// Any JSON value, nested, with `model`, `stream` and `max_tokens` keys appearing inside.
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "[a-z\"\\\\é\u{1F600} ]{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((prop_oneof![Just("model".to_string()), Just("stream".to_string()), "[a-z]{1,6}"], inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A JSON string literal of `s`, each character escaped as `\uXXXX` or not at random.
+        fn quoted(s: &str, escape: &[bool]) -> String {
+            let mut out = String::from("\"");
+            for (i, c) in s.chars().enumerate() {
+                if escape.get(i).copied().unwrap_or(false) && (c as u32) < 0x10000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    let one = serde_json::to_string(&c.to_string()).unwrap();
+                    out.push_str(&one[1..one.len() - 1]);
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        /// A top-level object: the other members in order, with `model` inserted at `at`
+        /// (`copies` times in a row), in the spacing chosen.
+        fn object(others: &[(String, Value)], model: &str, escape: &[bool], at: usize, copies: usize, spaced: bool) -> String {
+            let sep = if spaced { " , \n\t" } else { "," };
+            let colon = if spaced { " : " } else { ":" };
+            let mut members: Vec<String> =
+                others.iter().map(|(k, v)| format!("{}{colon}{}", serde_json::to_string(k).unwrap(), v)).collect();
+            let m = format!("\"model\"{colon}{}", quoted(model, escape));
+            for _ in 0..copies {
+                members.insert(at.min(members.len()), m.clone());
+            }
+            format!("{{{}}}", members.join(sep))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_head(&Bytes::from(b));
+            }
+
+            #[test]
+            fn the_checked_model_is_the_one_a_json_parser_reads(
+                others in prop::collection::vec(("[a-z_]{1,8}".prop_filter("not model", |k| k != "model"), json_value()), 0..6),
+                model in "[a-z0-9.\\-]{1,24}|claude-[a-zé\u{1F600}\"\\\\]{1,8}",
+                escape in prop::collection::vec(any::<bool>(), 0..32),
+                at in 0usize..8,
+                spaced in any::<bool>(),
+            ) {
+                // keys of `others` may repeat: keep the last, as the object is built
+                let mut seen = std::collections::HashSet::new();
+                let mut uniq: Vec<(String, Value)> = others.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
+                uniq.reverse();
+                let body = object(&uniq, &model, &escape, at, 1, spaced);
+                let full: Value = serde_json::from_str(&body).unwrap();
+                let head = parse_head(&Bytes::from(body.clone()));
+                let stream_ok = full.get("stream").is_none_or(|v| v.is_boolean() || v.is_null());
+                let max_ok = full.get("max_tokens").is_none_or(|v| v.is_u64() || v.is_null());
+                if stream_ok && max_ok {
+                    let head = head.unwrap_or_else(|e| panic!("{body}: {}", e.message));
+                    prop_assert_eq!(Some(head.model.as_str()), full["model"].as_str());
+                    // the span, when there is one, points at the model's bytes in the body
+                    if let Some((off, len)) = head.model_span {
+                        prop_assert_eq!(&body.as_bytes()[off..off + len], head.model.as_bytes());
+                    }
+                } else {
+                    prop_assert!(head.is_err());
+                }
+            }
+
+            #[test]
+            fn a_duplicated_model_key_is_refused(
+                first in "[a-z0-9\\-]{1,16}",
+                second in "[a-z0-9\\-]{1,16}",
+                gap in prop::collection::vec(("[a-z]{1,6}".prop_filter("not model", |k| k != "model"), json_value()), 0..3),
+            ) {
+                // a parser that keeps the first copy and one that keeps the last would disagree on
+                // the model: the gateway refuses the body instead of guessing which one is served
+                let mut members: Vec<String> = vec![format!("\"model\":{}", serde_json::to_string(&first).unwrap())];
+                members.extend(gap.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v)));
+                members.push(format!("\"model\":{}", serde_json::to_string(&second).unwrap()));
+                let body = format!("{{{}}}", members.join(","));
+                prop_assert!(parse_head(&Bytes::from(body)).is_err());
+            }
+        }
+    }
 }

@@ -266,4 +266,106 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         assert!(s.saw_error);
         assert_eq!(s.error_type.as_deref(), Some("overloaded_error"));
     }
+
+    mod properties {
+        use super::super::SseScanner;
+        use crate::pricing::TokenUsage;
+        use proptest::prelude::*;
+
+        /// A valid stream: message_start with the input side, `deltas` content deltas (and pings),
+        /// then message_delta events with cumulative outputs `outputs` (the last one wins).
+        fn stream(input: i64, cache_read: i64, cache_write: i64, deltas: &[String], outputs: &[i64], crlf: bool) -> String {
+            let mut s = format!(
+                "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"model\":\"claude-x\",\"usage\":{{\"input_tokens\":{input},\"cache_read_input_tokens\":{cache_read},\"cache_creation_input_tokens\":{cache_write},\"output_tokens\":1}}}}}}\n\n"
+            );
+            for (i, d) in deltas.iter().enumerate() {
+                if i % 3 == 1 {
+                    s.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
+                }
+                let text = serde_json::to_string(d).unwrap();
+                s.push_str(&format!(
+                    "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":{text}}}}}\n\n"
+                ));
+            }
+            for o in outputs {
+                s.push_str(&format!(
+                    "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":{o}}}}}\n\n"
+                ));
+            }
+            s.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+            if crlf {
+                s = s.replace('\n', "\r\n");
+            }
+            s
+        }
+
+        /// Feeds `bytes` cut at the given points (in any order, duplicates allowed).
+        fn feed_split(bytes: &[u8], cuts: &[usize]) -> SseScanner {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut sc = SseScanner::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                sc.feed(&bytes[at..c]);
+                at = c;
+            }
+            sc
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16)) {
+                let mut sc = SseScanner::new();
+                for c in &chunks {
+                    sc.feed(c);
+                }
+                let _ = sc.billable_usage().tokens();
+            }
+
+            #[test]
+            fn usage_is_the_last_cumulative_report_however_the_stream_is_cut(
+                input in 0i64..1_000_000,
+                cache_read in 0i64..1_000_000,
+                cache_write in 0i64..1_000_000,
+                deltas in prop::collection::vec("[a-z \"\\\\\n中文]{0,30}", 0..12),
+                mut outputs in prop::collection::vec(1i64..100_000, 1..4),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+                crlf in any::<bool>(),
+            ) {
+                outputs.sort_unstable();
+                let text = stream(input, cache_read, cache_write, &deltas, &outputs, crlf);
+                let sc = feed_split(text.as_bytes(), &cuts);
+                prop_assert!(sc.saw_start && sc.saw_delta && sc.saw_stop && !sc.saw_error);
+                let want = TokenUsage {
+                    input_tokens: input,
+                    output_tokens: *outputs.last().unwrap(),
+                    cache_write_5m_tokens: cache_write,
+                    cache_write_1h_tokens: 0,
+                    cache_read_tokens: cache_read,
+                };
+                prop_assert_eq!(sc.usage.tokens(), want);
+                // with the final usage in hand, nothing is estimated
+                prop_assert_eq!(sc.billable_usage().tokens(), want);
+                let content: usize = deltas.iter().map(String::len).sum();
+                prop_assert_eq!(sc.delta_bytes, content as u64);
+            }
+
+            #[test]
+            fn a_stream_without_its_final_usage_bills_at_least_the_estimate(
+                deltas in prop::collection::vec("[a-z 中]{1,30}", 1..12),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                // everything up to the deltas: no message_delta arrives
+                let full = stream(10, 0, 0, &deltas, &[], false);
+                let text = &full[..full.find("event: message_stop").unwrap()];
+                let sc = feed_split(text.as_bytes(), &cuts);
+                let content: u64 = deltas.iter().map(|d| d.len() as u64).sum();
+                let billed = sc.billable_usage().tokens();
+                prop_assert_eq!(billed.output_tokens, content.div_ceil(super::super::BYTES_PER_TOKEN_ESTIMATE).max(1) as i64);
+                prop_assert_eq!(billed.input_tokens, 10);
+            }
+        }
+    }
 }
