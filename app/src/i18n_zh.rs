@@ -655,6 +655,15 @@ const ALL_KEYS: &[&str] = &[
     "{} plan allowance (USD list price) for the cycle starting {}",
     "Unused plan allowance of the ended cycle",
     "Plan allowance removed: {}",
+    "API usage above the hold",
+    "Charges above the hold",
+    "Requests whose usage cost more than was held before forwarding (documents or images fetched by URL, server tools). They are charged in full; only they can take a balance below zero.",
+    "Request",
+    "Held",
+    "Charged",
+    "Above the hold",
+    "Balances below zero",
+    "None",
 ];
 
 fn zh(en: &str) -> Option<&'static str> {
@@ -1312,6 +1321,15 @@ fn zh(en: &str) -> Option<&'static str> {
         "{} plan allowance (USD list price) for the cycle starting {}" => "{} 套餐额度（按美元官方价格计），周期起始于 {}",
         "Unused plan allowance of the ended cycle" => "已结束周期的未用套餐额度",
         "Plan allowance removed: {}" => "套餐额度已清除：{}",
+        "API usage above the hold" => "超出预留额度的 API 用量",
+        "Charges above the hold" => "超出预留额度的扣费",
+        "Requests whose usage cost more than was held before forwarding (documents or images fetched by URL, server tools). They are charged in full; only they can take a balance below zero." => "用量费用超过转发前预留额度的请求（通过 URL 获取的文档或图片、服务器工具）。这些请求按全额扣费；只有它们会使余额低于零。",
+        "Request" => "请求",
+        "Held" => "预留",
+        "Charged" => "扣费",
+        "Above the hold" => "超出预留",
+        "Balances below zero" => "余额低于零",
+        "None" => "无",
         _ => return None,
     })
 }

@@ -27,6 +27,32 @@ pub struct UpstreamLine {
     pub p95: String,
 }
 
+/// Money staff must see: requests charged above their hold, and balances below zero.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoneyWatch {
+    pub overages: Vec<OverageLine>,
+    pub debts: Vec<DebtLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverageLine {
+    pub request_id: String,
+    pub at: String,
+    pub user_id: String,
+    pub email: String,
+    pub model: String,
+    pub held: String,
+    pub charged: String,
+    pub above: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DebtLine {
+    pub user_id: String,
+    pub email: String,
+    pub balance: String,
+}
+
 #[cfg(feature = "ssr")]
 mod build {
     use super::*;
@@ -247,4 +273,32 @@ pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFn
             p95: ms(s.p95_ms),
         })
         .collect())
+}
+
+#[server(endpoint = "admin/money_exceptions")]
+pub async fn money_exceptions() -> Result<MoneyWatch, ServerFnError> {
+    use cloudrouter_core::{insights, money::format_cny};
+    crate::ssr::require_staff().await?;
+    let pool = crate::ssr::pool()?;
+    let overages = insights::recent_overages(&pool, 50).await.map_err(crate::ssr::internal)?;
+    let debts = insights::debts(&pool).await.map_err(crate::ssr::internal)?;
+    Ok(MoneyWatch {
+        overages: overages
+            .into_iter()
+            .map(|o| OverageLine {
+                request_id: o.request_id,
+                at: o.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                user_id: o.user_id.to_string(),
+                email: o.email,
+                model: o.served_model.unwrap_or_default(),
+                held: format_cny(o.held_micros),
+                charged: format_cny(o.charge_micros),
+                above: format_cny(o.charge_micros - o.held_micros),
+            })
+            .collect(),
+        debts: debts
+            .into_iter()
+            .map(|d| DebtLine { user_id: d.user_id.to_string(), email: d.email, balance: format_cny(d.balance_micros) })
+            .collect(),
+    })
 }

@@ -424,6 +424,48 @@ pub struct UpstreamStats {
     pub p95_ms: Option<i32>,
 }
 
+/// A request charged more than was held for it (input the body did not carry, server tools).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
+pub struct Overage {
+    pub request_id: String,
+    pub created_at: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub email: String,
+    pub served_model: Option<String>,
+    pub held_micros: i64,
+    pub charge_micros: i64,
+}
+
+/// The most recent requests charged above their hold (staff), newest first.
+pub async fn recent_overages(pool: &PgPool, limit: i64) -> Result<Vec<Overage>, sqlx::Error> {
+    sqlx::query_as::<_, Overage>(
+        "SELECT r.id AS request_id, r.created_at, r.user_id, u.email, r.served_model, r.held_micros, r.charge_micros \
+         FROM usage_records r JOIN users u ON u.id = r.user_id \
+         WHERE r.charge_micros > r.held_micros ORDER BY r.created_at DESC LIMIT $1",
+    )
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(pool)
+    .await
+}
+
+/// A customer whose balance is below zero (only usage above the holds can do that).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
+pub struct Debt {
+    pub user_id: Uuid,
+    pub email: String,
+    pub balance_micros: i64,
+}
+
+/// Every balance below zero (staff), largest debt first.
+pub async fn debts(pool: &PgPool) -> Result<Vec<Debt>, sqlx::Error> {
+    sqlx::query_as::<_, Debt>(
+        "SELECT b.user_id, u.email, b.balance_micros FROM balances b JOIN users u ON u.id = b.user_id \
+         WHERE b.balance_micros < 0 ORDER BY b.balance_micros, u.email",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Per upstream over the range, across all customers; most requests first.
 pub async fn upstream_stats(pool: &PgPool, range: Range, now: DateTime<Utc>) -> Result<Vec<UpstreamStats>, sqlx::Error> {
     let (start, end) = range.bounds(now);

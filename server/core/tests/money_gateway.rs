@@ -208,6 +208,14 @@ async fn overage_takes_the_balance_below_zero_and_then_refuses(pool: PgPool) {
     let full = 400_000 * 6 + 10 * 45 / 2;
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 500_000 - full, "a debt, not a discount");
     assert!(ledger::verify(&pool, user).await.unwrap());
+    // staff see the request and the debt (Admin → Operations)
+    let over = cloudrouter_core::insights::recent_overages(&pool, 10).await.unwrap();
+    assert_eq!(over.len(), 1);
+    assert_eq!((over[0].user_id, over[0].charge_micros), (user, full));
+    assert!(over[0].held_micros < full);
+    let debts = cloudrouter_core::insights::debts(&pool).await.unwrap();
+    assert_eq!(debts.len(), 1);
+    assert_eq!((debts[0].user_id, debts[0].balance_micros), (user, 500_000 - full));
     let (s, t, _, _) = error_of(post(&gw.base, &k, &body(SONNET, false)).await).await;
     assert_eq!((s, t.as_str()), (402, "billing_error"), "nothing more until the debt is paid");
     // other debits still cannot take a balance below zero

@@ -1,6 +1,7 @@
-//! Staff: usage across all customers, and each upstream's share of traffic, success and latency.
+//! Staff: usage across all customers, each upstream's share of traffic, success and latency, and
+//! the money to watch: requests charged above their hold and balances below zero.
 
-use crate::api::insight::{upstream_lines, usage_charts};
+use crate::api::insight::{money_exceptions, upstream_lines, usage_charts};
 use crate::components::loaded::Loaded;
 use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
 use crate::i18n::t;
@@ -18,6 +19,7 @@ pub fn Operations() -> impl IntoView {
     let by = move || get("by", "channel");
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, true));
     let upstreams = Resource::new(range, upstream_lines);
+    let money = Resource::new(|| (), |_| money_exceptions());
     view! {
         <Title text=t("Operations") />
         <h1 class="page-title">{t("Operations")}</h1>
@@ -39,6 +41,44 @@ pub fn Operations() -> impl IntoView {
                                 <td class="text-right tabular-nums">{u.success}</td>
                                 <td class="text-right tabular-nums">{u.p50}</td>
                                 <td class="text-right tabular-nums">{u.p95}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </Loaded>
+        <h2 class="section-title mt-8">{t("Charges above the hold")}</h2>
+        <p class="muted mt-1 text-sm">{t("Requests whose usage cost more than was held before forwarding (documents or images fetched by URL, server tools). They are charged in full; only they can take a balance below zero.")}</p>
+        <Loaded resource=money let:m>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>{t("Time")}</th><th>{t("Customer")}</th><th>{t("Request")}</th><th>{t("Model")}</th><th class="text-right">{t("Held")}</th><th class="text-right">{t("Charged")}</th><th class="text-right">{t("Above the hold")}</th></tr></thead>
+                    <tbody>
+                        {m.overages.is_empty().then(|| view! { <tr><td colspan="7" class="muted">{t("None")}</td></tr> })}
+                        {m.overages.into_iter().map(|o| view! {
+                            <tr data-testid="ops-overage">
+                                <td class="whitespace-nowrap">{o.at}</td>
+                                <td><a class="link" href=format!("/console/admin/users/{}", o.user_id)>{o.email}</a></td>
+                                <td class="font-mono text-xs">{o.request_id}</td>
+                                <td>{o.model}</td>
+                                <td class="text-right tabular-nums">{o.held}</td>
+                                <td class="text-right tabular-nums">{o.charged}</td>
+                                <td class="text-right tabular-nums">{o.above}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+            <h3 class="mt-6 font-semibold">{t("Balances below zero")}</h3>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>{t("Customer")}</th><th class="text-right">{t("Balance")}</th></tr></thead>
+                    <tbody>
+                        {m.debts.is_empty().then(|| view! { <tr><td colspan="2" class="muted">{t("None")}</td></tr> })}
+                        {m.debts.into_iter().map(|d| view! {
+                            <tr data-testid="ops-debt">
+                                <td><a class="link" href=format!("/console/admin/users/{}", d.user_id)>{d.email}</a></td>
+                                <td class="text-right tabular-nums">{d.balance}</td>
                             </tr>
                         }).collect_view()}
                     </tbody>
