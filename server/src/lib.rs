@@ -72,11 +72,12 @@ pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Resul
     shutdown_signal().await;
     tracing::info!("shutting down: draining open requests");
     let _ = stop_tx.send(());
-    let grace = GatewayConfig::from_env().grace_period + Duration::from_secs(1);
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("grace period over; closing remaining connections");
-    }
+    // waits for open requests up to the grace period, cuts the streams still open (each settles
+    // for what it read), then flushes every usage record
     gateway.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(1), server).await.is_err() {
+        tracing::warn!("closing the remaining connections");
+    }
     tracing::info!("usage flushed; bye");
     Ok(())
 }
