@@ -664,6 +664,8 @@ const ALL_KEYS: &[&str] = &[
     "Above the hold",
     "Balances below zero",
     "None",
+    "Above {} input tokens the whole request is priced at {} input, {} output, {} / {} cache writes, {} cache reads.",
+    "Web search {} and web fetch {} per 1,000 requests.",
 ];
 
 fn zh(en: &str) -> Option<&'static str> {
@@ -1330,6 +1332,8 @@ fn zh(en: &str) -> Option<&'static str> {
         "Above the hold" => "超出预留",
         "Balances below zero" => "余额低于零",
         "None" => "无",
+        "Above {} input tokens the whole request is priced at {} input, {} output, {} / {} cache writes, {} cache reads." => "输入超过 {} 个 token 时，整个请求按长上下文价格计费：输入 {}，输出 {}，缓存写入 {} / {}，缓存读取 {}。",
+        "Web search {} and web fetch {} per 1,000 requests." => "网页搜索每 1,000 次 {}，网页抓取每 1,000 次 {}。",
         _ => return None,
     })
 }

@@ -24,6 +24,8 @@ pub struct ModelPrice {
     pub cache_write_5m: String,
     pub cache_write_1h: String,
     pub cache_read: String,
+    /// Long-context and server-tool prices, when the model has them ("Above 200k input tokens: …").
+    pub extras: Vec<String>,
     pub enabled: bool,
     pub deprecated: Option<String>,
 }
@@ -62,6 +64,7 @@ async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
                 cache_write_5m: usd(m.cache_write_5m_price),
                 cache_write_1h: usd(m.cache_write_1h_price),
                 cache_read: usd(m.cache_read_price),
+                extras: price_extras(&m),
                 enabled: m.enabled,
                 deprecated: m.deprecated_at.map(|t| t.format("%Y-%m-%d").to_string()),
                 id: m.id,
@@ -69,6 +72,31 @@ async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
             })
             .collect(),
     })
+}
+
+/// The prices beyond the five token prices, as sentences.
+#[cfg(feature = "ssr")]
+fn price_extras(m: &cloudrouter_core::catalogue::Model) -> Vec<String> {
+    use crate::ssr::usd;
+    let mut out = vec![];
+    if let Some(threshold) = m.long_context_threshold_tokens {
+        out.push(tf(
+            "Above {} input tokens the whole request is priced at {} input, {} output, {} / {} cache writes, {} cache reads.",
+            &[
+                &threshold,
+                &usd(m.long_context_input_price),
+                &usd(m.long_context_output_price),
+                &usd(m.long_context_cache_write_5m_price),
+                &usd(m.long_context_cache_write_1h_price),
+                &usd(m.long_context_cache_read_price),
+            ],
+        ));
+    }
+    out.push(tf(
+        "Web search {} and web fetch {} per 1,000 requests.",
+        &[&usd(m.web_search_price_per_1k), &usd(m.web_fetch_price_per_1k)],
+    ));
+    out
 }
 
 #[server(endpoint = "catalogue")]

@@ -55,6 +55,9 @@ pub fn Catalogue() -> impl IntoView {
                                         <label class="flex items-center gap-1 text-sm"><input type="checkbox" name="enabled" value="on" checked=m.enabled />{t("Offered")}</label>
                                         <button type="submit" class="btn-ghost">{t("Save")}</button>
                                     </div>
+                                    <ul class="text-xs text-slate-500 sm:col-span-4 lg:col-span-8">
+                                        {m.extras.iter().map(|e| view! { <li>{e.clone()}</li> }).collect_view()}
+                                    </ul>
                                 </ActionForm>
                             }).collect_view()}
                         </div>
