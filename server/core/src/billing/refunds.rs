@@ -12,10 +12,9 @@
 //!   channels it was used on. With `A` the cycle's allowance and `U` the allowance used (micro-USD),
 //!   `C` what the requests the allowance paid for would have cost pay-as-you-go (micro-CNY, per
 //!   channel at its rate, recorded by `cr_usage_draw` in `allowance_use`), `D` = cycle_days and
-//!   `E` = used_days:
-//!       deduction = round_half_up_to_fen( max(0, U·D − A·E) × C / (U·D) )   (0 when U = 0)
-//!   i.e. the excess `U − A·E/D` USD at the average CNY per USD the allowance was used at, rounded
-//!   once. Refund = max(0, days-based amount − deduction); a no-questions refund of ¥0 is not
+//!   `E` = used_days: `deduction = round_half_up_to_fen(max(0, U·D − A·E) × C / (U·D))` (0 when
+//!   `U` = 0), i.e. the excess `U − A·E/D` USD at the average CNY per USD the allowance was used
+//!   at, rounded once. Refund = max(0, days-based amount − deduction); a no-questions refund of ¥0 is not
 //!   offered ("nothing is left to refund").
 //! * One no-questions refund per customer and plan: once one was approved, a later request for
 //!   the same plan is negotiated (staff set the amount), like Ultra's.
