@@ -181,6 +181,7 @@ pub fn label(code: &str) -> String {
         "upstream_cut" => "upstream cut off",
         "client_closed" => "client closed",
         "idle_timeout" => "idle timeout",
+        "reversal_due" => "reversal due",
         code => code,
     })
 }
@@ -205,6 +206,8 @@ const CORE_TEMPLATES: &[&str] = &[
     "Trial credit, valid until {}",
     "{} plan allowance (USD list price) for the cycle starting {}",
     "Plan allowance removed: {}",
+    "A staff adjustment may move at most {}.",
+    "{} is above {}: confirm the amount to apply it.",
 ];
 
 /// A message that came from the core crate in English, in the current language: a fixed one
@@ -279,6 +282,9 @@ mod tests {
                 "7 天退款期（Starter 套餐）已于 2026-12-02 10:00 结束"
             );
             assert_eq!(tm("Paid back in cash"), "Paid back in cash");
+            assert_eq!(tm("¥5000.00 is above ¥1000.00: confirm the amount to apply it."), "¥5000.00 超过 ¥1000.00：请确认金额后再提交。");
+            assert_eq!(tm("The order was refunded: only money kept can be invoiced."), "订单已退款：只能为未退还的款项开具发票。");
+            assert_eq!(label("reversal_due"), "待红冲");
             assert_eq!(label("created"), "待支付");
             assert_eq!(label("claude-sonnet-4-6"), "claude-sonnet-4-6");
         });

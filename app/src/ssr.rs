@@ -20,6 +20,8 @@ pub struct ConsoleState {
     pub sandbox: std::sync::Arc<cloudrouter_core::billing::payments::SandboxProvider>,
     /// The URL customers point their SDKs at, shown in snippets.
     pub public_base_url: String,
+    /// Bounds on staff balance adjustments (maximum, confirmation threshold).
+    pub staff_limits: cloudrouter_core::billing::adjustments::StaffLimits,
 }
 
 pub const USER_ID_KEY: &str = "user_id";

@@ -20,12 +20,12 @@ test('credit a balance, create a key, call the demo upstream, see the charge, re
   await page.waitForURL(server.url + '/console');
   await page.getByTestId('demo-notice').waitFor();
 
-  // Staff credit their own balance with a note, through the admin page.
+  // Staff credit their own balance with an internal note, through the admin page.
   await open(page, server.url + '/console/admin?q=' + encodeURIComponent(email));
   await page.getByRole('link', { name: email }).click();
   await page.getByTestId('user-status').waitFor();
   await page.getByLabel('Amount (¥, negative to debit)').fill('10');
-  await page.getByLabel('Note (required)').fill('e2e credit');
+  await page.getByLabel('Internal note (staff only, required)').fill('e2e credit');
   await page.getByRole('button', { name: 'Apply' }).click();
   await page.getByRole('status').filter({ hasText: 'Balance is now ¥10.00.' }).waitFor();
 

@@ -38,7 +38,7 @@ test('usage charts show the right totals; the log filters and exports to CSV', a
   const api = await staffApi();
   const email = uniqueEmail('heavy');
   const { id } = await api('POST', '/users', { email, password: PASSWORD });
-  await api('POST', `/users/${id}/credit`, { amount: '50', note: 'test credit' });
+  await api('POST', `/users/${id}/credit`, { amount: '50', note: 'test credit', idempotency_key: `e2e-usage-${id}` });
   const alpha = await api('POST', `/users/${id}/keys`, { name: 'alpha', channel: 'smart' });
   const beta = await api('POST', `/users/${id}/keys`, { name: 'beta', channel: 'stable' });
   for (const [key, model] of [[alpha.key, 'claude-sonnet-4-6'], [alpha.key, 'claude-haiku-4-5-20251001'], [beta.key, 'claude-opus-4-5-20251101'], [beta.key, 'claude-sonnet-4-6']]) {

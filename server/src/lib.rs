@@ -36,6 +36,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let store = web::session_store(&pool).await?;
     web::spawn_housekeeping(pool.clone(), store.clone());
     let payments = Arc::new(Payments::from_env(&config.secret, &config.public_url)?);
+    let staff_limits = billing::adjustments::StaffLimits::from_env()?;
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,
@@ -43,12 +44,13 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         payments: payments.clone(),
         sandbox: Arc::new(payments::SandboxProvider::new(&config.secret, &config.public_url)),
         public_base_url: config.public_url.clone(),
+        staff_limits,
     };
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
         .merge(gateway.router())
         .nest("/_demo", demo::router())
-        .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone())))
+        .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone()), staff_limits))
         .nest("/api/payments", payments::router(pool.clone(), payments))
         .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone()).merge(usage_export::router(pool.clone()))));
     Ok(Built { router, gateway })

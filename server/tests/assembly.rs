@@ -39,7 +39,7 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
         .send().await.unwrap().json().await.unwrap();
     let id = user["id"].as_str().unwrap().to_string();
     let credit = admin(reqwest::Method::POST, &format!("/users/{id}/credit"))
-        .json(&json!({"amount": "12.50", "note": "welcome credit"}))
+        .json(&json!({"amount": "12.50", "note": "welcome credit", "idempotency_key": "assembly-welcome-credit"}))
         .send().await.unwrap();
     assert!(credit.status().is_success(), "{}", credit.text().await.unwrap());
     let key: Value = admin(reqwest::Method::POST, &format!("/users/{id}/keys"))

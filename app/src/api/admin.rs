@@ -101,25 +101,54 @@ pub async fn user_keys(id: String) -> Result<Vec<crate::api::keys::KeyView>, Ser
     Ok(keys.into_iter().map(crate::api::keys::key_view).collect())
 }
 
-/// Credits (positive) or debits (negative) a balance; the note is mandatory and goes to the ledger.
+/// What the balance adjustment form needs: a fresh idempotency key for this rendering of the form
+/// (a second submit of the same form applies once) and the bounds it is checked against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdjustFormView {
+    pub key: String,
+    pub confirm_above: String,
+    pub max: String,
+}
+
+#[server(endpoint = "admin/user/adjust-form")]
+pub async fn adjust_form() -> Result<AdjustFormView, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let limits = crate::ssr::state()?.staff_limits;
+    Ok(AdjustFormView {
+        key: uuid::Uuid::new_v4().to_string(),
+        confirm_above: crate::ssr::cny(limits.confirm_above_micros),
+        max: crate::ssr::cny(limits.max_adjustment_micros),
+    })
+}
+
+/// Credits (positive) or debits (negative) a balance once per form (`idempotency_key`): the
+/// description is what the customer's ledger says, the note (required) is for staff only, and an
+/// amount above the threshold needs `confirm`. See `billing::adjustments`.
 #[server(endpoint = "admin/user/adjust")]
-pub async fn adjust_balance(id: String, amount: String, note: String) -> Result<String, ServerFnError> {
-    use cloudrouter_core::ledger::{self, LedgerError, LedgerKind};
+pub async fn adjust_balance(
+    id: String,
+    amount: String,
+    description: String,
+    note: String,
+    idempotency_key: String,
+    confirm: Option<String>,
+) -> Result<String, ServerFnError> {
+    use cloudrouter_core::billing::adjustments::{self, Adjustment};
     let staff = crate::ssr::require_staff().await?;
-    let user_id = parse_id(&id)?;
-    let note = note.trim();
-    if note.is_empty() {
-        return Err(ServerFnError::new(t("Write a note saying why the balance changes.")));
-    }
+    let state = crate::ssr::state()?;
     let micros = cloudrouter_core::money::parse_decimal(amount.trim())
         .map_err(|_| ServerFnError::new(t("Enter an amount in yuan, like 100 or -12.50.")))?;
-    let kind = if micros > 0 { LedgerKind::Credit } else { LedgerKind::Debit };
-    let entry = ledger::adjust(&crate::ssr::pool()?, user_id, micros, kind, note, Some(staff.id)).await.map_err(|e| match e {
-        LedgerError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(crate::i18n::tm(&other.to_string())),
-    })?;
-    crate::ssr::audit(staff.id, "balance.adjust", &user_id.to_string(), serde_json::json!({"amount_micros": micros, "note": note})).await?;
-    Ok(tf("Balance is now {}.", &[&crate::ssr::cny(entry.balance_after_micros)]))
+    let adj = Adjustment {
+        user_id: parse_id(&id)?,
+        amount_micros: micros,
+        description,
+        staff_note: note,
+        idempotency_key,
+        confirmed: confirm.is_some(),
+    };
+    let done = adjustments::apply(&state.pool, &state.staff_limits, staff.id, &adj).await.map_err(crate::ssr::billing_error)?;
+    let balance = crate::ssr::cny(done.entry.balance_after_micros);
+    Ok(if done.replayed { tf("Already applied: this form was submitted before. Balance after it: {}.", &[&balance]) } else { tf("Balance is now {}.", &[&balance]) })
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

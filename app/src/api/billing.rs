@@ -53,9 +53,16 @@ pub struct RefundView {
     pub plan_name: String,
     pub eligible: bool,
     pub negotiated: bool,
+    /// The customer already had this plan's no-questions refund: this one is agreed with staff.
+    pub repeat: bool,
     pub reason: Option<String>,
     pub amount: String,
+    /// The days-based amount: "¥399.00 × 29 / 30 remaining days = ¥385.70".
     pub explanation: String,
+    /// The allowance deduction, when there is one: "less ¥87.00 for $145.00 … = ¥298.70".
+    pub deduction: Option<String>,
+    /// "$150.00 of $150.00 used; the 1 day used so far accounts for $5.00."
+    pub allowance: String,
     pub open_request: Option<String>,
 }
 
@@ -251,27 +258,40 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
             expires: t.expires_at.map(when),
         }),
         orders: orders.into_iter().map(|o| { let inv = invoiced.get(&o.id).cloned(); convert::order(o, inv) }).collect(),
-        refund: quote.map(|q| RefundView {
-            plan_name: crate::i18n::tr(&q.plan_name),
-            eligible: q.eligible,
-            negotiated: q.negotiated,
-            reason: q.reason.as_deref().map(crate::i18n::tm),
-            amount: cny(q.amount_micros),
-            // Said again from the quote's figures rather than the core crate's English sentence.
-            explanation: crate::i18n::tf(
-                "{} × {} / {} remaining days = {}{}",
-                &[
-                    &cny(q.paid_micros),
-                    &q.remaining_days,
-                    &q.cycle_days,
-                    &cny(q.amount_micros),
-                    &if q.negotiated { crate::i18n::t(" (suggested; the final amount is agreed with our team)") } else { "" },
-                ],
-            ),
-            open_request: open.clone(),
-        }),
+        refund: quote.map(|q| RefundView { open_request: open, ..refund_view(q) }),
         refunds: requests.into_iter().map(|r| (when(r.created_at), cny(r.amount_micros), r.status)).collect(),
     })
+}
+
+/// The quote in the caller's language, said again from its figures rather than from the core
+/// crate's English sentence.
+#[cfg(feature = "ssr")]
+fn refund_view(q: cloudrouter_core::billing::refunds::RefundQuote) -> RefundView {
+    use crate::i18n::{t, tf, tm, tr};
+    use crate::ssr::{cny, usd};
+    let suggested = if q.negotiated { t(" (suggested; the final amount is agreed with our team)") } else { "" };
+    let days = tf("{} × {} / {} remaining days = {}", &[&cny(q.paid_micros), &q.remaining_days, &q.cycle_days, &cny(q.days_amount_micros)]);
+    let deduction = (q.deduction_micros > 0).then(|| {
+        tf(
+            "less {} for {} of allowance used beyond the elapsed days' share ({} of {}) = {}",
+            &[&cny(q.deduction_micros), &usd(q.excess_micro_usd), &usd(q.elapsed_share_micro_usd), &usd(q.allowance_micro_usd), &cny(q.amount_micros)],
+        )
+    });
+    RefundView {
+        plan_name: tr(&q.plan_name),
+        eligible: q.eligible,
+        negotiated: q.negotiated,
+        repeat: q.repeat,
+        reason: q.reason.as_deref().map(tm),
+        amount: cny(q.amount_micros),
+        explanation: format!("{days}{}", if deduction.is_some() { "" } else { suggested }),
+        deduction: deduction.map(|d| format!("{d}{suggested}")),
+        allowance: tf(
+            "{} of {} used; the {} days used so far account for {}.",
+            &[&usd(q.allowance_used_micro_usd()), &usd(q.allowance_micro_usd), &q.used_days, &usd(q.elapsed_share_micro_usd)],
+        ),
+        open_request: None,
+    }
 }
 
 #[server(endpoint = "refunds/request")]

@@ -18,11 +18,23 @@ pub struct QueueItem {
     pub detail: String,
 }
 
+/// A refund request with what approval would pay now (days as of the request, allowance use as
+/// of now).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundItem {
+    pub item: QueueItem,
+    pub negotiated: bool,
+    /// (label, value) rows: days-based amount, allowance used, deduction, refund.
+    pub figures: Vec<(String, String)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueuesView {
     pub transfers: Vec<QueueItem>,
-    pub refunds: Vec<QueueItem>,
+    pub refunds: Vec<RefundItem>,
     pub invoices: Vec<crate::api::invoices::InvoiceView>,
+    /// Issued invoices of refunded orders, waiting for their red-letter reversal.
+    pub reversals: Vec<crate::api::invoices::InvoiceView>,
     pub trials: Vec<QueueItem>,
     pub enquiries: Vec<QueueItem>,
 }
@@ -30,7 +42,7 @@ pub struct QueuesView {
 #[server(endpoint = "admin/billing")]
 pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
     use cloudrouter_core::{accounts, billing};
-    use crate::ssr::{cny, internal, when};
+    use crate::ssr::{cny, internal, usd, when};
     crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let mut emails = std::collections::HashMap::<uuid::Uuid, String>::new();
@@ -54,14 +66,28 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         });
     }
     let mut refunds = vec![];
-    for r in billing::refunds::list_pending(&pool).await.map_err(internal)? {
-        refunds.push(QueueItem {
-            id: r.id.to_string(),
-            who: email(r.user_id).await,
-            what: t("Subscription refund").into(),
-            amount: cny(r.amount_micros),
-            when: when(r.created_at),
-            detail: r.reason.clone(),
+    for (r, q) in billing::refunds::list_pending(&pool).await.map_err(billing_error)? {
+        let used = q.allowance_use.iter().map(|c| format!("{} {}", label(&c.channel), usd(c.used_micro_usd))).collect::<Vec<_>>().join(", ");
+        let figures = vec![
+            (t("Days-based amount").to_string(), tf("{} ({} of {} days left)", &[&cny(q.days_amount_micros), &q.remaining_days, &q.cycle_days])),
+            (
+                t("Allowance used").to_string(),
+                tf("{} of {} (elapsed share {}){}", &[&usd(q.allowance_used_micro_usd()), &usd(q.allowance_micro_usd), &usd(q.elapsed_share_micro_usd), &if used.is_empty() { String::new() } else { format!(": {used}") }]),
+            ),
+            (t("Deduction").to_string(), tf("{} for {} beyond the share", &[&cny(q.deduction_micros), &usd(q.excess_micro_usd)])),
+            (t("Refund if approved now").to_string(), cny(q.amount_micros)),
+        ];
+        refunds.push(RefundItem {
+            item: QueueItem {
+                id: r.id.to_string(),
+                who: email(r.user_id).await,
+                what: if q.repeat { t("Subscription refund (negotiated: no-questions refund of this plan already used)").into() } else { t("Subscription refund").into() },
+                amount: cny(q.amount_micros),
+                when: when(r.created_at),
+                detail: r.reason.clone(),
+            },
+            negotiated: q.negotiated,
+            figures,
         });
     }
     let trials = billing::trials::pending(&pool)
@@ -87,6 +113,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         transfers,
         refunds,
         invoices: billing::invoices::queue(&pool).await.map_err(internal)?.into_iter().map(crate::api::invoices::invoice_view).collect(),
+        reversals: billing::invoices::reversals_due(&pool).await.map_err(internal)?.into_iter().map(crate::api::invoices::invoice_view).collect(),
         trials,
         enquiries,
     })
@@ -131,6 +158,16 @@ pub async fn reject_invoice(id: String, reason: String) -> Result<String, Server
     }
     cloudrouter_core::billing::invoices::reject(&crate::ssr::pool()?, staff.id, id, reason.trim()).await.map_err(billing_error)?;
     Ok(t("Invoice request rejected.").into())
+}
+
+/// Records the red-letter invoice that reverses an invoice of a refunded order.
+#[server(endpoint = "admin/invoices/reverse")]
+pub async fn record_invoice_reversal(id: String, number: String, issued_on: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "No such invoice.")?;
+    let on = chrono::NaiveDate::parse_from_str(issued_on.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new(t("Enter the date of the red-letter invoice.")))?;
+    cloudrouter_core::billing::invoices::record_reversal(&crate::ssr::pool()?, staff.id, id, &number, on).await.map_err(billing_error)?;
+    Ok(t("Reversal recorded.").into())
 }
 
 #[server(endpoint = "admin/trials/decide")]

@@ -17,6 +17,10 @@ pub struct InvoiceView {
     pub has_pdf: bool,
     pub reject_reason: Option<String>,
     pub created: String,
+    /// The refunded amount a red-letter invoice reverses (the order was refunded after issue).
+    pub reversal_amount: Option<String>,
+    /// The red-letter invoice staff recorded: "No. …, date".
+    pub reversal: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,8 +52,11 @@ pub fn invoice_view(i: cloudrouter_core::billing::invoices::Invoice) -> InvoiceV
         number: i.number,
         issued_on: i.issued_on.map(|d| d.to_string()),
         has_pdf: i.has_pdf,
-        reject_reason: i.reject_reason,
+        // a request closed by a refund carries the core's sentence; staff reasons stay as typed
+        reject_reason: i.reject_reason.as_deref().map(crate::i18n::tm),
         created: crate::ssr::when(i.created_at),
+        reversal_amount: i.reversal_amount_micros.map(crate::ssr::cny),
+        reversal: i.reversal_number.map(|n| crate::i18n::tf("No. {}, {}", &[&n, &i.reversal_issued_on.map(|d| d.to_string()).unwrap_or_default()])),
     }
 }
 

@@ -6,10 +6,12 @@
 //! Errors: `{"error": {"type": "...", "message": "..."}}` with a matching status.
 
 use crate::accounts::{self, AccountError};
+use crate::billing::adjustments::{self, Adjustment, StaffLimits};
+use crate::billing::BillingError;
 use crate::crypto::Crypto;
 use crate::gateway::Gateway;
 use crate::keys::{self, KeyError, NewKey};
-use crate::ledger::{self, LedgerError, LedgerKind};
+use crate::ledger;
 use crate::money;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use crate::usage::{self, UsageFilter};
@@ -31,11 +33,12 @@ pub struct AdminState {
     pool: PgPool,
     crypto: Crypto,
     gateway: Option<Gateway>,
+    limits: StaffLimits,
 }
 
 /// The admin API routes (relative: `/users`, `/upstreams`, `/usage`, ...). `gateway` adds live
-/// health to `GET /upstreams`.
-pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>) -> Router {
+/// health to `GET /upstreams`; `limits` bound balance adjustments.
+pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>, limits: StaffLimits) -> Router {
     Router::new()
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user))
@@ -43,7 +46,7 @@ pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>) -> Router 
         .route("/users/{id}/keys", post(create_key).get(list_keys))
         .route("/upstreams", post(create_upstream).get(list_upstreams))
         .route("/usage", get(list_usage))
-        .with_state(AdminState { pool, crypto, gateway })
+        .with_state(AdminState { pool, crypto, gateway, limits })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,24 +178,51 @@ async fn get_user(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>)
 struct Credit {
     /// Decimal CNY, e.g. "12.50"; negative debits.
     amount: String,
+    /// Why, for staff only (required; kept in the audit log).
     #[serde(default)]
     note: String,
+    /// What the customer's ledger says (optional).
+    #[serde(default)]
+    description: String,
+    /// Or the `Idempotency-Key` header.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    /// Required for amounts above the confirmation threshold.
+    #[serde(default)]
+    confirm: bool,
 }
 
-async fn credit(s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>, Json(b): Json<Credit>) -> Result<Json<serde_json::Value>, ApiErr> {
-    let amount = money::parse_decimal(&b.amount).map_err(|e| bad(format!("amount: {e}")))?;
-    let kind = if amount >= 0 { LedgerKind::Credit } else { LedgerKind::Debit };
-    let entry = match ledger::adjust(&st.pool, id, amount, kind, b.note.trim(), Some(s.user_id)).await {
-        Ok(e) => e,
-        Err(LedgerError::UnknownUser) => return Err(not_found("user")),
-        Err(LedgerError::Db(e)) => return Err(internal(e)),
-        Err(e @ LedgerError::Insufficient { .. }) => return Err(ApiErr(StatusCode::CONFLICT, "insufficient_balance", e.to_string())),
-        Err(e) => return Err(bad(e.to_string())),
+/// Applies once per idempotency key (see `billing::adjustments`).
+async fn credit(
+    s: Staff,
+    State(st): State<AdminState>,
+    Path(id): Path<Uuid>,
+    headers: http::HeaderMap,
+    Json(b): Json<Credit>,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    let unprocessable = |t: &'static str, m: String| ApiErr(StatusCode::UNPROCESSABLE_ENTITY, t, m);
+    let header = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_string());
+    let key = match (header, b.idempotency_key) {
+        (Some(h), Some(f)) if h != f => {
+            return Err(unprocessable("invalid_request_error", "the Idempotency-Key header and idempotency_key differ".into()));
+        }
+        (h, f) => h.or(f).unwrap_or_default(),
     };
+    let amount = money::parse_decimal(&b.amount).map_err(|e| bad(format!("amount: {e}")))?;
+    let adj = Adjustment { user_id: id, amount_micros: amount, description: b.description, staff_note: b.note, idempotency_key: key, confirmed: b.confirm };
+    let done = adjustments::apply(&st.pool, &st.limits, s.user_id, &adj).await.map_err(|e| match e {
+        BillingError::UnknownUser => not_found("user"),
+        BillingError::Db(e) => internal(e),
+        e @ BillingError::ConfirmationRequired { .. } => unprocessable("confirmation_required", format!("{e} Send it again with \"confirm\": true.")),
+        e @ BillingError::IdempotencyKeyReused => ApiErr(StatusCode::CONFLICT, "idempotency_conflict", e.to_string()),
+        e @ BillingError::InsufficientBalance { .. } => ApiErr(StatusCode::CONFLICT, "insufficient_balance", e.to_string()),
+        e => unprocessable("invalid_request_error", e.to_string()),
+    })?;
     Ok(Json(json!({
-        "entry": entry,
-        "balance": money::to_decimal_string(entry.balance_after_micros),
-        "balance_micros": entry.balance_after_micros,
+        "entry": done.entry,
+        "balance": money::to_decimal_string(done.entry.balance_after_micros),
+        "balance_micros": done.entry.balance_after_micros,
+        "replayed": done.replayed,
     })))
 }
 

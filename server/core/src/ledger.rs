@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,10 +160,24 @@ pub async fn adjust(
     note: &str,
     actor_id: Option<Uuid>,
 ) -> Result<LedgerEntry, LedgerError> {
+    let mut tx = pool.begin().await?;
+    let entry = adjust_in(&mut tx, user_id, amount_micros, kind, note, actor_id).await?;
+    tx.commit().await?;
+    Ok(entry)
+}
+
+/// [`adjust`] inside the caller's transaction (which may then record more in the same one).
+pub async fn adjust_in(
+    tx: &mut PgConnection,
+    user_id: Uuid,
+    amount_micros: i64,
+    kind: LedgerKind,
+    note: &str,
+    actor_id: Option<Uuid>,
+) -> Result<LedgerEntry, LedgerError> {
     if amount_micros == 0 {
         return Err(LedgerError::ZeroAmount);
     }
-    let mut tx = pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(user_id)
         .fetch_one(&mut *tx)
@@ -195,7 +209,7 @@ pub async fn adjust(
         .bind(new_balance)
         .execute(&mut *tx)
         .await?;
-    let entry = sqlx::query_as::<_, LedgerEntry>(&format!(
+    Ok(sqlx::query_as::<_, LedgerEntry>(&format!(
         "INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, actor_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENTRY_COLS}"
     ))
@@ -207,9 +221,7 @@ pub async fn adjust(
     .bind(note)
     .bind(actor_id)
     .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(entry)
+    .await?)
 }
 
 /// The user's most recent ledger rows, newest first, each with its running balance.

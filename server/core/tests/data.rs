@@ -173,7 +173,7 @@ async fn admin_api_end_to_end(pool: PgPool) {
     let crypto = Crypto::from_secret(SECRET);
     let fake = demo::FakeUpstream::start(demo::FakeBehavior::default()).await.unwrap();
     let gw = Gw::start(&pool, fast_config()).await;
-    let app = axum::Router::new().nest("/api/admin/v1", admin_api::router(pool.clone(), crypto, Some(gw.gw.clone())));
+    let app = axum::Router::new().nest("/api/admin/v1", admin_api::router(pool.clone(), crypto, Some(gw.gw.clone()), Default::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/admin/v1", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -197,14 +197,14 @@ async fn admin_api_end_to_end(pool: PgPool) {
     let r = c.post(format!("{base}/users")).bearer_auth(&token).json(&serde_json::json!({"email": "new@example.com", "password": "correct horse battery staple 9"})).send().await.unwrap();
     assert_eq!(r.status(), 409);
 
-    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "12.50", "note": "wire"})).send().await.unwrap();
+    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "12.50", "note": "wire", "idempotency_key": "data-test-0001"})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["balance_micros"], 12_500_000);
-    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "-100", "note": "x"})).send().await.unwrap();
+    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "-100", "note": "x", "idempotency_key": "data-test-0002"})).send().await.unwrap();
     assert_eq!(r.status(), 409);
-    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "1.2345678"})).send().await.unwrap();
+    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "1.2345678", "idempotency_key": "data-test-0003"})).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "-2.5", "note": "refund reversal"})).send().await.unwrap();
+    let r = c.post(format!("{base}/users/{uid}/credit")).bearer_auth(&token).json(&serde_json::json!({"amount": "-2.5", "note": "refund reversal", "idempotency_key": "data-test-0004"})).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["balance"], "10.000000");
     let e = ledger::entries(&pool, uid.parse().unwrap(), 10).await.unwrap();
     assert_eq!(e[0].actor_id, Some(staff.id));

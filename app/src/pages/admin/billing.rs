@@ -1,7 +1,9 @@
-//! Staff: everything waiting for a person — bank transfers to confirm, refunds, invoices,
-//! trial applications and enterprise enquiries.
+//! Staff: everything waiting for a person — bank transfers to confirm, refunds, invoices and
+//! their red-letter reversals, trial applications and enterprise enquiries.
 
-use crate::api::billing_admin::{billing_queues, QueuesView, ConfirmTransfer, DecideRefund, DecideTrial, QueueItem, RejectInvoice, SetEnquiryStatus};
+use crate::api::billing_admin::{
+    billing_queues, ConfirmTransfer, DecideRefund, DecideTrial, QueueItem, QueuesView, RecordInvoiceReversal, RejectInvoice, SetEnquiryStatus,
+};
 use crate::components::form::ActionMessage;
 use crate::components::loaded::Loaded;
 use crate::i18n::{t, tf};
@@ -15,8 +17,11 @@ pub fn BillingQueue() -> impl IntoView {
     let invoice = ServerAction::<RejectInvoice>::new();
     let trial = ServerAction::<DecideTrial>::new();
     let enquiry = ServerAction::<SetEnquiryStatus>::new();
+    let reversal = ServerAction::<RecordInvoiceReversal>::new();
     let data = Resource::new(
-        move || (confirm.version().get(), refund.version().get(), invoice.version().get(), trial.version().get(), enquiry.version().get()),
+        move || {
+            (confirm.version().get(), refund.version().get(), invoice.version().get(), trial.version().get(), enquiry.version().get(), reversal.version().get())
+        },
         |_| billing_queues(),
     );
     view! {
@@ -28,9 +33,10 @@ pub fn BillingQueue() -> impl IntoView {
             <ActionMessage value=invoice.value() />
             <ActionMessage value=trial.value() />
             <ActionMessage value=enquiry.value() />
+            <ActionMessage value=reversal.value() />
         </div>
         <Loaded resource=data let:q>
-            <Queues q confirm refund invoice trial enquiry />
+            <Queues q confirm refund invoice trial enquiry reversal />
         </Loaded>
     }
 }
@@ -62,6 +68,7 @@ fn Queues(
     invoice: ServerAction<RejectInvoice>,
     trial: ServerAction<DecideTrial>,
     enquiry: ServerAction<SetEnquiryStatus>,
+    reversal: ServerAction<RecordInvoiceReversal>,
 ) -> impl IntoView {
     view! {
         <Section title=t("Bank transfers awaiting confirmation") count=q.transfers.len()>
@@ -76,12 +83,18 @@ fn Queues(
             }}).collect_view()}
         </Section>
         <Section title=t("Refund requests") count=q.refunds.len()>
-            {q.refunds.into_iter().map(|r| { let id = r.id.clone(); view! {
+            {q.refunds.into_iter().map(|r| { let id = r.item.id.clone(); view! {
                 <div class="card mt-3" data-testid="refund-request">
-                    <ItemHead item=r />
+                    <ItemHead item=r.item />
+                    <dl class="mt-2 grid gap-x-4 text-sm sm:grid-cols-2" data-testid="refund-figures">
+                        {r.figures.into_iter().map(|(k, v)| view! { <div><dt class="inline text-slate-500">{k}": "</dt><dd class="inline tabular-nums">{v}</dd></div> }).collect_view()}
+                    </dl>
                     <ActionForm action=refund attr:class="mt-3 grid gap-2 sm:grid-cols-4 sm:items-end">
                         <input type="hidden" name="id" value=id />
-                        <label class="text-xs">{t("Amount (Ultra: required)")}<input name="amount" class="input mt-1" placeholder=t("as quoted") /></label>
+                        <label class="text-xs">
+                            {if r.negotiated { t("Amount (negotiated: required)") } else { t("Amount (blank: as shown above)") }}
+                            <input name="amount" required=r.negotiated class="input mt-1" placeholder=t("as quoted") />
+                        </label>
                         <label class="text-xs sm:col-span-2">{t("Note to the customer")}<input name="note" required class="input mt-1" /></label>
                         <div class="flex gap-2">
                             <button type="submit" name="approve" value="true" class="btn-primary">{t("Approve")}</button>
@@ -106,6 +119,22 @@ fn Queues(
                         <input type="hidden" name="id" value=id.clone() />
                         <label class="flex-1 text-xs">{t("Reason to reject")}<input name="reason" required class="input mt-1" /></label>
                         <button type="submit" class="btn-danger">{t("Reject")}</button>
+                    </ActionForm>
+                </div>
+            }}).collect_view()}
+        </Section>
+        <Section title=t("Red-letter reversals due (refunded after invoicing)") count=q.reversals.len()>
+            {q.reversals.into_iter().map(|i| { let id = i.id.clone(); view! {
+                <div class="card mt-3" data-testid="invoice-reversal">
+                    <p class="font-medium">{i.kind.clone()}" · "{i.title.clone()}" · "<span class="tabular-nums">{i.amount.clone()}</span></p>
+                    <p class="text-xs text-slate-500">
+                        {tf("Order {} · invoice No. {}, {} · refunded {}: issue a red-letter invoice for that amount", &[&i.order_reference, &i.number.clone().unwrap_or_default(), &i.issued_on.clone().unwrap_or_default(), &i.reversal_amount.clone().unwrap_or_default()])}
+                    </p>
+                    <ActionForm action=reversal attr:class="mt-3 grid gap-2 sm:grid-cols-3 sm:items-end">
+                        <input type="hidden" name="id" value=id />
+                        <label class="text-xs">{t("Red-letter invoice number")}<input name="number" required class="input mt-1" /></label>
+                        <label class="text-xs">{t("Issue date")}<input name="issued_on" type="date" required class="input mt-1" /></label>
+                        <button type="submit" class="btn-primary">{t("Record reversal")}</button>
                     </ActionForm>
                 </div>
             }}).collect_view()}

@@ -1,12 +1,12 @@
 //! Staff: find customers, open one, suspend or reinstate.
 
 use crate::components::loaded::Loaded;
-use crate::api::admin::{get_user, list_users, user_billing, user_keys, AdjustBalance, SetSuspended};
+use crate::api::admin::{adjust_form, get_user, list_users, user_billing, user_keys, AdjustBalance, AdjustFormView, SetSuspended};
 use crate::api::billing_admin::{admin_plans, cloudrouter_plan::PlanForm, OfferPlan};
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
-use crate::components::form::ActionMessage;
-use crate::i18n::{label, t};
+use crate::components::form::{successes, ActionMessage};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -59,6 +59,10 @@ pub fn UserDetail() -> impl IntoView {
     let adjust = ServerAction::<AdjustBalance>::new();
     let offer = ServerAction::<OfferPlan>::new();
     let plans = Resource::new(|| (), |_| admin_plans());
+    // a fresh, empty form (and idempotency key) after each adjustment that went through; a
+    // refused one keeps what was typed and its key
+    let adjusted = successes(adjust.value());
+    let form = Resource::new(move || adjusted.get(), |_| adjust_form());
     let user = Resource::new(move || (id(), suspend.version().get()), |(id, _)| get_user(id));
     let billing = Resource::new(move || (id(), adjust.version().get()), |(id, _)| user_billing(id));
     let keys = Resource::new(id, user_keys);
@@ -90,12 +94,9 @@ pub fn UserDetail() -> impl IntoView {
                         </section>
                         <section class="card mt-6">
                             <h2 class="section-title">{t("Adjust balance")}</h2>
-                            <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
-                                <input type="hidden" name="id" value=uid />
-                                <Field label=t("Amount (¥, negative to debit)") name="amount" placeholder="100.00" />
-                                <Field label=t("Note (required)") name="note" placeholder=t("Bank transfer ref. 2026-1125") />
-                                <button type="submit" class="btn-primary">{t("Apply")}</button>
-                            </ActionForm>
+                            <Loaded resource=form let:f>
+                                <AdjustForm user_id=uid.clone() f adjust />
+                            </Loaded>
                             <div class="mt-3"><ActionMessage value=adjust.value() /></div>
                         </section>
                         <section class="card mt-6">
@@ -142,6 +143,25 @@ pub fn UserDetail() -> impl IntoView {
                 })
             })}
         </Suspense>
+    }
+}
+
+/// One rendering of the adjustment form, with its own idempotency key.
+#[component]
+fn AdjustForm(user_id: String, f: AdjustFormView, adjust: ServerAction<AdjustBalance>) -> impl IntoView {
+    view! {
+        <ActionForm action=adjust attr:class="mt-4 grid gap-4 sm:grid-cols-2 sm:items-end">
+            <input type="hidden" name="id" value=user_id />
+            <input type="hidden" name="idempotency_key" value=f.key />
+            <Field label=t("Amount (¥, negative to debit)") name="amount" placeholder="100.00" hint=t("At most the maximum per adjustment; amounts above the threshold need the box below ticked.") />
+            <Field label=t("Description on the customer's ledger (optional)") name="description" required=false placeholder=t("Credit from CloudRouter support") />
+            <Field label=t("Internal note (staff only, required)") name="note" placeholder=t("Bank transfer ref. 2026-1125") />
+            <label class="flex items-center gap-2 text-sm">
+                <input type="checkbox" name="confirm" value="yes" />
+                {tf("I have checked the amount (required above {}; at most {})", &[&f.confirm_above, &f.max])}
+            </label>
+            <button type="submit" class="btn-primary sm:col-span-2 sm:justify-self-start">{t("Apply")}</button>
+        </ActionForm>
     }
 }
 

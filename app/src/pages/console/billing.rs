@@ -172,21 +172,42 @@ fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl In
     })
 }
 
+/// The rule, said on the page as in docs/billing.md.
+const REFUND_RULE: &str = "How the amount is worked out: the unused days of this cycle are refunded (today counts as used). If more of the plan allowance was used than the days so far account for (allowance × used days ÷ cycle days), the use beyond that share is charged at the pay-as-you-go rates of the channels it was used on and deducted, rounded once to the fen. A refund never goes below ¥0. Each plan has one no-questions refund per customer; a later refund of the same plan is agreed with support.";
+
 #[component]
 fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
+    let figures = view! {
+        <dl class="mt-3 space-y-1 text-sm" data-testid="refund-figures">
+            <div><dt class="inline text-slate-500">{t("Unused days: ")}</dt><dd class="inline font-medium" data-testid="refund-explanation">{r.explanation.clone()}</dd></div>
+            <div><dt class="inline text-slate-500">{t("Plan allowance: ")}</dt><dd class="inline">{r.allowance.clone()}</dd></div>
+            {r.deduction.clone().map(|d| view! {
+                <div><dt class="inline text-slate-500">{t("Deduction: ")}</dt><dd class="inline font-medium" data-testid="refund-deduction">{d}</dd></div>
+            })}
+        </dl>
+    };
     view! {
         <section class="card mt-6" data-testid="refund">
             <h2 class="section-title">{tf("Refund your {} plan", &[&r.plan_name])}</h2>
             {if let Some(open) = r.open_request.clone() {
                 view! { <p class="mt-2 text-sm">{open}{t(" — waiting for support.")}</p> }.into_any()
             } else if !r.eligible {
-                view! { <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{r.reason.clone().unwrap_or_default()}</p> }.into_any()
+                view! {
+                    <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{r.reason.clone().unwrap_or_default()}</p>
+                    {figures}
+                }.into_any()
             } else {
                 view! {
                     <p class="mt-2 text-sm">
-                        {if r.negotiated { t("Ultra refunds are agreed with support; they set the amount. Our pro-rated proposal: ") } else { t("Pro-rated on the unused days of this cycle: ") }}
-                        <span class="font-medium" data-testid="refund-explanation">{r.explanation.clone()}</span>
+                        {if r.repeat {
+                            t("You have had the no-questions refund of this plan before, so this one is agreed with support; they set the amount. Our proposal:")
+                        } else if r.negotiated {
+                            t("Ultra refunds are agreed with support; they set the amount. Our pro-rated proposal: ")
+                        } else {
+                            t("No questions asked. Your refund:")
+                        }}
                     </p>
+                    {figures}
                     <ActionForm action=refund attr:class="mt-3 flex flex-wrap items-end gap-3">
                         <label class="block flex-1">
                             <span class="text-sm text-slate-600 dark:text-slate-400">{t("Reason (optional)")}</span>
@@ -196,6 +217,7 @@ fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
                     </ActionForm>
                 }.into_any()
             }}
+            <p class="mt-3 text-xs text-slate-500" data-testid="refund-rule">{t(REFUND_RULE)}</p>
         </section>
     }
 }

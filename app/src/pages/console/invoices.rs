@@ -85,6 +85,14 @@ fn InvoiceList(d: InvoicesData) -> impl IntoView {
                                 {label(&i.status)}
                                 {i.number.clone().map(|n| view! { <span class="block text-xs text-slate-500">{tf("No. {}, {}", &[&n, &i.issued_on.clone().unwrap_or_default()])}</span> })}
                                 {i.reject_reason.clone().map(|r| view! { <span class="block text-xs text-red-600">{r}</span> })}
+                                {i.reversal_amount.clone().map(|a| view! {
+                                    <span class="block text-xs text-slate-500">
+                                        {match i.reversal.clone() {
+                                            Some(r) => tf("Refunded: reversed by red-letter invoice {} for {}", &[&r, &a]),
+                                            None => tf("Refunded: a red-letter invoice for {} will reverse it", &[&a]),
+                                        }}
+                                    </span>
+                                })}
                             </td>
                             <td>{i.has_pdf.then(|| view! { <a class="link" href=format!("/console/invoices/{}/pdf", i.id)>{t("Download PDF")}</a> })}</td>
                         </tr>

@@ -2,6 +2,12 @@
 //! VAT invoice for companies (taxpayer ID = unified social credit code, GB 32100-2015). Staff issue
 //! (number, date, optional PDF) or reject with a reason. An order is invoiced at most once: a
 //! rejected request may be made again (a partial unique index enforces it).
+//!
+//! Only money kept is invoiced: a refunded order cannot be invoiced. When an order is refunded
+//! ([`on_order_refunded`], in the refund's transaction) its open request is closed (rejected with
+//! the reason) and an issued invoice becomes `reversal_due`: a red-letter invoice (红字发票) of
+//! the refunded amount is owed, and staff record it with [`record_reversal`] → `reversed`.
+//! States: requested → issued | rejected; issued → reversal_due → reversed.
 
 use super::{audit, BillingError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -136,13 +142,17 @@ pub struct Invoice {
     /// personal | vat_special
     pub kind: String,
     pub details: InvoiceDetails,
-    /// requested | issued | rejected
+    /// requested | issued | rejected | reversal_due | reversed
     pub status: String,
     pub number: Option<String>,
     pub issued_on: Option<NaiveDate>,
     pub has_pdf: bool,
     pub reject_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The refunded amount a red-letter invoice reverses (reversal_due, reversed).
+    pub reversal_amount_micros: Option<i64>,
+    pub reversal_number: Option<String>,
+    pub reversal_issued_on: Option<NaiveDate>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -160,6 +170,9 @@ struct Row {
     has_pdf: bool,
     reject_reason: Option<String>,
     created_at: DateTime<Utc>,
+    reversal_amount_micros: Option<i64>,
+    reversal_number: Option<String>,
+    reversal_issued_on: Option<NaiveDate>,
 }
 
 impl TryFrom<Row> for Invoice {
@@ -179,12 +192,16 @@ impl TryFrom<Row> for Invoice {
             has_pdf: r.has_pdf,
             reject_reason: r.reject_reason,
             created_at: r.created_at,
+            reversal_amount_micros: r.reversal_amount_micros,
+            reversal_number: r.reversal_number,
+            reversal_issued_on: r.reversal_issued_on,
         })
     }
 }
 
 const SELECT: &str = "SELECT i.id, i.user_id, i.order_id, o.reference AS order_reference, i.amount_micros, i.kind, i.details, i.status, \
-    i.number, i.issued_on, (i.pdf IS NOT NULL) AS has_pdf, i.reject_reason, i.created_at FROM invoices i JOIN orders o ON o.id = i.order_id";
+    i.number, i.issued_on, (i.pdf IS NOT NULL) AS has_pdf, i.reject_reason, i.created_at, i.reversal_amount_micros, i.reversal_number, \
+    i.reversal_issued_on FROM invoices i JOIN orders o ON o.id = i.order_id";
 
 fn rows(v: Vec<Row>) -> Result<Vec<Invoice>, sqlx::Error> {
     v.into_iter().map(Invoice::try_from).collect()
@@ -237,6 +254,89 @@ pub async fn queue(pool: &PgPool) -> Result<Vec<Invoice>, sqlx::Error> {
     rows(sqlx::query_as::<_, Row>(&format!("{SELECT} WHERE i.status = 'requested' ORDER BY i.created_at")).fetch_all(pool).await?)
 }
 
+/// Issued invoices of refunded orders waiting for their red-letter reversal, oldest first.
+pub async fn reversals_due(pool: &PgPool) -> Result<Vec<Invoice>, sqlx::Error> {
+    rows(sqlx::query_as::<_, Row>(&format!("{SELECT} WHERE i.status = 'reversal_due' ORDER BY i.created_at")).fetch_all(pool).await?)
+}
+
+/// What a refund did to the order's invoices.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundedInvoices {
+    /// Open requests closed (rejected with the reason).
+    pub closed: Vec<Uuid>,
+    /// Issued invoices now due a red-letter reversal.
+    pub due_reversal: Vec<Uuid>,
+}
+
+/// The reason a request of a refunded order is closed with (the customer reads it).
+pub const REFUNDED_REASON: &str = "The order was refunded: only money kept can be invoiced.";
+
+/// The order was refunded by `refunded_micros` (inside the refund's transaction, which holds the
+/// order's lock): its open request is closed and its issued invoice is marked for reversal.
+pub(crate) async fn on_order_refunded(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    refunded_micros: i64,
+    now: DateTime<Utc>,
+) -> Result<RefundedInvoices, sqlx::Error> {
+    let closed = sqlx::query_scalar(
+        "UPDATE invoices SET status = 'rejected', reject_reason = $2, decided_at = $3 WHERE order_id = $1 AND status = 'requested' RETURNING id",
+    )
+    .bind(order_id)
+    .bind(REFUNDED_REASON)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    let due_reversal = sqlx::query_scalar(
+        "UPDATE invoices SET status = 'reversal_due', reversal_amount_micros = $2 WHERE order_id = $1 AND status = 'issued' RETURNING id",
+    )
+    .bind(order_id)
+    .bind(refunded_micros)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(RefundedInvoices { closed, due_reversal })
+}
+
+/// Records the red-letter invoice that reverses an invoice of a refunded order (staff, audited).
+pub async fn record_reversal(pool: &PgPool, staff_id: Uuid, id: Uuid, number: &str, issued_on: NaiveDate) -> Result<(), BillingError> {
+    let number = check_number(number)?;
+    let mut tx = pool.begin().await?;
+    let (status, amount): (String, Option<i64>) =
+        sqlx::query_as("SELECT status, reversal_amount_micros FROM invoices WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(BillingError::InvoiceNotFound)?;
+    if status != "reversal_due" {
+        return Err(BillingError::NoReversalDue);
+    }
+    sqlx::query("UPDATE invoices SET status = 'reversed', reversal_number = $2, reversal_issued_on = $3, reversed_by = $4, reversed_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(number)
+        .bind(issued_on)
+        .bind(staff_id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        staff_id,
+        "invoice.reverse",
+        &format!("invoice:{id}"),
+        serde_json::json!({"number": number, "issued_on": issued_on, "amount_micros": amount}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn check_number(number: &str) -> Result<&str, BillingError> {
+    let number = number.trim();
+    if number.is_empty() || number.len() > 64 {
+        return Err(BillingError::Invalid("Please enter the invoice number.".into()));
+    }
+    Ok(number)
+}
+
 /// Marks a requested invoice issued (staff).
 pub async fn issue(
     pool: &PgPool,
@@ -246,15 +346,15 @@ pub async fn issue(
     issued_on: NaiveDate,
     pdf: Option<Vec<u8>>,
 ) -> Result<(), BillingError> {
-    let number = number.trim();
-    if number.is_empty() || number.len() > 64 {
-        return Err(BillingError::Invalid("Please enter the invoice number.".into()));
-    }
+    let number = check_number(number)?;
     if pdf.as_ref().is_some_and(|p| !p.starts_with(b"%PDF")) {
         return Err(BillingError::Invalid("The file is not a PDF.".into()));
     }
     let mut tx = pool.begin().await?;
-    lock_undecided(&mut tx, id).await?;
+    // only money kept is invoiced: the order may have been refunded since it was asked for
+    if lock_undecided(&mut tx, id).await? != "paid" {
+        return Err(BillingError::OrderNotInvoiceable);
+    }
     let has_pdf = pdf.is_some();
     sqlx::query("UPDATE invoices SET status = 'issued', number = $2, issued_on = $3, pdf = $4, decided_by = $5, decided_at = now() WHERE id = $1")
         .bind(id)
@@ -270,17 +370,20 @@ pub async fn issue(
     Ok(())
 }
 
-/// Locks an invoice request that staff have not decided yet (issue and reject both start here).
-async fn lock_undecided(tx: &mut PgConnection, id: Uuid) -> Result<(), BillingError> {
-    let status: String = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 FOR UPDATE")
+/// Locks an invoice request that staff have not decided yet, and its order first (the lock order
+/// of billing: orders → invoices); issue and reject both start here. Returns the order's status.
+async fn lock_undecided(tx: &mut PgConnection, id: Uuid) -> Result<String, BillingError> {
+    let order_id: Uuid = sqlx::query_scalar("SELECT order_id FROM invoices WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(BillingError::InvoiceNotFound)?;
+    let order_status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1 FOR UPDATE").bind(order_id).fetch_one(&mut *tx).await?;
+    let status: String = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 FOR UPDATE").bind(id).fetch_one(&mut *tx).await?;
     if status != "requested" {
         return Err(BillingError::AlreadyDecided);
     }
-    Ok(())
+    Ok(order_status)
 }
 
 /// Rejects a requested invoice with a reason (staff); the customer may request again.

@@ -11,6 +11,7 @@
 //! `balances(user)` → `subscriptions` → `trial_applications` → `orders` → `refund_requests` /
 //! `invoices`. [`lock_user`] takes the first lock.
 
+pub mod adjustments;
 pub mod audit;
 pub mod clock;
 pub mod enquiries;
@@ -82,6 +83,20 @@ pub enum BillingError {
     TrialNotFound,
     #[error("Unknown user.")]
     UnknownUser,
+    #[error("The amount must not be zero.")]
+    ZeroAmount,
+    #[error("A staff adjustment may move at most {0}.")]
+    AdjustmentTooLarge(String),
+    #[error("{amount} is above {threshold}: confirm the amount to apply it.")]
+    ConfirmationRequired { amount: String, threshold: String },
+    #[error("Write an internal note saying why the balance changes.")]
+    StaffNoteRequired,
+    #[error("An idempotency key of 8 to 100 letters, digits, '-' or '_' is required.")]
+    IdempotencyKeyRequired,
+    #[error("This idempotency key was already used for a different request.")]
+    IdempotencyKeyReused,
+    #[error("This invoice is not waiting for a reversal.")]
+    NoReversalDue,
     #[error("Database error.")]
     Db(#[from] sqlx::Error),
 }
@@ -253,12 +268,24 @@ pub(crate) async fn pot_entry(
 /// "¥399.00" for whole fen amounts, otherwise the full six decimals.
 pub fn format_cny_short(micros: i64) -> String {
     if micros % 10_000 == 0 {
-        let neg = micros < 0;
-        let a = micros.unsigned_abs();
-        format!("{}¥{}.{:02}", if neg { "-" } else { "" }, a / 1_000_000, (a % 1_000_000) / 10_000)
+        short(micros, "¥")
     } else {
         crate::money::format_cny(micros)
     }
+}
+
+/// "$145.00" for whole cents, otherwise the full six decimals.
+pub fn format_usd_short(micros: i64) -> String {
+    if micros % 10_000 == 0 {
+        short(micros, "$")
+    } else {
+        crate::money::format_usd(micros)
+    }
+}
+
+fn short(micros: i64, symbol: &str) -> String {
+    let a = micros.unsigned_abs();
+    format!("{}{symbol}{}.{:02}", if micros < 0 { "-" } else { "" }, a / 1_000_000, (a % 1_000_000) / 10_000)
 }
 
 /// Decimal yuan with two places ("399.00") for providers that take amounts in yuan; None when the

@@ -7,15 +7,28 @@
 //!   the end date of the cycle; the current day counts as used, so
 //!   `used_days = today − start date + 1` and `remaining_days = cycle_days − used_days` (never
 //!   negative): a refund asked on the day of purchase returns all days but one.
-//! * Amount = paid × remaining_days / cycle_days, rounded half up to the fen (¥0.01).
+//! * Days-based amount = paid × remaining_days / cycle_days, rounded half up to the fen (¥0.01).
+//! * Allowance used beyond the elapsed days' share is deducted, priced pay-as-you-go on the
+//!   channels it was used on. With `A` the cycle's allowance and `U` the allowance used (micro-USD),
+//!   `C` what the requests the allowance paid for would have cost pay-as-you-go (micro-CNY, per
+//!   channel at its rate, recorded by `cr_usage_draw` in `allowance_use`), `D` = cycle_days and
+//!   `E` = used_days: `deduction = round_half_up_to_fen(max(0, U·D − A·E) × C / (U·D))` (0 when
+//!   `U` = 0), i.e. the excess `U − A·E/D` USD at the average CNY per USD the allowance was used
+//!   at, rounded once. Refund = max(0, days-based amount − deduction); a no-questions refund of ¥0 is not
+//!   offered ("nothing is left to refund").
+//! * One no-questions refund per customer and plan: once one was approved, a later request for
+//!   the same plan is negotiated (staff set the amount), like Ultra's.
+//! * The days are fixed when the customer asks; the allowance use is counted again at approval
+//!   (what was spent while the request waited is deducted too). The staff queue shows that figure.
 //! * Approval ends the subscription (status `refunded`, unused allowance expires), marks the order
-//!   refunded and credits the amount to the balance through the ledger (`refund` row; paying back
-//!   through the original Alipay/WeChat route is done by staff at the provider, out of scope here).
+//!   refunded, closes or marks for reversal its invoices (see `invoices`) and credits the amount to
+//!   the balance through the ledger (`refund` row; paying back through the original Alipay/WeChat
+//!   route is done by staff at the provider, out of scope here).
 
 use super::orders::{self, Order};
 use super::plans::Plan;
 use super::subscriptions::{self, Subscription};
-use super::{audit, format_cny_short, lock_user, wallet_entry, BillingError};
+use super::{audit, format_cny_short, format_usd_short, invoices, lock_user, wallet_entry, BillingError};
 use crate::ledger::LedgerKind;
 use crate::money::div_round_half_up;
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
@@ -42,6 +55,60 @@ pub struct RefundQuote {
     pub window_ends_at: Option<DateTime<Utc>>,
     /// "¥399.00 × 23 / 30 remaining days = ¥305.90"
     pub explanation: String,
+    // The deduction for allowance use (defaults: quotes stored before these existed).
+    /// paid × remaining / cycle days, to the fen.
+    #[serde(default)]
+    pub days_amount_micros: i64,
+    /// The cycle's allowance (micro-USD).
+    #[serde(default)]
+    pub allowance_micro_usd: i64,
+    /// What the allowance paid for, per channel.
+    #[serde(default)]
+    pub allowance_use: Vec<ChannelUse>,
+    /// allowance × used days / cycle days, for display (micro-USD, rounded half up).
+    #[serde(default)]
+    pub elapsed_share_micro_usd: i64,
+    /// Allowance used beyond that share, for display (micro-USD, rounded half up).
+    #[serde(default)]
+    pub excess_micro_usd: i64,
+    /// Deducted from the days-based amount (micro-CNY, whole fen).
+    #[serde(default)]
+    pub deduction_micros: i64,
+    /// The customer already had the no-questions refund of this plan: this one is negotiated.
+    #[serde(default)]
+    pub repeat: bool,
+}
+
+impl RefundQuote {
+    /// Allowance used in the cycle (micro-USD).
+    pub fn allowance_used_micro_usd(&self) -> i64 {
+        self.allowance_use.iter().map(|c| c.used_micro_usd).sum()
+    }
+}
+
+/// What a cycle's allowance paid for on one channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChannelUse {
+    pub channel: String,
+    /// Allowance drawn (micro-USD of list price).
+    pub used_micro_usd: i64,
+    /// What those requests would have cost pay-as-you-go (micro-CNY).
+    pub payg_micros: i64,
+}
+
+/// The allowance-use deduction (see the module doc): (elapsed share, excess, deduction).
+fn deduction(allowance: i64, uses: &[ChannelUse], cycle_days: i64, used_days: i64) -> (i64, i64, i64) {
+    let used: i128 = uses.iter().map(|c| c.used_micro_usd as i128).sum();
+    let payg: i128 = uses.iter().map(|c| c.payg_micros as i128).sum();
+    let (d, e) = (cycle_days as i128, used_days as i128);
+    let share = div_round_half_up(allowance as i128 * e, d) as i64;
+    let excess_d = (used * d - allowance as i128 * e).max(0);
+    if used == 0 || excess_d == 0 {
+        return (share, 0, 0);
+    }
+    let excess = div_round_half_up(excess_d, d) as i64;
+    let fen = div_round_half_up(excess_d * payg, used * d * 10_000);
+    (share, excess, i64::try_from(fen * 10_000).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
@@ -70,17 +137,27 @@ pub fn local_date(t: DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&shanghai()).date_naive()
 }
 
-/// The pure computation (see the module doc for the rules).
-pub fn compute(sub: &Subscription, refund_window_days: Option<i32>, order: &Order, now: DateTime<Utc>) -> RefundQuote {
+/// The pure computation (see the module doc for the rules). `uses` is what the cycle's allowance
+/// paid for; `repeat` is true when the customer already had this plan's no-questions refund.
+pub fn compute(
+    sub: &Subscription,
+    refund_window_days: Option<i32>,
+    order: &Order,
+    uses: &[ChannelUse],
+    repeat: bool,
+    now: DateTime<Utc>,
+) -> RefundQuote {
     let start = local_date(sub.cycle_start);
     let cycle_days = (local_date(sub.cycle_end) - start).num_days().max(1);
     let used_days = ((local_date(now) - start).num_days() + 1).clamp(0, cycle_days);
     let remaining_days = cycle_days - used_days;
     let paid = order.amount_micros;
-    let amount = div_round_half_up(paid as i128 * remaining_days as i128, cycle_days as i128 * 10_000) as i64 * 10_000;
-    let negotiated = refund_window_days.is_none();
+    let days_amount = div_round_half_up(paid as i128 * remaining_days as i128, cycle_days as i128 * 10_000) as i64 * 10_000;
+    let (share, excess, deduction) = deduction(sub.allowance_micro_usd, uses, cycle_days, used_days);
+    let amount = (days_amount - deduction).max(0);
+    let negotiated = refund_window_days.is_none() || repeat;
     let paid_at = order.paid_at.unwrap_or(sub.cycle_start);
-    let window_ends_at = refund_window_days.map(|d| paid_at + Duration::days(d as i64));
+    let window_ends_at = if negotiated { None } else { refund_window_days.map(|d| paid_at + Duration::days(d as i64)) };
     let mut reason = None;
     if sub.status != "active" {
         reason = Some("the subscription has ended".to_string());
@@ -96,15 +173,28 @@ pub fn compute(sub: &Subscription, refund_window_days: Option<i32>, order: &Orde
             ));
         }
     }
-    if reason.is_none() && remaining_days == 0 && !negotiated {
-        reason = Some("no unused days are left in this cycle".to_string());
+    if reason.is_none() && !negotiated {
+        if remaining_days == 0 {
+            reason = Some("no unused days are left in this cycle".to_string());
+        } else if amount == 0 {
+            reason = Some("the allowance used beyond the elapsed days is worth more than the unused days: nothing is left to refund".to_string());
+        }
     }
+    let days_part = format!("{} × {} / {} remaining days = {}", format_cny_short(paid), remaining_days, cycle_days, format_cny_short(days_amount));
     let explanation = format!(
-        "{} × {} / {} remaining days = {}{}",
-        format_cny_short(paid),
-        remaining_days,
-        cycle_days,
-        format_cny_short(amount),
+        "{days_part}{}{}",
+        if deduction > 0 {
+            format!(
+                ", less {} for {} of allowance used beyond the elapsed days' share ({} of {}) = {}",
+                format_cny_short(deduction),
+                format_usd_short(excess),
+                format_usd_short(share),
+                format_usd_short(sub.allowance_micro_usd),
+                format_cny_short(amount)
+            )
+        } else {
+            String::new()
+        },
         if negotiated { " (suggested; the final amount is agreed with our team)" } else { "" }
     );
     RefundQuote {
@@ -121,6 +211,13 @@ pub fn compute(sub: &Subscription, refund_window_days: Option<i32>, order: &Orde
         reason,
         window_ends_at,
         explanation,
+        days_amount_micros: days_amount,
+        allowance_micro_usd: sub.allowance_micro_usd,
+        allowance_use: uses.to_vec(),
+        elapsed_share_micro_usd: share,
+        excess_micro_usd: excess,
+        deduction_micros: deduction,
+        repeat,
     }
 }
 
@@ -134,7 +231,23 @@ async fn quote_tx(tx: &mut PgConnection, sub: &Subscription, now: DateTime<Utc>)
         .bind(sub.order_id)
         .fetch_one(&mut *tx)
         .await?;
-    let mut q = compute(sub, window, &order, now);
+    let uses = sqlx::query_as::<_, ChannelUse>(
+        "SELECT channel, used_micro_usd, payg_micros FROM allowance_use WHERE order_id = $1 ORDER BY channel",
+    )
+    .bind(sub.order_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    // the no-questions refund of this plan was had already (a negotiated one does not count)
+    let repeat: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM refund_requests r JOIN subscriptions s ON s.id = r.subscription_id \
+          WHERE r.user_id = $1 AND s.plan_code = $2 AND r.status = 'approved' \
+            AND NOT COALESCE((r.quote->>'negotiated')::boolean, false))",
+    )
+    .bind(sub.user_id)
+    .bind(&sub.plan_code)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut q = compute(sub, window, &order, &uses, repeat, now);
     let pending: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refund_requests WHERE subscription_id = $1 AND status = 'pending')")
         .bind(sub.id)
         .fetch_one(&mut *tx)
@@ -198,11 +311,23 @@ pub async fn list_for_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<RefundReq
         .await
 }
 
-/// Pending requests, oldest first (staff).
-pub async fn list_pending(pool: &PgPool) -> Result<Vec<RefundRequest>, sqlx::Error> {
-    sqlx::query_as::<_, RefundRequest>(&format!("SELECT {COLS} FROM refund_requests WHERE status = 'pending' ORDER BY created_at"))
+/// Pending requests, oldest first (staff), each with the quote approval would pay now: the days
+/// as of the request, the allowance use as of now.
+pub async fn list_pending(pool: &PgPool) -> Result<Vec<(RefundRequest, RefundQuote)>, BillingError> {
+    let requests = sqlx::query_as::<_, RefundRequest>(&format!("SELECT {COLS} FROM refund_requests WHERE status = 'pending' ORDER BY created_at"))
         .fetch_all(pool)
-        .await
+        .await?;
+    let mut conn = pool.acquire().await?;
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        let sub = sqlx::query_as::<_, Subscription>(&format!("SELECT {} FROM subscriptions WHERE id = $1", subscriptions::COLS))
+            .bind(r.subscription_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let q = quote_tx(&mut conn, &sub, r.created_at).await?;
+        out.push((r, q));
+    }
+    Ok(out)
 }
 
 /// The quote shown to the customer when the request was made.
@@ -211,8 +336,10 @@ pub async fn request_quote(pool: &PgPool, id: Uuid) -> Result<Option<RefundQuote
     Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
-/// Approves a pending request (staff): `amount_micros` overrides the quoted amount and is
-/// required for negotiated refunds. Ends the subscription and credits the balance.
+/// Approves a pending request (staff): `amount_micros` overrides the amount and is required for
+/// negotiated refunds; otherwise the quote is made again with the days as of the request and the
+/// allowance use as of now. Ends the subscription, credits the balance, closes or marks for
+/// reversal the order's invoices, and stores the final quote on the request.
 pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Option<i64>, note: &str) -> Result<(), BillingError> {
     let (user_id, sub_id, order_id): (Uuid, Uuid, Uuid) =
         sqlx::query_as("SELECT user_id, subscription_id, order_id FROM refund_requests WHERE id = $1")
@@ -231,19 +358,22 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
         .bind(order_id)
         .fetch_one(&mut *tx)
         .await?;
-    let (status, quoted, quote): (String, i64, serde_json::Value) =
-        sqlx::query_as("SELECT status, amount_micros, quote FROM refund_requests WHERE id = $1 FOR UPDATE")
+    let (status, quoted, quote, requested_at): (String, i64, serde_json::Value, DateTime<Utc>) =
+        sqlx::query_as("SELECT status, amount_micros, quote, created_at FROM refund_requests WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
     if status != "pending" {
         return Err(BillingError::AlreadyDecided);
     }
+    // what the customer was told decides whether staff must set the amount
     let negotiated = quote["negotiated"].as_bool().unwrap_or(false);
+    let mut fin = quote_tx(&mut tx, &sub, requested_at).await?;
+    fin.negotiated = negotiated;
     let amount = match (amount_micros, negotiated) {
         (Some(a), _) => a,
         (None, true) => return Err(BillingError::AmountRequired),
-        (None, false) => quoted,
+        (None, false) => fin.amount_micros,
     };
     if amount < 0 || amount > order.amount_micros {
         return Err(BillingError::InvalidAmount);
@@ -255,16 +385,18 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
         subscriptions::end(&mut tx, &sub, "refunded", "refunded", now).await?;
     }
     sqlx::query("UPDATE orders SET status = 'refunded', closed_at = $2 WHERE id = $1").bind(order.id).bind(now).execute(&mut *tx).await?;
+    let inv = invoices::on_order_refunded(&mut tx, order.id, amount, now).await?;
     let ledger_note = format!("Refund of order {} ({} plan) to balance", order.reference, sub.plan_name);
     wallet_entry(&mut tx, user_id, amount, LedgerKind::Refund, &ledger_note, Some(staff_id)).await?;
     sqlx::query(
-        "UPDATE refund_requests SET status = 'approved', amount_micros = $2, staff_note = $3, decided_by = $4, decided_at = $5 WHERE id = $1",
+        "UPDATE refund_requests SET status = 'approved', amount_micros = $2, staff_note = $3, decided_by = $4, decided_at = $5, quote = $6 WHERE id = $1",
     )
     .bind(id)
     .bind(amount)
     .bind(note)
     .bind(staff_id)
     .bind(now)
+    .bind(serde_json::to_value(&fin).unwrap_or(quote))
     .execute(&mut *tx)
     .await?;
     audit::record(
@@ -272,7 +404,12 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
         staff_id,
         "refund.approve",
         &format!("refund:{id}"),
-        serde_json::json!({"user_id": user_id, "order": order.reference, "amount_micros": amount, "quoted_micros": quoted, "route": "balance", "note": note}),
+        serde_json::json!({
+            "user_id": user_id, "order": order.reference, "amount_micros": amount, "quoted_micros": quoted,
+            "days_amount_micros": fin.days_amount_micros, "deduction_micros": fin.deduction_micros,
+            "allowance_used_micro_usd": fin.allowance_used_micro_usd(), "negotiated": negotiated,
+            "invoices_closed": inv.closed, "invoices_due_reversal": inv.due_reversal, "route": "balance", "note": note,
+        }),
     )
     .await?;
     tx.commit().await?;
