@@ -92,6 +92,8 @@ pub struct UpstreamTarget {
     pub priority: i32,
     pub weight: i32,
     pub concurrency_cap: Option<i32>,
+    /// The built-in simulated Claude (demo mode while it is the only one enabled).
+    pub is_demo: bool,
 }
 
 impl std::fmt::Debug for UpstreamTarget {
@@ -123,15 +125,15 @@ pub fn validate_base_url(url: &str) -> Result<String, UpstreamError> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-async fn check_channels(pool: &PgPool, channels: &[String]) -> Result<(), UpstreamError> {
-    let known: Vec<String> = sqlx::query_scalar("SELECT code FROM channels").fetch_all(pool).await?;
+async fn check_channels(conn: impl sqlx::PgExecutor<'_>, channels: &[String]) -> Result<(), UpstreamError> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT code FROM channels").fetch_all(conn).await?;
     if let Some(c) = channels.iter().find(|c| !known.contains(c)) {
         return Err(UpstreamError::UnknownChannel(c.clone()));
     }
     Ok(())
 }
 
-async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -> Result<Uuid, UpstreamError> {
+async fn insert(conn: &mut sqlx::PgConnection, crypto: &Crypto, u: NewUpstream, is_demo: bool) -> Result<Uuid, UpstreamError> {
     let name = u.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(UpstreamError::InvalidName);
@@ -143,7 +145,7 @@ async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -
     if u.weight <= 0 || u.concurrency_cap.is_some_and(|c| c <= 0) {
         return Err(UpstreamError::InvalidNumbers);
     }
-    check_channels(pool, &u.channels).await?;
+    check_channels(&mut *conn, &u.channels).await?;
     let key = u.api_key.trim();
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO upstreams (name, base_url, credential_enc, credential_hint, channels, priority, weight, \
@@ -159,18 +161,24 @@ async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -
     .bind(u.concurrency_cap)
     .bind(u.enabled)
     .bind(is_demo)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(id)
 }
 
-/// Adds an upstream. Every gateway instance picks it up at once (NOTIFY trigger).
+/// Adds an upstream. Every gateway instance picks it up at once (NOTIFY trigger). The first real
+/// upstream ends demo mode: the simulated Claude is disabled in the same transaction, whoever
+/// adds it (console or staff API), so it never takes traffic beside a real one.
 pub async fn create(pool: &PgPool, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
-    insert(pool, crypto, u, false).await
+    let mut tx = pool.begin().await?;
+    let id = insert(&mut tx, crypto, u, false).await?;
+    sqlx::query("UPDATE upstreams SET enabled = false, updated_at = now() WHERE is_demo AND enabled").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 pub(crate) async fn create_demo(pool: &PgPool, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
-    insert(pool, crypto, u, true).await
+    insert(&mut *pool.acquire().await?, crypto, u, true).await
 }
 
 const SUMMARY_COLS: &str = "id, name, base_url, credential_hint, auth_scheme, channels, models, priority, weight, \
@@ -255,9 +263,10 @@ pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<Upstream
         priority: i32,
         weight: i32,
         concurrency_cap: Option<i32>,
+        is_demo: bool,
     }
     let rows = sqlx::query_as::<_, Row>(
-        "SELECT id, name, base_url, credential_enc, auth_scheme, channels, models, priority, weight, concurrency_cap \
+        "SELECT id, name, base_url, credential_enc, auth_scheme, channels, models, priority, weight, concurrency_cap, is_demo \
          FROM upstreams WHERE enabled ORDER BY priority DESC, name",
     )
     .fetch_all(pool)
@@ -276,6 +285,7 @@ pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<Upstream
                 priority: r.priority,
                 weight: r.weight,
                 concurrency_cap: r.concurrency_cap,
+                is_demo: r.is_demo,
             }),
             Err(_) => tracing::warn!(upstream = %r.name, "upstream credential cannot be decrypted with this server secret; skipped"),
         }
