@@ -49,7 +49,7 @@ impl Config {
         Config {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/cloudrouter".into()),
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
-            secret: var("CLOUDROUTER_SECRET").unwrap_or_default(),
+            secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),
             addr,
         }
     }

@@ -179,3 +179,63 @@ async fn demo_upstream_refuses_large_bodies(pool: PgPool) {
     let res = http.post(format!("{base}/_demo/v1/messages")).header("x-api-key", "anything").json(&big).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "the demo is not a sink for large uploads");
 }
+
+/// `server secret rotate` as an operator runs it, against the test's database.
+fn rotate(pool: &PgPool, old: &str, new_file: &std::path::Path) -> std::process::Output {
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["secret", "rotate", "--new-file"])
+        .arg(new_file)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("CLOUDROUTER_SECRET", old)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn secret_rotation_reencrypts_every_credential_or_none(pool: PgPool) {
+    use cloudrouter_core::crypto::Crypto;
+    use cloudrouter_core::upstreams::{self, NewUpstream};
+    db::migrate(&pool).await.unwrap();
+    let old = Crypto::from_secret(STRONG_SECRET);
+    for name in ["a", "b"] {
+        let u = NewUpstream { name: name.into(), base_url: "https://api.anthropic.com".into(), api_key: format!("sk-ant-{name}-credential"), channels: vec!["value".into()], priority: 0, weight: 1, concurrency_cap: None, enabled: true };
+        upstreams::create(&pool, &old, u).await.unwrap();
+    }
+    let stored = || async { sqlx::query_as::<_, (String, Vec<u8>)>("SELECT name, credential_enc FROM upstreams ORDER BY name").fetch_all(&pool).await.unwrap() };
+    let before = stored().await;
+    let dir = std::env::temp_dir().join(format!("cr-rotate-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (weak, strong) = (dir.join("weak"), dir.join("strong"));
+    std::fs::write(&weak, "changeme\n").unwrap();
+    const NEW: &str = "rotated-7d1e4b9a2c6f8e3d5b0a9c7e1f4d2b8a";
+    std::fs::write(&strong, format!("{NEW}\n")).unwrap();
+
+    // A weak new secret, or a wrong current one: refused, nothing changed.
+    let out = rotate(&pool, STRONG_SECRET, &weak);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("refused"), "{out:?}");
+    let out = rotate(&pool, "not-the-current-secret-but-long-enough-0123456789", &strong);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot be decrypted"), "{out:?}");
+    assert_eq!(stored().await, before);
+
+    // One credential under another secret: the whole rotation is refused (all or nothing).
+    let stray = NewUpstream { name: "c".into(), base_url: "https://api.anthropic.com".into(), api_key: "sk-ant-c-credential".into(), channels: vec!["value".into()], priority: 0, weight: 1, concurrency_cap: None, enabled: true };
+    upstreams::create(&pool, &Crypto::from_secret("some-other-secret"), stray).await.unwrap();
+    let out = rotate(&pool, STRONG_SECRET, &strong);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("\"c\""), "{out:?}");
+    assert_eq!(stored().await[..2], before[..]);
+    sqlx::query("DELETE FROM upstreams WHERE name = 'c'").execute(&pool).await.unwrap();
+
+    let out = rotate(&pool, STRONG_SECRET, &strong);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstream credential(s) re-encrypted"), "{out:?}");
+    let new = Crypto::from_secret(NEW);
+    for (name, enc) in stored().await {
+        assert_eq!(new.decrypt_str(&enc).unwrap(), format!("sk-ant-{name}-credential"));
+        assert!(old.decrypt(&enc).is_err(), "no longer readable under the old secret");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

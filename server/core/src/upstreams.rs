@@ -248,6 +248,36 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() == 1)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("the credential of upstream \"{0}\" cannot be decrypted with the current secret; nothing was changed")]
+    Undecryptable(String),
+    #[error("the credential of upstream \"{0}\" did not read back under the new secret; nothing was changed")]
+    Unverified(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Re-encrypts every upstream credential from the `old` server secret to the `new` one, in one
+/// transaction with the rows locked: all or nothing, each one read back under `new` before the
+/// commit. Returns how many were re-encrypted.
+pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<usize, RotateError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as("SELECT id, name, credential_enc FROM upstreams ORDER BY id FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (id, name, stored) in &rows {
+        let plain = old.decrypt(stored).map_err(|_| RotateError::Undecryptable(name.clone()))?;
+        let again = new.encrypt(&plain);
+        if new.decrypt(&again).ok().as_deref() != Some(plain.as_slice()) {
+            return Err(RotateError::Unverified(name.clone()));
+        }
+        sqlx::query("UPDATE upstreams SET credential_enc = $2, updated_at = now() WHERE id = $1").bind(id).bind(&again).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
 /// Enabled upstreams with decrypted credentials, for the gateway's routing table. An upstream
 /// whose credential cannot be decrypted (wrong server secret) is skipped with a warning.
 pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<UpstreamTarget>, sqlx::Error> {
