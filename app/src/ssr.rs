@@ -14,7 +14,7 @@ pub struct ConsoleState {
     pub crypto: cloudrouter_core::crypto::Crypto,
     /// This instance's gateway, for live upstream health.
     pub gateway: cloudrouter_core::gateway::Gateway,
-    /// Payment providers configured for this deployment (the sandbox is always there).
+    /// Payment providers configured for this deployment (the sandbox only where switched on).
     pub payments: std::sync::Arc<cloudrouter_core::billing::payments::Payments>,
     /// Signs the demo's sandbox payment notifications (with the server secret).
     pub sandbox: std::sync::Arc<cloudrouter_core::billing::payments::SandboxProvider>,
