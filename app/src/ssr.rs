@@ -14,7 +14,7 @@ pub struct ConsoleState {
     pub crypto: cloudrouter_core::crypto::Crypto,
     /// This instance's gateway, for live upstream health.
     pub gateway: cloudrouter_core::gateway::Gateway,
-    /// Payment providers configured for this deployment (the sandbox is always there).
+    /// Payment providers configured for this deployment (the sandbox only where switched on).
     pub payments: std::sync::Arc<cloudrouter_core::billing::payments::Payments>,
     /// Signs the demo's sandbox payment notifications (with the server secret).
     pub sandbox: std::sync::Arc<cloudrouter_core::billing::payments::SandboxProvider>,
@@ -85,23 +85,6 @@ pub fn client_ip() -> String {
     use_context::<http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()))
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// True for a form submitted by the browser itself (JavaScript off), which is answered with a
-/// redirect rather than with the server function's return value.
-pub fn is_plain_form_post() -> bool {
-    use_context::<http::request::Parts>().is_some_and(|p| {
-        p.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
-    })
-}
-
-/// One-time values carried in the session across a redirect.
-pub async fn set_flash<T: serde::Serialize>(key: &str, value: &T) -> Result<(), ServerFnError> {
-    session().await?.insert(key, value).await.map_err(internal)
-}
-
-pub async fn take_flash<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, ServerFnError> {
-    session().await?.remove::<T>(key).await.map_err(internal)
 }
 
 /// Writes a staff action to the audit log.

@@ -34,7 +34,11 @@ export class TestServer {
     psql(admin, `CREATE DATABASE ${dbName}`);
     const databaseUrl = admin.replace(/\/[^/]*$/, `/${dbName}`);
     const port = await freePort();
-    const env = { ...process.env, DATABASE_URL: databaseUrl, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, RUST_LOG: 'warn' };
+    // A local demo server: its own secret, and the sandbox on (the run command's demo mode).
+    const env = {
+      ...process.env, DATABASE_URL: databaseUrl, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, RUST_LOG: 'warn',
+      CLOUDROUTER_SECRET: randomBytes(32).toString('hex'), CLOUDROUTER_SANDBOX_PAYMENTS: '1',
+    };
     const proc = spawn(bin, [], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
     const server = new TestServer(proc, `http://127.0.0.1:${port}`, databaseUrl, admin, dbName, bin);
     await server.waitReady();

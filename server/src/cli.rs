@@ -1,18 +1,24 @@
 //! Command line: `server` serves; `server admin create --email E --password P` makes (or
-//! promotes) a staff account; `server admin token --email E` issues a staff API token.
+//! promotes) a staff account; `server admin token --email E` issues a staff API token;
+//! `server secret rotate [--new-file F]` re-encrypts upstream credentials under a new secret.
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Serve,
     AdminCreate { email: String, password: String },
     AdminToken { email: String },
+    /// The new secret from this file, else from `CLOUDROUTER_NEW_SECRET`; the current one from
+    /// `CLOUDROUTER_SECRET`.
+    SecretRotate { new_file: Option<String> },
     Help,
 }
 
 pub const USAGE: &str = "usage:
   server                                        serve the console and the gateway
   server admin create --email E --password P    create a staff account, or promote an existing one
-  server admin token --email E                  issue a token for the staff API (/api/admin/v1)";
+  server admin token --email E                  issue a token for the staff API (/api/admin/v1)
+  server secret rotate [--new-file F]           re-encrypt every upstream credential from CLOUDROUTER_SECRET to the
+                                                secret in F (or CLOUDROUTER_NEW_SECRET), all or nothing";
 
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -25,6 +31,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         ["help"] | ["--help"] | ["-h"] => Ok(Command::Help),
         ["admin", "create", ..] => Ok(Command::AdminCreate { email: flag("--email")?, password: flag("--password")? }),
         ["admin", "token", ..] => Ok(Command::AdminToken { email: flag("--email")? }),
+        ["secret", "rotate"] => Ok(Command::SecretRotate { new_file: None }),
+        ["secret", "rotate", ..] => Ok(Command::SecretRotate { new_file: Some(flag("--new-file")?) }),
         _ => Err(format!("unknown command: {}", words.join(" "))),
     }
 }
@@ -46,6 +54,9 @@ mod tests {
         );
         assert_eq!(parse(&args("admin token --email a@b.co")), Ok(Command::AdminToken { email: "a@b.co".into() }));
         assert!(parse(&args("admin create --email")).is_err());
+        assert_eq!(parse(&args("secret rotate")), Ok(Command::SecretRotate { new_file: None }));
+        assert_eq!(parse(&args("secret rotate --new-file s.txt")), Ok(Command::SecretRotate { new_file: Some("s.txt".into()) }));
+        assert!(parse(&args("secret rotate --new-file")).is_err());
         assert!(parse(&args("frobnicate")).is_err());
     }
 }

@@ -1,18 +1,47 @@
 //! Runtime settings, from the environment (with defaults that suit a local run).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub database_url: String,
     /// Where customers reach this server; used in snippets and to decide whether cookies are Secure.
     pub public_url: String,
-    /// Encrypts upstream credentials at rest. Required outside development.
+    /// `CLOUDROUTER_SECRET` ("" when unset): encrypts upstream credentials at rest and signs
+    /// sandbox payments. Required to serve; see [`Config::check_secret`].
     pub secret: String,
     pub addr: SocketAddr,
 }
 
-pub const DEV_SECRET: &str = "cloudrouter-development-secret-change-me";
+/// Secrets known to the world (the old built-in development value among them): refused for a
+/// deployment others can reach.
+pub const KNOWN_SECRETS: &[&str] = &[
+    "cloudrouter-development-secret-change-me",
+    "changeme",
+    "change-me",
+    "secret",
+    "password",
+    "cloudrouter",
+    "test-server-secret",
+    "billing-test-secret",
+    "testbed-secret",
+];
+
+/// Why a secret is too weak for a deployment others can reach, if it is: known, shorter than 32
+/// characters, or fewer than 10 different characters (a repeated word).
+pub fn secret_weakness(secret: &str) -> Option<&'static str> {
+    let s = secret.trim();
+    let distinct = s.chars().collect::<std::collections::BTreeSet<_>>().len();
+    if KNOWN_SECRETS.iter().any(|k| k.eq_ignore_ascii_case(s)) {
+        Some("it is a published value")
+    } else if s.chars().count() < 32 {
+        Some("it is shorter than 32 characters")
+    } else if distinct < 10 {
+        Some("it has fewer than 10 different characters")
+    } else {
+        None
+    }
+}
 
 impl Config {
     pub fn from_env(addr: SocketAddr) -> Config {
@@ -20,7 +49,7 @@ impl Config {
         Config {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/cloudrouter".into()),
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
-            secret: var("CLOUDROUTER_SECRET").unwrap_or_else(|| DEV_SECRET.into()),
+            secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),
             addr,
         }
     }
@@ -34,8 +63,43 @@ impl Config {
         a
     }
 
-    /// Cookies carry `Secure` whenever customers reach us over HTTPS.
+    /// Only this machine reaches the console: plain `http` to a loopback host (127.0.0.0/8, ::1,
+    /// localhost). Anything else, an unparsable URL included, counts as reachable by others.
+    pub fn is_local(&self) -> bool {
+        let Ok(uri) = self.public_url.trim().parse::<http::Uri>() else { return false };
+        let Some(host) = uri.host() else { return false };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("http"))
+            && (host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+    }
+
+    /// Cookies carry `Secure` unless the console is plain `http` on a loopback address: a plain
+    /// `http` public URL usually sits behind a TLS proxy, and a cookie sent in clear is a session
+    /// given away.
     pub fn secure_cookies(&self) -> bool {
-        self.public_url.starts_with("https://")
+        !self.is_local()
+    }
+
+    /// The server does not run on a constant secret: it needs `CLOUDROUTER_SECRET`, and where
+    /// others can reach the console (see [`Config::is_local`]) a strong one. A weak secret on a
+    /// local console is only warned about.
+    pub fn check_secret(&self) -> Result<(), String> {
+        if self.secret.trim().is_empty() {
+            return Err("CLOUDROUTER_SECRET is not set. It encrypts upstream credentials at rest: set it to a long random value \
+                        (e.g. `openssl rand -hex 32`) and keep it. `bash scripts/run.sh` makes one in .cloudrouter/secret."
+                .into());
+        }
+        match secret_weakness(&self.secret) {
+            Some(why) if !self.is_local() => Err(format!(
+                "CLOUDROUTER_SECRET is refused for {}: {why}. Use a long random value (e.g. `openssl rand -hex 32`); \
+                 to change it, see `server secret rotate`.",
+                self.public_url
+            )),
+            Some(why) => {
+                tracing::warn!(reason = why, "CLOUDROUTER_SECRET is weak; it would be refused for a public URL");
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }

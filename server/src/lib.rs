@@ -30,6 +30,7 @@ pub struct Built {
 /// The whole app as one router (also used by the integration tests). On a database with no
 /// upstream yet, registers the built-in demo upstream served by this same instance.
 pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<Built, Box<dyn std::error::Error>> {
+    config.check_secret()?;
     let crypto = Crypto::from_secret(&config.secret);
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
@@ -49,7 +50,10 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
         .merge(gateway.router())
-        .nest("/_demo", demo::router())
+        .nest("/_demo", demo::router({
+            let gateway = gateway.clone();
+            move || gateway.demo_mode()
+        }))
         .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone()), staff_limits))
         .nest("/api/payments", payments::router(pool.clone(), payments))
         .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone()).merge(usage_export::router(pool.clone()))));

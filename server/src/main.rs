@@ -47,8 +47,33 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("{token}");
             eprintln!("staff API token for {email}: send it as `Authorization: Bearer <token>` to /api/admin/v1 (shown once)");
         }
+        Command::SecretRotate { new_file } => rotate_secret(&pool, &config, new_file.as_deref()).await?,
         Command::Serve => server::serve(pool, config, leptos).await?,
         Command::Help => unreachable!(),
     }
+    Ok(())
+}
+
+/// Re-encrypts every upstream credential from `CLOUDROUTER_SECRET` to the new secret (read from
+/// a file or `CLOUDROUTER_NEW_SECRET`, never from the command line, where `ps` would show it).
+async fn rotate_secret(pool: &sqlx::PgPool, config: &Config, new_file: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+    use cloudrouter_core::crypto::Crypto;
+    if config.secret.trim().is_empty() {
+        return Err("CLOUDROUTER_SECRET (the current secret) is not set".into());
+    }
+    let new = match new_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read the new secret from {path}: {e}"))?,
+        None => std::env::var("CLOUDROUTER_NEW_SECRET").map_err(|_| "give the new secret with --new-file F or CLOUDROUTER_NEW_SECRET")?,
+    };
+    let new = new.trim();
+    if let Some(why) = server::config::secret_weakness(new) {
+        return Err(format!("the new secret is refused: {why}").into());
+    }
+    if new == config.secret {
+        return Err("the new secret is the current one".into());
+    }
+    let n = cloudrouter_core::upstreams::reencrypt_credentials(pool, &Crypto::from_secret(&config.secret), &Crypto::from_secret(new)).await?;
+    println!("{n} upstream credential(s) re-encrypted under the new secret.");
+    eprintln!("Restart every instance with the new secret as CLOUDROUTER_SECRET (running ones cannot read the credentials any more).");
     Ok(())
 }

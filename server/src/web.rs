@@ -5,7 +5,14 @@ use crate::config::Config;
 use crate::guard;
 use app::ssr::ConsoleState;
 use app::{shell, App};
+use app::api::keys::{CreateKey, CreatedKey};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
+use leptos::server_fn::ServerFn;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
@@ -43,6 +50,7 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
 /// (file uploads and downloads), all behind the session, sign-in and CSRF guards.
 pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, extra: Router) -> Router {
     let routes = generate_route_list(App);
+    let leptos_options_for_keys = leptos_options.clone();
     let context = {
         let state = state.clone();
         move || provide_context(state.clone())
@@ -61,7 +69,60 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         .fallback(leptos_axum::file_and_error_handler_with_context(context, shell))
         .with_state(leptos_options)
         .merge(extra)
+        .layer(middleware::from_fn_with_state((leptos_options_for_keys, state), created_key_page))
         .layer(middleware::from_fn(guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))
+}
+
+/// A key created by a plain form post (JavaScript off) is shown in the answer to that very post:
+/// the keys page rendered with the new key in context. Leptos answers such a post with a redirect,
+/// and the secret would have to wait somewhere (the session) for the next page load; it waits
+/// nowhere. A failed creation keeps Leptos's redirect, which carries the error in the URL.
+async fn created_key_page(State((options, state)): State<(LeptosOptions, ConsoleState)>, req: Request, next: Next) -> Response {
+    let plain_form = req.method() == Method::POST
+        && req.uri().path() == CreateKey::PATH
+        && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
+    if !plain_form {
+        return next.run(req).await;
+    }
+    let mut headers = req.headers().clone();
+    let extensions = req.extensions().clone();
+    let res = next.run(req).await;
+    if !res.status().is_redirection() || res.headers().contains_key(leptos::server_fn::error::SERVER_FN_ERROR_HEADER) {
+        return res;
+    }
+    // The redirect still carries the server function's JSON answer as its body.
+    let created = match axum::body::to_bytes(res.into_body(), 64 << 10).await.map(|b| serde_json::from_slice::<CreatedKey>(&b)) {
+        Ok(Ok(created)) => created,
+        _ => {
+            tracing::error!("a key was created but its answer could not be read");
+            let accept_language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let text = Owner::new().with(|| {
+                provide_context(app::i18n::Lang::from_tag(accept_language));
+                app::i18n::t("The key was created but could not be shown. Revoke it and create another.")
+            });
+            return (StatusCode::INTERNAL_SERVER_ERROR, text).into_response();
+        }
+    };
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    let mut page = Request::new(Body::empty());
+    *page.uri_mut() = axum::http::Uri::from_static("/console/keys");
+    *page.headers_mut() = headers;
+    *page.extensions_mut() = extensions;
+    let render = leptos_axum::render_app_async_with_context(
+        {
+            let options = options.clone();
+            move || {
+                provide_context(options.clone());
+                provide_context(state.clone());
+                provide_context(created.clone());
+            }
+        },
+        move || shell(options.clone()),
+    );
+    let mut res = render(page).await;
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }

@@ -11,7 +11,8 @@ async fn start(pool: PgPool) -> (String, server::Built) {
     db::migrate(&pool).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Config::from_env(addr);
+    // The harness's fixed secret: the server refuses to run without one.
+    let config = Config { secret: "test-server-secret".into(), ..Config::from_env(addr) };
     let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
     let built = server::build(pool, &config, leptos).await.unwrap();
     let router = built.router.clone();

@@ -236,11 +236,9 @@ pub async fn add_upstream(
         enabled: true,
     };
     let name = new.name.clone();
+    // The first real upstream ends demo mode (`upstreams::create` disables the simulated Claude).
     let id = upstreams::create(&state.pool, &state.crypto, new).await.map_err(upstream_error)?;
-    // The first real upstream ends demo mode: the simulated Claude stops taking traffic.
-    for demo in upstreams::list(&state.pool).await.map_err(crate::ssr::internal)?.into_iter().filter(|u| u.is_demo && u.enabled) {
-        upstreams::set_enabled(&state.pool, demo.id, false).await.map_err(crate::ssr::internal)?;
-    }
+    state.gateway.reload().await;
     crate::ssr::audit(staff.id, "upstream.add", &id.to_string(), serde_json::json!({"name": name})).await?;
     Ok(t("Upstream added. Gateways pick it up within a second.").into())
 }

@@ -84,7 +84,7 @@ pub fn pay_methods(state: &crate::ssr::ConsoleState) -> Vec<PayMethod> {
         "alipay" => crate::i18n::t("Alipay"),
         "wechat" => crate::i18n::t("WeChat Pay"),
         "bank" => crate::i18n::t("Corporate bank transfer"),
-        "sandbox" => crate::i18n::t("Sandbox (demo, no money moves)"),
+        "sandbox" => crate::i18n::t("Sandbox payments: test money, demo only"),
         _ => "",
     };
     state

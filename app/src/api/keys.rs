@@ -29,7 +29,8 @@ pub struct ChannelOption {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeysData {
-    /// A key created by a plain form post (JavaScript off), shown once after the redirect.
+    /// A key created by a plain form post (JavaScript off): the answer to that post is this page
+    /// rendered with the key in context (the server's `web::created_key_page`); kept nowhere.
     pub just_created: Option<CreatedKey>,
     /// What requests draw on, in order: "Plan allowance $12.30 left · balance ¥50.00".
     pub funds: String,
@@ -104,7 +105,7 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
     use cloudrouter_core::{catalogue, keys};
     let user = crate::ssr::require_user().await?;
     let pool = crate::ssr::pool()?;
-    let just_created = crate::ssr::take_flash::<CreatedKey>(NEW_KEY_FLASH).await?;
+    let just_created = use_context::<CreatedKey>();
     let keys = keys::list(&pool, user.id).await.map_err(crate::ssr::internal)?;
     let funds = funds_line(&pool, user.id).await?;
     let channels = catalogue::list_channels(&pool).await.map_err(crate::ssr::internal)?;
@@ -180,17 +181,9 @@ pub async fn create_key(
         KeyError::InvalidLimit => ServerFnError::new(crate::i18n::t("Limits must be positive.")),
         KeyError::Db(e) => crate::ssr::internal(e),
     })?;
-    let created = CreatedKey { name: summary.name, secret };
-    // Without JavaScript the browser follows a redirect and the return value is lost: keep the
-    // secret in the session until the keys page has shown it once.
-    if crate::ssr::is_plain_form_post() {
-        crate::ssr::set_flash(NEW_KEY_FLASH, &created).await?;
-    }
-    Ok(created)
+    // Never stored: with JavaScript off the server renders the answer to this post from it.
+    Ok(CreatedKey { name: summary.name, secret })
 }
-
-#[cfg(feature = "ssr")]
-const NEW_KEY_FLASH: &str = "flash_new_key";
 
 #[server(endpoint = "keys/revoke")]
 pub async fn revoke_key(id: String) -> Result<String, ServerFnError> {

@@ -19,6 +19,8 @@ pub struct OverviewData {
     pub spend_30d: String,
     /// True while the only upstream is the built-in simulated Claude.
     pub demo: bool,
+    /// Sandbox payments are on: balance can be had for test money.
+    pub sandbox_payments: bool,
 }
 
 #[server(endpoint = "overview")]
@@ -48,6 +50,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         spend_24h: cny(day.charge_micros),
         spend_30d: cny(month.charge_micros),
         demo: ups.iter().any(|u| u.enabled) && ups.iter().filter(|u| u.enabled).all(|u| u.is_demo),
+        sandbox_payments: state.payments.sandbox().is_some(),
     })
 }
 

@@ -277,7 +277,13 @@ async fn list_keys(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>
 
 async fn create_upstream(_s: Staff, State(st): State<AdminState>, Json(b): Json<NewUpstream>) -> Result<Response, ApiErr> {
     match upstreams::create(&st.pool, &st.crypto, b).await {
-        Ok(id) => Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response()),
+        Ok(id) => {
+            // Other instances follow by NOTIFY; this one leaves demo mode before answering.
+            if let Some(g) = &st.gateway {
+                g.reload().await;
+            }
+            Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+        }
         Err(UpstreamError::Duplicate) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", UpstreamError::Duplicate.to_string())),
         Err(UpstreamError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -66,14 +67,32 @@ pub struct RecordedRequest {
     pub body: Bytes,
 }
 
-#[derive(Default)]
 pub struct FakeState {
     behavior: RwLock<FakeBehavior>,
+    /// Largest request body read; larger ones get 413 `request_too_large`.
+    body_limit: usize,
     requests: AtomicU64,
     failures: AtomicU64,
     last: Mutex<Option<RecordedRequest>>,
     models_seen: Mutex<Vec<String>>,
 }
+
+impl Default for FakeState {
+    fn default() -> Self {
+        FakeState {
+            behavior: RwLock::default(),
+            // as large as the gateway forwards, so tests can send what a real upstream takes
+            body_limit: 64 << 20,
+            requests: AtomicU64::default(),
+            failures: AtomicU64::default(),
+            last: Mutex::default(),
+            models_seen: Mutex::default(),
+        }
+    }
+}
+
+/// The built-in demo's body limit: it answers a few words, so it reads no more than this.
+pub const DEMO_BODY_LIMIT: usize = 1 << 20;
 
 /// A fake upstream listening on 127.0.0.1 (port chosen by the OS).
 pub struct FakeUpstream {
@@ -121,9 +140,21 @@ impl Drop for FakeUpstream {
     }
 }
 
-/// The built-in demo upstream (healthy, realistic). Mounted by the server under `/_demo`.
-pub fn router() -> Router {
-    fake_router(Arc::new(FakeState::default()))
+/// The built-in demo upstream (healthy, realistic), mounted by the server under `/_demo`. It
+/// answers only while `active()` says demo mode is on (404 `not_found_error` otherwise, checked
+/// per request) and reads at most [`DEMO_BODY_LIMIT`] of a body.
+pub fn router(active: impl Fn() -> bool + Clone + Send + Sync + 'static) -> Router {
+    let state = Arc::new(FakeState { body_limit: DEMO_BODY_LIMIT, ..FakeState::default() });
+    fake_router(state).layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+        let active = active.clone();
+        async move {
+            if active() {
+                next.run(req).await
+            } else {
+                anthropic_error(404, "The demo upstream is off: this server has real upstreams.")
+            }
+        }
+    }))
 }
 
 /// A fake upstream with shared, changeable behaviour.
@@ -203,7 +234,14 @@ fn presented(h: &HeaderMap) -> Option<String> {
 /// Common checks; returns the parsed body or the error response.
 async fn intake(state: &FakeState, req: Request) -> Result<(Value, usize, FakeBehavior, RecordedRequest), Response> {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 64 << 20).await.map_err(|_| anthropic_error(400, "unreadable body"))?;
+    let body = http_body_util::Limited::new(body, state.body_limit).collect().await.map_err(|e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            anthropic_error(413, "Request body is too large for the demo upstream.")
+        } else {
+            anthropic_error(400, "unreadable body")
+        }
+    })?;
+    let body = body.to_bytes();
     state.requests.fetch_add(1, Ordering::SeqCst);
     let rec = RecordedRequest {
         path: parts.uri.path().to_string(),

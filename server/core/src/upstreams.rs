@@ -92,6 +92,8 @@ pub struct UpstreamTarget {
     pub priority: i32,
     pub weight: i32,
     pub concurrency_cap: Option<i32>,
+    /// The built-in simulated Claude (demo mode while it is the only one enabled).
+    pub is_demo: bool,
 }
 
 impl std::fmt::Debug for UpstreamTarget {
@@ -123,15 +125,15 @@ pub fn validate_base_url(url: &str) -> Result<String, UpstreamError> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-async fn check_channels(pool: &PgPool, channels: &[String]) -> Result<(), UpstreamError> {
-    let known: Vec<String> = sqlx::query_scalar("SELECT code FROM channels").fetch_all(pool).await?;
+async fn check_channels(conn: impl sqlx::PgExecutor<'_>, channels: &[String]) -> Result<(), UpstreamError> {
+    let known: Vec<String> = sqlx::query_scalar("SELECT code FROM channels").fetch_all(conn).await?;
     if let Some(c) = channels.iter().find(|c| !known.contains(c)) {
         return Err(UpstreamError::UnknownChannel(c.clone()));
     }
     Ok(())
 }
 
-async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -> Result<Uuid, UpstreamError> {
+async fn insert(conn: &mut sqlx::PgConnection, crypto: &Crypto, u: NewUpstream, is_demo: bool) -> Result<Uuid, UpstreamError> {
     let name = u.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(UpstreamError::InvalidName);
@@ -143,7 +145,7 @@ async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -
     if u.weight <= 0 || u.concurrency_cap.is_some_and(|c| c <= 0) {
         return Err(UpstreamError::InvalidNumbers);
     }
-    check_channels(pool, &u.channels).await?;
+    check_channels(&mut *conn, &u.channels).await?;
     let key = u.api_key.trim();
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO upstreams (name, base_url, credential_enc, credential_hint, channels, priority, weight, \
@@ -159,18 +161,24 @@ async fn insert(pool: &PgPool, crypto: &Crypto, u: NewUpstream, is_demo: bool) -
     .bind(u.concurrency_cap)
     .bind(u.enabled)
     .bind(is_demo)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(id)
 }
 
-/// Adds an upstream. Every gateway instance picks it up at once (NOTIFY trigger).
+/// Adds an upstream. Every gateway instance picks it up at once (NOTIFY trigger). The first real
+/// upstream ends demo mode: the simulated Claude is disabled in the same transaction, whoever
+/// adds it (console or staff API), so it never takes traffic beside a real one.
 pub async fn create(pool: &PgPool, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
-    insert(pool, crypto, u, false).await
+    let mut tx = pool.begin().await?;
+    let id = insert(&mut tx, crypto, u, false).await?;
+    sqlx::query("UPDATE upstreams SET enabled = false, updated_at = now() WHERE is_demo AND enabled").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(id)
 }
 
 pub(crate) async fn create_demo(pool: &PgPool, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
-    insert(pool, crypto, u, true).await
+    insert(&mut *pool.acquire().await?, crypto, u, true).await
 }
 
 const SUMMARY_COLS: &str = "id, name, base_url, credential_hint, auth_scheme, channels, models, priority, weight, \
@@ -240,6 +248,36 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     Ok(r.rows_affected() == 1)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("the credential of upstream \"{0}\" cannot be decrypted with the current secret; nothing was changed")]
+    Undecryptable(String),
+    #[error("the credential of upstream \"{0}\" did not read back under the new secret; nothing was changed")]
+    Unverified(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Re-encrypts every upstream credential from the `old` server secret to the `new` one, in one
+/// transaction with the rows locked: all or nothing, each one read back under `new` before the
+/// commit. Returns how many were re-encrypted.
+pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<usize, RotateError> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as("SELECT id, name, credential_enc FROM upstreams ORDER BY id FOR UPDATE")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (id, name, stored) in &rows {
+        let plain = old.decrypt(stored).map_err(|_| RotateError::Undecryptable(name.clone()))?;
+        let again = new.encrypt(&plain);
+        if new.decrypt(&again).ok().as_deref() != Some(plain.as_slice()) {
+            return Err(RotateError::Unverified(name.clone()));
+        }
+        sqlx::query("UPDATE upstreams SET credential_enc = $2, updated_at = now() WHERE id = $1").bind(id).bind(&again).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
 /// Enabled upstreams with decrypted credentials, for the gateway's routing table. An upstream
 /// whose credential cannot be decrypted (wrong server secret) is skipped with a warning.
 pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<UpstreamTarget>, sqlx::Error> {
@@ -255,9 +293,10 @@ pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<Upstream
         priority: i32,
         weight: i32,
         concurrency_cap: Option<i32>,
+        is_demo: bool,
     }
     let rows = sqlx::query_as::<_, Row>(
-        "SELECT id, name, base_url, credential_enc, auth_scheme, channels, models, priority, weight, concurrency_cap \
+        "SELECT id, name, base_url, credential_enc, auth_scheme, channels, models, priority, weight, concurrency_cap, is_demo \
          FROM upstreams WHERE enabled ORDER BY priority DESC, name",
     )
     .fetch_all(pool)
@@ -276,6 +315,7 @@ pub async fn load_targets(pool: &PgPool, crypto: &Crypto) -> Result<Vec<Upstream
                 priority: r.priority,
                 weight: r.weight,
                 concurrency_cap: r.concurrency_cap,
+                is_demo: r.is_demo,
             }),
             Err(_) => tracing::warn!(upstream = %r.name, "upstream credential cannot be decrypted with this server secret; skipped"),
         }

@@ -182,14 +182,6 @@ async fn sandbox_notifications_credit_once_and_forgeries_are_refused(pool: PgPoo
     verify(&pool, user).await;
 }
 
-fn rsa_pair() -> (rsa::RsaPrivateKey, String, String) {
-    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-    let k = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 768).unwrap();
-    let sk = k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-    let pk = k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
-    (k, sk, pk)
-}
-
 fn sign_sha256(k: &rsa::RsaPrivateKey, msg: &[u8]) -> String {
     use rsa::signature::{SignatureEncoding, Signer};
     let s = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.clone()).sign(msg);
@@ -436,13 +428,20 @@ async fn unpaid_renewal_ends_after_the_grace_period_and_a_paid_one_starts_a_cycl
         Err(BillingError::InsufficientBalance { .. })
     ));
 
-    // the payer pays the renewal through the sandbox one day into the grace period
+    // the payer tops up through the sandbox one day into the grace period and pays the renewal
+    // from the balance (a renewal order is a `balance` order: no provider can pay it directly)
     clock.advance(Duration::days(1));
     let s2 = subscriptions::current(&pool, payer, clock.now()).await.unwrap().unwrap();
     let ro2 = s2.renewal_order_id.unwrap();
     let sandbox = SandboxProvider::new(SECRET, "");
-    let n = sandbox.verify_notification(&http::HeaderMap::new(), sandbox.sign(ro2, 99_000_000).as_bytes()).unwrap();
-    assert_eq!(orders::mark_paid_at(&pool, ro2, "sandbox", &n.trade_no, n.amount_micros, clock.now()).await.unwrap(), PaidOutcome::Applied);
+    assert!(matches!(
+        payments::handle_notification(&pool, &sandbox, &http::HeaderMap::new(), sandbox.sign(ro2, 99_000_000).as_bytes()).await,
+        Err(PaymentError::Billing(BillingError::InvalidMethod))
+    ));
+    let top = orders::create_topup(&pool, payer, 99_000_000, "sandbox").await.unwrap();
+    let n = sandbox.verify_notification(&http::HeaderMap::new(), sandbox.sign(top.id, 99_000_000).as_bytes()).unwrap();
+    assert_eq!(orders::mark_paid_at(&pool, top.id, "sandbox", &n.trade_no, n.amount_micros, clock.now()).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(orders::pay_with_balance_at(&pool, payer, ro2, clock.now()).await.unwrap(), PaidOutcome::Applied);
     let s2 = subscriptions::current(&pool, payer, clock.now()).await.unwrap().unwrap();
     assert_eq!((s2.cycle_start, s2.renewal_order_id, s2.order_id), (clock.now(), None, ro2));
 

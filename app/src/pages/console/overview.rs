@@ -45,6 +45,12 @@ fn OverviewBody(o: OverviewData) -> impl IntoView {
                 {t("Requests are answered by CloudRouter's built-in simulated Claude, not by Anthropic. Staff switch to real Claude by adding an upstream with its base URL and credential.")}
             </div>
         })}
+        {o.sandbox_payments.then(|| view! {
+            <div class="alert-ok mt-4" role="note" data-testid="sandbox-notice">
+                <strong>{t("Sandbox payments are on: test money, demo only. ")}</strong>
+                {t("Top-ups and plans can be paid in the sandbox without real money. It is for trying CloudRouter out; a deployment for real customers runs without it.")}
+            </div>
+        })}
         <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-4">
             <Stat label=t("Plan allowance left") value=o.allowance_left.clone().unwrap_or_else(|| t("No plan").into())
                 sub=if o.allowance_left.is_some() { t("list-price usage this cycle, drawn first").to_string() } else { t("pay-as-you-go from your balance").to_string() } testid="allowance" />

@@ -314,11 +314,21 @@ async fn mark_paid_inner(
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
     let order = order_for_update(&mut tx, order_id).await?.ok_or(BillingError::OrderNotFound)?;
+    // Only the provider the order was created for can pay it: a signed notification from another
+    // provider (or the sandbox) naming this order is refused, whatever it says was paid.
+    if order.method != method {
+        tracing::warn!(order = %order.id, order_method = %order.method, method, "payment refused: the order was created for another method");
+        return Err(BillingError::InvalidMethod);
+    }
     if order.status == "paid" || order.status == "refunded" {
         if order.provider_trade_no.as_deref() != Some(trade_no) {
             tracing::warn!(order = %order.id, trade_no, "a second payment was notified for an order already paid; refund it at the provider");
         }
         return Ok(PaidOutcome::AlreadyPaid);
+    }
+    // A provider's late payment is real money and is taken; staff confirm only what is still payable.
+    if staff.is_some() && order.status != "created" {
+        return Err(BillingError::OrderNotOpen(order.status));
     }
     if let Some(a) = amount_micros {
         if a != order.amount_micros {
@@ -408,12 +418,11 @@ pub async fn pending_bank_transfers(pool: &PgPool) -> Result<Vec<Order>, sqlx::E
     .await
 }
 
-/// Staff confirm that a bank transfer arrived (audited; idempotent).
+/// Staff confirm that a bank transfer arrived (audited; idempotent). Only an order created for a
+/// bank transfer and still payable (`created`) can be confirmed; a cancelled or expired one is
+/// refused (`OrderNotOpen`), another method is refused (`InvalidMethod`).
 pub async fn confirm_bank_transfer(pool: &PgPool, staff_id: Uuid, order_id: Uuid) -> Result<PaidOutcome, BillingError> {
     let o = get_any(pool, order_id).await?.ok_or(BillingError::OrderNotFound)?;
-    if o.method != "bank" && o.status == "created" {
-        return Err(BillingError::InvalidMethod);
-    }
     mark_paid_inner(pool, order_id, "bank", &format!("bank:{}", o.reference), None, Utc::now(), Some(staff_id)).await
 }
 

@@ -1,7 +1,8 @@
 //! Payment providers behind one interface: Alipay (RSA2), WeChat Pay (API v3), corporate bank
 //! transfer (staff confirm receipt) and a sandbox for the demo (HMAC-SHA256 with the server
-//! secret). Each provider verifies its own signed notification exactly as its documentation
-//! specifies; [`handle_notification`] then marks the order paid (idempotently, amount checked).
+//! secret; off unless switched on, see [`SandboxSwitch`]). Each provider verifies its own signed
+//! notification exactly as its documentation specifies; [`handle_notification`] then marks the
+//! order paid (idempotently, amount checked, only for an order created for that provider).
 //!
 //! * Alipay: the notification is a form post. The signed content is every parameter except `sign`
 //!   and `sign_type`, with a non-empty value, sorted by name, joined as `k=v&k=v` (decoded values);
@@ -596,6 +597,24 @@ impl PaymentProvider for BankTransfer {
 // The configured set
 // ---------------------------------------------------------------------------------------------
 
+/// Whether the sandbox provider is on. Off unless `CLOUDROUTER_SANDBOX_PAYMENTS=1` (the run
+/// command sets it in demo mode); `CLOUDROUTER_SANDBOX_PAYMENTS_ALLOW_PUBLIC=1` lets it run on a
+/// public console or beside real providers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxSwitch {
+    pub on: bool,
+    pub allow_public: bool,
+}
+
+impl SandboxSwitch {
+    pub fn from_env() -> SandboxSwitch {
+        SandboxSwitch {
+            on: env("CLOUDROUTER_SANDBOX_PAYMENTS").as_deref() == Some("1"),
+            allow_public: env("CLOUDROUTER_SANDBOX_PAYMENTS_ALLOW_PUBLIC").as_deref() == Some("1"),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Payments {
     providers: Vec<Box<dyn PaymentProvider>>,
@@ -633,7 +652,7 @@ impl Payments {
     ///   `CLOUDROUTER_WECHAT_APIV3_KEY` (32 characters), `CLOUDROUTER_WECHAT_PLATFORM_PUBLIC_KEY`,
     ///   `CLOUDROUTER_WECHAT_PRIVATE_KEY`, `CLOUDROUTER_WECHAT_SERIAL_NO`, `CLOUDROUTER_WECHAT_NOTIFY_URL`;
     /// * bank transfer: `CLOUDROUTER_BANK_NAME`, `CLOUDROUTER_BANK_ACCOUNT_NAME`, `CLOUDROUTER_BANK_ACCOUNT_NUMBER`;
-    /// * sandbox: on unless `CLOUDROUTER_SANDBOX_PAYMENTS=0`, signed with `server_secret`.
+    /// * sandbox: see [`SandboxSwitch::from_env`] and [`Payments::with_sandbox`]; signed with `server_secret`.
     pub fn from_env(server_secret: &str, console_base_url: &str) -> Result<Payments, PaymentError> {
         let mut p = Payments::new();
         if let (Some(app), Some(sk), Some(pk)) =
@@ -668,10 +687,26 @@ impl Payments {
         {
             p = p.with(BankTransfer::new(&b, &n, &a));
         }
-        if env("CLOUDROUTER_SANDBOX_PAYMENTS").as_deref() != Some("0") {
-            p = p.with(SandboxProvider::new(server_secret, console_base_url));
+        p.with_sandbox(SandboxSwitch::from_env(), server_secret, console_base_url)
+    }
+
+    /// Adds the sandbox when it is switched on. Sandbox money is free money: it is refused where
+    /// real customers may be (an `https` console) or real money moves (Alipay or WeChat Pay
+    /// configured) unless staff allowed it explicitly.
+    pub fn with_sandbox(self, switch: SandboxSwitch, server_secret: &str, console_base_url: &str) -> Result<Payments, PaymentError> {
+        if !switch.on {
+            return Ok(self);
         }
-        Ok(p)
+        let public = console_base_url.trim().to_ascii_lowercase().starts_with("https://");
+        let real = ["alipay", "wechat"].into_iter().filter(|m| self.get(m).is_some()).collect::<Vec<_>>();
+        if !switch.allow_public && (public || !real.is_empty()) {
+            let why = if public { format!("the console is public ({console_base_url})") } else { format!("real payment providers are configured ({})", real.join(", ")) };
+            return Err(PaymentError::Config(format!(
+                "sandbox payments (CLOUDROUTER_SANDBOX_PAYMENTS=1) hand out free balance, and {why}; \
+                 switch the sandbox off, or set CLOUDROUTER_SANDBOX_PAYMENTS_ALLOW_PUBLIC=1 if this is really wanted"
+            )));
+        }
+        Ok(self.with(SandboxProvider::new(server_secret, console_base_url)))
     }
 
     pub fn get(&self, method: &str) -> Option<&dyn PaymentProvider> {

@@ -338,6 +338,13 @@ impl Gateway {
         routes.iter().map(|r| r.breakers.messages.snapshot(r.t.id, &r.t.name)).collect()
     }
 
+    /// Demo mode: the only enabled upstreams are the built-in simulated Claude. Read per request
+    /// (the routing table follows upstream changes by NOTIFY), so it ends without a restart.
+    pub fn demo_mode(&self) -> bool {
+        let routes = self.inner.routes.read().unwrap().clone();
+        !routes.is_empty() && routes.iter().all(|r| r.t.is_demo)
+    }
+
     /// Requests in flight on this instance.
     pub fn in_flight(&self) -> usize {
         self.inner.inflight.load(Ordering::Relaxed)

@@ -150,3 +150,13 @@ pub async fn usage_rows(pool: &PgPool, user: Uuid) -> Vec<cloudrouter_core::usag
         .await
         .unwrap()
 }
+
+/// A throwaway RSA key with its PEMs (private PKCS#8, public SPKI), as payment providers hand
+/// them out. Small, for speed: tests check protocol, not key strength.
+pub fn rsa_pair() -> (rsa::RsaPrivateKey, String, String) {
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let k = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 768).unwrap();
+    let sk = k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let pk = k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    (k, sk, pk)
+}
