@@ -48,25 +48,17 @@ CREATE INDEX usage_records_overage ON usage_records (created_at DESC) WHERE char
 ALTER TABLE balances DROP CONSTRAINT balances_balance_micros_check;
 CREATE FUNCTION cr_balances_no_overdraw() RETURNS trigger AS $$
 BEGIN
-    IF NEW.balance_micros < 0 AND NEW.balance_micros < OLD.balance_micros
-       AND current_setting('cloudrouter.settling_usage', true) IS DISTINCT FROM 'on' THEN
+    IF NEW.balance_micros < 0
+       AND (TG_OP = 'INSERT'
+            OR (NEW.balance_micros < OLD.balance_micros
+                AND current_setting('cloudrouter.settling_usage', true) IS DISTINCT FROM 'on')) THEN
         RAISE EXCEPTION 'new row for relation "balances" violates check constraint "balances_balance_micros_check"'
             USING ERRCODE = '23514', CONSTRAINT = 'balances_balance_micros_check';
     END IF;
     RETURN NEW;
 END $$ LANGUAGE plpgsql;
-CREATE TRIGGER balances_no_overdraw BEFORE UPDATE OF balance_micros ON balances
+CREATE TRIGGER balances_no_overdraw BEFORE INSERT OR UPDATE OF balance_micros ON balances
     FOR EACH ROW EXECUTE FUNCTION cr_balances_no_overdraw();
-CREATE FUNCTION cr_balances_no_negative_insert() RETURNS trigger AS $$
-BEGIN
-    IF NEW.balance_micros < 0 THEN
-        RAISE EXCEPTION 'new row for relation "balances" violates check constraint "balances_balance_micros_check"'
-            USING ERRCODE = '23514', CONSTRAINT = 'balances_balance_micros_check';
-    END IF;
-    RETURN NEW;
-END $$ LANGUAGE plpgsql;
-CREATE TRIGGER balances_no_negative_insert BEFORE INSERT ON balances
-    FOR EACH ROW EXECUTE FUNCTION cr_balances_no_negative_insert();
 
 -- Settlement: the wallet pays the whole rest of the charge (after trial credit and allowance),
 -- even past zero; the part above the holds is its own ledger row ('API usage above the hold').
@@ -74,7 +66,7 @@ DROP FUNCTION cr_settle(UUID, UUID[], BIGINT[], INT[], BIGINT[]);
 CREATE FUNCTION cr_settle(p_instance UUID, p_users UUID[], p_amounts BIGINT[], p_counts INT[], p_off_plan BIGINT[],
                           p_overage BIGINT[])
 RETURNS void AS $$
-DECLARE i INT; bal BIGINT; d BIGINT; cov BIGINT; over BIGINT;
+DECLARE i INT; bal BIGINT; d BIGINT; cov BIGINT; over BIGINT; r RECORD;
 BEGIN
     PERFORM set_config('cloudrouter.settling_usage', 'on', true);
     FOR i IN 1 .. COALESCE(array_length(p_users, 1), 0) LOOP
@@ -87,17 +79,15 @@ BEGIN
         d := GREATEST(p_amounts[i] - cov, 0);
         -- what the wallet pays above the holds (trial credit and allowance pay first)
         over := LEAST(GREATEST(p_overage[i], 0), d);
-        IF d - over > 0 THEN
-            UPDATE balances SET balance_micros = balance_micros - (d - over), updated_at = now() WHERE user_id = p_users[i];
+        -- the requests are counted on the first row written
+        FOR r IN SELECT * FROM (VALUES (1, d - over, 'API usage', p_counts[i]),
+                                       (2, over, 'API usage above the hold', CASE WHEN d > over THEN 0 ELSE p_counts[i] END))
+                   AS v(ord, amount, note, requests) WHERE v.amount > 0 ORDER BY v.ord LOOP
+            bal := bal - r.amount;
+            UPDATE balances SET balance_micros = balance_micros - r.amount, updated_at = now() WHERE user_id = p_users[i];
             INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, request_count)
-            VALUES (p_users[i], -(d - over), bal - (d - over), 'usage', 'wallet', 'API usage', p_counts[i]);
-            bal := bal - (d - over);
-        END IF;
-        IF over > 0 THEN
-            UPDATE balances SET balance_micros = balance_micros - over, updated_at = now() WHERE user_id = p_users[i];
-            INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, request_count)
-            VALUES (p_users[i], -over, bal - over, 'usage', 'wallet', 'API usage above the hold', 0);
-        END IF;
+            VALUES (p_users[i], -r.amount, bal, 'usage', 'wallet', r.note, r.requests);
+        END LOOP;
         UPDATE balance_leases
            SET amount_micros = GREATEST(amount_micros - CASE WHEN off_plan THEN p_off_plan[i] ELSE p_amounts[i] - p_off_plan[i] END, 0),
                updated_at = now()
