@@ -40,7 +40,9 @@ ALTER TABLE usage_records
     ADD COLUMN web_search_requests BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN web_fetch_requests  BIGINT NOT NULL DEFAULT 0,
     -- micro-CNY reserved before forwarding; charge_micros - held_micros > 0 is an overage
-    ADD COLUMN held_micros         BIGINT NOT NULL DEFAULT 0;
+    ADD COLUMN held_micros         BIGINT NOT NULL DEFAULT 0,
+    -- answered by the conversation's sticky upstream (cache-aware routing, migration 0016)
+    ADD COLUMN affinity            BOOLEAN NOT NULL DEFAULT false;
 CREATE INDEX usage_records_overage ON usage_records (created_at DESC) WHERE charge_micros > held_micros;
 
 -- Only usage settlement may take a wallet below zero (a debt the next top-up pays first). Every
@@ -108,7 +110,7 @@ CREATE FUNCTION cr_write_usage(
     p_statuses INT[], p_errors TEXT[], p_outcomes TEXT[], p_attempts INT[], p_input BIGINT[],
     p_output BIGINT[], p_cache_5m BIGINT[], p_cache_1h BIGINT[], p_cache_read BIGINT[],
     p_web_search BIGINT[], p_web_fetch BIGINT[],
-    p_cost BIGINT[], p_charge BIGINT[], p_held BIGINT[], p_latency INT[], p_ttft INT[],
+    p_cost BIGINT[], p_charge BIGINT[], p_held BIGINT[], p_latency INT[], p_ttft INT[], p_affinity BOOL[],
     -- per charged user, in user order: charge, charged requests, charge held off-plan, overage
     p_charged_users UUID[], p_user_amounts BIGINT[], p_user_counts INT[], p_user_off_plan BIGINT[],
     p_user_overage BIGINT[],
@@ -121,14 +123,14 @@ BEGIN
     INSERT INTO usage_records (id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model,
         upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens,
         cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests,
-        cost_micro_usd, charge_micros, held_micros, latency_ms, ttft_ms)
+        cost_micro_usd, charge_micros, held_micros, latency_ms, ttft_ms, affinity)
     SELECT u.* FROM UNNEST(p_ids, p_created, p_users, p_keys, p_channels, p_endpoints, p_requested, p_served,
         p_upstreams, p_streams, p_statuses, p_errors, p_outcomes, p_attempts, p_input, p_output, p_cache_5m,
-        p_cache_1h, p_cache_read, p_web_search, p_web_fetch, p_cost, p_charge, p_held, p_latency, p_ttft)
+        p_cache_1h, p_cache_read, p_web_search, p_web_fetch, p_cost, p_charge, p_held, p_latency, p_ttft, p_affinity)
         AS u(id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, upstream_id,
              stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens,
              cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, cost_micro_usd,
-             charge_micros, held_micros, latency_ms, ttft_ms)
+             charge_micros, held_micros, latency_ms, ttft_ms, affinity)
     WHERE EXISTS (SELECT 1 FROM users WHERE users.id = u.user_id)
     ON CONFLICT (id) DO NOTHING;
 

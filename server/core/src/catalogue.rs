@@ -81,6 +81,9 @@ pub struct Channel {
     pub rate_micros_per_usd: i64,
     pub concurrency_capacity: i32,
     pub sort: i32,
+    /// How long a request waits for its conversation's saturated upstream before moving to
+    /// another (0: availability first, move at once).
+    pub affinity_wait_ms: i32,
 }
 
 const MODEL_COLS: &str = "id, display_name, family, input_price, output_price, cache_write_5m_price, \
@@ -148,25 +151,29 @@ pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
 
 pub async fn list_channels(pool: &PgPool) -> Result<Vec<Channel>, sqlx::Error> {
     sqlx::query_as::<_, Channel>(
-        "SELECT code, name, description, rate_micros_per_usd, concurrency_capacity, sort FROM channels ORDER BY sort, code",
+        "SELECT code, name, description, rate_micros_per_usd, concurrency_capacity, sort, affinity_wait_ms FROM channels ORDER BY sort, code",
     )
     .fetch_all(pool)
     .await
 }
 
-/// Changes a channel's rate and capacity (staff). Returns false if the channel does not exist.
+/// Changes a channel's rate, capacity and affinity wait (staff). Returns false if the channel does
+/// not exist.
 pub async fn update_channel(
     pool: &PgPool,
     code: &str,
     rate_micros_per_usd: i64,
     concurrency_capacity: i32,
+    affinity_wait_ms: i32,
 ) -> Result<bool, sqlx::Error> {
     let r = sqlx::query(
-        "UPDATE channels SET rate_micros_per_usd = $2, concurrency_capacity = $3, updated_at = now() WHERE code = $1",
+        "UPDATE channels SET rate_micros_per_usd = $2, concurrency_capacity = $3, affinity_wait_ms = $4, updated_at = now() \
+         WHERE code = $1",
     )
     .bind(code)
     .bind(rate_micros_per_usd)
     .bind(concurrency_capacity)
+    .bind(affinity_wait_ms)
     .execute(pool)
     .await?;
     Ok(r.rows_affected() == 1)

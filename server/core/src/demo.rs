@@ -50,6 +50,10 @@ pub struct FakeBehavior {
     /// Report this many web searches (`usage.server_tool_use`), as a request with the web
     /// search tool would.
     pub web_search_requests: Option<i64>,
+    /// Behave like Anthropic's prompt cache (per fake, like one upstream account): every
+    /// `cache_control` breakpoint in `messages` writes its prefix, and a request whose prefix up
+    /// to a breakpoint was written before reads it (tokens counted as bytes / 4).
+    pub prompt_cache: bool,
     /// Answer with a JSON text describing the received request (path, query, headers, body).
     pub echo: bool,
     /// Report this model instead of the requested one.
@@ -75,6 +79,8 @@ pub struct FakeState {
     failures: AtomicU64,
     last: Mutex<Option<RecordedRequest>>,
     models_seen: Mutex<Vec<String>>,
+    /// prefixes written to the prompt cache (`FakeBehavior::prompt_cache`), by hash
+    cached: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Default for FakeState {
@@ -87,6 +93,7 @@ impl Default for FakeState {
             failures: AtomicU64::default(),
             last: Mutex::default(),
             models_seen: Mutex::default(),
+            cached: Mutex::default(),
         }
     }
 }
@@ -308,6 +315,46 @@ fn reply_text(v: &Value, rec: &RecordedRequest, b: &FakeBehavior) -> String {
     DEMO_TEXT.split(' ').take(max.max(1)).collect::<Vec<_>>().join(" ")
 }
 
+impl FakeState {
+    /// Usage as Anthropic's prompt cache would report it for this request, and the prefixes it
+    /// writes: each breakpoint writes the prefix up to it; a read is the longest prefix written
+    /// before that ends at a message boundary up to 20 messages before the last breakpoint. The
+    /// `cache_control` markers themselves are not part of what is cached.
+    fn prompt_cache_usage(&self, v: &Value, body_len: usize, text: &str) -> PinnedUsage {
+        fn strip(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| *k != "cache_control").map(|(k, v)| (k.clone(), strip(v))).collect()),
+                Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+                other => other.clone(),
+            }
+        }
+        let messages = v.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+        let head = strip(&json!([v.get("system"), v.get("tools")])).to_string();
+        let stripped: Vec<Value> = messages.iter().map(strip).collect();
+        let prefix = |i: usize| {
+            let p = format!("{head}{}", Value::Array(stripped[..=i].to_vec()));
+            (xxhash_rust::xxh3::xxh3_64(p.as_bytes()), p.len() as i64 / 4)
+        };
+        let breakpoints: Vec<usize> =
+            (0..messages.len()).filter(|&i| messages[i].to_string().contains("\"cache_control\"")).collect();
+        let Some(&last) = breakpoints.last() else {
+            return PinnedUsage { input_tokens: estimate_input_tokens(body_len), output_tokens: (text.len() as i64 / 4).max(1), ..Default::default() };
+        };
+        let mut cached = self.cached.lock().unwrap();
+        let read = (last.saturating_sub(20)..=last).map(prefix).filter(|(h, _)| cached.contains(h)).map(|p| p.1).max().unwrap_or(0);
+        let written = prefix(last).1;
+        cached.extend(breakpoints.into_iter().map(|i| prefix(i).0));
+        let total = estimate_input_tokens(body_len).max(written);
+        PinnedUsage {
+            input_tokens: total - written,
+            output_tokens: (text.len() as i64 / 4).max(1),
+            cache_write_5m_tokens: written - read,
+            cache_write_1h_tokens: 0,
+            cache_read_tokens: read,
+        }
+    }
+}
+
 fn usage_for(b: &FakeBehavior, body_len: usize, text: &str) -> PinnedUsage {
     b.usage.unwrap_or(PinnedUsage {
         input_tokens: estimate_input_tokens(body_len),
@@ -351,7 +398,7 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
     }
     let model = b.served_model.clone().unwrap_or_else(|| v["model"].as_str().unwrap_or("claude").to_string());
     let text = reply_text(&v, &rec, &b);
-    let usage = usage_for(&b, body_len, &text);
+    let usage = if b.prompt_cache { state.prompt_cache_usage(&v, body_len, &text) } else { usage_for(&b, body_len, &text) };
     let id = crate::util::message_id();
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
 

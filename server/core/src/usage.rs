@@ -62,6 +62,8 @@ pub struct UsageRecord {
     pub held_micros: i64,
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
+    /// Answered by the conversation's sticky upstream (cache-aware routing).
+    pub affinity: bool,
     /// The charge was held from the user's off-plan lease (the key's channel is outside their
     /// plan); not stored, it tells settlement which lease the charge consumes.
     #[sqlx(skip)]
@@ -83,7 +85,7 @@ pub struct UsageFilter {
 pub const RECORD_COLUMNS: &str = "id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model, \
      upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens, \
      cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, cost_micro_usd, charge_micros, \
-     held_micros, latency_ms, ttft_ms";
+     held_micros, latency_ms, ttft_ms, affinity";
 
 /// Newest first.
 pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRecord>, sqlx::Error> {
@@ -321,6 +323,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut held = Vec::with_capacity(n);
     let mut lat = Vec::with_capacity(n);
     let mut ttft: Vec<Option<i32>> = Vec::with_capacity(n);
+    let mut affinity = Vec::with_capacity(n);
     // per-user and per-key sums, ordered so that concurrent instances lock rows in the same order
     // user → (charge, charged requests, charge held off-plan, charge above the holds)
     let mut by_user: BTreeMap<Uuid, (i64, i32, i64, i64)> = BTreeMap::new();
@@ -352,6 +355,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         held.push(r.held_micros);
         lat.push(r.latency_ms);
         ttft.push(r.ttft_ms);
+        affinity.push(r.affinity);
         let u = by_user.entry(r.user_id).or_insert((0, 0, 0, 0));
         u.0 += r.charge_micros;
         if r.charge_micros > 0 {
@@ -370,7 +374,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let charged: Vec<(Uuid, (i64, i32, i64, i64))> = by_user.into_iter().filter(|(_, (a, ..))| *a > 0).collect();
     sqlx::query(
         "SELECT cr_write_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
+         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)",
     )
     .bind(instance)
     .bind(&ids)
@@ -399,6 +403,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     .bind(&held)
     .bind(&lat)
     .bind(&ttft)
+    .bind(&affinity)
     .bind(charged.iter().map(|c| c.0).collect::<Vec<Uuid>>())
     .bind(charged.iter().map(|c| c.1 .0).collect::<Vec<i64>>())
     .bind(charged.iter().map(|c| c.1 .1).collect::<Vec<i32>>())

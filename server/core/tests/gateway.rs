@@ -294,7 +294,7 @@ async fn rpm_and_concurrency_limits(pool: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn channel_capacity_is_shared_across_instances(pool: PgPool) {
     let (_up, _) = fake("a", &pool, FakeBehavior { first_byte_delay: Duration::from_millis(400), ..Default::default() }, 0).await;
-    cloudrouter_core::catalogue::update_channel(&pool, "value", 600_000, 3).await.unwrap();
+    cloudrouter_core::catalogue::update_channel(&pool, "value", 600_000, 3, 0).await.unwrap();
     let a = Gw::start(&pool, fast_config()).await;
     let b = Gw::start(&pool, fast_config()).await;
     let user = customer(&pool, "100").await;

@@ -56,6 +56,7 @@ fn rec(id: String, at: DateTime<Utc>, user: Uuid, key: Option<Uuid>, channel: &s
         held_micros: 0,
         latency_ms: latency,
         ttft_ms: ttft,
+        affinity: false,
         off_plan: false,
     }
 }
@@ -492,6 +493,7 @@ fn csv_lines_quote_per_rfc4180() {
         held_micros: 1_500_000,
         latency_ms: 812,
         ttft_ms: None,
+        affinity: false,
         off_plan: false,
     };
     let header = insights::csv_header();

@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     // generous capacity for load tests
     for c in ["value", "smart", "stable"] {
         let rate: i64 = sqlx::query_scalar("SELECT rate_micros_per_usd FROM channels WHERE code = $1").bind(c).fetch_one(&pool).await?;
-        cloudrouter_core::catalogue::update_channel(&pool, c, rate, 100_000).await?;
+        cloudrouter_core::catalogue::update_channel(&pool, c, rate, 100_000, 0).await?;
     }
     let user = cloudrouter_core::accounts::create_user(&pool, "testbed@example.com", "correct horse battery staple 9").await?;
     ledger::adjust(&pool, user.id, balance, LedgerKind::Credit, "testbed", None).await?;

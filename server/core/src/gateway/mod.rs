@@ -24,11 +24,13 @@
 //! shutdown) is billed for the usage reported so far with its output raised to an estimate of the
 //! content read from the upstream (`sse::SseScanner::billable_usage`).
 
+mod affinity;
 pub mod health;
 mod leases;
 pub mod sse;
 mod upstream;
 
+pub use affinity::clear as clear_affinity;
 pub use health::UpstreamHealth;
 
 use crate::catalogue::{self, Channel, Model};
@@ -46,6 +48,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use futures::Stream;
+use affinity::ConvKey;
 use health::Breaker;
 use http::Uri;
 use http_body_util::{BodyExt, Full};
@@ -146,6 +149,9 @@ impl GatewayConfig {
     }
 }
 
+/// How often a saturated conversation upstream is asked again for a slot.
+const AFFINITY_POLL: Duration = Duration::from_millis(25);
+
 /// After shutdown cuts open streams, how long it waits for them to settle.
 const CUT_SETTLE_WAIT: Duration = Duration::from_secs(5);
 
@@ -154,6 +160,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 static SERVED_MODEL: HeaderName = HeaderName::from_static("x-cloudrouter-served-model");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static CLAUDE_CODE_SESSION: HeaderName = HeaderName::from_static("x-claude-code-session-id");
 
 /// NOTIFY channel on which database triggers announce changes the gateway caches.
 pub const NOTIFY_CHANNEL: &str = "cloudrouter_gateway";
@@ -197,6 +204,11 @@ struct Route {
 }
 
 impl Route {
+    fn serves(&self, channel: &str, model: &Model) -> bool {
+        self.t.channels.iter().any(|c| c == channel)
+            && (self.t.models.is_empty() || self.t.models.iter().any(|m| *m == model.id || model.aliases.contains(m)))
+    }
+
     fn breaker(&self, count_tokens: bool) -> &Arc<Breaker> {
         if count_tokens {
             &self.breakers.count_tokens
@@ -217,6 +229,8 @@ struct Inner {
     catalogue: RwLock<Arc<Catalogue>>,
     routes: RwLock<Arc<Vec<Arc<Route>>>>,
     breakers: Mutex<HashMap<Uuid, Breakers>>,
+    /// conversations moved away from their rendezvous choice (cache-aware routing)
+    overrides: affinity::Overrides,
     /// true once shutdown's grace period is over: open streams and drains end now
     closing: tokio::sync::watch::Sender<bool>,
     leases: Arc<Leases>,
@@ -267,6 +281,7 @@ impl Gateway {
             })),
             routes: RwLock::new(Arc::new(vec![])),
             breakers: Mutex::new(HashMap::new()),
+            overrides: affinity::Overrides::default(),
             closing: tokio::sync::watch::Sender::new(false),
             leases,
             usage,
@@ -278,6 +293,7 @@ impl Gateway {
         listener.listen(NOTIFY_CHANNEL).await?;
         inner.reload_catalogue().await?;
         inner.reload_routes().await?;
+        affinity::load(&inner.pool, &inner.overrides).await?;
 
         let weak = Arc::downgrade(&inner);
         let listen_task = tokio::spawn(async move {
@@ -417,6 +433,9 @@ impl Inner {
         if let Err(e) = self.reload_routes().await {
             tracing::warn!(error = %e, "upstream reload failed");
         }
+        if let Err(e) = affinity::load(&self.pool, &self.overrides).await {
+            tracing::warn!(error = %e, "conversation overrides reload failed");
+        }
     }
 
     async fn on_notify(&self, payload: &str) {
@@ -429,6 +448,8 @@ impl Inner {
             if let Ok(uid) = id.parse::<Uuid>() {
                 let _ = self.keys.invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|k| k.user_id == uid));
             }
+        } else if let Some(a) = payload.strip_prefix("affinity:") {
+            affinity::apply_notify(&self.overrides, a);
         } else if payload == "upstreams" {
             if let Err(e) = self.reload_routes().await {
                 tracing::warn!(error = %e, "upstream reload failed");
@@ -513,27 +534,78 @@ impl Inner {
         Ok(())
     }
 
-    /// Candidate upstreams for a channel and model: higher priority first; within a priority,
-    /// a weighted random order; open circuits (of the endpoint's breaker) left out.
-    fn candidates(&self, channel: &str, model: &Model, count_tokens: bool) -> Vec<Arc<Route>> {
+    /// Candidate upstreams for a channel and model: higher priority first; within a priority, a
+    /// weighted order — the conversation's rendezvous order when there is a conversation (its
+    /// override first), else a weighted random one; open circuits (of the endpoint's breaker)
+    /// left out.
+    fn candidates(&self, channel: &str, model: &Model, count_tokens: bool, conv: Option<ConvKey>) -> Vec<Arc<Route>> {
         use rand::Rng;
         let routes = self.routes.read().unwrap().clone();
         let mut rng = rand::thread_rng();
         let mut c: Vec<(i32, f64, Arc<Route>)> = routes
             .iter()
-            .filter(|r| {
-                r.t.channels.iter().any(|c| c == channel)
-                    && (r.t.models.is_empty() || r.t.models.iter().any(|m| *m == model.id || model.aliases.contains(m)))
-                    && r.breaker(count_tokens).maybe_available()
-            })
+            .filter(|r| r.serves(channel, model) && r.breaker(count_tokens).maybe_available())
             .map(|r| {
-                // Efraimidis–Spirakis: u^(1/w), larger first
-                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                (r.t.priority, u.powf(1.0 / r.t.weight.max(1) as f64), r.clone())
+                let order = match conv {
+                    Some(k) => k.score(r.t.id, r.t.weight),
+                    // Efraimidis–Spirakis: -u^(1/w), smaller first
+                    None => -rng.gen_range(f64::EPSILON..1.0f64).powf(1.0 / r.t.weight.max(1) as f64),
+                };
+                (r.t.priority, order, r.clone())
             })
             .collect();
-        c.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal)));
-        c.into_iter().map(|x| x.2).collect()
+        c.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal)));
+        let mut out: Vec<Arc<Route>> = c.into_iter().map(|x| x.2).collect();
+        if let Some(moved) = conv.and_then(|k| self.overrides.get(k)) {
+            if let Some(i) = out.iter().position(|r| r.t.id == moved) {
+                let r = out.remove(i);
+                out.insert(0, r);
+            }
+        }
+        out
+    }
+
+    /// The conversation's own upstream: its rendezvous choice among every upstream of the channel
+    /// and model at the highest priority, healthy or not.
+    fn natural_upstream(&self, channel: &str, model: &Model, conv: ConvKey) -> Option<Uuid> {
+        let routes = self.routes.read().unwrap().clone();
+        let serving = routes.iter().filter(|r| r.serves(channel, model));
+        let top = serving.clone().map(|r| r.t.priority).max()?;
+        serving
+            .filter(|r| r.t.priority == top)
+            .min_by(|a, b| conv.score(a.t.id, a.t.weight).partial_cmp(&conv.score(b.t.id, b.t.weight)).unwrap_or(std::cmp::Ordering::Equal))
+            .map(|r| r.t.id)
+    }
+
+    /// After an upstream answered a conversation's turn: its cache is there now. Moves away from
+    /// the rendezvous choice are bound by an override (shared off the request path); a return to
+    /// it drops the override. Returns whether the turn went to the conversation's upstream.
+    fn rebind(&self, conv: ConvKey, user: Uuid, natural: Option<Uuid>, answered: Uuid, body: &[u8]) -> bool {
+        let bound = self.overrides.get(conv);
+        let sticky = bound.or(natural) == Some(answered);
+        let ttl = if memchr::memmem::find(body, b"\"1h\"").is_some() { affinity::TTL_1H } else { affinity::TTL_5M };
+        if natural == Some(answered) {
+            if bound.is_some() && self.overrides.remove(conv) {
+                let pool = self.pool.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = affinity::forget(&pool, conv).await {
+                        tracing::warn!(error = %e, "could not drop a conversation override");
+                    }
+                });
+            }
+        } else if bound == Some(answered) {
+            self.overrides.touch(conv, ttl);
+        } else {
+            let expires = affinity::now_ms() + ttl.as_millis() as i64;
+            self.overrides.set(conv, user, answered, expires);
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = affinity::persist(&pool, conv, user, answered, expires).await {
+                    tracing::warn!(error = %e, "could not share a conversation override");
+                }
+            });
+        }
+        sticky
     }
 
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<KeyAuth>, ApiError> {
@@ -666,6 +738,120 @@ struct RequestHead<'a> {
     stream: Option<bool>,
     #[serde(default)]
     max_tokens: Option<u64>,
+    // What names the conversation (cache-aware routing, see `affinity`), read in the same pass.
+    // Any shape is accepted: these fields are the upstream's to validate, not the gateway's.
+    #[serde(borrow, default)]
+    metadata: Lenient<SessionOf<'a>>,
+    #[serde(borrow, default)]
+    system: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    tools: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    messages: Lenient<FirstOf<'a>>,
+}
+
+/// A value read when it has the expected shape, and skipped (as `Default`) when it has not.
+#[derive(Default)]
+struct Lenient<T>(T);
+
+impl<'de, T: Default + serde::de::Visitor<'de, Value = T>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(T::default()).map(Lenient)
+    }
+}
+
+/// `metadata.user_id`'s session id (borrowed from the body when it has no escapes).
+#[derive(Default)]
+struct SessionOf<'a>(Option<Cow<'a, str>>);
+
+/// The first element of `messages`, as raw JSON.
+#[derive(Default)]
+struct FirstOf<'a>(Option<&'a serde_json::value::RawValue>);
+
+macro_rules! skip_other_shapes {
+    () => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    };
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for SessionOf<'a> {
+    type Value = SessionOf<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    skip_other_shapes!();
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(SessionOf(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+            if k == "user_id" {
+                if let Some(BodyStr(v)) = a.next_value::<Lenient<MaybeStr<'de>>>()?.0 .0 {
+                    found = match v {
+                        Cow::Borrowed(s) => affinity::session_of_user_id(s).map(Cow::Borrowed),
+                        Cow::Owned(s) => affinity::session_of_user_id(&s).map(|x| Cow::Owned(x.to_string())),
+                    };
+                }
+            } else {
+                a.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(SessionOf(found))
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for FirstOf<'a> {
+    type Value = FirstOf<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    skip_other_shapes!();
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let first = a.next_element::<&'de serde_json::value::RawValue>()?;
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(FirstOf(first))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(FirstOf(None))
+    }
+}
+
+/// A string, or None for a value of another shape.
+#[derive(Default)]
+struct MaybeStr<'a>(Option<BodyStr<'a>>);
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for MaybeStr<'a> {
+    type Value = MaybeStr<'a>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(MaybeStr(Some(BodyStr(Cow::Borrowed(v)))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(MaybeStr(Some(BodyStr(Cow::Owned(v.to_string())))))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Self::Value::default())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Self::Value::default())
+    }
 }
 
 struct ParsedHead {
@@ -674,6 +860,8 @@ struct ParsedHead {
     model_span: Option<(usize, usize)>,
     stream: bool,
     max_tokens: Option<u64>,
+    /// the conversation the body names (a session, else its beginning), when it names one
+    conversation: Option<affinity::Conversation>,
 }
 
 fn parse_head(body: &Bytes) -> Result<ParsedHead, ApiError> {
@@ -696,7 +884,23 @@ fn parse_head(body: &Bytes) -> Result<ParsedHead, ApiError> {
         }
         Cow::Owned(_) => None,
     };
-    Ok(ParsedHead { model: model.into_owned(), model_span: span, stream: head.stream.unwrap_or(false), max_tokens: head.max_tokens })
+    fn raw(v: Option<&serde_json::value::RawValue>) -> &[u8] {
+        v.map_or(&b""[..], |r| r.get().as_bytes())
+    }
+    let conversation = match head.metadata.0 .0 {
+        Some(session) => Some(affinity::Conversation::session(&session)),
+        None if head.system.is_some() || head.tools.is_some() || head.messages.0 .0.is_some() => {
+            Some(affinity::Conversation::prefix(raw(head.system), raw(head.tools), raw(head.messages.0 .0)))
+        }
+        None => None,
+    };
+    Ok(ParsedHead {
+        model: model.into_owned(),
+        model_span: span,
+        stream: head.stream.unwrap_or(false),
+        max_tokens: head.max_tokens,
+        conversation,
+    })
 }
 
 /// The same body with another model, changing nothing else.
@@ -789,6 +993,8 @@ struct Ticket {
     outcome: &'static str,
     usage: UsageReport,
     ttft: Option<Duration>,
+    /// answered by the conversation's sticky upstream
+    affinity: bool,
     done: bool,
 }
 
@@ -820,6 +1026,7 @@ impl Ticket {
             outcome: "gateway_error",
             usage: UsageReport::default(),
             ttft: None,
+            affinity: false,
             done: false,
         }
     }
@@ -893,6 +1100,7 @@ impl Ticket {
             held_micros: held,
             latency_ms: latency.as_millis().min(i32::MAX as u128) as i32,
             ttft_ms: self.ttft.map(|t| t.as_millis().min(i32::MAX as u128) as i32),
+            affinity: self.affinity,
             off_plan: self.off_plan,
         };
         tracing::debug!(
@@ -944,6 +1152,10 @@ struct ForwardPlan<'a> {
     /// the client's request headers (filtered per attempt by `forward_headers`)
     headers: &'a HeaderMap,
     query: Option<&'a str>,
+    /// the conversation, for cache-aware routing
+    conv: Option<ConvKey>,
+    /// how long the conversation's own upstream is waited for when it is saturated
+    affinity_wait: Duration,
 }
 
 impl Inner {
@@ -956,7 +1168,8 @@ impl Inner {
             // The requested model (perhaps named by an alias) goes out exactly as the client
             // sent it; only a fallback to another model rewrites the body's `model` field.
             let body = if i == 0 { plan.body.clone() } else { with_model(plan.body, plan.model_span, &model.id) };
-            for route in self.candidates(plan.channel, model, plan.endpoint_count) {
+            for (j, route) in self.candidates(plan.channel, model, plan.endpoint_count, plan.conv).into_iter().enumerate() {
+                let sticky = plan.conv.is_some() && i == 0 && j == 0;
                 let breaker = route.breaker(plan.endpoint_count).clone();
                 if *attempts as u32 >= self.config.max_attempts || (*attempts > 0 && Instant::now() >= deadline) {
                     return Attempted::Exhausted { last };
@@ -965,14 +1178,26 @@ impl Inner {
                     continue;
                 }
                 let slot = match route.t.concurrency_cap {
-                    Some(cap) => match self.leases.acquire_slot(&route.slot_scope, cap).await {
-                        Ok(Some(g)) => Some(g),
-                        Ok(None) => continue,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "upstream slot lease failed");
-                            continue;
+                    Some(cap) => {
+                        // a conversation's own upstream is worth a short wait when it is busy
+                        // (its cache is there); any other is skipped at once
+                        let wait_until = Instant::now() + if sticky { plan.affinity_wait } else { Duration::ZERO };
+                        let got = loop {
+                            match self.leases.acquire_slot(&route.slot_scope, cap).await {
+                                Ok(Some(g)) => break Some(g),
+                                Ok(None) if Instant::now() < wait_until => tokio::time::sleep(AFFINITY_POLL).await,
+                                Ok(None) => break None,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "upstream slot lease failed");
+                                    break None;
+                                }
+                            }
+                        };
+                        match got {
+                            Some(g) => Some(g),
+                            None => continue,
                         }
-                    },
+                    }
                     None => None,
                 };
                 *attempts += 1;
@@ -1299,6 +1524,15 @@ async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts:
         Err(e) => return t.fail(db_unavailable(e)),
     }
 
+    // the conversation: the session Claude Code names in a header, else what the body names
+    let conv = parts
+        .headers
+        .get(&CLAUDE_CODE_SESSION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(affinity::Conversation::session)
+        .or(head.conversation)
+        .map(|c| c.of_key(key.key_id));
     let plan = ForwardPlan {
         endpoint_count: false,
         stream: head.stream,
@@ -1308,6 +1542,8 @@ async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts:
         model_span: head.model_span,
         headers: &parts.headers,
         query: parts.uri.query(),
+        conv,
+        affinity_wait: Duration::from_millis(channel.affinity_wait_ms.max(0) as u64),
     };
     let mut attempts = 0;
     let result = gw.forward(plan, &mut attempts, started).await;
@@ -1332,6 +1568,10 @@ async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts:
             t.upstream_id = Some(route.t.id);
             t.status = resp.status().as_u16() as i32;
             t.priced_model = Some(model.clone());
+            if let Some(conv) = conv {
+                let natural = gw.natural_upstream(&key.channel, &models[0], conv);
+                t.affinity = gw.rebind(conv, key.user_id, natural, route.t.id, &body);
+            }
             if let Some(s) = slot {
                 t.slots.push(s);
             }
@@ -1600,6 +1840,9 @@ async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
         model_span: head.model_span,
         headers: &parts.headers,
         query: parts.uri.query(),
+        // counting tokens reads no cache
+        conv: None,
+        affinity_wait: Duration::ZERO,
     };
     let mut attempts = 0;
     match gw.forward(plan, &mut attempts, started).await {
