@@ -710,6 +710,15 @@ const ALL_KEYS: &[&str] = &[
     "Internal note (staff only, required)",
     "I have checked the amount (required above {}; at most {})",
     "Already applied: this form was submitted before. Balance after it: {}.",
+    "Prompt cache: {} of input tokens were read from the cache in this range (a cache read costs a tenth of an input token).",
+    "Cache reads",
+    "Cache read tokens ÷ input tokens of every kind",
+    "The wait for a conversation's upstream is a whole number of milliseconds from 0 to 60000.",
+    "Conversation bindings cleared ({} moved conversations go back to their own upstreams).",
+    "Wait for a busy conversation's upstream (ms)",
+    "Cache first: wait this long for the upstream holding the conversation's prompt cache before moving it; 0 is availability first.",
+    "Clear all conversation bindings",
+    "Clear conversation bindings",
 ];
 
 fn zh(en: &str) -> Option<&'static str> {
@@ -1422,6 +1431,15 @@ fn zh(en: &str) -> Option<&'static str> {
         "Internal note (staff only, required)" => "内部备注（仅员工可见，必填）",
         "I have checked the amount (required above {}; at most {})" => "我已核对金额（超过 {} 时必须勾选；上限 {}）",
         "Already applied: this form was submitted before. Balance after it: {}." => "已执行过：该表单此前已提交。执行后余额：{}。",
+        "Prompt cache: {} of input tokens were read from the cache in this range (a cache read costs a tenth of an input token)." => "提示缓存：此时间范围内 {} 的输入 token 读自缓存（缓存读取的价格是输入 token 的十分之一）。",
+        "Cache reads" => "缓存读取",
+        "Cache read tokens ÷ input tokens of every kind" => "缓存读取 token ÷ 全部输入 token",
+        "The wait for a conversation's upstream is a whole number of milliseconds from 0 to 60000." => "等待会话上游的时间须为 0 到 60000 之间的整数毫秒。",
+        "Conversation bindings cleared ({} moved conversations go back to their own upstreams)." => "已清除会话绑定（{} 个迁移过的会话回到各自的上游）。",
+        "Wait for a busy conversation's upstream (ms)" => "会话上游繁忙时的等待时间（毫秒）",
+        "Cache first: wait this long for the upstream holding the conversation's prompt cache before moving it; 0 is availability first." => "缓存优先：在迁移会话前，最多等待持有其提示缓存的上游这么久；0 表示可用性优先。",
+        "Clear all conversation bindings" => "清除所有会话绑定",
+        "Clear conversation bindings" => "清除会话绑定",
         _ => return None,
     })
 }

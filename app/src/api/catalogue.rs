@@ -13,6 +13,8 @@ pub struct ChannelPrice {
     pub rate_yuan: String,
     pub capacity: i32,
     pub description: String,
+    /// How long a conversation's busy upstream is waited for, in milliseconds (0: move at once).
+    pub affinity_wait_ms: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,7 @@ async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
                 name: c.name,
                 capacity: c.concurrency_capacity,
                 description: c.description,
+                affinity_wait_ms: c.affinity_wait_ms,
             })
             .collect(),
         models: models
@@ -111,19 +114,38 @@ pub async fn admin_catalogue() -> Result<CatalogueView, ServerFnError> {
 }
 
 #[server(endpoint = "admin/channel")]
-pub async fn update_channel(code: String, rate: String, capacity: String) -> Result<String, ServerFnError> {
+pub async fn update_channel(code: String, rate: String, capacity: String, affinity_wait_ms: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let rate = cloudrouter_core::money::parse_decimal(rate.trim())
         .ok()
         .filter(|r| *r > 0)
         .ok_or_else(|| ServerFnError::new(t("The rate must be a positive amount of yuan per dollar, like 0.6.")))?;
     let capacity: i32 = capacity.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| ServerFnError::new(t("Capacity must be a positive whole number.")))?;
-    let ok = cloudrouter_core::catalogue::update_channel(&crate::ssr::pool()?, &code, rate, capacity).await.map_err(crate::ssr::internal)?;
+    let wait: i32 = affinity_wait_ms
+        .trim()
+        .parse()
+        .ok()
+        .filter(|w| (0..=60_000).contains(w))
+        .ok_or_else(|| ServerFnError::new(t("The wait for a conversation's upstream is a whole number of milliseconds from 0 to 60000.")))?;
+    let ok = cloudrouter_core::catalogue::update_channel(&crate::ssr::pool()?, &code, rate, capacity, wait).await.map_err(crate::ssr::internal)?;
     if !ok {
         return Err(ServerFnError::new(t("No such channel.")));
     }
-    crate::ssr::audit(staff.id, "channel.update", &code, serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity})).await?;
+    crate::ssr::audit(staff.id, "channel.update", &code, serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity, "affinity_wait_ms": wait})).await?;
     Ok(tf("Channel {} now charges {} per $1.", &[&label(&code), &crate::ssr::cny(rate)]))
+}
+
+/// Forgets where conversations were moved (cache-aware routing), for one customer (`user_id`) or
+/// for everyone (empty): they go back to their own upstreams.
+#[server(endpoint = "admin/clear_bindings")]
+pub async fn clear_bindings(user_id: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let user = match user_id.trim() {
+        "" => None,
+        id => Some(id.parse::<uuid::Uuid>().map_err(|_| ServerFnError::new(t("No such user.")))?),
+    };
+    let n = cloudrouter_core::gateway::clear_affinity(&crate::ssr::pool()?, staff.id, user).await.map_err(crate::ssr::internal)?;
+    Ok(tf("Conversation bindings cleared ({} moved conversations go back to their own upstreams).", &[&n]))
 }
 
 /// Sets a model's list prices (US dollars per million tokens) and whether it is offered.

@@ -15,6 +15,8 @@ pub struct ChartsView {
     pub tokens: BarChartData,
     pub requests: BarChartData,
     pub latency: LineChartData,
+    /// Cache reads ÷ input tokens of every kind over the range ("42.0%", or "—").
+    pub cache_read_share: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,7 @@ pub struct UpstreamLine {
     pub share: String,
     pub p50: String,
     pub p95: String,
+    pub cache_read_share: String,
 }
 
 /// Money staff must see: requests charged above their hold, and balances below zero.
@@ -193,7 +196,10 @@ mod build {
     ) -> ChartsView {
         // The latency series has every bucket of the range, with or without traffic.
         let buckets: Vec<DateTime<Utc>> = lat.iter().map(|p| p.bucket).collect();
+        let read: i64 = points.iter().map(|p| p.cache_read_tokens).sum();
+        let input: i64 = points.iter().map(|p| p.input_tokens + p.cache_write_tokens + p.cache_read_tokens).sum();
         ChartsView {
+            cache_read_share: super::percent(cloudrouter_core::insights::cache_read_share(read, input)),
             range: range_code.to_string(),
             by: by.to_string(),
             spend: bars(crate::i18n::t("Spend"), &range, &buckets, points, |p| p.charge_micros, cny, names),
@@ -252,6 +258,11 @@ pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<C
     Ok(build::charts(r, &range_code, &by, &points, &lat, &names))
 }
 
+#[cfg(feature = "ssr")]
+fn percent(share: Option<f64>) -> String {
+    share.map(|s| format!("{:.1}%", s * 100.0)).unwrap_or_else(|| "—".into())
+}
+
 #[server(endpoint = "admin/operations")]
 pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFnError> {
     use cloudrouter_core::{insights, upstreams};
@@ -271,6 +282,7 @@ pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFn
             share: format!("{:.1}%", s.share_percent),
             p50: ms(s.p50_ms),
             p95: ms(s.p95_ms),
+            cache_read_share: percent(s.cache_read_share),
         })
         .collect())
 }

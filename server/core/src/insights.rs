@@ -422,6 +422,8 @@ pub struct UpstreamStats {
     pub share_percent: f64,
     pub p50_ms: Option<i32>,
     pub p95_ms: Option<i32>,
+    /// Cache read tokens ÷ input tokens of every kind (None without input).
+    pub cache_read_share: Option<f64>,
 }
 
 /// A request charged more than was held for it (input the body did not carry, server tools).
@@ -466,20 +468,27 @@ pub async fn debts(pool: &PgPool) -> Result<Vec<Debt>, sqlx::Error> {
     .await
 }
 
+/// Cache read tokens ÷ input tokens of every kind: how much of the input the prompt cache served.
+pub fn cache_read_share(cache_read_tokens: i64, all_input_tokens: i64) -> Option<f64> {
+    (all_input_tokens > 0).then(|| cache_read_tokens as f64 / all_input_tokens as f64)
+}
+
 /// Per upstream over the range, across all customers; most requests first.
 pub async fn upstream_stats(pool: &PgPool, range: Range, now: DateTime<Utc>) -> Result<Vec<UpstreamStats>, sqlx::Error> {
     let (start, end) = range.bounds(now);
     let sql = format!(
-        "SELECT upstream_id, sum(requests)::BIGINT, sum(errors)::BIGINT, {lh}
+        "SELECT upstream_id, sum(requests)::BIGINT, sum(errors)::BIGINT, {lh}, sum(cache_read_tokens)::BIGINT,
+                sum(input_tokens + cache_write_tokens + cache_read_tokens)::BIGINT
          FROM usage_hourly_global WHERE hour >= $1 AND hour < $2
          GROUP BY upstream_id ORDER BY 2 DESC, upstream_id NULLS LAST",
         lh = hist_sum_sql("latency_hist")
     );
-    let rows = sqlx::query_as::<_, (Option<Uuid>, i64, i64, Vec<i64>)>(&sql).bind(start).bind(end).fetch_all(pool).await?;
+    let rows = sqlx::query_as::<_, (Option<Uuid>, i64, i64, Vec<i64>, i64, i64)>(&sql).bind(start).bind(end).fetch_all(pool).await?;
     let total: i64 = rows.iter().map(|r| r.1).sum();
     Ok(rows
         .into_iter()
-        .map(|(upstream_id, requests, errors, h)| UpstreamStats {
+        .map(|(upstream_id, requests, errors, h, read, input)| UpstreamStats {
+            cache_read_share: cache_read_share(read, input),
             upstream_id,
             requests,
             errors,

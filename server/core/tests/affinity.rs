@@ -76,6 +76,13 @@ async fn conversation_reads_the_cache_on_every_turn_after_the_first_on_any_insta
     assert_eq!(hits, 19, "cache reads on later turns: {:?}", rows.iter().map(|r| r.tokens.cache_read_tokens).collect::<Vec<_>>());
     assert!(rows.iter().all(|r| r.upstream_id == rows[0].upstream_id), "one upstream for the conversation");
     assert!(rows.iter().all(|r| r.affinity), "every turn routed by affinity");
+    // staff see the cache-read share per upstream (Admin → Operations)
+    let stats = cloudrouter_core::insights::upstream_stats(&pool, cloudrouter_core::insights::Range::Day, chrono::Utc::now()).await.unwrap();
+    let sticky = stats.iter().find(|s| s.upstream_id == rows[0].upstream_id).unwrap();
+    let read: i64 = rows.iter().map(|r| r.tokens.cache_read_tokens).sum();
+    let input: i64 = rows.iter().map(|r| r.tokens.input_tokens + r.tokens.cache_write_5m_tokens + r.tokens.cache_read_tokens).sum();
+    assert_eq!(sticky.cache_read_share, Some(read as f64 / input as f64));
+    assert!(sticky.cache_read_share.unwrap() > 0.5);
     a.stop().await;
     b.stop().await;
 }
@@ -147,7 +154,10 @@ async fn sticky_upstream_failing_mid_conversation_fails_over_and_the_cache_follo
         assert!(r.affinity);
     }
     // staff clear the bindings: the conversation goes back to its own upstream
-    cloudrouter_core::gateway::clear_affinity(&pool, Some(user)).await.unwrap();
+    let staff = customer(&pool, "0").await;
+    cloudrouter_core::gateway::clear_affinity(&pool, staff, Some(user)).await.unwrap();
+    let audit = cloudrouter_core::billing::audit::list(&pool, 5).await.unwrap();
+    assert_eq!((audit[0].action.as_str(), audit[0].target.clone()), ("affinity.clear", format!("user:{user}")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(post(&b.base, &k, &turn_body("resilient", 10)).await.status(), 200);
     b.sync().await;

@@ -1,7 +1,7 @@
 //! Staff: channel rates and capacity, model list prices. Changes apply to new requests at once.
 
 use crate::components::loaded::Loaded;
-use crate::api::catalogue::{admin_catalogue, UpdateChannel, UpdateModel};
+use crate::api::catalogue::{admin_catalogue, ClearBindings, UpdateChannel, UpdateModel};
 use crate::components::form::ActionMessage;
 use crate::i18n::{t, tf, tr};
 use leptos::prelude::*;
@@ -11,6 +11,7 @@ use leptos_meta::Title;
 pub fn Catalogue() -> impl IntoView {
     let channel = ServerAction::<UpdateChannel>::new();
     let model = ServerAction::<UpdateModel>::new();
+    let clear = ServerAction::<ClearBindings>::new();
     let data = Resource::new(move || (channel.version().get(), model.version().get()), |_| admin_catalogue());
     view! {
         <Title text=t("Models & channels") />
@@ -18,6 +19,7 @@ pub fn Catalogue() -> impl IntoView {
         <div class="mt-4 space-y-2">
             <ActionMessage value=channel.value() />
             <ActionMessage value=model.value() />
+            <ActionMessage value=clear.value() />
         </div>
         <Loaded resource=data let:c>
                         <h2 class="section-title mt-6">{t("Channels")}</h2>
@@ -32,10 +34,18 @@ pub fn Catalogue() -> impl IntoView {
                                     <label class="block text-sm">{t("Concurrent requests (all customers)")}
                                         <input name="capacity" type="number" value=ch.capacity class="input mt-1" />
                                     </label>
+                                    <label class="block text-sm">{t("Wait for a busy conversation's upstream (ms)")}
+                                        <input name="affinity_wait_ms" type="number" min="0" max="60000" value=ch.affinity_wait_ms class="input mt-1" />
+                                        <span class="mt-1 block text-xs text-slate-500">{t("Cache first: wait this long for the upstream holding the conversation's prompt cache before moving it; 0 is availability first.")}</span>
+                                    </label>
                                     <button type="submit" class="btn-ghost">{t("Save")}</button>
                                 </ActionForm>
                             }).collect_view()}
                         </div>
+                        <ActionForm action=clear attr:class="mt-3">
+                            <input type="hidden" name="user_id" value="" />
+                            <button type="submit" class="btn-ghost">{t("Clear all conversation bindings")}</button>
+                        </ActionForm>
                         <h2 class="section-title mt-8">{t("Models (USD per million tokens)")}</h2>
                         <div class="mt-3 space-y-3">
                             {c.models.into_iter().map(|m| view! {

@@ -58,6 +58,7 @@ pub fn UserDetail() -> impl IntoView {
     let suspend = ServerAction::<SetSuspended>::new();
     let adjust = ServerAction::<AdjustBalance>::new();
     let offer = ServerAction::<OfferPlan>::new();
+    let clear = ServerAction::<crate::api::catalogue::ClearBindings>::new();
     let plans = Resource::new(|| (), |_| admin_plans());
     // a fresh, empty form (and idempotency key) after each adjustment that went through; a
     // refused one keeps what was typed and its key
@@ -73,6 +74,7 @@ pub fn UserDetail() -> impl IntoView {
                     {
                         let uid = u.id.clone();
                         let offer_uid = u.id.clone();
+                        let clear_uid = u.id.clone();
                         view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
@@ -91,6 +93,11 @@ pub fn UserDetail() -> impl IntoView {
                                 </button>
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=suspend.value() /></div>
+                            <ActionForm action=clear attr:class="mt-4">
+                                <input type="hidden" name="user_id" value=clear_uid />
+                                <button type="submit" class="btn-ghost">{t("Clear conversation bindings")}</button>
+                            </ActionForm>
+                            <div class="mt-3"><ActionMessage value=clear.value() /></div>
                         </section>
                         <section class="card mt-6">
                             <h2 class="section-title">{t("Adjust balance")}</h2>

@@ -44,6 +44,9 @@ pub fn Tabs(
 #[component]
 pub fn ChartGrid(c: ChartsView) -> impl IntoView {
     view! {
+        <p class="muted mt-3 text-sm" data-testid="cache-read-share">
+            {tf("Prompt cache: {} of input tokens were read from the cache in this range (a cache read costs a tenth of an input token).", &[&c.cache_read_share])}
+        </p>
         <div class="mt-4 grid gap-4 xl:grid-cols-2">
             <BarChart data=c.spend testid="chart-spend" />
             <BarChart data=c.tokens testid="chart-tokens" />

@@ -309,9 +309,10 @@ pub(crate) async fn forget(pool: &sqlx::PgPool, conv: ConvKey) -> Result<(), sql
     Ok(())
 }
 
-/// Staff: forget the bindings of one customer, or of everyone; every instance follows at once.
-/// Conversations go back to their rendezvous choice. Returns how many stored overrides went.
-pub async fn clear(pool: &sqlx::PgPool, user: Option<Uuid>) -> Result<u64, sqlx::Error> {
+/// Staff: forget the bindings of one customer, or of everyone (audited in the same transaction);
+/// every instance follows at once. Conversations go back to their rendezvous choice. Returns how
+/// many stored overrides went.
+pub async fn clear(pool: &sqlx::PgPool, staff_id: Uuid, user: Option<Uuid>) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query("DELETE FROM affinity_overrides WHERE $1::uuid IS NULL OR user_id = $1")
         .bind(user)
@@ -323,6 +324,8 @@ pub async fn clear(pool: &sqlx::PgPool, user: Option<Uuid>) -> Result<u64, sqlx:
         None => "affinity:clear".to_string(),
     };
     sqlx::query("SELECT pg_notify($1, $2)").bind(super::NOTIFY_CHANNEL).bind(payload).execute(&mut *tx).await?;
+    let target = user.map_or_else(|| "affinity:all".to_string(), |u| format!("user:{u}"));
+    crate::billing::audit::record(&mut tx, staff_id, "affinity.clear", &target, serde_json::json!({"overrides": n})).await?;
     tx.commit().await?;
     Ok(n)
 }
