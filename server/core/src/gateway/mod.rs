@@ -1982,6 +1982,79 @@ mod tests {
         assert_eq!(f.get("content-type").unwrap(), "application/json");
     }
 
+    /// A Claude Code-shaped body of about `kb` KB: a long system prompt, tools with JSON schemas, a
+    /// conversation with tool results, `cache_control` on the last message, `model` late.
+    fn claude_code_body(kb: usize, session: bool) -> Bytes {
+        let tools: Vec<serde_json::Value> = (0..40)
+            .map(|i| serde_json::json!({"name": format!("tool_{i}"), "description": "Runs a thing. ".repeat(20),
+                "input_schema": {"type": "object", "properties": {"path": {"type": "string", "description": "A path"}, "limit": {"type": "integer"}}, "required": ["path"]}}))
+            .collect();
+        let mut messages = vec![];
+        let mut size = 0;
+        let mut i = 0;
+        while size < kb * 1024 {
+            let result = "line of a file with some code in it; ".repeat(60);
+            size += result.len() + 200;
+            messages.push(serde_json::json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{i}"), "content": result}]}));
+            messages.push(serde_json::json!({"role": "assistant", "content": [{"type": "tool_use", "id": format!("toolu_{}", i + 1), "name": "tool_1", "input": {"path": "src/main.rs"}}]}));
+            i += 2;
+        }
+        messages.push(serde_json::json!({"role": "user", "content": [{"type": "text", "text": "go on", "cache_control": {"type": "ephemeral"}}]}));
+        let mut v = serde_json::json!({
+            "max_tokens": 32000, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code. ".repeat(600), "cache_control": {"type": "ephemeral"}}],
+            "tools": tools, "messages": messages,
+            "thinking": {"type": "enabled", "budget_tokens": 31999},
+        });
+        if session {
+            v["metadata"] = serde_json::json!({"user_id": "user_1a2b_account_3c4d_session_7f0e5c1a-0b1c-4d2e-9f3a-5b6c7d8e9f01"});
+        }
+        v["model"] = serde_json::json!("claude-sonnet-4-6");
+        Bytes::from(serde_json::to_vec(&v).unwrap())
+    }
+
+    /// The request head's cost on Claude Code-sized bodies: `parse_head` (model, stream,
+    /// max_tokens and the conversation key, one pass) against the floor of any parse (a validating
+    /// skip of the whole body, `IgnoredAny`) and a full `serde_json::Value` parse. Run with
+    /// `bash bench/request_head.sh`; results in bench/RESULTS.md.
+    #[test]
+    #[ignore]
+    fn bench_request_head() {
+        fn per_op(runs: u32, f: &dyn Fn()) -> f64 {
+            f();
+            let t = std::time::Instant::now();
+            for _ in 0..runs {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / runs as f64
+        }
+        println!("| body | conversation from | parse_head µs | skip-only floor µs | ratio | full Value parse µs |");
+        println!("|---|---|---|---|---|---|");
+        for kb in [30, 120, 300] {
+            for session in [true, false] {
+                let body = claude_code_body(kb, session);
+                let head = parse_head(&body).unwrap();
+                assert!(head.conversation.is_some());
+                let runs = (30_000 / kb as u32).max(50);
+                let ours = per_op(runs, &|| {
+                    std::hint::black_box(parse_head(std::hint::black_box(&body)).unwrap());
+                });
+                let floor = per_op(runs, &|| {
+                    std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap());
+                });
+                let full = per_op(runs, &|| {
+                    std::hint::black_box(serde_json::from_slice::<serde_json::Value>(std::hint::black_box(&body)).unwrap());
+                });
+                println!(
+                    "| {} KB | {} | {ours:.1} | {floor:.1} | {:.2} | {full:.1} |",
+                    body.len() / 1024,
+                    if session { "session (metadata.user_id)" } else { "prefix hash" },
+                    ours / floor
+                );
+            }
+        }
+    }
+
     mod properties {
         use super::super::parse_head;
         use bytes::Bytes;
