@@ -383,15 +383,22 @@ async fn breaker_opens_skips_and_recovers(pool: PgPool) {
     let gw = Gw::start(&pool, GatewayConfig { breaker_failures: 3, breaker_open_for: Duration::from_millis(300), ..fast_config() }).await;
     let user = customer(&pool, "100").await;
     let k = key(&pool, user, "smart").await;
-    for _ in 0..10 {
-        assert_eq!(post(&gw.base, &k, &body(SONNET, false)).await.status(), 200);
+    // a new conversation each time: a conversation that failed over stays where it was answered
+    // (cache-aware routing), so only new ones try the preferred upstream
+    let conversation = |i: usize| {
+        let mut b = body(SONNET, false);
+        b["messages"][0]["content"] = format!("conversation {i}").into();
+        b
+    };
+    for i in 0..10 {
+        assert_eq!(post(&gw.base, &k, &conversation(i)).await.status(), 200);
     }
     assert_eq!(bad.requests(), 3, "circuit opened after 3 failures");
     let h = gw.gw.health().into_iter().find(|h| h.id == bad_id).unwrap();
     assert_eq!(h.circuit, "open");
     bad.set(FakeBehavior::default());
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(post(&gw.base, &k, &body(SONNET, false)).await.status(), 200);
+    assert_eq!(post(&gw.base, &k, &conversation(10)).await.status(), 200);
     assert_eq!(bad.requests(), 4, "recovery probe");
     assert_eq!(gw.gw.health().into_iter().find(|h| h.id == bad_id).unwrap().circuit, "closed");
     gw.stop().await;
