@@ -768,14 +768,29 @@ struct SessionOf<'a>(Option<Cow<'a, str>>);
 #[derive(Default)]
 struct FirstOf<'a>(Option<&'a serde_json::value::RawValue>);
 
-macro_rules! skip_other_shapes {
-    () => {
+/// Visitor methods that skip a value of a shape the visitor does not read (to its `Default`).
+macro_rules! skip_shapes {
+    (scalars) => {
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
         fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
         fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
         fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
         fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    };
+    (str) => {
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
+    };
+    (seq) => {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Self::Value::default())
+        }
+    };
+    (map) => {
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Self::Value::default())
+        }
     };
 }
 
@@ -784,11 +799,9 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for SessionOf<'a> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any value")
     }
-    skip_other_shapes!();
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(SessionOf(None))
-    }
+    skip_shapes!(scalars);
+    skip_shapes!(str);
+    skip_shapes!(seq);
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
         while let Some(k) = a.next_key::<Cow<'de, str>>()? {
@@ -812,15 +825,13 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for FirstOf<'a> {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any value")
     }
-    skip_other_shapes!();
+    skip_shapes!(scalars);
+    skip_shapes!(str);
+    skip_shapes!(map);
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
         let first = a.next_element::<&'de serde_json::value::RawValue>()?;
         while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
         Ok(FirstOf(first))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-        Ok(FirstOf(None))
     }
 }
 
@@ -839,19 +850,9 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for MaybeStr<'a> {
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(MaybeStr(Some(BodyStr(Cow::Owned(v.to_string())))))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> { Ok(Self::Value::default()) }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Self::Value::default())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-        Ok(Self::Value::default())
-    }
+    skip_shapes!(scalars);
+    skip_shapes!(seq);
+    skip_shapes!(map);
 }
 
 struct ParsedHead {
