@@ -583,7 +583,8 @@ impl Inner {
     fn rebind(&self, conv: ConvKey, user: Uuid, natural: Option<Uuid>, answered: Uuid, body: &[u8]) -> bool {
         let bound = self.overrides.get(conv);
         let sticky = bound.or(natural) == Some(answered);
-        let ttl = if memchr::memmem::find(body, b"\"1h\"").is_some() { affinity::TTL_1H } else { affinity::TTL_5M };
+        // only a moved conversation needs its cache's lifetime (a scan of the body)
+        let ttl = || if memchr::memmem::find(body, b"\"1h\"").is_some() { affinity::TTL_1H } else { affinity::TTL_5M };
         if natural == Some(answered) {
             if bound.is_some() && self.overrides.remove(conv) {
                 let pool = self.pool.clone();
@@ -594,9 +595,9 @@ impl Inner {
                 });
             }
         } else if bound == Some(answered) {
-            self.overrides.touch(conv, ttl);
+            self.overrides.touch(conv, ttl());
         } else {
-            let expires = affinity::now_ms() + ttl.as_millis() as i64;
+            let expires = affinity::now_ms() + ttl().as_millis() as i64;
             self.overrides.set(conv, user, answered, expires);
             let pool = self.pool.clone();
             tokio::spawn(async move {
