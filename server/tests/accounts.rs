@@ -178,3 +178,33 @@ async fn old_failed_logins_are_forgotten(pool: PgPool) {
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 1, "failures inside the window still count");
 }
+
+/// Signing in (and switching language) sends the browser on only to a path of this site: an
+/// attacker's `next` or `back` link falls back to the console home.
+#[sqlx::test(migrations = false)]
+async fn sign_in_next_cannot_send_the_browser_to_another_site(pool: PgPool) {
+    let app = start(pool).await;
+    app.signup(&client(), "lee@example.com").await;
+    let post = |name: &'static str, form: Vec<(&'static str, String)>| {
+        let base = app.base.clone();
+        async move {
+            let res = client()
+                .post(format!("{base}/api/{name}"))
+                .header("accept", "text/html")
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_redirection(), "{name}: {}", res.status());
+            res.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    let hostile = ["//evil.example", "/\\evil.example", "/%09/evil.example", "/\t/evil.example", "/%2F%2Fevil.example", "\\\\evil", "https://evil.example", "/%FF%C0%AF"];
+    for h in hostile {
+        let login = vec![("email", "lee@example.com".to_string()), ("password", PASSWORD.to_string()), ("next", h.to_string())];
+        assert_eq!(post("login", login).await, "/console", "next={h:?}");
+        assert_eq!(post("set_language", vec![("lang", "en".to_string()), ("back", h.to_string())]).await, "/", "back={h:?}");
+    }
+    let login = vec![("email", "lee@example.com".to_string()), ("password", PASSWORD.to_string()), ("next", "/console/keys".to_string())];
+    assert_eq!(post("login", login).await, "/console/keys", "a local path is kept");
+}
