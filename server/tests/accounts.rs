@@ -208,3 +208,116 @@ async fn sign_in_next_cannot_send_the_browser_to_another_site(pool: PgPool) {
     let login = vec![("email", "lee@example.com".to_string()), ("password", PASSWORD.to_string()), ("next", "/console/keys".to_string())];
     assert_eq!(post("login", login).await, "/console/keys", "a local path is kept");
 }
+
+/// Hostile values for every field at once: dates beyond what chrono and Postgres hold, ids that
+/// are not UUIDs, amounts that are huge, negative, in exponent form, not numbers or too precise,
+/// bytes that are not UTF-8 once decoded, and very long text.
+fn hostile_values() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "", " ", "-262143-01-01", "-262144-01-01", "+262143-12-31", "+275760-09-13", "0000-01-01", "9999-12-31", "2026-02-30",
+        "not-a-uuid", "00000000-0000-0000-0000-000000000000", "1e9", "NaN", "inf", "-1", "-0", "0",
+        "99999999999999999999999999", "-9223372036854.775808", "9223372036854775807", "0.0000001", "1.1234567", "maybe", "true",
+        "%FF%FE", "\u{0}", "<script>alert(1)</script>",
+        // a forged cursor naming a moment chrono holds and Postgres does not
+        "LTgwMDAwMDAwMDAwMDAwMDAwMDA6eA", "../../etc/passwd", "//evil.example",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    v.push("x".repeat(20_000));
+    v
+}
+
+/// Every field name the server functions take (nested `q[...]` for the usage log's filter).
+const FIELDS: &[&str] = &[
+    "account", "address", "allow_fallback", "allowance_usd", "amount", "api_key", "approve", "back", "bank", "base_url", "by", "cache_read",
+    "cache_write_1h", "cache_write_5m", "capacity", "channel", "channels", "code", "company", "concurrency_cap", "concurrency_limit", "confirm",
+    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "input",
+    "issued_on", "kind", "lang", "message", "method", "models", "monthly_spend", "name", "new", "next", "note", "number", "order_id", "output",
+    "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit", "spend_limit", "status", "suspend",
+    "tax_id", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
+];
+
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// Every server function and console route, called by a signed-in staff member and by a stranger
+/// with hostile values: a 4xx or a page, never a 5xx or a dropped connection (a panic).
+#[sqlx::test(migrations = false)]
+async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "root@example.com").await;
+    accounts::ensure_staff(&app.pool, "root@example.com", PASSWORD).await.unwrap();
+    let mut paths: Vec<&str> = leptos::server_fn::axum::server_fn_paths().map(|(p, _)| p).filter(|p| *p != "/api/logout").collect();
+    paths.sort();
+    assert!(paths.len() > 40, "the server functions are all registered: {paths:?}");
+    let mut failures = vec![];
+    for who in [&staff, &client()] {
+        for path in &paths {
+            for value in hostile_values() {
+                let form = FIELDS.iter().map(|f| format!("{}={}", enc(f), enc(&value))).collect::<Vec<_>>().join("&");
+                for accept in ["application/json", "text/html"] {
+                    let res = who
+                        .post(format!("{}{path}", app.base))
+                        .header("accept", accept)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form.clone())
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(_) => {}
+                        Err(e) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
+                    }
+                }
+            }
+            // a body that is not UTF-8 once decoded, and one that is not a form at all
+            for body in ["id=%FF%FE&amount=%C0%AF&q[from]=%80", "\u{0}\u{1}{not a form"] {
+                match who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await {
+                    Ok(r) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
+                }
+            }
+        }
+        let pages = [
+            "/", "/login", "/signup", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
+            "/console/pay/{v}", "/console/invoices", "/console/settings", "/console/admin", "/console/admin/users/{v}", "/console/admin/upstreams",
+            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/plans", "/console/admin/audit",
+            "/console/usage.csv", "/console/invoices/{v}/pdf",
+        ];
+        for page in pages {
+            for value in hostile_values().into_iter().filter(|v| v.len() < 1000) {
+                let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
+                let url = format!("{}{}?{q}", app.base, page.replace("{v}", &enc(&value)));
+                match who.get(&url).send().await {
+                    Ok(r) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
+                }
+            }
+        }
+    }
+    // the CSV export refuses impossible dates with 400, like the page
+    for (k, v) in [("from", "-262143-01-01"), ("to", "+262143-12-31"), ("from", "-262144-01-01"), ("to", "+275760-09-13")] {
+        match staff.get(format!("{}/console/usage.csv?{k}={}", app.base, enc(v))).send().await {
+            Ok(r) if r.status() == StatusCode::BAD_REQUEST => {}
+            Ok(r) => failures.push(format!("usage.csv {k}={v}: {}", r.status())),
+            Err(e) => failures.push(format!("usage.csv {k}={v}: connection dropped: {e}")),
+        }
+    }
+    // a validation error is the caller's mistake: 400, not 500
+    let (status, body) = app.call(&staff, "admin/user/adjust", &[("id", "00000000-0000-0000-0000-000000000000"), ("amount", "NaN"), ("description", ""), ("note", "n"), ("idempotency_key", "k-123456789")]).await;
+    if status != StatusCode::BAD_REQUEST || !body.contains("Enter an amount") {
+        failures.push(format!("adjust NaN: {status} {body}"));
+    }
+    // a console body above the limit is refused before it is read
+    let big = format!("query={}", "a".repeat(2 << 20));
+    let r = staff.post(format!("{}/api/admin/users", app.base)).header("content-type", "application/x-www-form-urlencoded").body(big).send().await.unwrap();
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        failures.push(format!("2 MiB form: {}", r.status()));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}

@@ -82,3 +82,60 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
         assert_eq!(balance, 12_500_000 - charge);
     }
 }
+
+/// The staff API answers malformed ids, dates, amounts and bodies with a 4xx in the gateway's
+/// error shape (`type`, `error.type`, `error.message`, `request_id`, and a `request-id` header).
+#[sqlx::test(migrations = false)]
+async fn staff_api_answers_hostile_input_with_4xx_in_the_error_shape(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let customer = accounts::create_user(&pool, "kim@example.com", "Sturdy-pass-2026").await.unwrap().id;
+    let http = reqwest::Client::new();
+    let mut failures = vec![];
+    let mut check = async |what: String, req: reqwest::RequestBuilder| {
+        let res = req.send().await;
+        let Ok(res) = res else { return failures.push(format!("{what}: connection dropped")) };
+        let status = res.status();
+        let rid = res.headers().get("request-id").is_some();
+        let body = res.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let shaped = v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string() && v["request_id"].is_string() && rid;
+        if !status.is_client_error() || !shaped {
+            failures.push(format!("{what}: {status} {body:.200}"));
+        }
+    };
+    let api = |path: &str| format!("{base}/api/admin/v1{path}");
+    check("no token".into(), http.get(api("/upstreams"))).await;
+    check("wrong token".into(), http.get(api("/upstreams")).bearer_auth("cra-not-a-token")).await;
+    for id in ["not-a-uuid", "%FF%FE", "123", "00000000-0000-0000-0000-00000000000g"] {
+        check(format!("GET /users/{id}"), http.get(api(&format!("/users/{id}"))).bearer_auth(&token)).await;
+        check(format!("GET /users/{id}/keys"), http.get(api(&format!("/users/{id}/keys"))).bearer_auth(&token)).await;
+    }
+    for q in ["since=-262143-01-01T00:00:00Z", "until=%2B275760-09-13T00:00:00Z", "since=-262144-01-01T00:00:00Z", "since=yesterday", "limit=abc", "limit=99999999999999999999", "user_id=nope", "until=%FF"] {
+        check(format!("GET /usage?{q}"), http.get(api(&format!("/usage?{q}"))).bearer_auth(&token)).await;
+    }
+    for amount in ["NaN", "1e9", "-1e9", "99999999999999999999999", "1.1234567", "inf", "", "0", "100000000"] {
+        let body = json!({"amount": amount, "note": "hostile", "idempotency_key": format!("hostile-{}", enc_key(amount))});
+        check(format!("credit {amount:?}"), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).json(&body)).await;
+    }
+    check("credit without a body".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token)).await;
+    check("credit with broken JSON".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).header("content-type", "application/json").body("{\"amount\":")).await;
+    check("credit with a number".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).json(&json!({"amount": 1e308, "note": "n", "idempotency_key": "hostile-number"}))).await;
+    for expires in ["-262143-01-01T00:00:00Z", "+262143-12-31T00:00:00Z", "1970-01-01T00:00:00Z"] {
+        check(format!("key expiring {expires}"), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "expires_at": expires}))).await;
+    }
+    check("key with a negative limit".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "rpm_limit": -5}))).await;
+    check("key with a huge spend limit".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "spend_limit": "1e9"}))).await;
+    check("upstream with a huge priority".into(), http.post(api("/upstreams")).bearer_auth(&token).json(&json!({"name": "u", "base_url": "https://api.anthropic.com", "api_key": "sk", "channels": ["value"], "priority": 1e99}))).await;
+    check("upstream at a scheme-relative address".into(), http.post(api("/upstreams")).bearer_auth(&token).json(&json!({"name": "u", "base_url": "//evil.example", "api_key": "sk", "channels": ["value"]}))).await;
+    check("user with a NUL".into(), http.post(api("/users")).bearer_auth(&token).json(&json!({"email": "nul\u{0}@example.com", "password": "Sturdy-pass-2026"}))).await;
+    check("key named with a NUL".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k\u{0}", "channel": "value"}))).await;
+    check("user with a form body".into(), http.post(api("/users")).bearer_auth(&token).form(&[("email", "a@b.co")])).await;
+    check("a body above the limit".into(), http.post(api("/users")).bearer_auth(&token).header("content-type", "application/json").body(format!("{{\"email\":\"{}\"}}", "a".repeat(3 << 20)))).await;
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn enc_key(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}

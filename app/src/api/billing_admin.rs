@@ -165,7 +165,7 @@ pub async fn reject_invoice(id: String, reason: String) -> Result<String, Server
 pub async fn record_invoice_reversal(id: String, number: String, issued_on: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let id = crate::ssr::parse_uuid(&id, "No such invoice.")?;
-    let on = chrono::NaiveDate::parse_from_str(issued_on.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new(t("Enter the date of the red-letter invoice.")))?;
+    let on = crate::ssr::parse_day(&issued_on).ok_or_else(|| ServerFnError::new(t("Enter the date of the red-letter invoice.")))?;
     cloudrouter_core::billing::invoices::record_reversal(&crate::ssr::pool()?, staff.id, id, &number, on).await.map_err(billing_error)?;
     Ok(t("Reversal recorded.").into())
 }

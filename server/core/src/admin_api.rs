@@ -3,7 +3,9 @@
 //! (`server admin token --email E`, see [`issue_token`]), stored as SHA-256 hashes, and only work
 //! while their owner is an active staff member.
 //!
-//! Errors: `{"error": {"type": "...", "message": "..."}}` with a matching status.
+//! Errors: the gateway's shape, `{"type": "error", "error": {"type": "...", "message": "..."},
+//! "request_id": "req_..."}` with a `request-id` header and a matching status, malformed paths,
+//! queries and bodies included (see [`ApiJson`], [`ApiPath`], [`ApiQuery`]).
 
 use crate::accounts::{self, AccountError};
 use crate::billing::adjustments::{self, Adjustment, StaffLimits};
@@ -15,14 +17,15 @@ use crate::ledger;
 use crate::money;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use crate::usage::{self, UsageFilter};
-use crate::util::{random_base62, sha256};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use crate::util::{random_base62, request_id, sha256};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
@@ -46,6 +49,7 @@ pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>, limits: St
         .route("/users/{id}/keys", post(create_key).get(list_keys))
         .route("/upstreams", post(create_upstream).get(list_upstreams))
         .route("/usage", get(list_usage))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(AdminState { pool, crypto, gateway, limits })
 }
 
@@ -89,11 +93,86 @@ pub async fn revoke_tokens(pool: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Er
         .rows_affected())
 }
 
+/// The largest request body the staff API reads.
+const BODY_LIMIT: usize = 1 << 20;
+
 pub struct ApiErr(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"type": self.1, "message": self.2}}))).into_response()
+        let rid = request_id();
+        let mut r = (self.0, Json(json!({"type": "error", "error": {"type": self.1, "message": self.2}, "request_id": rid}))).into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&rid) {
+            r.headers_mut().insert("request-id", v);
+        }
+        r
+    }
+}
+
+/// An extractor's rejection (a path that is not a UUID, a query or body that does not decode, a
+/// body above the limit), said in the API's error shape.
+fn rejected(status: StatusCode, text: String) -> ApiErr {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiErr(status, "request_too_large", format!("the request body exceeds {BODY_LIMIT} bytes"))
+    } else {
+        bad(text)
+    }
+}
+
+/// `Json`, with its rejections in the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        if !json {
+            return Err(bad("send a JSON body with content-type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| rejected(r.status(), r.body_text()))?;
+        // Postgres cannot store NUL in text: refused here as the caller's mistake
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(bad("text must not contain NUL characters"));
+        }
+        Json::<T>::from_bytes(&bytes).map(|Json(v)| ApiJson(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// `Path`, with its rejections in the API's error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        Path::<T>::from_request_parts(parts, state).await.map(|Path(v)| ApiPath(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// `Query`, with its rejections in the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| ApiQuery(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// A moment a caller sends (a usage filter, a key's expiry): years 1970–9999, so that Postgres
+/// can store it (chrono reads years far beyond what `timestamptz` holds).
+fn sane_time(t: Option<DateTime<Utc>>, what: &str) -> Result<Option<DateTime<Utc>>, ApiErr> {
+    use chrono::Datelike;
+    match t {
+        Some(t) if !(1970..=9999).contains(&t.year()) => Err(bad(format!("{what}: a time between the years 1970 and 9999"))),
+        t => Ok(t),
     }
 }
 
@@ -145,7 +224,7 @@ struct CreateUser {
     password: String,
 }
 
-async fn create_user(_s: Staff, State(st): State<AdminState>, Json(b): Json<CreateUser>) -> Result<Response, ApiErr> {
+async fn create_user(_s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiErr> {
     match accounts::create_user(&st.pool, &b.email, &b.password).await {
         Ok(u) => Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response()),
         Err(AccountError::EmailTaken) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", AccountError::EmailTaken.to_string())),
@@ -170,7 +249,7 @@ async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErr>
     }))
 }
 
-async fn get_user(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn get_user(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
     Ok(Json(user_json(&st.pool, id).await?))
 }
 
@@ -196,9 +275,9 @@ struct Credit {
 async fn credit(
     s: Staff,
     State(st): State<AdminState>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: http::HeaderMap,
-    Json(b): Json<Credit>,
+    ApiJson(b): ApiJson<Credit>,
 ) -> Result<Json<serde_json::Value>, ApiErr> {
     let unprocessable = |t: &'static str, m: String| ApiErr(StatusCode::UNPROCESSABLE_ENTITY, t, m);
     let header = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_string());
@@ -245,7 +324,7 @@ struct CreateKey {
     concurrency_limit: Option<i32>,
 }
 
-async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>, Json(b): Json<CreateKey>) -> Result<Response, ApiErr> {
+async fn create_key(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiErr> {
     if accounts::find_by_id(&st.pool, id).await.map_err(internal)?.is_none() {
         return Err(not_found("user"));
     }
@@ -253,11 +332,15 @@ async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid
         Some(s) => Some(money::parse_decimal(s).map_err(|e| bad(format!("spend_limit: {e}")))?),
         None => None,
     };
+    let expires_at = sane_time(b.expires_at, "expires_at")?;
+    if expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(bad("expires_at: must be in the future"));
+    }
     let new = NewKey {
         name: b.name,
         channel: b.channel,
         spend_limit_micros,
-        expires_at: b.expires_at,
+        expires_at,
         allowed_models: b.allowed_models,
         allow_fallback: b.allow_fallback,
         rpm_limit: b.rpm_limit,
@@ -270,12 +353,12 @@ async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid
     }
 }
 
-async fn list_keys(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn list_keys(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
     let ks = keys::list(&st.pool, id).await.map_err(internal)?;
     Ok(Json(json!({"data": ks})))
 }
 
-async fn create_upstream(_s: Staff, State(st): State<AdminState>, Json(b): Json<NewUpstream>) -> Result<Response, ApiErr> {
+async fn create_upstream(_s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiErr> {
     match upstreams::create(&st.pool, &st.crypto, b).await {
         Ok(id) => {
             // Other instances follow by NOTIFY; this one leaves demo mode before answering.
@@ -314,8 +397,9 @@ struct UsageQuery {
     limit: Option<i64>,
 }
 
-async fn list_usage(_s: Staff, State(st): State<AdminState>, Query(q): Query<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
-    let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since: q.since, until: q.until, limit: q.limit })
+async fn list_usage(_s: Staff, State(st): State<AdminState>, ApiQuery(q): ApiQuery<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let (since, until) = (sane_time(q.since, "since")?, sane_time(q.until, "until")?);
+    let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since, until, limit: q.limit })
         .await
         .map_err(internal)?;
     Ok(Json(json!({"data": rows})))
