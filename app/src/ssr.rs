@@ -87,10 +87,22 @@ pub fn client_ip() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Writes a staff action to the audit log.
-pub async fn audit(staff_id: Uuid, action: &str, target: &str, details: serde_json::Value) -> Result<(), ServerFnError> {
-    let mut conn = pool()?.acquire().await.map_err(internal)?;
-    cloudrouter_core::billing::audit::record(&mut conn, staff_id, action, target, details).await.map_err(internal)
+/// The transaction of a staff action: the action runs in it, then [`commit_audited`] writes its
+/// audit row and commits both, so that neither lands without the other.
+pub async fn begin() -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ServerFnError> {
+    pool()?.begin().await.map_err(internal)
+}
+
+/// Writes a staff action's audit row in the action's transaction and commits the two.
+pub async fn commit_audited(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    staff_id: Uuid,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<(), ServerFnError> {
+    cloudrouter_core::billing::audit::record(&mut tx, staff_id, action, target, details).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)
 }
 
 pub fn set_status(status: http::StatusCode) {

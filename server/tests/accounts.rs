@@ -321,3 +321,131 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Every table a staff action may change, as text, to compare before and after.
+async fn staff_state(pool: &PgPool) -> Vec<String> {
+    let mut out = vec![];
+    for table in ["users", "upstreams", "channels", "models", "plans", "api_keys", "audit_log"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT x::text FROM {table} x ORDER BY x::text")).fetch_all(pool).await.unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    out
+}
+
+/// A staff action and its audit row commit together: when the audit row cannot be written, the
+/// action does not happen either; when it can, it names the staff member.
+#[sqlx::test(migrations = false)]
+async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "boss@example.com").await;
+    accounts::ensure_staff(&app.pool, "boss@example.com", PASSWORD).await.unwrap();
+    let boss: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'boss@example.com'").fetch_one(&app.pool).await.unwrap();
+    app.signup(&client(), "cat@example.com").await;
+    let cat: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = 'cat@example.com'").fetch_one(&app.pool).await.unwrap();
+    let demo: String = sqlx::query_scalar("SELECT id::text FROM upstreams WHERE is_demo").fetch_one(&app.pool).await.unwrap();
+    let actions: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("admin/user/suspend", vec![("id", &cat), ("suspend", "true")]),
+        ("admin/upstreams/enable", vec![("id", &demo), ("enabled", "false")]),
+        ("admin/upstreams/update", vec![("id", &demo), ("channels", "value"), ("priority", "3"), ("weight", "2"), ("concurrency_cap", ""), ("api_key", "sk-new")]),
+        ("admin/upstreams/add", vec![("name", "real"), ("base_url", "https://api.anthropic.com"), ("api_key", "sk-ant-x"), ("channels", "value"), ("priority", ""), ("weight", ""), ("concurrency_cap", "")]),
+        ("admin/channel", vec![("code", "value"), ("rate", "0.7"), ("capacity", "50")]),
+        ("admin/model", vec![("id", "claude-sonnet-4-6"), ("input", "9"), ("output", "9"), ("cache_write_5m", "9"), ("cache_write_1h", "9"), ("cache_read", "9"), ("enabled", "on")]),
+        ("admin/plans/update", vec![("code", "starter"), ("price_yuan", "1"), ("allowance_usd", "1"), ("channels", "value"), ("rpm_limit", ""), ("concurrency_limit", "")]),
+    ];
+    sqlx::query("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()").execute(&app.pool).await.unwrap();
+    let before = staff_state(&app.pool).await;
+    for (name, form) in &actions {
+        let (status, body) = app.call(&staff, name, form).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{name}: {body}");
+        assert_eq!(staff_state(&app.pool).await, before, "{name} happened without its audit row");
+    }
+    sqlx::query("DROP TRIGGER refuse_audit ON audit_log").execute(&app.pool).await.unwrap();
+    for (name, form) in &actions {
+        let (status, body) = app.call(&staff, name, form).await;
+        assert!(status.is_success(), "{name}: {status} {body}");
+    }
+    let audited: Vec<(String, uuid::Uuid)> = sqlx::query_as("SELECT action, staff_id FROM audit_log ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    let names: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["user.suspend", "upstream.disable", "upstream.update", "upstream.add", "channel.update", "model.update", "plan.update"]);
+    assert!(audited.iter().all(|(_, s)| *s == boss));
+}
+
+/// `server admin token ...` as an operator runs it, against the test's database.
+fn admin_cli(pool: &PgPool, args: &[&str]) -> std::process::Output {
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Staff API tokens expire (90 days unless `--days` says otherwise), are listed with their prefix,
+/// owner and dates, and can be revoked on the command line or in the console (audited); an
+/// expired or revoked token gets 401 in the API's error shape.
+#[sqlx::test(migrations = false)]
+async fn admin_tokens_expire_and_can_be_listed_and_revoked(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "ops@example.com").await;
+    accounts::ensure_staff(&app.pool, "ops@example.com", PASSWORD).await.unwrap();
+    let issue = |days: Option<&str>| {
+        let mut args = vec!["admin", "token", "--email", "ops@example.com"];
+        args.extend(days.map(|d| ["--days", d]).into_iter().flatten());
+        let out = admin_cli(&app.pool, &args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let default = issue(None);
+    let short = issue(Some("1"));
+    let revoked = issue(Some("30"));
+    assert!(!admin_cli(&app.pool, &["admin", "token", "--email", "ops@example.com", "--days", "0"]).status.success(), "a lifetime of 0 days is refused");
+    let lifetime: Vec<f64> = sqlx::query_scalar("SELECT extract(epoch FROM expires_at - created_at)::float8 / 86400 FROM admin_tokens ORDER BY created_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(lifetime.iter().map(|d| d.round() as i64).collect::<Vec<_>>(), [90, 1, 30]);
+    let http = Client::new();
+    let api = |token: &str| http.get(format!("{}/api/admin/v1/upstreams", app.base)).bearer_auth(token.to_string()).send();
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(api(&short).await.unwrap().status(), StatusCode::OK);
+
+    // the day passes for the 1-day token
+    sqlx::query("UPDATE admin_tokens SET expires_at = now() - interval '1 second' WHERE prefix = $1").bind(&short[..10]).execute(&app.pool).await.unwrap();
+    // revoked on the command line by its prefix
+    let out = admin_cli(&app.pool, &["admin", "token", "--revoke", &revoked[..10]]);
+    assert!(out.status.success(), "{out:?}");
+    for token in [&short, &revoked] {
+        let res = api(token).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("authentication_error")), "{v}");
+        assert!(v["request_id"].is_string());
+    }
+    let list = admin_cli(&app.pool, &["admin", "token", "--list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && [&default, &short, &revoked].iter().all(|t| listed.contains(&t[..10])) && listed.contains("ops@example.com"), "{listed}");
+    assert!(!listed.contains(&default[10..]), "never the secret");
+
+    // the console lists them for staff, and revokes one with an audit row
+    let (status, body) = app.call(&staff, "admin/tokens", &[]).await;
+    assert!(status.is_success() && body.contains(&default[..10]) && body.contains("ops@example.com"), "{status} {body}");
+    let id: String = sqlx::query_scalar("SELECT id::text FROM admin_tokens WHERE prefix = $1").bind(&default[..10]).fetch_one(&app.pool).await.unwrap();
+    let customer = client();
+    app.signup(&customer, "eve@example.com").await;
+    assert_eq!(app.call(&customer, "admin/tokens/revoke", &[("id", &id)]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::OK, "a customer cannot revoke it");
+    let (status, body) = app.call(&staff, "admin/tokens/revoke", &[("id", &id)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let audit: Vec<(String, String)> = sqlx::query_as("SELECT action, target FROM audit_log").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(audit, [("admin_token.revoke".to_string(), format!("admin_token:{id}"))]);
+}

@@ -26,7 +26,7 @@ async fn start(pool: PgPool) -> (String, server::Built) {
 async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) {
     let (base, built) = start(pool.clone()).await;
     accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
-    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
     let http = reqwest::Client::new();
     let admin = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}/api/admin/v1{path}")).bearer_auth(&token)
@@ -89,7 +89,7 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
 async fn staff_api_answers_hostile_input_with_4xx_in_the_error_shape(pool: PgPool) {
     let (base, _built) = start(pool.clone()).await;
     accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
-    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
     let customer = accounts::create_user(&pool, "kim@example.com", "Sturdy-pass-2026").await.unwrap().id;
     let http = reqwest::Client::new();
     let mut failures = vec![];
@@ -138,4 +138,35 @@ async fn staff_api_answers_hostile_input_with_4xx_in_the_error_shape(pool: PgPoo
 
 fn enc_key(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Users, keys and upstreams created through the staff API are in the audit log with the acting
+/// staff member, written in the same transaction as the creation.
+#[sqlx::test(migrations = false)]
+async fn staff_api_creations_are_audited_with_the_acting_staff(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    let ops = accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap().id;
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{base}/api/admin/v1{path}")).bearer_auth(&token).json(&body).send();
+    let user: Value = post("/users", json!({"email": "kim@example.com", "password": "Sturdy-pass-2026"})).await.unwrap().json().await.unwrap();
+    let uid = user["id"].as_str().unwrap().to_string();
+    let key: Value = post(&format!("/users/{uid}/keys"), json!({"name": "ci", "channel": "value"})).await.unwrap().json().await.unwrap();
+    let up: Value = post("/upstreams", json!({"name": "real", "base_url": "https://api.anthropic.com", "api_key": "sk-ant-x", "channels": ["value"]})).await.unwrap().json().await.unwrap();
+    let rows: Vec<(String, String, uuid::Uuid)> = sqlx::query_as("SELECT action, target, staff_id FROM audit_log ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("user.create".to_string(), format!("user:{uid}"), ops),
+            ("key.create".to_string(), format!("key:{}", key["id"].as_str().unwrap()), ops),
+            ("upstream.add".to_string(), format!("upstream:{}", up["id"].as_str().unwrap()), ops),
+        ]
+    );
+    // no audit row, no user
+    sqlx::query("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()").execute(&pool).await.unwrap();
+    let res = post("/users", json!({"email": "lou@example.com", "password": "Sturdy-pass-2026"})).await.unwrap();
+    assert_eq!(res.status(), 500);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'lou@example.com'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0);
 }

@@ -299,7 +299,6 @@ pub async fn update_plan(
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;
-    plans::update(&pool, &plan).await.map_err(billing_error)?;
-    crate::ssr::audit(staff.id, "plan.update", &code, serde_json::json!({"price_micros": plan.price_micros, "allowance_micro_usd": plan.allowance_micro_usd})).await?;
+    plans::update_by(&pool, staff.id, &plan).await.map_err(billing_error)?;
     Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))
 }

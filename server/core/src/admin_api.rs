@@ -1,7 +1,8 @@
 //! Staff automation API, JSON, mounted by the server at `/api/admin/v1`.
 //! Authentication: `Authorization: Bearer <admin token>`; tokens are issued on the command line
-//! (`server admin token --email E`, see [`issue_token`]), stored as SHA-256 hashes, and only work
-//! while their owner is an active staff member.
+//! (`server admin token --email E [--days N]`, see [`issue_token`]), stored as SHA-256 hashes, and
+//! only work until they expire (90 days by default) or are revoked, and while their owner is an
+//! active staff member.
 //!
 //! Errors: the gateway's shape, `{"type": "error", "error": {"type": "...", "message": "..."},
 //! "request_id": "req_..."}` with a `request-id` header and a matching status, malformed paths,
@@ -26,7 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -59,13 +60,26 @@ pub enum AdminError {
     UnknownUser,
     #[error("only staff members can hold admin tokens")]
     NotStaff,
+    #[error("a token lives 1 to 3650 days")]
+    InvalidLifetime,
+    #[error("no token has this id or prefix")]
+    UnknownToken,
+    #[error("several tokens have this prefix; give the token's id")]
+    AmbiguousToken,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Issues an admin token for a staff member. The token (`cra-` + 40 base62) is returned once;
-/// only its hash is stored.
-pub async fn issue_token(pool: &PgPool, email: &str) -> Result<String, AdminError> {
+/// How long a staff API token lives unless its issuer says otherwise.
+pub const DEFAULT_TOKEN_DAYS: i64 = 90;
+
+/// Issues an admin token for a staff member, living `days` ([`DEFAULT_TOKEN_DAYS`] if None). The
+/// token (`cra-` + 40 base62) is returned once; only its hash is stored.
+pub async fn issue_token(pool: &PgPool, email: &str, days: Option<i64>) -> Result<String, AdminError> {
+    let days = days.unwrap_or(DEFAULT_TOKEN_DAYS);
+    if !(1..=3650).contains(&days) {
+        return Err(AdminError::InvalidLifetime);
+    }
     let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, role FROM users WHERE lower(email) = lower($1)")
         .bind(email.trim())
         .fetch_optional(pool)
@@ -75,13 +89,55 @@ pub async fn issue_token(pool: &PgPool, email: &str) -> Result<String, AdminErro
         return Err(AdminError::NotStaff);
     }
     let token = format!("cra-{}", random_base62(40));
-    sqlx::query("INSERT INTO admin_tokens (user_id, token_hash, prefix) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO admin_tokens (user_id, token_hash, prefix, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))")
         .bind(id)
         .bind(&sha256(token.as_bytes())[..])
         .bind(&token[..10])
+        .bind(days as i32)
         .execute(pool)
         .await?;
     Ok(token)
+}
+
+/// A staff API token as staff see it: never the token itself.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenSummary {
+    pub id: Uuid,
+    /// The token's first 10 characters (`cra-` + 6).
+    pub prefix: String,
+    pub owner_email: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const TOKEN_COLS: &str = "t.id, t.prefix, u.email AS owner_email, t.created_at, t.last_used_at, t.expires_at, t.revoked_at";
+
+/// Every token, newest first.
+pub async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenSummary>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {TOKEN_COLS} FROM admin_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC"))
+        .fetch_all(pool)
+        .await
+}
+
+/// Revokes one token, named by its id or its prefix (refused when several share the prefix).
+/// `conn`: the caller's transaction when a staff action audits it.
+pub async fn revoke_token(conn: &mut sqlx::PgConnection, id_or_prefix: &str) -> Result<TokenSummary, AdminError> {
+    let named = id_or_prefix.trim();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM admin_tokens WHERE id::text = lower($1) OR prefix = $1").bind(named).fetch_all(&mut *conn).await?;
+    let id = match ids[..] {
+        [id] => id,
+        [] => return Err(AdminError::UnknownToken),
+        _ => return Err(AdminError::AmbiguousToken),
+    };
+    let t = sqlx::query_as(&format!(
+        "UPDATE admin_tokens t SET revoked_at = COALESCE(t.revoked_at, now()) FROM users u WHERE t.id = $1 AND u.id = t.user_id RETURNING {TOKEN_COLS}"
+    ))
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(t)
 }
 
 /// Revokes every admin token of a user.
@@ -187,6 +243,12 @@ fn internal(e: impl std::fmt::Display) -> ApiErr {
     ApiErr(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal error".into())
 }
 
+/// Writes a staff action's audit row in the action's transaction and commits the two.
+async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, s: &Staff, action: &str, target: &str, details: serde_json::Value) -> Result<(), ApiErr> {
+    crate::billing::audit::record(&mut tx, s.user_id, action, target, details).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)
+}
+
 /// The authenticated staff member.
 pub struct Staff {
     pub user_id: Uuid,
@@ -196,7 +258,7 @@ impl FromRequestParts<AdminState> for Staff {
     type Rejection = ApiErr;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Self::Rejection> {
-        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required".into());
+        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required (unexpired, not revoked)".into());
         let token = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -207,7 +269,7 @@ impl FromRequestParts<AdminState> for Staff {
             .ok_or_else(unauthorized)?;
         let id: Option<Uuid> = sqlx::query_scalar(
             "UPDATE admin_tokens t SET last_used_at = now() FROM users u \
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.role = 'staff' AND u.status = 'active' \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND u.id = t.user_id AND u.role = 'staff' AND u.status = 'active' \
              RETURNING t.user_id",
         )
         .bind(&sha256(token.as_bytes())[..])
@@ -224,9 +286,13 @@ struct CreateUser {
     password: String,
 }
 
-async fn create_user(_s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiErr> {
-    match accounts::create_user(&st.pool, &b.email, &b.password).await {
-        Ok(u) => Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response()),
+async fn create_user(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiErr> {
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match accounts::create_user(&mut *tx, &b.email, &b.password).await {
+        Ok(u) => {
+            commit_audited(tx, &s, "user.create", &format!("user:{}", u.id), json!({"email": u.email})).await?;
+            Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response())
+        }
         Err(AccountError::EmailTaken) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", AccountError::EmailTaken.to_string())),
         Err(AccountError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
@@ -324,7 +390,7 @@ struct CreateKey {
     concurrency_limit: Option<i32>,
 }
 
-async fn create_key(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiErr> {
+async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiErr> {
     if accounts::find_by_id(&st.pool, id).await.map_err(internal)?.is_none() {
         return Err(not_found("user"));
     }
@@ -346,8 +412,13 @@ async fn create_key(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPat
         rpm_limit: b.rpm_limit,
         concurrency_limit: b.concurrency_limit,
     };
-    match keys::create(&st.pool, id, new).await {
-        Ok((k, secret)) => Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response()),
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match keys::create_in(&mut tx, id, new).await {
+        Ok((k, secret)) => {
+            commit_audited(tx, &s, "key.create", &format!("key:{}", k.id), json!({"user_id": id, "name": k.name, "prefix": k.prefix, "channel": k.channel}))
+                .await?;
+            Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response())
+        }
         Err(KeyError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
     }
@@ -358,9 +429,12 @@ async fn list_keys(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath
     Ok(Json(json!({"data": ks})))
 }
 
-async fn create_upstream(_s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiErr> {
-    match upstreams::create(&st.pool, &st.crypto, b).await {
+async fn create_upstream(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiErr> {
+    let name = b.name.trim().to_string();
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match upstreams::create_in(&mut tx, &st.crypto, b).await {
         Ok(id) => {
+            commit_audited(tx, &s, "upstream.add", &format!("upstream:{id}"), json!({"name": name})).await?;
             // Other instances follow by NOTIFY; this one leaves demo mode before answering.
             if let Some(g) = &st.gateway {
                 g.reload().await;

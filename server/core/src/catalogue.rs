@@ -104,7 +104,7 @@ pub async fn get_model(pool: &PgPool, id: &str) -> Result<Option<Model>, sqlx::E
 }
 
 /// Inserts or replaces a model (staff). Gateways reload the catalogue at once (NOTIFY trigger).
-pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
+pub async fn upsert_model(conn: impl sqlx::PgExecutor<'_>, m: &Model) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO models (id, display_name, family, input_price, output_price, cache_write_5m_price, \
          cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, aliases, \
@@ -141,7 +141,7 @@ pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     .bind(m.long_context_cache_read_price)
     .bind(m.web_search_price_per_1k)
     .bind(m.web_fetch_price_per_1k)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -156,7 +156,7 @@ pub async fn list_channels(pool: &PgPool) -> Result<Vec<Channel>, sqlx::Error> {
 
 /// Changes a channel's rate and capacity (staff). Returns false if the channel does not exist.
 pub async fn update_channel(
-    pool: &PgPool,
+    conn: impl sqlx::PgExecutor<'_>,
     code: &str,
     rate_micros_per_usd: i64,
     concurrency_capacity: i32,
@@ -167,7 +167,7 @@ pub async fn update_channel(
     .bind(code)
     .bind(rate_micros_per_usd)
     .bind(concurrency_capacity)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
 }

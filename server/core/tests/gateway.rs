@@ -401,7 +401,7 @@ async fn breaker_opens_skips_and_recovers(pool: PgPool) {
 async fn fallback_only_when_allowed_and_recorded(pool: PgPool) {
     // sonnet-4-6's first fallback is sonnet-4-5; this upstream serves only the fallback
     let (up, up_id) = fake("a", &pool, FakeBehavior::default(), 0).await;
-    cloudrouter_core::upstreams::update_routing(&pool, up_id, &["smart".into()], &["claude-sonnet-4-5-20250929".into()], 0, 1, None)
+    cloudrouter_core::upstreams::update_routing(&mut *pool.acquire().await.unwrap(), up_id, &["smart".into()], &["claude-sonnet-4-5-20250929".into()], 0, 1, None)
         .await
         .unwrap();
     let gw = Gw::start(&pool, fast_config()).await;
