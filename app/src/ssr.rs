@@ -27,7 +27,7 @@ pub struct ConsoleState {
 pub const USER_ID_KEY: &str = "user_id";
 
 pub fn state() -> Result<ConsoleState, ServerFnError> {
-    use_context::<ConsoleState>().ok_or_else(|| ServerFnError::new("server state missing"))
+    use_context::<ConsoleState>().ok_or_else(|| internal("server state missing"))
 }
 
 pub fn pool() -> Result<PgPool, ServerFnError> {
@@ -35,7 +35,7 @@ pub fn pool() -> Result<PgPool, ServerFnError> {
 }
 
 pub async fn session() -> Result<Session, ServerFnError> {
-    leptos_axum::extract::<Session>().await.map_err(|_| ServerFnError::new("session unavailable"))
+    leptos_axum::extract::<Session>().await.map_err(|_| internal("session unavailable"))
 }
 
 /// The signed-in user, if any. A suspended account is treated as signed out of the console.
@@ -87,10 +87,22 @@ pub fn client_ip() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Writes a staff action to the audit log.
-pub async fn audit(staff_id: Uuid, action: &str, target: &str, details: serde_json::Value) -> Result<(), ServerFnError> {
-    let mut conn = pool()?.acquire().await.map_err(internal)?;
-    cloudrouter_core::billing::audit::record(&mut conn, staff_id, action, target, details).await.map_err(internal)
+/// The transaction of a staff action: the action runs in it, then [`commit_audited`] writes its
+/// audit row and commits both, so that neither lands without the other.
+pub async fn begin() -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ServerFnError> {
+    pool()?.begin().await.map_err(internal)
+}
+
+/// Writes a staff action's audit row in the action's transaction and commits the two.
+pub async fn commit_audited(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    staff_id: Uuid,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<(), ServerFnError> {
+    cloudrouter_core::billing::audit::record(&mut tx, staff_id, action, target, details).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)
 }
 
 pub fn set_status(status: http::StatusCode) {
@@ -99,9 +111,17 @@ pub fn set_status(status: http::StatusCode) {
     }
 }
 
+/// Marks a server function's answer as our failure (500). The server strips it and answers
+/// every other server function error with 400: the rest are the caller's mistakes (a validation
+/// message, arguments that do not decode), which server_fn would answer with 500 too.
+pub const INTERNAL_ERROR_HEADER: &str = "x-cloudrouter-internal-error";
+
 /// Logs the cause and gives the caller a generic message: internals stay out of the browser.
 pub fn internal<E: std::fmt::Display>(e: E) -> ServerFnError {
     tracing::error!(error = %e, "server function failed");
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.insert_header(http::HeaderName::from_static(INTERNAL_ERROR_HEADER), http::HeaderValue::from_static("1"));
+    }
     ServerFnError::new(crate::i18n::t("Something went wrong on our side. Please try again."))
 }
 
@@ -138,6 +158,16 @@ fn trim_money(mut s: String) -> String {
 /// An id from a form; anything else is answered with `not_found` ("No such order.").
 pub fn parse_uuid(id: &str, not_found: &'static str) -> Result<Uuid, ServerFnError> {
     Uuid::parse_str(id.trim()).map_err(|_| ServerFnError::new(crate::i18n::t(not_found)))
+}
+
+/// A calendar date typed as `YYYY-MM-DD` with a four-digit year, so that the moments built from
+/// it stay inside what chrono and Postgres hold (`-262143-01-01` or `+275760-09-13` do not).
+pub fn parse_day(s: &str) -> Option<chrono::NaiveDate> {
+    let s = s.trim();
+    if s.len() != 10 || !s.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
 /// A moment for display, in the caller's language ("2026-11-25 18:01 UTC", "2026年11月25日 18:01 UTC").

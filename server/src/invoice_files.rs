@@ -71,7 +71,7 @@ async fn issue(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid
             _ => {}
         }
     }
-    let Ok(date) = chrono::NaiveDate::parse_from_str(issued_on.trim(), "%Y-%m-%d") else {
+    let Some(date) = app::ssr::parse_day(&issued_on) else {
         return (StatusCode::BAD_REQUEST, "Give the issue date as YYYY-MM-DD.").into_response();
     };
     if number.is_empty() || number.len() > 64 {

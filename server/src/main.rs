@@ -1,4 +1,4 @@
-use cloudrouter_core::{accounts, db};
+use cloudrouter_core::{accounts, admin_api, db};
 use server::cli::{self, Command};
 use server::config::Config;
 use std::process::ExitCode;
@@ -42,10 +42,27 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let user = accounts::ensure_staff(&pool, &email, &password).await?;
             println!("staff account ready: {} ({})", user.email, user.id);
         }
-        Command::AdminToken { email } => {
-            let token = cloudrouter_core::admin_api::issue_token(&pool, &email).await?;
+        Command::AdminToken { email, days } => {
+            let token = admin_api::issue_token(&pool, &email, days).await?;
             println!("{token}");
-            eprintln!("staff API token for {email}: send it as `Authorization: Bearer <token>` to /api/admin/v1 (shown once)");
+            let days = days.unwrap_or(admin_api::DEFAULT_TOKEN_DAYS);
+            eprintln!("staff API token for {email}, valid {days} days: send it as `Authorization: Bearer <token>` to /api/admin/v1 (shown once)");
+        }
+        Command::AdminTokenList => {
+            let day = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M").to_string();
+            for t in admin_api::list_tokens(&pool).await? {
+                let state = match (t.revoked_at, t.expires_at <= chrono::Utc::now()) {
+                    (Some(r), _) => format!("revoked {}", day(r)),
+                    (None, true) => "expired".to_string(),
+                    (None, false) => "active".to_string(),
+                };
+                let used = t.last_used_at.map_or_else(|| "never".to_string(), day);
+                println!("{}  {}  {}  created {}  last used {used}  expires {}  {state}", t.prefix, t.id, t.owner_email, day(t.created_at), day(t.expires_at));
+            }
+        }
+        Command::AdminTokenRevoke { token } => {
+            let t = admin_api::revoke_token(&mut *pool.acquire().await?, &token).await?;
+            println!("revoked {} ({}, {})", t.prefix, t.id, t.owner_email);
         }
         Command::SecretRotate { new_file } => rotate_secret(&pool, &config, new_file.as_deref()).await?,
         Command::Serve => server::serve(pool, config, leptos).await?,

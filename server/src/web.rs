@@ -21,6 +21,10 @@ use tower_sessions_sqlx_store::PostgresStore;
 
 pub const SESSION_COOKIE: &str = "cloudrouter_session";
 
+/// The most a console request may carry (forms and server function arguments). The invoice PDF
+/// upload has its own, larger limit (`invoice_files`).
+pub const CONSOLE_BODY_LIMIT: usize = 1 << 20;
+
 /// Creates the session table if needed and returns the store.
 pub async fn session_store(pool: &PgPool) -> Result<PostgresStore, sqlx::Error> {
     let store = PostgresStore::new(pool.clone());
@@ -68,11 +72,48 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         })
         .fallback(leptos_axum::file_and_error_handler_with_context(context, shell))
         .with_state(leptos_options)
+        // 413 up front for a declared length; server_fn reads the rest under the same limit
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(CONSOLE_BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(CONSOLE_BODY_LIMIT))
         .merge(extra)
+        .layer(middleware::from_fn(server_fn_status))
+        .layer(middleware::from_fn(refuse_nul))
         .layer(middleware::from_fn_with_state((leptos_options_for_keys, state), created_key_page))
         .layer(middleware::from_fn(guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))
+}
+
+/// server_fn answers every server function error with 500; only those that went through
+/// `app::ssr::internal` (which marks them) are ours. The others are the caller's: a validation
+/// message, or arguments that do not decode (a missing field, `maybe` for a boolean), so 400.
+async fn server_fn_status(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let ours = res.headers_mut().remove(app::ssr::INTERNAL_ERROR_HEADER).is_some();
+    if !ours && res.status() == StatusCode::INTERNAL_SERVER_ERROR && res.headers().contains_key(leptos::server_fn::error::SERVER_FN_ERROR_HEADER) {
+        *res.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    res
+}
+
+/// Text with a NUL character never reaches a server function or a page: nobody types one, and
+/// Postgres cannot store it (the insert would fail as our error, not the caller's).
+async fn refuse_nul(req: Request, next: Next) -> Response {
+    let refused = || (StatusCode::BAD_REQUEST, "Text must not contain NUL characters.").into_response();
+    if req.uri().query().is_some_and(|q| q.contains("%00")) {
+        return refused();
+    }
+    if req.method() != Method::POST || !req.uri().path().starts_with("/api/") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, CONSOLE_BODY_LIMIT).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "The request is too large.").into_response();
+    };
+    if bytes.contains(&0) || bytes.windows(3).any(|w| w == b"%00") || bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return refused();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 /// A key created by a plain form post (JavaScript off) is shown in the answer to that very post:

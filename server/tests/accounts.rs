@@ -178,3 +178,274 @@ async fn old_failed_logins_are_forgotten(pool: PgPool) {
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 1, "failures inside the window still count");
 }
+
+/// Signing in (and switching language) sends the browser on only to a path of this site: an
+/// attacker's `next` or `back` link falls back to the console home.
+#[sqlx::test(migrations = false)]
+async fn sign_in_next_cannot_send_the_browser_to_another_site(pool: PgPool) {
+    let app = start(pool).await;
+    app.signup(&client(), "lee@example.com").await;
+    let post = |name: &'static str, form: Vec<(&'static str, String)>| {
+        let base = app.base.clone();
+        async move {
+            let res = client()
+                .post(format!("{base}/api/{name}"))
+                .header("accept", "text/html")
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_redirection(), "{name}: {}", res.status());
+            res.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    let hostile = ["//evil.example", "/\\evil.example", "/%09/evil.example", "/\t/evil.example", "/%2F%2Fevil.example", "\\\\evil", "https://evil.example", "/%FF%C0%AF"];
+    for h in hostile {
+        let login = vec![("email", "lee@example.com".to_string()), ("password", PASSWORD.to_string()), ("next", h.to_string())];
+        assert_eq!(post("login", login).await, "/console", "next={h:?}");
+        assert_eq!(post("set_language", vec![("lang", "en".to_string()), ("back", h.to_string())]).await, "/", "back={h:?}");
+    }
+    let login = vec![("email", "lee@example.com".to_string()), ("password", PASSWORD.to_string()), ("next", "/console/keys".to_string())];
+    assert_eq!(post("login", login).await, "/console/keys", "a local path is kept");
+}
+
+/// Hostile values for every field at once: dates beyond what chrono and Postgres hold, ids that
+/// are not UUIDs, amounts that are huge, negative, in exponent form, not numbers or too precise,
+/// bytes that are not UTF-8 once decoded, and very long text.
+fn hostile_values() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "", " ", "-262143-01-01", "-262144-01-01", "+262143-12-31", "+275760-09-13", "0000-01-01", "9999-12-31", "2026-02-30",
+        "not-a-uuid", "00000000-0000-0000-0000-000000000000", "1e9", "NaN", "inf", "-1", "-0", "0",
+        "99999999999999999999999999", "-9223372036854.775808", "9223372036854775807", "0.0000001", "1.1234567", "maybe", "true",
+        "%FF%FE", "\u{0}", "<script>alert(1)</script>",
+        // a forged cursor naming a moment chrono holds and Postgres does not
+        "LTgwMDAwMDAwMDAwMDAwMDAwMDA6eA", "../../etc/passwd", "//evil.example",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    v.push("x".repeat(20_000));
+    v
+}
+
+/// Every field name the server functions take (nested `q[...]` for the usage log's filter).
+const FIELDS: &[&str] = &[
+    "account", "address", "allow_fallback", "allowance_usd", "amount", "api_key", "approve", "back", "bank", "base_url", "by", "cache_read",
+    "cache_write_1h", "cache_write_5m", "capacity", "channel", "channels", "code", "company", "concurrency_cap", "concurrency_limit", "confirm",
+    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "input",
+    "issued_on", "kind", "lang", "message", "method", "models", "monthly_spend", "name", "new", "next", "note", "number", "order_id", "output",
+    "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit", "spend_limit", "status", "suspend",
+    "tax_id", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
+];
+
+fn enc(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// Every server function and console route, called by a signed-in staff member and by a stranger
+/// with hostile values: a 4xx or a page, never a 5xx or a dropped connection (a panic).
+#[sqlx::test(migrations = false)]
+async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "root@example.com").await;
+    accounts::ensure_staff(&app.pool, "root@example.com", PASSWORD).await.unwrap();
+    let mut paths: Vec<&str> = leptos::server_fn::axum::server_fn_paths().map(|(p, _)| p).filter(|p| *p != "/api/logout").collect();
+    paths.sort();
+    assert!(paths.len() > 40, "the server functions are all registered: {paths:?}");
+    let mut failures = vec![];
+    for who in [&staff, &client()] {
+        for path in &paths {
+            for value in hostile_values() {
+                let form = FIELDS.iter().map(|f| format!("{}={}", enc(f), enc(&value))).collect::<Vec<_>>().join("&");
+                for accept in ["application/json", "text/html"] {
+                    let res = who
+                        .post(format!("{}{path}", app.base))
+                        .header("accept", accept)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .body(form.clone())
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(_) => {}
+                        Err(e) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
+                    }
+                }
+            }
+            // a body that is not UTF-8 once decoded, and one that is not a form at all
+            for body in ["id=%FF%FE&amount=%C0%AF&q[from]=%80", "\u{0}\u{1}{not a form"] {
+                match who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await {
+                    Ok(r) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
+                }
+            }
+        }
+        let pages = [
+            "/", "/login", "/signup", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
+            "/console/pay/{v}", "/console/invoices", "/console/settings", "/console/admin", "/console/admin/users/{v}", "/console/admin/upstreams",
+            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/plans", "/console/admin/audit",
+            "/console/usage.csv", "/console/invoices/{v}/pdf",
+        ];
+        for page in pages {
+            for value in hostile_values().into_iter().filter(|v| v.len() < 1000) {
+                let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
+                let url = format!("{}{}?{q}", app.base, page.replace("{v}", &enc(&value)));
+                match who.get(&url).send().await {
+                    Ok(r) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
+                }
+            }
+        }
+    }
+    // the CSV export refuses impossible dates with 400, like the page
+    for (k, v) in [("from", "-262143-01-01"), ("to", "+262143-12-31"), ("from", "-262144-01-01"), ("to", "+275760-09-13")] {
+        match staff.get(format!("{}/console/usage.csv?{k}={}", app.base, enc(v))).send().await {
+            Ok(r) if r.status() == StatusCode::BAD_REQUEST => {}
+            Ok(r) => failures.push(format!("usage.csv {k}={v}: {}", r.status())),
+            Err(e) => failures.push(format!("usage.csv {k}={v}: connection dropped: {e}")),
+        }
+    }
+    // a validation error is the caller's mistake: 400, not 500
+    let (status, body) = app.call(&staff, "admin/user/adjust", &[("id", "00000000-0000-0000-0000-000000000000"), ("amount", "NaN"), ("description", ""), ("note", "n"), ("idempotency_key", "k-123456789")]).await;
+    if status != StatusCode::BAD_REQUEST || !body.contains("Enter an amount") {
+        failures.push(format!("adjust NaN: {status} {body}"));
+    }
+    // a console body above the limit is refused before it is read
+    let big = format!("query={}", "a".repeat(2 << 20));
+    let r = staff.post(format!("{}/api/admin/users", app.base)).header("content-type", "application/x-www-form-urlencoded").body(big).send().await.unwrap();
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        failures.push(format!("2 MiB form: {}", r.status()));
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Every table a staff action may change, as text, to compare before and after.
+async fn staff_state(pool: &PgPool) -> Vec<String> {
+    let mut out = vec![];
+    for table in ["users", "upstreams", "channels", "models", "plans", "api_keys", "audit_log"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT x::text FROM {table} x ORDER BY x::text")).fetch_all(pool).await.unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{table}: {r}")));
+    }
+    out
+}
+
+/// A staff action and its audit row commit together: when the audit row cannot be written, the
+/// action does not happen either; when it can, it names the staff member.
+#[sqlx::test(migrations = false)]
+async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "boss@example.com").await;
+    accounts::ensure_staff(&app.pool, "boss@example.com", PASSWORD).await.unwrap();
+    let boss: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'boss@example.com'").fetch_one(&app.pool).await.unwrap();
+    app.signup(&client(), "cat@example.com").await;
+    let cat: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = 'cat@example.com'").fetch_one(&app.pool).await.unwrap();
+    let demo: String = sqlx::query_scalar("SELECT id::text FROM upstreams WHERE is_demo").fetch_one(&app.pool).await.unwrap();
+    let actions: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("admin/user/suspend", vec![("id", &cat), ("suspend", "true")]),
+        ("admin/upstreams/enable", vec![("id", &demo), ("enabled", "false")]),
+        ("admin/upstreams/update", vec![("id", &demo), ("channels", "value"), ("priority", "3"), ("weight", "2"), ("concurrency_cap", ""), ("api_key", "sk-new")]),
+        ("admin/upstreams/add", vec![("name", "real"), ("base_url", "https://api.anthropic.com"), ("api_key", "sk-ant-x"), ("channels", "value"), ("priority", ""), ("weight", ""), ("concurrency_cap", "")]),
+        ("admin/channel", vec![("code", "value"), ("rate", "0.7"), ("capacity", "50")]),
+        ("admin/model", vec![("id", "claude-sonnet-4-6"), ("input", "9"), ("output", "9"), ("cache_write_5m", "9"), ("cache_write_1h", "9"), ("cache_read", "9"), ("enabled", "on")]),
+        ("admin/plans/update", vec![("code", "starter"), ("price_yuan", "1"), ("allowance_usd", "1"), ("channels", "value"), ("rpm_limit", ""), ("concurrency_limit", "")]),
+    ];
+    sqlx::query("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()").execute(&app.pool).await.unwrap();
+    let before = staff_state(&app.pool).await;
+    for (name, form) in &actions {
+        let (status, body) = app.call(&staff, name, form).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{name}: {body}");
+        assert_eq!(staff_state(&app.pool).await, before, "{name} happened without its audit row");
+    }
+    sqlx::query("DROP TRIGGER refuse_audit ON audit_log").execute(&app.pool).await.unwrap();
+    for (name, form) in &actions {
+        let (status, body) = app.call(&staff, name, form).await;
+        assert!(status.is_success(), "{name}: {status} {body}");
+    }
+    let audited: Vec<(String, uuid::Uuid)> = sqlx::query_as("SELECT action, staff_id FROM audit_log ORDER BY id").fetch_all(&app.pool).await.unwrap();
+    let names: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["user.suspend", "upstream.disable", "upstream.update", "upstream.add", "channel.update", "model.update", "plan.update"]);
+    assert!(audited.iter().all(|(_, s)| *s == boss));
+}
+
+/// `server admin token ...` as an operator runs it, against the test's database.
+fn admin_cli(pool: &PgPool, args: &[&str]) -> std::process::Output {
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Staff API tokens expire (90 days unless `--days` says otherwise), are listed with their prefix,
+/// owner and dates, and can be revoked on the command line or in the console (audited); an
+/// expired or revoked token gets 401 in the API's error shape.
+#[sqlx::test(migrations = false)]
+async fn admin_tokens_expire_and_can_be_listed_and_revoked(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "ops@example.com").await;
+    accounts::ensure_staff(&app.pool, "ops@example.com", PASSWORD).await.unwrap();
+    let issue = |days: Option<&str>| {
+        let mut args = vec!["admin", "token", "--email", "ops@example.com"];
+        args.extend(days.map(|d| ["--days", d]).into_iter().flatten());
+        let out = admin_cli(&app.pool, &args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let default = issue(None);
+    let short = issue(Some("1"));
+    let revoked = issue(Some("30"));
+    assert!(!admin_cli(&app.pool, &["admin", "token", "--email", "ops@example.com", "--days", "0"]).status.success(), "a lifetime of 0 days is refused");
+    let lifetime: Vec<f64> = sqlx::query_scalar("SELECT extract(epoch FROM expires_at - created_at)::float8 / 86400 FROM admin_tokens ORDER BY created_at")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(lifetime.iter().map(|d| d.round() as i64).collect::<Vec<_>>(), [90, 1, 30]);
+    let http = Client::new();
+    let api = |token: &str| http.get(format!("{}/api/admin/v1/upstreams", app.base)).bearer_auth(token.to_string()).send();
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(api(&short).await.unwrap().status(), StatusCode::OK);
+
+    // the day passes for the 1-day token
+    sqlx::query("UPDATE admin_tokens SET expires_at = now() - interval '1 second' WHERE prefix = $1").bind(&short[..10]).execute(&app.pool).await.unwrap();
+    // revoked on the command line by its prefix
+    let out = admin_cli(&app.pool, &["admin", "token", "--revoke", &revoked[..10]]);
+    assert!(out.status.success(), "{out:?}");
+    for token in [&short, &revoked] {
+        let res = api(token).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("authentication_error")), "{v}");
+        assert!(v["request_id"].is_string());
+    }
+    let list = admin_cli(&app.pool, &["admin", "token", "--list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success() && [&default, &short, &revoked].iter().all(|t| listed.contains(&t[..10])) && listed.contains("ops@example.com"), "{listed}");
+    assert!(!listed.contains(&default[10..]), "never the secret");
+
+    // the console lists them for staff, and revokes one with an audit row
+    let (status, body) = app.call(&staff, "admin/tokens", &[]).await;
+    assert!(status.is_success() && body.contains(&default[..10]) && body.contains("ops@example.com"), "{status} {body}");
+    let id: String = sqlx::query_scalar("SELECT id::text FROM admin_tokens WHERE prefix = $1").bind(&default[..10]).fetch_one(&app.pool).await.unwrap();
+    let customer = client();
+    app.signup(&customer, "eve@example.com").await;
+    assert_eq!(app.call(&customer, "admin/tokens/revoke", &[("id", &id)]).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::OK, "a customer cannot revoke it");
+    let (status, body) = app.call(&staff, "admin/tokens/revoke", &[("id", &id)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(api(&default).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let audit: Vec<(String, String)> = sqlx::query_as("SELECT action, target FROM audit_log").fetch_all(&app.pool).await.unwrap();
+    assert_eq!(audit, [("admin_token.revoke".to_string(), format!("admin_token:{id}"))]);
+}

@@ -26,7 +26,7 @@ async fn start(pool: PgPool) -> (String, server::Built) {
 async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) {
     let (base, built) = start(pool.clone()).await;
     accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
-    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
     let http = reqwest::Client::new();
     let admin = |method: reqwest::Method, path: &str| {
         http.request(method, format!("{base}/api/admin/v1{path}")).bearer_auth(&token)
@@ -81,4 +81,92 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
             .unwrap();
         assert_eq!(balance, 12_500_000 - charge);
     }
+}
+
+/// The staff API answers malformed ids, dates, amounts and bodies with a 4xx in the gateway's
+/// error shape (`type`, `error.type`, `error.message`, `request_id`, and a `request-id` header).
+#[sqlx::test(migrations = false)]
+async fn staff_api_answers_hostile_input_with_4xx_in_the_error_shape(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
+    let customer = accounts::create_user(&pool, "kim@example.com", "Sturdy-pass-2026").await.unwrap().id;
+    let http = reqwest::Client::new();
+    let mut failures = vec![];
+    let mut check = async |what: String, req: reqwest::RequestBuilder| {
+        let res = req.send().await;
+        let Ok(res) = res else { return failures.push(format!("{what}: connection dropped")) };
+        let status = res.status();
+        let rid = res.headers().get("request-id").is_some();
+        let body = res.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let shaped = v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string() && v["request_id"].is_string() && rid;
+        if !status.is_client_error() || !shaped {
+            failures.push(format!("{what}: {status} {body:.200}"));
+        }
+    };
+    let api = |path: &str| format!("{base}/api/admin/v1{path}");
+    check("no token".into(), http.get(api("/upstreams"))).await;
+    check("wrong token".into(), http.get(api("/upstreams")).bearer_auth("cra-not-a-token")).await;
+    for id in ["not-a-uuid", "%FF%FE", "123", "00000000-0000-0000-0000-00000000000g"] {
+        check(format!("GET /users/{id}"), http.get(api(&format!("/users/{id}"))).bearer_auth(&token)).await;
+        check(format!("GET /users/{id}/keys"), http.get(api(&format!("/users/{id}/keys"))).bearer_auth(&token)).await;
+    }
+    for q in ["since=-262143-01-01T00:00:00Z", "until=%2B275760-09-13T00:00:00Z", "since=-262144-01-01T00:00:00Z", "since=yesterday", "limit=abc", "limit=99999999999999999999", "user_id=nope", "until=%FF"] {
+        check(format!("GET /usage?{q}"), http.get(api(&format!("/usage?{q}"))).bearer_auth(&token)).await;
+    }
+    for amount in ["NaN", "1e9", "-1e9", "99999999999999999999999", "1.1234567", "inf", "", "0", "100000000"] {
+        let body = json!({"amount": amount, "note": "hostile", "idempotency_key": format!("hostile-{}", enc_key(amount))});
+        check(format!("credit {amount:?}"), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).json(&body)).await;
+    }
+    check("credit without a body".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token)).await;
+    check("credit with broken JSON".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).header("content-type", "application/json").body("{\"amount\":")).await;
+    check("credit with a number".into(), http.post(api(&format!("/users/{customer}/credit"))).bearer_auth(&token).json(&json!({"amount": 1e308, "note": "n", "idempotency_key": "hostile-number"}))).await;
+    for expires in ["-262143-01-01T00:00:00Z", "+262143-12-31T00:00:00Z", "1970-01-01T00:00:00Z"] {
+        check(format!("key expiring {expires}"), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "expires_at": expires}))).await;
+    }
+    check("key with a negative limit".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "rpm_limit": -5}))).await;
+    check("key with a huge spend limit".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k", "channel": "value", "spend_limit": "1e9"}))).await;
+    check("upstream with a huge priority".into(), http.post(api("/upstreams")).bearer_auth(&token).json(&json!({"name": "u", "base_url": "https://api.anthropic.com", "api_key": "sk", "channels": ["value"], "priority": 1e99}))).await;
+    check("upstream at a scheme-relative address".into(), http.post(api("/upstreams")).bearer_auth(&token).json(&json!({"name": "u", "base_url": "//evil.example", "api_key": "sk", "channels": ["value"]}))).await;
+    check("user with a NUL".into(), http.post(api("/users")).bearer_auth(&token).json(&json!({"email": "nul\u{0}@example.com", "password": "Sturdy-pass-2026"}))).await;
+    check("key named with a NUL".into(), http.post(api(&format!("/users/{customer}/keys"))).bearer_auth(&token).json(&json!({"name": "k\u{0}", "channel": "value"}))).await;
+    check("user with a form body".into(), http.post(api("/users")).bearer_auth(&token).form(&[("email", "a@b.co")])).await;
+    check("a body above the limit".into(), http.post(api("/users")).bearer_auth(&token).header("content-type", "application/json").body(format!("{{\"email\":\"{}\"}}", "a".repeat(3 << 20)))).await;
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+fn enc_key(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Users, keys and upstreams created through the staff API are in the audit log with the acting
+/// staff member, written in the same transaction as the creation.
+#[sqlx::test(migrations = false)]
+async fn staff_api_creations_are_audited_with_the_acting_staff(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    let ops = accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap().id;
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(format!("{base}/api/admin/v1{path}")).bearer_auth(&token).json(&body).send();
+    let user: Value = post("/users", json!({"email": "kim@example.com", "password": "Sturdy-pass-2026"})).await.unwrap().json().await.unwrap();
+    let uid = user["id"].as_str().unwrap().to_string();
+    let key: Value = post(&format!("/users/{uid}/keys"), json!({"name": "ci", "channel": "value"})).await.unwrap().json().await.unwrap();
+    let up: Value = post("/upstreams", json!({"name": "real", "base_url": "https://api.anthropic.com", "api_key": "sk-ant-x", "channels": ["value"]})).await.unwrap().json().await.unwrap();
+    let rows: Vec<(String, String, uuid::Uuid)> = sqlx::query_as("SELECT action, target, staff_id FROM audit_log ORDER BY id").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("user.create".to_string(), format!("user:{uid}"), ops),
+            ("key.create".to_string(), format!("key:{}", key["id"].as_str().unwrap()), ops),
+            ("upstream.add".to_string(), format!("upstream:{}", up["id"].as_str().unwrap()), ops),
+        ]
+    );
+    // no audit row, no user
+    sqlx::query("CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit log unavailable'; END $$").execute(&pool).await.unwrap();
+    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()").execute(&pool).await.unwrap();
+    let res = post("/users", json!({"email": "lou@example.com", "password": "Sturdy-pass-2026"})).await.unwrap();
+    assert_eq!(res.status(), 500);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'lou@example.com'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0);
 }

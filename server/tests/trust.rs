@@ -152,7 +152,7 @@ async fn new_key_secret_is_shown_in_the_post_response_and_stored_nowhere(pool: P
 async fn demo_upstream_is_gone_once_the_staff_api_adds_a_real_upstream(pool: PgPool) {
     let base = start(&pool, None).await;
     accounts::ensure_staff(&pool, "ops@example.com", PASSWORD).await.unwrap();
-    let token = admin_api::issue_token(&pool, "ops@example.com").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
     let http = Client::builder().no_proxy().build().unwrap();
     let demo = |body: Value| http.post(format!("{base}/_demo/v1/messages")).header("x-api-key", "anything").json(&body).send();
     let hello = json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});

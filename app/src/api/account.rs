@@ -24,11 +24,44 @@ pub async fn me() -> Result<Option<SessionUser>, ServerFnError> {
     Ok(crate::ssr::current_user().await?.map(SessionUser::from))
 }
 
-/// Only local paths are accepted as a place to return to, never another site.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/console".to_string(),
+/// Where the browser goes after sign-in or a language switch: `next` if it is a path on this
+/// site, else `fallback`. Browsers drop tabs and newlines inside a URL and read `\` as `/`, and a
+/// proxy may decode percent escapes once more, so `next` is judged as written and after every
+/// round of decoding: printable ASCII without `\`, starting with one `/` (two would name another
+/// host). Malformed escapes, other characters and very long values fall back.
+pub fn safe_next(next: Option<&str>, fallback: &str) -> String {
+    fn local(path: &[u8]) -> bool {
+        path.first() == Some(&b'/') && path.get(1) != Some(&b'/') && path.iter().all(|b| (0x21..=0x7e).contains(b) && *b != b'\\')
+    }
+    /// One round of percent-decoding; None for a malformed escape.
+    fn decode(s: &[u8]) -> Option<Vec<u8>> {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] == b'%' {
+                let (hi, lo) = (hex(*s.get(i + 1)?)?, hex(*s.get(i + 2)?)?);
+                out.push(hi << 4 | lo);
+                i += 3;
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        Some(out)
+    }
+    let Some(next) = next.filter(|n| n.len() <= 2048) else { return fallback.to_string() };
+    let mut current = next.as_bytes().to_vec();
+    // each round that changes something shortens the value, so this ends
+    loop {
+        if !local(&current) {
+            return fallback.to_string();
+        }
+        match decode(&current) {
+            Some(decoded) if decoded == current => return next.to_string(),
+            Some(decoded) => current = decoded,
+            None => return fallback.to_string(),
+        }
     }
 }
 
@@ -64,7 +97,7 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
         set_language_cookie(lang);
     }
     crate::ssr::sign_in(&user).await?;
-    leptos_axum::redirect(&safe_next(next.as_deref()));
+    leptos_axum::redirect(&safe_next(next.as_deref(), "/console"));
     Ok(())
 }
 
@@ -96,11 +129,7 @@ pub async fn set_language(lang: String, back: Option<String>) -> Result<(), Serv
     if let Some(user) = crate::ssr::current_user().await? {
         cloudrouter_core::accounts::set_locale(&crate::ssr::pool()?, user.id, lang.code()).await.map_err(crate::ssr::internal)?;
     }
-    let back = match back.as_deref() {
-        Some(b) if b.starts_with('/') && !b.starts_with("//") && !b.contains('\\') => b.to_string(),
-        _ => "/".to_string(),
-    };
-    leptos_axum::redirect(&back);
+    leptos_axum::redirect(&safe_next(back.as_deref(), "/"));
     Ok(())
 }
 
@@ -133,10 +162,64 @@ mod tests {
 
     #[test]
     fn next_only_allows_local_paths() {
-        assert_eq!(safe_next(Some("/console/keys")), "/console/keys");
-        assert_eq!(safe_next(Some("//evil.example")), "/console");
-        assert_eq!(safe_next(Some("https://evil.example")), "/console");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/console");
-        assert_eq!(safe_next(None), "/console");
+        assert_eq!(safe_next(Some("/console/keys"), "/console"), "/console/keys");
+        assert_eq!(safe_next(Some("/console/usage?from=2026-11-01&model=claude-sonnet-4-6"), "/console"), "/console/usage?from=2026-11-01&model=claude-sonnet-4-6");
+        assert_eq!(safe_next(Some("/"), "/console"), "/");
+        assert_eq!(safe_next(None, "/console"), "/console");
+        assert_eq!(safe_next(Some("https://evil.example"), "/"), "/");
+    }
+
+    #[test]
+    fn open_redirect_to_another_site_is_refused() {
+        let hostile = [
+            "//evil.example",
+            "///evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "\\/evil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "/%0a/evil.example",
+            "/%0D%0A/evil.example",
+            "/%2F%2Fevil.example",
+            "/%2f/evil.example",
+            "/%5Cevil.example",
+            "/%5c%5cevil.example",
+            "/%252F%252Fevil.example",
+            "/%25252F/evil.example",
+            "https://evil.example",
+            "HTTPS://evil.example/console",
+            "http:evil.example",
+            "javascript:alert(1)",
+            "JaVaScRiPt:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "evil.example",
+            "console",
+            "",
+            " ",
+            " /console",
+            "\u{0}/console",
+            "/console\u{0}",
+            "/console\u{7f}",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/\u{3000}/evil.example",
+            "/%E3%80%80/evil.example",
+            "/%FF%FE",
+            "/%C0%AF%C0%AFevil.example",
+            "/%",
+            "/%2",
+            "/%zz",
+            "/%%2F",
+            "/\u{1F600}",
+        ];
+        for h in hostile {
+            let out = safe_next(Some(h), "/console");
+            assert_eq!(out, "/console", "{h:?} was let through");
+        }
+        let long = format!("/console/{}", "a".repeat(5000));
+        assert_eq!(safe_next(Some(&long), "/console"), "/console");
     }
 }

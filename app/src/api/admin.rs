@@ -80,11 +80,12 @@ pub async fn set_suspended(id: String, suspend: bool) -> Result<String, ServerFn
     if id == staff.id {
         return Err(ServerFnError::new(t("You cannot suspend your own account.")));
     }
-    let changed = cloudrouter_core::accounts::set_suspended(&crate::ssr::pool()?, id, suspend).await.map_err(crate::ssr::internal)?;
+    let mut tx = crate::ssr::begin().await?;
+    let changed = cloudrouter_core::accounts::set_suspended(&mut *tx, id, suspend).await.map_err(crate::ssr::internal)?;
     if !changed {
         return Err(ServerFnError::new(t("No such user.")));
     }
-    crate::ssr::audit(staff.id, if suspend { "user.suspend" } else { "user.reinstate" }, &id.to_string(), serde_json::json!({})).await?;
+    crate::ssr::commit_audited(tx, staff.id, if suspend { "user.suspend" } else { "user.reinstate" }, &format!("user:{id}"), serde_json::json!({})).await?;
     Ok(t(if suspend { "Account suspended." } else { "Account reinstated." }).into())
 }
 
@@ -237,9 +238,10 @@ pub async fn add_upstream(
     };
     let name = new.name.clone();
     // The first real upstream ends demo mode (`upstreams::create` disables the simulated Claude).
-    let id = upstreams::create(&state.pool, &state.crypto, new).await.map_err(upstream_error)?;
+    let mut tx = crate::ssr::begin().await?;
+    let id = upstreams::create_in(&mut tx, &state.crypto, new).await.map_err(upstream_error)?;
+    crate::ssr::commit_audited(tx, staff.id, "upstream.add", &format!("upstream:{id}"), serde_json::json!({"name": name})).await?;
     state.gateway.reload().await;
-    crate::ssr::audit(staff.id, "upstream.add", &id.to_string(), serde_json::json!({"name": name})).await?;
     Ok(t("Upstream added. Gateways pick it up within a second.").into())
 }
 
@@ -247,11 +249,12 @@ pub async fn add_upstream(
 pub async fn set_upstream_enabled(id: String, enabled: bool) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let upstream = crate::ssr::parse_uuid(&id, "No such upstream.")?;
-    let ok = cloudrouter_core::upstreams::set_enabled(&crate::ssr::pool()?, upstream, enabled).await.map_err(crate::ssr::internal)?;
+    let mut tx = crate::ssr::begin().await?;
+    let ok = cloudrouter_core::upstreams::set_enabled(&mut *tx, upstream, enabled).await.map_err(crate::ssr::internal)?;
     if !ok {
         return Err(ServerFnError::new(t("No such upstream.")));
     }
-    crate::ssr::audit(staff.id, if enabled { "upstream.enable" } else { "upstream.disable" }, &id, serde_json::json!({})).await?;
+    crate::ssr::commit_audited(tx, staff.id, if enabled { "upstream.enable" } else { "upstream.disable" }, &format!("upstream:{upstream}"), serde_json::json!({})).await?;
     Ok(t(if enabled { "Upstream enabled." } else { "Upstream disabled." }).into())
 }
 
@@ -280,18 +283,78 @@ pub async fn update_upstream(
     };
     let channels: Vec<String> = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     let cap = if concurrency_cap.trim().is_empty() { None } else { Some(int(&concurrency_cap, "Concurrency cap")?) };
-    upstreams::update_routing(&state.pool, id, &channels, &current.models, int(&priority, "Priority")?, int(&weight, "Weight")?, cap)
+    let mut tx = crate::ssr::begin().await?;
+    upstreams::update_routing(&mut tx, id, &channels, &current.models, int(&priority, "Priority")?, int(&weight, "Weight")?, cap)
         .await
         .map_err(upstream_error)?;
     if !api_key.trim().is_empty() {
-        upstreams::set_credential(&state.pool, &state.crypto, id, &api_key).await.map_err(upstream_error)?;
+        upstreams::set_credential(&mut *tx, &state.crypto, id, &api_key).await.map_err(upstream_error)?;
     }
-    crate::ssr::audit(
+    crate::ssr::commit_audited(
+        tx,
         staff.id,
         "upstream.update",
-        &id.to_string(),
+        &format!("upstream:{id}"),
         serde_json::json!({"channels": channels, "weight": weight, "priority": priority, "credential_replaced": !api_key.trim().is_empty()}),
     )
     .await?;
     Ok(tf("Upstream {} saved.", &[&current.name]))
+}
+
+/// A staff API token as the console shows it (never the token itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub prefix: String,
+    pub owner: String,
+    pub created: String,
+    pub last_used: Option<String>,
+    pub expires: String,
+    /// "Active", "Expired" or "Revoked", translated.
+    pub status: String,
+    pub active: bool,
+}
+
+#[server(endpoint = "admin/tokens")]
+pub async fn admin_tokens() -> Result<Vec<TokenView>, ServerFnError> {
+    use crate::ssr::when;
+    crate::ssr::require_staff().await?;
+    let now = chrono::Utc::now();
+    let list = cloudrouter_core::admin_api::list_tokens(&crate::ssr::pool()?).await.map_err(crate::ssr::internal)?;
+    Ok(list
+        .into_iter()
+        .map(|k| {
+            let (status, active) = match (k.revoked_at, k.expires_at <= now) {
+                (Some(_), _) => ("Revoked", false),
+                (None, true) => ("Expired", false),
+                (None, false) => ("Active", true),
+            };
+            TokenView {
+                id: k.id.to_string(),
+                prefix: k.prefix,
+                owner: k.owner_email,
+                created: when(k.created_at),
+                last_used: k.last_used_at.map(when),
+                expires: when(k.expires_at),
+                status: t(status).into(),
+                active,
+            }
+        })
+        .collect())
+}
+
+/// Revokes a staff API token at once (audited with the token's prefix and owner).
+#[server(endpoint = "admin/tokens/revoke")]
+pub async fn revoke_admin_token(id: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::admin_api::{self, AdminError};
+    let staff = crate::ssr::require_staff().await?;
+    let id = crate::ssr::parse_uuid(&id, "No such token.")?;
+    let mut tx = crate::ssr::begin().await?;
+    let token = admin_api::revoke_token(&mut tx, &id.to_string()).await.map_err(|e| match e {
+        AdminError::Db(e) => crate::ssr::internal(e),
+        _ => ServerFnError::new(t("No such token.")),
+    })?;
+    crate::ssr::commit_audited(tx, staff.id, "admin_token.revoke", &format!("admin_token:{id}"), serde_json::json!({"prefix": token.prefix, "owner": token.owner_email}))
+        .await?;
+    Ok(tf("Token {} revoked. The staff API refuses it from now on.", &[&token.prefix]))
 }

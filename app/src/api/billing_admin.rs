@@ -165,7 +165,7 @@ pub async fn reject_invoice(id: String, reason: String) -> Result<String, Server
 pub async fn record_invoice_reversal(id: String, number: String, issued_on: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let id = crate::ssr::parse_uuid(&id, "No such invoice.")?;
-    let on = chrono::NaiveDate::parse_from_str(issued_on.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new(t("Enter the date of the red-letter invoice.")))?;
+    let on = crate::ssr::parse_day(&issued_on).ok_or_else(|| ServerFnError::new(t("Enter the date of the red-letter invoice.")))?;
     cloudrouter_core::billing::invoices::record_reversal(&crate::ssr::pool()?, staff.id, id, &number, on).await.map_err(billing_error)?;
     Ok(t("Reversal recorded.").into())
 }
@@ -299,7 +299,6 @@ pub async fn update_plan(
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;
-    plans::update(&pool, &plan).await.map_err(billing_error)?;
-    crate::ssr::audit(staff.id, "plan.update", &code, serde_json::json!({"price_micros": plan.price_micros, "allowance_micro_usd": plan.allowance_micro_usd})).await?;
+    plans::update_by(&pool, staff.id, &plan).await.map_err(billing_error)?;
     Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))
 }

@@ -127,11 +127,12 @@ pub async fn update_channel(code: String, rate: String, capacity: String, affini
         .ok()
         .filter(|w| (0..=60_000).contains(w))
         .ok_or_else(|| ServerFnError::new(t("The wait for a conversation's upstream is a whole number of milliseconds from 0 to 60000.")))?;
-    let ok = cloudrouter_core::catalogue::update_channel(&crate::ssr::pool()?, &code, rate, capacity, wait).await.map_err(crate::ssr::internal)?;
+    let mut tx = crate::ssr::begin().await?;
+    let ok = cloudrouter_core::catalogue::update_channel(&mut *tx, &code, rate, capacity, wait).await.map_err(crate::ssr::internal)?;
     if !ok {
         return Err(ServerFnError::new(t("No such channel.")));
     }
-    crate::ssr::audit(staff.id, "channel.update", &code, serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity, "affinity_wait_ms": wait})).await?;
+    crate::ssr::commit_audited(tx, staff.id, "channel.update", &format!("channel:{code}"), serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity, "affinity_wait_ms": wait})).await?;
     Ok(tf("Channel {} now charges {} per $1.", &[&label(&code), &crate::ssr::cny(rate)]))
 }
 
@@ -175,7 +176,8 @@ pub async fn update_model(
     model.cache_write_1h_price = price(&cache_write_1h)?;
     model.cache_read_price = price(&cache_read)?;
     model.enabled = enabled.is_some();
-    catalogue::upsert_model(&pool, &model).await.map_err(crate::ssr::internal)?;
-    crate::ssr::audit(staff.id, "model.update", &id, serde_json::to_value(&model).unwrap_or_default()).await?;
+    let mut tx = crate::ssr::begin().await?;
+    catalogue::upsert_model(&mut *tx, &model).await.map_err(crate::ssr::internal)?;
+    crate::ssr::commit_audited(tx, staff.id, "model.update", &format!("model:{id}"), serde_json::to_value(&model).unwrap_or_default()).await?;
     Ok(tf("Prices of {} saved.", &[&id]))
 }

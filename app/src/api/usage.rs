@@ -117,20 +117,15 @@ pub struct LogPage {
 #[cfg(feature = "ssr")]
 pub mod log_filter {
     use super::LogQuery;
-    use chrono::{NaiveDate, TimeZone};
     use leptos::prelude::ServerFnError;
 
-    fn shanghai() -> chrono::FixedOffset {
-        chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset")
-    }
-
+    /// The moment an Asia/Shanghai (UTC+8) day starts.
     fn day_start(d: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
         if d.trim().is_empty() {
             return Ok(None);
         }
-        let date = NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| ServerFnError::new(crate::i18n::t("Dates are YYYY-MM-DD.")))?;
-        let start = shanghai().from_local_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight")).single().expect("fixed offset");
-        Ok(Some(start.with_timezone(&chrono::Utc)))
+        let date = crate::ssr::parse_day(d).ok_or_else(|| ServerFnError::new(crate::i18n::t("Dates are YYYY-MM-DD.")))?;
+        Ok(Some((date.and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8)).and_utc()))
     }
 
     /// The core filter for a customer (or for staff, with `user_id` None).

@@ -146,7 +146,8 @@ async fn verify_blocking(password: &str, hash: &str) -> bool {
     tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.expect("verify task")
 }
 
-pub async fn create_user(pool: &PgPool, email: &str, password: &str) -> Result<User, AccountError> {
+/// `conn`: the pool, or the transaction of a staff action that audits the creation.
+pub async fn create_user(conn: impl sqlx::PgExecutor<'_>, email: &str, password: &str) -> Result<User, AccountError> {
     let email = normalize_email(email)?;
     check_password_strength(password, &email)?;
     let hash = hash_blocking(password).await;
@@ -156,7 +157,7 @@ pub async fn create_user(pool: &PgPool, email: &str, password: &str) -> Result<U
     ))
     .bind(&email)
     .bind(hash)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     row.map(User::from).ok_or(AccountError::EmailTaken)
 }
@@ -286,9 +287,9 @@ pub async fn set_locale(pool: &PgPool, user_id: Uuid, locale: &str) -> Result<()
     Ok(())
 }
 
-pub async fn set_suspended(pool: &PgPool, user_id: Uuid, suspended: bool) -> Result<bool, sqlx::Error> {
+pub async fn set_suspended(conn: impl sqlx::PgExecutor<'_>, user_id: Uuid, suspended: bool) -> Result<bool, sqlx::Error> {
     let status = if suspended { "suspended" } else { "active" };
-    let r = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1").bind(user_id).bind(status).execute(pool).await?;
+    let r = sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1").bind(user_id).bind(status).execute(conn).await?;
     Ok(r.rows_affected() == 1)
 }
 

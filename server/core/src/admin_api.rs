@@ -1,9 +1,12 @@
 //! Staff automation API, JSON, mounted by the server at `/api/admin/v1`.
 //! Authentication: `Authorization: Bearer <admin token>`; tokens are issued on the command line
-//! (`server admin token --email E`, see [`issue_token`]), stored as SHA-256 hashes, and only work
-//! while their owner is an active staff member.
+//! (`server admin token --email E [--days N]`, see [`issue_token`]), stored as SHA-256 hashes, and
+//! only work until they expire (90 days by default) or are revoked, and while their owner is an
+//! active staff member.
 //!
-//! Errors: `{"error": {"type": "...", "message": "..."}}` with a matching status.
+//! Errors: the gateway's shape, `{"type": "error", "error": {"type": "...", "message": "..."},
+//! "request_id": "req_..."}` with a `request-id` header and a matching status, malformed paths,
+//! queries and bodies included (see [`ApiJson`], [`ApiPath`], [`ApiQuery`]).
 
 use crate::accounts::{self, AccountError};
 use crate::billing::adjustments::{self, Adjustment, StaffLimits};
@@ -15,15 +18,16 @@ use crate::ledger;
 use crate::money;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use crate::usage::{self, UsageFilter};
-use crate::util::{random_base62, sha256};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use crate::util::{random_base62, request_id, sha256};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -46,6 +50,7 @@ pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>, limits: St
         .route("/users/{id}/keys", post(create_key).get(list_keys))
         .route("/upstreams", post(create_upstream).get(list_upstreams))
         .route("/usage", get(list_usage))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(AdminState { pool, crypto, gateway, limits })
 }
 
@@ -55,13 +60,26 @@ pub enum AdminError {
     UnknownUser,
     #[error("only staff members can hold admin tokens")]
     NotStaff,
+    #[error("a token lives 1 to 3650 days")]
+    InvalidLifetime,
+    #[error("no token has this id or prefix")]
+    UnknownToken,
+    #[error("several tokens have this prefix; give the token's id")]
+    AmbiguousToken,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Issues an admin token for a staff member. The token (`cra-` + 40 base62) is returned once;
-/// only its hash is stored.
-pub async fn issue_token(pool: &PgPool, email: &str) -> Result<String, AdminError> {
+/// How long a staff API token lives unless its issuer says otherwise.
+pub const DEFAULT_TOKEN_DAYS: i64 = 90;
+
+/// Issues an admin token for a staff member, living `days` ([`DEFAULT_TOKEN_DAYS`] if None). The
+/// token (`cra-` + 40 base62) is returned once; only its hash is stored.
+pub async fn issue_token(pool: &PgPool, email: &str, days: Option<i64>) -> Result<String, AdminError> {
+    let days = days.unwrap_or(DEFAULT_TOKEN_DAYS);
+    if !(1..=3650).contains(&days) {
+        return Err(AdminError::InvalidLifetime);
+    }
     let row: Option<(Uuid, String)> = sqlx::query_as("SELECT id, role FROM users WHERE lower(email) = lower($1)")
         .bind(email.trim())
         .fetch_optional(pool)
@@ -71,13 +89,55 @@ pub async fn issue_token(pool: &PgPool, email: &str) -> Result<String, AdminErro
         return Err(AdminError::NotStaff);
     }
     let token = format!("cra-{}", random_base62(40));
-    sqlx::query("INSERT INTO admin_tokens (user_id, token_hash, prefix) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO admin_tokens (user_id, token_hash, prefix, expires_at) VALUES ($1, $2, $3, now() + make_interval(days => $4))")
         .bind(id)
         .bind(&sha256(token.as_bytes())[..])
         .bind(&token[..10])
+        .bind(days as i32)
         .execute(pool)
         .await?;
     Ok(token)
+}
+
+/// A staff API token as staff see it: never the token itself.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenSummary {
+    pub id: Uuid,
+    /// The token's first 10 characters (`cra-` + 6).
+    pub prefix: String,
+    pub owner_email: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+const TOKEN_COLS: &str = "t.id, t.prefix, u.email AS owner_email, t.created_at, t.last_used_at, t.expires_at, t.revoked_at";
+
+/// Every token, newest first.
+pub async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenSummary>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {TOKEN_COLS} FROM admin_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC"))
+        .fetch_all(pool)
+        .await
+}
+
+/// Revokes one token, named by its id or its prefix (refused when several share the prefix).
+/// `conn`: the caller's transaction when a staff action audits it.
+pub async fn revoke_token(conn: &mut sqlx::PgConnection, id_or_prefix: &str) -> Result<TokenSummary, AdminError> {
+    let named = id_or_prefix.trim();
+    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM admin_tokens WHERE id::text = lower($1) OR prefix = $1").bind(named).fetch_all(&mut *conn).await?;
+    let id = match ids[..] {
+        [id] => id,
+        [] => return Err(AdminError::UnknownToken),
+        _ => return Err(AdminError::AmbiguousToken),
+    };
+    let t = sqlx::query_as(&format!(
+        "UPDATE admin_tokens t SET revoked_at = COALESCE(t.revoked_at, now()) FROM users u WHERE t.id = $1 AND u.id = t.user_id RETURNING {TOKEN_COLS}"
+    ))
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(t)
 }
 
 /// Revokes every admin token of a user.
@@ -89,11 +149,86 @@ pub async fn revoke_tokens(pool: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Er
         .rows_affected())
 }
 
+/// The largest request body the staff API reads.
+const BODY_LIMIT: usize = 1 << 20;
+
 pub struct ApiErr(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"type": self.1, "message": self.2}}))).into_response()
+        let rid = request_id();
+        let mut r = (self.0, Json(json!({"type": "error", "error": {"type": self.1, "message": self.2}, "request_id": rid}))).into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&rid) {
+            r.headers_mut().insert("request-id", v);
+        }
+        r
+    }
+}
+
+/// An extractor's rejection (a path that is not a UUID, a query or body that does not decode, a
+/// body above the limit), said in the API's error shape.
+fn rejected(status: StatusCode, text: String) -> ApiErr {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiErr(status, "request_too_large", format!("the request body exceeds {BODY_LIMIT} bytes"))
+    } else {
+        bad(text)
+    }
+}
+
+/// `Json`, with its rejections in the API's error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        if !json {
+            return Err(bad("send a JSON body with content-type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| rejected(r.status(), r.body_text()))?;
+        // Postgres cannot store NUL in text: refused here as the caller's mistake
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(bad("text must not contain NUL characters"));
+        }
+        Json::<T>::from_bytes(&bytes).map(|Json(v)| ApiJson(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// `Path`, with its rejections in the API's error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        Path::<T>::from_request_parts(parts, state).await.map(|Path(v)| ApiPath(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// `Query`, with its rejections in the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| ApiQuery(v)).map_err(|r| rejected(r.status(), r.body_text()))
+    }
+}
+
+/// A moment a caller sends (a usage filter, a key's expiry): years 1970–9999, so that Postgres
+/// can store it (chrono reads years far beyond what `timestamptz` holds).
+fn sane_time(t: Option<DateTime<Utc>>, what: &str) -> Result<Option<DateTime<Utc>>, ApiErr> {
+    use chrono::Datelike;
+    match t {
+        Some(t) if !(1970..=9999).contains(&t.year()) => Err(bad(format!("{what}: a time between the years 1970 and 9999"))),
+        t => Ok(t),
     }
 }
 
@@ -108,6 +243,12 @@ fn internal(e: impl std::fmt::Display) -> ApiErr {
     ApiErr(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal error".into())
 }
 
+/// Writes a staff action's audit row in the action's transaction and commits the two.
+async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, s: &Staff, action: &str, target: &str, details: serde_json::Value) -> Result<(), ApiErr> {
+    crate::billing::audit::record(&mut tx, s.user_id, action, target, details).await.map_err(internal)?;
+    tx.commit().await.map_err(internal)
+}
+
 /// The authenticated staff member.
 pub struct Staff {
     pub user_id: Uuid,
@@ -117,7 +258,7 @@ impl FromRequestParts<AdminState> for Staff {
     type Rejection = ApiErr;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Self::Rejection> {
-        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required".into());
+        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required (unexpired, not revoked)".into());
         let token = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -128,7 +269,7 @@ impl FromRequestParts<AdminState> for Staff {
             .ok_or_else(unauthorized)?;
         let id: Option<Uuid> = sqlx::query_scalar(
             "UPDATE admin_tokens t SET last_used_at = now() FROM users u \
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.role = 'staff' AND u.status = 'active' \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now() AND u.id = t.user_id AND u.role = 'staff' AND u.status = 'active' \
              RETURNING t.user_id",
         )
         .bind(&sha256(token.as_bytes())[..])
@@ -145,9 +286,13 @@ struct CreateUser {
     password: String,
 }
 
-async fn create_user(_s: Staff, State(st): State<AdminState>, Json(b): Json<CreateUser>) -> Result<Response, ApiErr> {
-    match accounts::create_user(&st.pool, &b.email, &b.password).await {
-        Ok(u) => Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response()),
+async fn create_user(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiErr> {
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match accounts::create_user(&mut *tx, &b.email, &b.password).await {
+        Ok(u) => {
+            commit_audited(tx, &s, "user.create", &format!("user:{}", u.id), json!({"email": u.email})).await?;
+            Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response())
+        }
         Err(AccountError::EmailTaken) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", AccountError::EmailTaken.to_string())),
         Err(AccountError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
@@ -170,7 +315,7 @@ async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErr>
     }))
 }
 
-async fn get_user(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn get_user(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
     Ok(Json(user_json(&st.pool, id).await?))
 }
 
@@ -196,9 +341,9 @@ struct Credit {
 async fn credit(
     s: Staff,
     State(st): State<AdminState>,
-    Path(id): Path<Uuid>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: http::HeaderMap,
-    Json(b): Json<Credit>,
+    ApiJson(b): ApiJson<Credit>,
 ) -> Result<Json<serde_json::Value>, ApiErr> {
     let unprocessable = |t: &'static str, m: String| ApiErr(StatusCode::UNPROCESSABLE_ENTITY, t, m);
     let header = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_string());
@@ -245,7 +390,7 @@ struct CreateKey {
     concurrency_limit: Option<i32>,
 }
 
-async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>, Json(b): Json<CreateKey>) -> Result<Response, ApiErr> {
+async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiErr> {
     if accounts::find_by_id(&st.pool, id).await.map_err(internal)?.is_none() {
         return Err(not_found("user"));
     }
@@ -253,31 +398,43 @@ async fn create_key(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid
         Some(s) => Some(money::parse_decimal(s).map_err(|e| bad(format!("spend_limit: {e}")))?),
         None => None,
     };
+    let expires_at = sane_time(b.expires_at, "expires_at")?;
+    if expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(bad("expires_at: must be in the future"));
+    }
     let new = NewKey {
         name: b.name,
         channel: b.channel,
         spend_limit_micros,
-        expires_at: b.expires_at,
+        expires_at,
         allowed_models: b.allowed_models,
         allow_fallback: b.allow_fallback,
         rpm_limit: b.rpm_limit,
         concurrency_limit: b.concurrency_limit,
     };
-    match keys::create(&st.pool, id, new).await {
-        Ok((k, secret)) => Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response()),
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match keys::create_in(&mut tx, id, new).await {
+        Ok((k, secret)) => {
+            commit_audited(tx, &s, "key.create", &format!("key:{}", k.id), json!({"user_id": id, "name": k.name, "prefix": k.prefix, "channel": k.channel}))
+                .await?;
+            Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response())
+        }
         Err(KeyError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
     }
 }
 
-async fn list_keys(_s: Staff, State(st): State<AdminState>, Path(id): Path<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn list_keys(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
     let ks = keys::list(&st.pool, id).await.map_err(internal)?;
     Ok(Json(json!({"data": ks})))
 }
 
-async fn create_upstream(_s: Staff, State(st): State<AdminState>, Json(b): Json<NewUpstream>) -> Result<Response, ApiErr> {
-    match upstreams::create(&st.pool, &st.crypto, b).await {
+async fn create_upstream(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiErr> {
+    let name = b.name.trim().to_string();
+    let mut tx = st.pool.begin().await.map_err(internal)?;
+    match upstreams::create_in(&mut tx, &st.crypto, b).await {
         Ok(id) => {
+            commit_audited(tx, &s, "upstream.add", &format!("upstream:{id}"), json!({"name": name})).await?;
             // Other instances follow by NOTIFY; this one leaves demo mode before answering.
             if let Some(g) = &st.gateway {
                 g.reload().await;
@@ -314,8 +471,9 @@ struct UsageQuery {
     limit: Option<i64>,
 }
 
-async fn list_usage(_s: Staff, State(st): State<AdminState>, Query(q): Query<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
-    let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since: q.since, until: q.until, limit: q.limit })
+async fn list_usage(_s: Staff, State(st): State<AdminState>, ApiQuery(q): ApiQuery<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
+    let (since, until) = (sane_time(q.since, "since")?, sane_time(q.until, "until")?);
+    let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since, until, limit: q.limit })
         .await
         .map_err(internal)?;
     Ok(Json(json!({"data": rows})))

@@ -107,7 +107,7 @@ pub async fn get_model(pool: &PgPool, id: &str) -> Result<Option<Model>, sqlx::E
 }
 
 /// Inserts or replaces a model (staff). Gateways reload the catalogue at once (NOTIFY trigger).
-pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
+pub async fn upsert_model(conn: impl sqlx::PgExecutor<'_>, m: &Model) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO models (id, display_name, family, input_price, output_price, cache_write_5m_price, \
          cache_write_1h_price, cache_read_price, fallbacks, enabled, released_at, deprecated_at, sort, aliases, \
@@ -144,7 +144,7 @@ pub async fn upsert_model(pool: &PgPool, m: &Model) -> Result<(), sqlx::Error> {
     .bind(m.long_context_cache_read_price)
     .bind(m.web_search_price_per_1k)
     .bind(m.web_fetch_price_per_1k)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -160,7 +160,7 @@ pub async fn list_channels(pool: &PgPool) -> Result<Vec<Channel>, sqlx::Error> {
 /// Changes a channel's rate, capacity and affinity wait (staff). Returns false if the channel does
 /// not exist.
 pub async fn update_channel(
-    pool: &PgPool,
+    conn: impl sqlx::PgExecutor<'_>,
     code: &str,
     rate_micros_per_usd: i64,
     concurrency_capacity: i32,
@@ -174,7 +174,7 @@ pub async fn update_channel(
     .bind(rate_micros_per_usd)
     .bind(concurrency_capacity)
     .bind(affinity_wait_ms)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -35,6 +35,8 @@ pub struct FakeBehavior {
     pub fail_status: Option<u16>,
     /// ... for this many requests (None = every request).
     pub fail_times: Option<u64>,
+    /// ... with this body instead of the standard one for the status (an upstream's own words).
+    pub fail_body: Option<String>,
     /// Send 200 headers, then break the connection before any body byte.
     pub drop_connection: bool,
     /// Wait this long before answering (before the first byte).
@@ -276,7 +278,14 @@ async fn intake(state: &FakeState, req: Request) -> Result<(Value, usize, FakeBe
                 400 => "prompt is too long: 250000 tokens > 200000 maximum",
                 _ => "Internal server error",
             };
-            return Err(anthropic_error(st, msg));
+            return Err(match &b.fail_body {
+                Some(body) => {
+                    let mut r = (StatusCode::from_u16(st).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body.clone()).into_response();
+                    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                    r
+                }
+                None => anthropic_error(st, msg),
+            });
         }
     }
     let v: Value = serde_json::from_slice(&body).map_err(|_| anthropic_error(400, "There was an error parsing the body as JSON"))?;

@@ -39,7 +39,7 @@
 use crate::money;
 use crate::usage::UsageRecord;
 use base64::Engine;
-use chrono::{DateTime, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -549,7 +549,8 @@ impl Cursor {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(self.0.as_bytes()).ok()?;
         let raw = String::from_utf8(raw).ok()?;
         let (ts, id) = raw.split_once(':')?;
-        let at = DateTime::<Utc>::from_timestamp_micros(ts.parse().ok()?)?;
+        // a forged cursor may name any moment chrono holds; Postgres holds fewer
+        let at = DateTime::<Utc>::from_timestamp_micros(ts.parse().ok()?).filter(|t| (1970..=9999).contains(&t.year()))?;
         Some((at, id.to_string()))
     }
 }

@@ -98,6 +98,11 @@ const SUMMARY_COLS: &str = "id, name, prefix, channel, created_at, last_used_at,
 
 /// Creates a key and returns its summary and the secret (to be shown exactly once).
 pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySummary, String), KeyError> {
+    create_in(&mut *pool.acquire().await?, user_id, new).await
+}
+
+/// [`create`] on a connection: the transaction of a staff action that audits the creation.
+pub async fn create_in(conn: &mut sqlx::PgConnection, user_id: Uuid, new: NewKey) -> Result<(KeySummary, String), KeyError> {
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(KeyError::InvalidName);
@@ -110,7 +115,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySum
     }
     let channel_ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM channels WHERE code = $1)")
         .bind(&new.channel)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if !channel_ok {
         return Err(KeyError::UnknownChannel);
@@ -122,7 +127,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySum
             "SELECT n, m.id FROM unnest($1::text[]) AS n JOIN models m ON m.id = n OR n = ANY(m.aliases)",
         )
         .bind(&new.allowed_models)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         for name in &new.allowed_models {
             let Some((_, id)) = known.iter().find(|(n, _)| n == name) else {
@@ -151,7 +156,7 @@ pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySum
     .bind(new.allow_fallback)
     .bind(new.rpm_limit)
     .bind(new.concurrency_limit)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok((summary, secret))
 }

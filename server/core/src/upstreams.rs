@@ -171,9 +171,15 @@ async fn insert(conn: &mut sqlx::PgConnection, crypto: &Crypto, u: NewUpstream, 
 /// adds it (console or staff API), so it never takes traffic beside a real one.
 pub async fn create(pool: &PgPool, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
     let mut tx = pool.begin().await?;
-    let id = insert(&mut tx, crypto, u, false).await?;
-    sqlx::query("UPDATE upstreams SET enabled = false, updated_at = now() WHERE is_demo AND enabled").execute(&mut *tx).await?;
+    let id = create_in(&mut tx, crypto, u).await?;
     tx.commit().await?;
+    Ok(id)
+}
+
+/// [`create`] inside the caller's transaction (a staff action that audits the creation).
+pub async fn create_in(tx: &mut sqlx::PgConnection, crypto: &Crypto, u: NewUpstream) -> Result<Uuid, UpstreamError> {
+    let id = insert(&mut *tx, crypto, u, false).await?;
+    sqlx::query("UPDATE upstreams SET enabled = false, updated_at = now() WHERE is_demo AND enabled").execute(&mut *tx).await?;
     Ok(id)
 }
 
@@ -192,18 +198,18 @@ pub async fn list(pool: &PgPool) -> Result<Vec<UpstreamSummary>, sqlx::Error> {
     .await
 }
 
-pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<bool, sqlx::Error> {
+pub async fn set_enabled(conn: impl sqlx::PgExecutor<'_>, id: Uuid, enabled: bool) -> Result<bool, sqlx::Error> {
     let r = sqlx::query("UPDATE upstreams SET enabled = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(enabled)
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Staff edit of routing fields (not the credential). `models` empty = all models.
 pub async fn update_routing(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     id: Uuid,
     channels: &[String],
     models: &[String],
@@ -214,7 +220,7 @@ pub async fn update_routing(
     if weight <= 0 || concurrency_cap.is_some_and(|c| c <= 0) {
         return Err(UpstreamError::InvalidNumbers);
     }
-    check_channels(pool, channels).await?;
+    check_channels(&mut *conn, channels).await?;
     let r = sqlx::query(
         "UPDATE upstreams SET channels=$2, models=$3, priority=$4, weight=$5, concurrency_cap=$6, updated_at=now() WHERE id=$1",
     )
@@ -224,13 +230,13 @@ pub async fn update_routing(
     .bind(priority)
     .bind(weight)
     .bind(concurrency_cap)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Replaces the credential.
-pub async fn set_credential(pool: &PgPool, crypto: &Crypto, id: Uuid, api_key: &str) -> Result<bool, UpstreamError> {
+pub async fn set_credential(conn: impl sqlx::PgExecutor<'_>, crypto: &Crypto, id: Uuid, api_key: &str) -> Result<bool, UpstreamError> {
     if api_key.trim().is_empty() {
         return Err(UpstreamError::EmptyCredential);
     }
@@ -238,7 +244,7 @@ pub async fn set_credential(pool: &PgPool, crypto: &Crypto, id: Uuid, api_key: &
         .bind(id)
         .bind(crypto.encrypt_str(api_key.trim()))
         .bind(hint(api_key.trim()))
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(r.rows_affected() == 1)
 }

@@ -180,10 +180,10 @@ async fn admin_api_end_to_end(pool: PgPool) {
 
     let staff = cloudrouter_core::accounts::create_user(&pool, "boss@example.com", "correct horse battery staple 9").await.unwrap();
     let customer_user = cloudrouter_core::accounts::create_user(&pool, "cust@example.com", "correct horse battery staple 9").await.unwrap();
-    assert!(matches!(admin_api::issue_token(&pool, "cust@example.com").await, Err(admin_api::AdminError::NotStaff)));
-    assert!(matches!(admin_api::issue_token(&pool, "nobody@example.com").await, Err(admin_api::AdminError::UnknownUser)));
+    assert!(matches!(admin_api::issue_token(&pool, "cust@example.com", None).await, Err(admin_api::AdminError::NotStaff)));
+    assert!(matches!(admin_api::issue_token(&pool, "nobody@example.com", None).await, Err(admin_api::AdminError::UnknownUser)));
     sqlx::query("UPDATE users SET role = 'staff' WHERE id = $1").bind(staff.id).execute(&pool).await.unwrap();
-    let token = admin_api::issue_token(&pool, "BOSS@example.com").await.unwrap();
+    let token = admin_api::issue_token(&pool, "BOSS@example.com", None).await.unwrap();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_tokens WHERE token_hash = sha256($1::text::bytea)").bind(&token).fetch_one(&pool).await.unwrap();
     assert_eq!(stored, 1, "stored hashed");
     let c = client();

@@ -408,7 +408,7 @@ async fn breaker_opens_skips_and_recovers(pool: PgPool) {
 async fn fallback_only_when_allowed_and_recorded(pool: PgPool) {
     // sonnet-4-6's first fallback is sonnet-4-5; this upstream serves only the fallback
     let (up, up_id) = fake("a", &pool, FakeBehavior::default(), 0).await;
-    cloudrouter_core::upstreams::update_routing(&pool, up_id, &["smart".into()], &["claude-sonnet-4-5-20250929".into()], 0, 1, None)
+    cloudrouter_core::upstreams::update_routing(&mut *pool.acquire().await.unwrap(), up_id, &["smart".into()], &["claude-sonnet-4-5-20250929".into()], 0, 1, None)
         .await
         .unwrap();
     let gw = Gw::start(&pool, fast_config()).await;
@@ -636,5 +636,95 @@ async fn model_aliases_resolve_to_the_canonical_model(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(summary.allowed_models, vec!["claude-opus-4-5-20251101".to_string()]);
+    gw.stop().await;
+}
+
+/// An upstream's refusal in its own words, with its identifiers.
+fn refusal(kind: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_011UPSTREAMsecretId"}).to_string()
+}
+
+/// Upstream answers that its account is out of credit, disabled or refused take it out of
+/// rotation (for a long time, with the reason for staff) and the request fails over; the customer
+/// never sees the upstream's words or ids, only CloudRouter's message and request id.
+#[sqlx::test(migrations = "../../migrations")]
+async fn upstream_account_refusals_fail_over_and_never_reach_the_customer(pool: PgPool) {
+    let cases = [
+        (400, "invalid_request_error", "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."),
+        (403, "permission_error", "This organization (org-7f3a Acme Corp) has been disabled."),
+        (401, "authentication_error", "invalid x-api-key for organization org-7f3a"),
+        (400, "billing_error", "Organization org-7f3a is out of credit"),
+    ];
+    for (status, kind, message) in cases {
+        let (broke, broke_id) = fake("broke", &pool, FakeBehavior { fail_status: Some(status), fail_body: Some(refusal(kind, message)), ..Default::default() }, 10).await;
+        let (good, good_id) = fake("good", &pool, FakeBehavior::default(), 0).await;
+        let gw = Gw::start(&pool, GatewayConfig { breaker_failures: 1000, ..fast_config() }).await;
+        let user = customer(&pool, "100").await;
+        let k = key(&pool, user, "smart").await;
+        for stream in [false, true, false] {
+            let r = post(&gw.base, &k, &body(SONNET, stream)).await;
+            assert_eq!(r.status(), 200, "{status} {message}: failed over");
+        }
+        assert_eq!(broke.requests(), 1, "{message}: out of rotation after its first refusal");
+        assert_eq!(good.requests(), 3);
+        let h = gw.gw.health().into_iter().find(|h| h.id == broke_id).unwrap();
+        assert_eq!(h.circuit, "open");
+        assert!(h.retry_in_secs.unwrap() > 600, "out for a long time: {h:?}");
+        assert!(h.last_error.as_deref().is_some_and(|r| r.starts_with("out of rotation") && r.contains(message)), "staff see why: {h:?}");
+
+        // with no other upstream the customer gets CloudRouter's words, never the upstream's
+        sqlx::query("DELETE FROM upstreams WHERE id = $1").bind(good_id).execute(&pool).await.unwrap();
+        gw.gw.reload().await;
+        let r = post(&gw.base, &k, &body(SONNET, false)).await;
+        let rid = r.headers()["request-id"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        for leak in ["credit", "org-7f3a", "Acme", "req_011UPSTREAM", "disabled", "x-api-key"] {
+            assert!(!text.contains(leak), "{leak} reached the customer: {text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["request_id"], rid.as_str());
+        assert_eq!(v["type"], "error");
+        gw.stop().await;
+        sqlx::query("DELETE FROM upstreams").execute(&pool).await.unwrap();
+        drop((broke, good));
+    }
+}
+
+/// A refusal about the request itself passes through word for word (Claude Code compacts on
+/// "prompt is too long"), under CloudRouter's request id; anything else keeps only its status.
+#[sqlx::test(migrations = "../../migrations")]
+async fn upstream_refusals_keep_their_status_but_not_the_upstreams_ids(pool: PgPool) {
+    let (up, _) = fake("only", &pool, FakeBehavior::default(), 0).await;
+    let gw = Gw::start(&pool, GatewayConfig { breaker_failures: 1000, ..fast_config() }).await;
+    let user = customer(&pool, "100").await;
+    let k = key(&pool, user, "smart").await;
+    let cases = [
+        (400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum", true),
+        (400, "invalid_request_error", "messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'", true),
+        (413, "request_too_large", "Request exceeds the maximum allowed number of bytes.", true),
+        (400, "invalid_request_error", "Your workspace wrk_01ABC (Acme Corp) has reached its monthly spend limit", false),
+        (409, "conflict_error", "req_011UPSTREAMsecretId conflicts", false),
+        (422, "invalid_request_error", "something about organization org-7f3a", false),
+        // a request can cause these: never out of rotation (the next case would answer 503)
+        (403, "permission_error", "Your organization does not have access to the beta feature x", false),
+        (400, "invalid_request_error", "thinking is disabled for this model", true),
+    ];
+    for (status, kind, message, passes) in cases {
+        up.set(FakeBehavior { fail_status: Some(status), fail_body: Some(refusal(kind, message)), ..Default::default() });
+        let r = post(&gw.base, &k, &body(SONNET, false)).await;
+        assert_eq!(r.status().as_u16(), status, "{message}: the status is kept");
+        let rid = r.headers()["request-id"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("req_011UPSTREAM"), "the upstream's request id reached the customer: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["request_id"], rid.as_str());
+        if passes {
+            assert_eq!((v["error"]["type"].as_str(), v["error"]["message"].as_str()), (Some(kind), Some(message)));
+        } else {
+            for leak in ["Acme", "wrk_01ABC", "org-7f3a", "spend limit"] {
+                assert!(!text.contains(leak), "{leak} reached the customer: {text}");
+            }
+        }
+    }
     gw.stop().await;
 }

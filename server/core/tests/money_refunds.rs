@@ -190,7 +190,7 @@ struct StaffApi {
 impl StaffApi {
     async fn start(pool: &PgPool) -> StaffApi {
         let (staff_id, email) = staff_member(pool).await;
-        let token = admin_api::issue_token(pool, &email).await.unwrap();
+        let token = admin_api::issue_token(pool, &email, None).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = admin_api::router(pool.clone(), Crypto::from_secret(SECRET), None, Default::default());

@@ -1,7 +1,7 @@
 //! Staff: find customers, open one, suspend or reinstate.
 
 use crate::components::loaded::Loaded;
-use crate::api::admin::{adjust_form, get_user, list_users, user_billing, user_keys, AdjustBalance, AdjustFormView, SetSuspended};
+use crate::api::admin::{admin_tokens, adjust_form, get_user, list_users, user_billing, user_keys, AdjustBalance, AdjustFormView, RevokeAdminToken, SetSuspended};
 use crate::api::billing_admin::{admin_plans, cloudrouter_plan::PlanForm, OfferPlan};
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
@@ -16,6 +16,8 @@ pub fn Users() -> impl IntoView {
     let query = use_query_map();
     let q = move || query.with(|m| m.get("q").unwrap_or_default());
     let users = Resource::new(q, list_users);
+    let revoke = ServerAction::<RevokeAdminToken>::new();
+    let tokens = Resource::new(move || revoke.version().get(), |_| admin_tokens());
     view! {
         <Title text=t("Users") />
         <h1 class="page-title">{t("Users")}</h1>
@@ -23,6 +25,7 @@ pub fn Users() -> impl IntoView {
             <input type="search" name="q" value=q placeholder=t("Search by email") class="input" aria-label=t("Search by email") />
             <button type="submit" class="btn-ghost">{t("Search")}</button>
         </form>
+        // the tokens only under a list that loaded: a customer sees one refusal, not two
         <Loaded resource=users let:list>
             {if list.is_empty() {
                 view! { <p class="mt-6 text-slate-500">{t("No users match.")}</p> }.into_any()
@@ -45,7 +48,55 @@ pub fn Users() -> impl IntoView {
                         </div>
                 }.into_any()
             }}
+            <StaffTokens tokens revoke />
         </Loaded>
+    }
+}
+
+/// Staff API tokens: who holds which, until when; revoked at once from here.
+#[component]
+fn StaffTokens(tokens: Resource<Result<Vec<crate::api::admin::TokenView>, ServerFnError>>, revoke: ServerAction<RevokeAdminToken>) -> impl IntoView {
+    view! {
+        <section class="card mt-6" data-testid="staff-tokens">
+            <h2 class="section-title">{t("Staff API tokens")}</h2>
+            <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">
+                {t("Tokens for the staff API (/api/admin/v1), issued on the server with `server admin token --email E --days N` (90 days unless set). Expired and revoked tokens are refused.")}
+            </p>
+            <Loaded resource=tokens let:list>
+                {if list.is_empty() {
+                    view! { <p class="mt-4 text-slate-500">{t("No staff API tokens yet.")}</p> }.into_any()
+                } else {
+                    view! {
+                        <div class="mt-4 overflow-x-auto">
+                            <table class="table">
+                                <thead><tr><th>{t("Prefix")}</th><th>{t("Holder")}</th><th>{t("Issued")}</th><th>{t("Last used")}</th><th>{t("Valid until")}</th><th>{t("Status")}</th><th></th></tr></thead>
+                                <tbody>
+                                    {list.into_iter().map(|k| view! {
+                                        <tr>
+                                            <td class="font-mono text-xs">{k.prefix}</td>
+                                            <td>{k.owner}</td>
+                                            <td class="whitespace-nowrap text-slate-500">{k.created}</td>
+                                            <td class="whitespace-nowrap text-slate-500">{k.last_used.unwrap_or_else(|| t("never").into())}</td>
+                                            <td class="whitespace-nowrap text-slate-500">{k.expires}</td>
+                                            <td>{k.status}</td>
+                                            <td>
+                                                {k.active.then(|| view! {
+                                                    <ActionForm action=revoke>
+                                                        <input type="hidden" name="id" value=k.id.clone() />
+                                                        <button type="submit" class="btn-danger">{t("Revoke")}</button>
+                                                    </ActionForm>
+                                                })}
+                                            </td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </div>
+                    }.into_any()
+                }}
+            </Loaded>
+            <div class="mt-3"><ActionMessage value=revoke.value() /></div>
+        </section>
     }
 }
 

@@ -127,6 +127,17 @@ impl Breaker {
         }
     }
 
+    /// The upstream's account cannot serve (out of credit, disabled, its credential or permission
+    /// refused): open for `open_for`, far longer than a failure's cool-down, with the reason for
+    /// staff; then probed like any open circuit.
+    pub(crate) fn out_of_rotation(&self, reason: &str, open_for: Duration) {
+        let mut g = self.inner.lock().unwrap();
+        Self::push(&mut g, false);
+        g.consecutive_failures += 1;
+        g.last_error = Some(format!("out of rotation: {reason}"));
+        g.state = State::Open { until: Instant::now() + open_for };
+    }
+
     pub(crate) fn failure(&self, what: &str) {
         let mut g = self.inner.lock().unwrap();
         Self::push(&mut g, false);

@@ -9,8 +9,10 @@
 //! 5. reserve the worst-case charge (hold) from the key's spend limit and the user's balance,
 //! 6. forward the original bytes to an upstream of the key's channel (priority, then weight,
 //!    skipping open circuits), retrying on another upstream on connection errors, timeouts, 429,
-//!    5xx and 529 as long as nothing was sent to the client, then — only if the key allows it —
-//!    on the model's Claude fallbacks,
+//!    5xx and 529 as long as nothing was sent to the client, and on refusals that concern the
+//!    upstream's account (out of credit, disabled, credential or permission refused), which take
+//!    it out of rotation; then — only if the key allows it — on the model's Claude fallbacks; an
+//!    upstream's other refusals reach the client in CloudRouter's words (see [`refusal`]),
 //! 7. pass the answer through (streams chunk by chunk) while reading usage from it,
 //! 8. settle: price the usage, return the unused hold, and hand the usage record to the batch
 //!    writer, which debits the balance through the ledger off the request path.
@@ -96,6 +98,9 @@ pub struct GatewayConfig {
     pub breaker_failures: u32,
     /// First cool-down of an open circuit (`CLOUDROUTER_BREAKER_OPEN_MS`, 10 s).
     pub breaker_open_for: Duration,
+    /// How long an upstream whose account refused (out of credit, disabled, credential or
+    /// permission refused) stays out of rotation (`CLOUDROUTER_ACCOUNT_OUT_MS`, 30 min).
+    pub account_out_for: Duration,
     /// Usage writer batch size and interval (`CLOUDROUTER_USAGE_BATCH_ROWS`, 500;
     /// `CLOUDROUTER_USAGE_FLUSH_MS`, 50).
     pub usage_batch_rows: usize,
@@ -117,6 +122,7 @@ impl Default for GatewayConfig {
             grace_period: Duration::from_secs(30),
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(10),
+            account_out_for: Duration::from_secs(1800),
             usage_batch_rows: 500,
             usage_flush_interval: Duration::from_millis(50),
         }
@@ -143,6 +149,7 @@ impl GatewayConfig {
             grace_period: ms("CLOUDROUTER_SHUTDOWN_GRACE_MS", d.grace_period),
             breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES").map(|v| v as u32).unwrap_or(d.breaker_failures),
             breaker_open_for: ms("CLOUDROUTER_BREAKER_OPEN_MS", d.breaker_open_for),
+            account_out_for: ms("CLOUDROUTER_ACCOUNT_OUT_MS", d.account_out_for),
             usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS").map(|v| v.max(1) as usize).unwrap_or(d.usage_batch_rows),
             usage_flush_interval: ms("CLOUDROUTER_USAGE_FLUSH_MS", d.usage_flush_interval),
         }
@@ -1128,8 +1135,9 @@ impl Drop for Ticket {
 enum Attempted {
     /// 2xx: a JSON body read in full, or a stream whose first chunk arrived.
     Success { resp: http::Response<Incoming>, route: Arc<Route>, model: Arc<Model>, first: Bytes, slot: Option<SlotGuard> },
-    /// An upstream answer that is the client's to see (e.g. 400 "prompt is too long").
-    Final { status: StatusCode, headers: HeaderMap, body: Bytes, route: Arc<Route>, model: Arc<Model> },
+    /// An upstream refusal for the client, in CloudRouter's words (see [`refusal`]), e.g. 400
+    /// "prompt is too long" word for word.
+    Final { error: ApiError, route: Arc<Route>, model: Arc<Model> },
     /// Every attempt failed in a retryable way (or there was nothing to try).
     Exhausted { last: Option<Failure> },
 }
@@ -1138,10 +1146,97 @@ enum Failure {
     Status { status: StatusCode, retry_after: Option<u64> },
     Timeout,
     Connect,
+    /// The upstream's account refused (see [`Refusal::Account`]).
+    Account,
 }
 
 fn retryable(s: StatusCode) -> bool {
-    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() || s == StatusCode::UNAUTHORIZED || s.as_u16() == 529
+    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error() || s.as_u16() == 529
+}
+
+/// What an upstream's non-retryable answer (4xx) means. The rule (docs/gateway.md, "Errors"):
+/// * its account cannot serve — 401 (our credential), 402, a `billing_error`, its credit balance,
+///   or its organisation, workspace or account disabled, suspended, banned or deactivated: out of
+///   rotation, and the request fails over. Only what no request can cause counts: a customer must
+///   not be able to take the pool out with a crafted request (a 403 about a feature is theirs);
+/// * about the request itself — `invalid_request_error` (400), `not_found_error` (404),
+///   `request_too_large` (413) whose message names nothing of the upstream's account: the message
+///   word for word (Claude Code compacts on "prompt is too long");
+/// * anything else: its status, in CloudRouter's words.
+///
+/// The upstream's `request_id` and headers never reach the client.
+enum Refusal {
+    /// The reason, for staff (the Upstreams page).
+    Account(String),
+    Request { kind: &'static str, message: String },
+    Other,
+}
+
+/// Words that tie a message to the upstream's account (or carry its identifiers).
+const ACCOUNT_WORDS: &[&str] = &[
+    "credit", "billing", "balance", "organization", "organisation", "org-", "org_", "workspace", "wrk_", "account", "api key",
+    "api_key", "x-api-key", "req_", "spend limit",
+];
+
+fn refusal(status: StatusCode, body: &[u8]) -> Refusal {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(rename = "type", default)]
+        kind: String,
+        #[serde(default)]
+        message: String,
+    }
+    let (kind, message) = serde_json::from_slice::<Body>(body).map(|b| (b.error.kind, b.error.message)).unwrap_or_default();
+    let lower = message.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    let about_account = has(&["credit balance", "out of credit"])
+        || (has(&["organization", "organisation", "workspace", "account"]) && has(&["disabled", "suspended", "banned", "deactivated"]));
+    if matches!(status.as_u16(), 401 | 402) || kind == "billing_error" || about_account {
+        let short: String = message.chars().take(300).collect();
+        return Refusal::Account(format!("upstream {} {kind}: {short}", status.as_u16()));
+    }
+    let request_kind = match (status.as_u16(), kind.as_str()) {
+        (400, "invalid_request_error") => Some("invalid_request_error"),
+        (404, "not_found_error") => Some("not_found_error"),
+        (413, "request_too_large") => Some("request_too_large"),
+        _ => None,
+    };
+    match request_kind {
+        Some(kind) if !message.is_empty() && !ACCOUNT_WORDS.iter().any(|w| lower.contains(w)) => Refusal::Request { kind, message },
+        _ => Refusal::Other,
+    }
+}
+
+/// The client's answer to an upstream refusal that is not about the upstream's account.
+fn refusal_error(status: StatusCode, refusal: Refusal, should_retry: Option<bool>) -> ApiError {
+    let e = match refusal {
+        Refusal::Request { kind, message } => ApiError::new(status, kind, message),
+        _ => ApiError::new(status, error_type(status), format!("The upstream refused the request (HTTP {}).", status.as_u16())),
+    };
+    match should_retry {
+        Some(r) => e.should_retry(r),
+        None => e,
+    }
+}
+
+/// Anthropic's error type for a status.
+fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 | 409 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
 }
 
 struct ForwardPlan<'a> {
@@ -1280,8 +1375,19 @@ impl Inner {
                     .and_then(|r| r.ok())
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                breaker.success(t0.elapsed());
-                return Attempted::Final { status, headers: parts.headers, body, route, model: model.clone() };
+                match refusal(status, &body) {
+                    Refusal::Account(reason) => {
+                        tracing::warn!(upstream = %route.t.name, %reason, "upstream account refused; out of rotation");
+                        breaker.out_of_rotation(&reason, self.config.account_out_for);
+                        last = Some(Failure::Account);
+                        continue;
+                    }
+                    verdict => {
+                        breaker.success(t0.elapsed());
+                        let should_retry = parts.headers.get(&SHOULD_RETRY).and_then(|v| v.to_str().ok()).map(|v| v == "true");
+                        return Attempted::Final { error: refusal_error(status, verdict, should_retry), route, model: model.clone() };
+                    }
+                }
             }
         }
         Attempted::Exhausted { last }
@@ -1305,11 +1411,14 @@ fn exhausted_error(last: Option<Failure>, channel: &str, model: &str) -> ApiErro
             "No upstream could be reached; please retry shortly",
         )
         .should_retry(true),
+        Some(Failure::Account) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "No upstream can serve this request right now; please retry shortly")
+                .should_retry(true)
+        }
         Some(Failure::Status { status, retry_after }) => {
             let e = match status.as_u16() {
                 429 => ApiError::new(status, "rate_limit_error", "Upstream capacity is rate limited; please retry shortly"),
                 529 => ApiError::new(status, "overloaded_error", "Overloaded"),
-                401 | 403 => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "No upstream accepted the request; please retry shortly"),
                 504 => ApiError::new(status, "timeout_error", "The upstream timed out"),
                 _ => ApiError::new(status, "api_error", "Internal server error"),
             };
@@ -1555,16 +1664,11 @@ async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts:
             t.outcome = "upstream_error";
             t.fail(exhausted_error(last, &channel.name, &head.model))
         }
-        Attempted::Final { status, headers, body, route, model } => {
+        Attempted::Final { error, route, model } => {
             t.outcome = "upstream_error";
-            t.status = status.as_u16() as i32;
             t.upstream_id = Some(route.t.id);
             t.served_model = Some(model.id.clone());
-            t.error_type = serde_json::from_slice::<ErrorJson>(&body).ok().map(|e| e.error.kind);
-            let mut resp = Response::new(Body::from(body));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = response_headers(&headers, &t.rid);
-            resp
+            t.fail(error)
         }
         Attempted::Success { resp, route, model, first, slot } => {
             t.upstream_id = Some(route.t.id);
@@ -1630,16 +1734,6 @@ async fn serve_messages(gw: Arc<Inner>, mut t: Ticket, key: Arc<KeyAuth>, parts:
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-struct ErrorJson {
-    error: ErrorJsonInner,
-}
-#[derive(Deserialize)]
-struct ErrorJsonInner {
-    #[serde(rename = "type")]
-    kind: String,
 }
 
 fn db_unavailable(e: sqlx::Error) -> ApiError {
@@ -1849,12 +1943,7 @@ async fn count_tokens(State(gw): State<Arc<Inner>>, req: Request) -> Response {
     let mut attempts = 0;
     match gw.forward(plan, &mut attempts, started).await {
         Attempted::Exhausted { last } => exhausted_error(last, &key.channel, &head.model).into_response(&rid),
-        Attempted::Final { status, headers, body, .. } => {
-            let mut resp = Response::new(Body::from(body));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = response_headers(&headers, &rid);
-            resp
-        }
+        Attempted::Final { error, .. } => error.into_response(&rid),
         Attempted::Success { resp, first, .. } => {
             let mut out = Response::new(Body::from(first));
             *out.status_mut() = resp.status();
