@@ -349,7 +349,8 @@ async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
         ("admin/upstreams/enable", vec![("id", &demo), ("enabled", "false")]),
         ("admin/upstreams/update", vec![("id", &demo), ("channels", "value"), ("priority", "3"), ("weight", "2"), ("concurrency_cap", ""), ("api_key", "sk-new")]),
         ("admin/upstreams/add", vec![("name", "real"), ("base_url", "https://api.anthropic.com"), ("api_key", "sk-ant-x"), ("channels", "value"), ("priority", ""), ("weight", ""), ("concurrency_cap", "")]),
-        ("admin/channel", vec![("code", "value"), ("rate", "0.7"), ("capacity", "50")]),
+        ("admin/channel", vec![("code", "value"), ("rate", "0.7"), ("capacity", "50"), ("affinity_wait_ms", "1000")]),
+        ("admin/clear_bindings", vec![("user_id", &cat)]),
         ("admin/model", vec![("id", "claude-sonnet-4-6"), ("input", "9"), ("output", "9"), ("cache_write_5m", "9"), ("cache_write_1h", "9"), ("cache_read", "9"), ("enabled", "on")]),
         ("admin/plans/update", vec![("code", "starter"), ("price_yuan", "1"), ("allowance_usd", "1"), ("channels", "value"), ("rpm_limit", ""), ("concurrency_limit", "")]),
     ];
@@ -371,7 +372,7 @@ async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
     }
     let audited: Vec<(String, uuid::Uuid)> = sqlx::query_as("SELECT action, staff_id FROM audit_log ORDER BY id").fetch_all(&app.pool).await.unwrap();
     let names: Vec<&str> = audited.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(names, ["user.suspend", "upstream.disable", "upstream.update", "upstream.add", "channel.update", "model.update", "plan.update"]);
+    assert_eq!(names, ["user.suspend", "upstream.disable", "upstream.update", "upstream.add", "channel.update", "affinity.clear", "model.update", "plan.update"]);
     assert!(audited.iter().all(|(_, s)| *s == boss));
 }
 
