@@ -22,7 +22,14 @@ pub struct ConsoleState {
     pub public_base_url: String,
     /// Bounds on staff balance adjustments (maximum, confirmation threshold).
     pub staff_limits: cloudrouter_core::billing::adjustments::StaffLimits,
+    /// The bound on password hashing (sign-in, sign-up, password changes).
+    pub hash_slots: accounts::HashSlots,
 }
+
+/// The client's address, put on each console request by the server (which knows the trusted
+/// proxies, if any).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 pub const USER_ID_KEY: &str = "user_id";
 
@@ -80,11 +87,11 @@ pub async fn sign_out() -> Result<(), ServerFnError> {
     session().await?.flush().await.map_err(internal)
 }
 
-/// The peer address of the connection. Proxy headers are not trusted: they are client-controlled.
-pub fn client_ip() -> String {
+/// The client's address (see [`ClientAddr`]).
+pub fn client_addr() -> Result<std::net::IpAddr, ServerFnError> {
     use_context::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into())
+        .and_then(|parts| parts.extensions.get::<ClientAddr>().map(|a| a.0))
+        .ok_or_else(|| internal("the request carries no client address"))
 }
 
 /// Writes a staff action to the audit log.

@@ -18,6 +18,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use tower_sessions::{cookie::SameSite, Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
+use crate::client_addr::TrustedProxies;
 
 pub const SESSION_COOKIE: &str = "cloudrouter_session";
 
@@ -28,7 +29,7 @@ pub async fn session_store(pool: &PgPool) -> Result<PostgresStore, sqlx::Error> 
     Ok(store)
 }
 
-/// Housekeeping for the console's tables: expired sessions and old failed-login records.
+/// Housekeeping for the console's tables: expired sessions and spent sign-in throttles.
 /// Every instance runs it; the deletes are idempotent.
 pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
     use tower_sessions::ExpiredDeletion;
@@ -39,8 +40,8 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
             if let Err(e) = store.delete_expired().await {
                 tracing::warn!(error = %e, "deleting expired sessions failed");
             }
-            if let Err(e) = cloudrouter_core::accounts::prune_login_failures(&pool).await {
-                tracing::warn!(error = %e, "pruning failed logins failed");
+            if let Err(e) = cloudrouter_core::throttle::prune(&pool).await {
+                tracing::warn!(error = %e, "pruning sign-in throttles failed");
             }
         }
     });
@@ -48,7 +49,7 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
 
 /// The console: Leptos pages and server functions, plus `extra` cookie-authenticated routes
 /// (file uploads and downloads), all behind the session, sign-in and CSRF guards.
-pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, extra: Router) -> Router {
+pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, trusted_proxies: TrustedProxies, extra: Router) -> Router {
     let routes = generate_route_list(App);
     let leptos_options_for_keys = leptos_options.clone();
     let context = {
@@ -73,6 +74,7 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         .layer(middleware::from_fn(guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))
+        .layer(middleware::from_fn_with_state(std::sync::Arc::new(trusted_proxies), crate::client_addr::layer))
 }
 
 /// A key created by a plain form post (JavaScript off) is shown in the answer to that very post:

@@ -15,11 +15,17 @@ struct App {
 }
 
 async fn start(pool: PgPool) -> App {
+    start_with(pool, |_| {}).await
+}
+
+/// The app with its settings changed by `adjust`.
+async fn start_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> App {
     db::migrate(&pool).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // The harness's fixed secret: the server refuses to run without one.
-    let config = Config { secret: "test-server-secret".into(), ..Config::from_env(addr) };
+    let mut config = Config { secret: "test-server-secret".into(), ..Config::from_env(addr) };
+    adjust(&mut config);
     let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
     let router = server::build(pool.clone(), &config, leptos).await.unwrap().router;
     tokio::spawn(async move {
@@ -120,7 +126,7 @@ async fn repeated_failures_lock_the_account_for_a_while(pool: PgPool) {
     // Even the right password is refused now.
     let (status, body) = app.login(&c, "hal@example.com", PASSWORD).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(body.contains("Too many failed sign-in attempts"), "{body}");
+    assert!(body.contains("Too many attempts"), "{body}");
 }
 
 #[sqlx::test(migrations = false)]
@@ -168,13 +174,151 @@ async fn console_pages_redirect_to_sign_in_and_cross_site_posts_are_refused(pool
 }
 
 #[sqlx::test(migrations = false)]
-async fn old_failed_logins_are_forgotten(pool: PgPool) {
+async fn spent_throttles_are_forgotten_and_waits_double(pool: PgPool) {
+    use cloudrouter_core::throttle;
     db::migrate(&pool).await.unwrap();
-    sqlx::query("INSERT INTO login_failures (email, ip, failed_at) VALUES ('a@b.co', '1.2.3.4', now() - interval '16 minutes'), ('a@b.co', '1.2.3.4', now())")
+    for _ in 0..5 {
+        assert_eq!(throttle::take_all(&pool, &[("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap(), None);
+    }
+    let first = throttle::take_all(&pool, &[("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap().expect("waits after five");
+    assert!((55..=60).contains(&first), "{first}");
+    // The wait is over: one more try, then twice as long.
+    sqlx::query("UPDATE auth_throttle SET next_at = now()").execute(&pool).await.unwrap();
+    assert_eq!(throttle::take_all(&pool, &[("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap(), None);
+    let second = throttle::take_all(&pool, &[("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap().expect("waits again");
+    assert!((115..=120).contains(&second), "{second}");
+    // A refusal by a later key counts nothing on the earlier ones.
+    let before: i32 = sqlx::query_scalar("SELECT attempts FROM auth_throttle WHERE key = 'pair:t'").fetch_one(&pool).await.unwrap();
+    assert!(throttle::take_all(&pool, &[("addr:t", throttle::SIGN_IN_ADDRESS), ("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap().is_some());
+    let addr: Option<i32> = sqlx::query_scalar("SELECT attempts FROM auth_throttle WHERE key = 'addr:t'").fetch_optional(&pool).await.unwrap();
+    assert_eq!((addr, before), (None, 6));
+
+    sqlx::query("INSERT INTO auth_throttle (key, attempts, window_start, next_at) VALUES ('addr:old', 3, now() - interval '2 days', now() - interval '1 day')")
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(accounts::prune_login_failures(&pool).await.unwrap(), 1);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures").fetch_one(&pool).await.unwrap();
-    assert_eq!(left, 1, "failures inside the window still count");
+    assert_eq!(throttle::prune(&pool).await.unwrap(), 1, "only the spent key goes");
+}
+
+/// A client whose connections come from `source` (any 127.x address reaches the test server).
+fn client_from(source: &str) -> Client {
+    Client::builder().cookie_store(true).redirect(Policy::none()).local_address(source.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn parallel_burst_of_guesses_is_counted_in_full(pool: PgPool) {
+    let app = start(pool).await;
+    app.signup(&client(), "burst@example.com").await;
+    let guesses = (0..30).map(|i| {
+        let app = &app;
+        async move { app.login(&client(), "burst@example.com", &format!("Wrong-guess-{i:02}")).await }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let evaluated = answers.iter().filter(|(_, body)| body.contains("Wrong email or password.")).count();
+    let refused = answers.iter().filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((evaluated, refused), (5, 25), "exactly the limit of guesses is checked: {answers:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn guesser_from_one_address_cannot_lock_the_owner_out_from_another(pool: PgPool) {
+    let app = start(pool).await;
+    app.signup(&client(), "owner@example.com").await;
+    let guesser = client_from("127.0.0.2");
+    for i in 0..12 {
+        app.login(&guesser, "owner@example.com", &format!("Wrong-guess-{i:02}")).await;
+    }
+    let (status, body) = app.login(&guesser, "owner@example.com", PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the guesser is held back: {body}");
+    let owner = client_from("127.0.0.3");
+    let (status, body) = app.login(&owner, "owner@example.com", PASSWORD).await;
+    assert!(status.is_success(), "the owner signs in from elsewhere: {status} {body}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn spoofed_forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttle(pool: PgPool) {
+    let app = start(pool).await;
+    app.signup(&client(), "spoof@example.com").await;
+    let c = client();
+    for i in 0..8 {
+        c.post(format!("{}/api/login", app.base))
+            .header("accept", "application/json")
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .header("x-real-ip", format!("198.51.100.{i}"))
+            .form(&[("email", "spoof@example.com"), ("password", "Wrong-guess-00")])
+            .send()
+            .await
+            .unwrap();
+    }
+    let res = c
+        .post(format!("{}/api/login", app.base))
+        .header("accept", "application/json")
+        .header("x-forwarded-for", "198.51.100.200")
+        .form(&[("email", "spoof@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "a header the client wrote is not its address");
+}
+
+#[sqlx::test(migrations = false)]
+async fn signup_flood_from_one_address_is_throttled(pool: PgPool) {
+    let app = start(pool).await;
+    let c = client();
+    let mut last = (StatusCode::OK, String::new());
+    for i in 0..25 {
+        last = app.signup(&c, &format!("flood{i}@example.com")).await;
+    }
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS, "{}", last.1);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
+    assert!(count <= 20, "{count} accounts from one address in a minute");
+}
+
+#[sqlx::test(migrations = false)]
+async fn hashing_flood_waits_for_a_slot_or_gets_503_instead_of_exhausting_memory(pool: PgPool) {
+    let app = start_with(pool, |c| c.hash_slots = 1).await;
+    // Each sign-in of a distinct (unknown) email costs one argon2 check (19 MiB).
+    let attempts = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            let res = client_from(&format!("127.0.{}.{}", 1 + i / 10, 10 + i % 10))
+                .post(format!("{}/api/login", app.base))
+                .header("accept", "application/json")
+                .form(&[("email", format!("nobody{i}@example.com").as_str()), ("password", "Wrong-guess-00")])
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()))
+        }
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert!(!busy.is_empty(), "a burst beyond the bound is turned away: {answers:?}");
+    assert!(busy.iter().all(|(_, retry)| retry.is_some()), "with retry-after: {busy:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPool) {
+    let app = start_with(pool, |c| c.trusted_proxies = "127.0.0.1, 10.0.0.0/8".into()).await;
+    app.signup(&client(), "proxied@example.com").await;
+    let via_proxy = |forwarded: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let res = client()
+                .post(format!("{}/api/login", app.base))
+                .header("accept", "application/json")
+                .header("x-forwarded-for", forwarded)
+                .form(&[("email", "proxied@example.com"), ("password", password)])
+                .send()
+                .await
+                .unwrap();
+            res.status()
+        }
+    };
+    // The guesser at 198.51.100.7 writes addresses of its own in front; the proxy appends the real one.
+    for i in 0..6 {
+        let spoofed: &'static str = Box::leak(format!("203.0.113.{i}, 198.51.100.7").into_boxed_str());
+        via_proxy(spoofed, "Wrong-guess-00").await;
+    }
+    assert_eq!(via_proxy("203.0.113.99, 198.51.100.7", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "the guesser is held back");
+    assert_eq!(via_proxy("198.51.100.8, 10.1.1.1", PASSWORD).await, StatusCode::OK, "the owner, behind two proxies, is not");
 }

@@ -38,8 +38,9 @@ pub async fn signup(email: String, password: String, confirm: String) -> Result<
     if password != confirm {
         return Err(ServerFnError::new(t("The two passwords do not match.")));
     }
-    let pool = crate::ssr::pool()?;
-    let user = accounts::create_user(&pool, &email, &password).await.map_err(account_error)?;
+    let state = crate::ssr::state()?;
+    let pool = state.pool;
+    let user = accounts::sign_up(&pool, &state.hash_slots, &email, &password, crate::ssr::client_addr()?).await.map_err(account_error)?;
     // A new account keeps the language it was created in.
     accounts::set_locale(&pool, user.id, crate::i18n::lang().code()).await.map_err(crate::ssr::internal)?;
     crate::ssr::sign_in(&user).await?;
@@ -49,16 +50,9 @@ pub async fn signup(email: String, password: String, confirm: String) -> Result<
 
 #[server(endpoint = "login")]
 pub async fn login(email: String, password: String, next: Option<String>) -> Result<(), ServerFnError> {
-    use cloudrouter_core::accounts::{self, AccountError};
-    let ip = crate::ssr::client_ip();
-    let user = accounts::authenticate(&crate::ssr::pool()?, &email, &password, &ip).await.map_err(|e| match e {
-        AccountError::Db(e) => crate::ssr::internal(e),
-        AccountError::Throttled(minutes) => {
-            crate::ssr::set_status(http::StatusCode::TOO_MANY_REQUESTS);
-            ServerFnError::new(crate::i18n::tf("Too many failed sign-in attempts. Try again in {} minutes.", &[&minutes]))
-        }
-        other => account_error(other),
-    })?;
+    use cloudrouter_core::accounts;
+    let state = crate::ssr::state()?;
+    let user = accounts::authenticate(&state.pool, &state.hash_slots, &email, &password, crate::ssr::client_addr()?).await.map_err(account_error)?;
     // The language saved on the account follows the user to this browser.
     if let Some(lang) = user.locale.as_deref().and_then(crate::i18n::Lang::parse) {
         set_language_cookie(lang);
@@ -68,12 +62,31 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     Ok(())
 }
 
-/// An account error in the caller's language (database errors stay generic).
+/// An account error in the caller's language (database errors stay generic). Throttling answers
+/// 429 and a busy server 503, both with `retry-after`.
 #[cfg(feature = "ssr")]
 fn account_error(e: cloudrouter_core::accounts::AccountError) -> ServerFnError {
+    use cloudrouter_core::accounts::{AccountError, BUSY_RETRY_SECS};
     match e {
-        cloudrouter_core::accounts::AccountError::Db(e) => crate::ssr::internal(e),
+        AccountError::Db(e) => crate::ssr::internal(e),
+        AccountError::Throttled(secs) => {
+            retry_after(http::StatusCode::TOO_MANY_REQUESTS, secs.max(1) as u64);
+            let minutes = (secs.max(1) + 59) / 60;
+            ServerFnError::new(crate::i18n::tf("Too many attempts. Try again in {} minutes.", &[&minutes]))
+        }
+        AccountError::Busy => {
+            retry_after(http::StatusCode::SERVICE_UNAVAILABLE, BUSY_RETRY_SECS);
+            ServerFnError::new(t("The server is busy. Please try again in a moment."))
+        }
         other => ServerFnError::new(crate::i18n::tr(&other.to_string())),
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn retry_after(status: http::StatusCode, secs: u64) {
+    crate::ssr::set_status(status);
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.insert_header(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
 }
 
@@ -118,7 +131,8 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
     if new != confirm {
         return Err(ServerFnError::new(t("The two new passwords do not match.")));
     }
-    accounts::change_password(&crate::ssr::pool()?, user.id, &current, &new).await.map_err(|e| match e {
+    let state = crate::ssr::state()?;
+    accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new).await.map_err(|e| match e {
         AccountError::WrongCredentials => ServerFnError::new(t("Your current password is not right.")),
         other => account_error(other),
     })?;

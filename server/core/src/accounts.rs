@@ -1,10 +1,16 @@
-//! Accounts: sign-up, password checks (argon2id), roles, and throttling of failed logins.
+//! Accounts: sign-up, password checks (argon2id), roles, and throttling of sign-in and sign-up
+//! (see [`crate::throttle`]). Argon2 runs under a bound ([`HashSlots`]): each check takes 19 MiB,
+//! so a flood of sign-ins waits for a slot or is turned away instead of exhausting memory.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use crate::throttle::{self, address_key};
 use sqlx::PgPool;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +51,12 @@ pub enum AccountError {
     WeakPassword(&'static str),
     #[error("Wrong email or password.")]
     WrongCredentials,
-    #[error("Too many failed sign-in attempts. Try again in {0} minutes.")]
+    /// Too many attempts from this caller: try again in this many seconds.
+    #[error("Too many attempts. Try again in {0} seconds.")]
     Throttled(i64),
+    /// Every password-hashing slot stayed busy: try again in [`BUSY_RETRY_SECS`].
+    #[error("The server is busy. Please try again in a moment.")]
+    Busy,
     #[error("This account is suspended. Contact support.")]
     Suspended,
     #[error("No account with this email.")]
@@ -55,10 +65,52 @@ pub enum AccountError {
     Db(#[from] sqlx::Error),
 }
 
-/// Failed logins allowed per account, and per client address, inside the window.
-const MAX_FAILURES_PER_EMAIL: i64 = 5;
-const MAX_FAILURES_PER_IP: i64 = 20;
-const FAILURE_WINDOW_MINUTES: i64 = 15;
+/// How long a password check waits for a hashing slot before the caller is told to come back.
+const HASH_WAIT: Duration = Duration::from_secs(2);
+/// The `retry-after` for [`AccountError::Busy`].
+pub const BUSY_RETRY_SECS: u64 = 2;
+
+/// The bound on argon2 work in flight in this process (each check holds 19 MiB).
+#[derive(Clone, Debug)]
+pub struct HashSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl HashSlots {
+    pub fn new(slots: usize) -> HashSlots {
+        HashSlots { slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))) }
+    }
+
+    /// One slot per core: argon2 is CPU-bound, so more at once adds memory, not throughput.
+    pub fn per_core() -> HashSlots {
+        HashSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Runs `f` on a blocking thread once a slot is free (waiting at most [`HASH_WAIT`]). The
+    /// slot goes with the work, so a caller that hangs up does not free it before the work ends.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AccountError> {
+        let slot = match tokio::time::timeout(HASH_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(AccountError::Busy),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
+        .await
+        .expect("argon2 does not panic"))
+    }
+
+    async fn hash(&self, password: &str) -> Result<String, AccountError> {
+        let password = password.to_owned();
+        self.run(move || hash_password(&password)).await
+    }
+
+    async fn verify(&self, password: &str, hash: &str) -> Result<bool, AccountError> {
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        self.run(move || verify_password(&password, &hash)).await
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -135,26 +187,36 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
-/// Argon2 is deliberately slow; keep it off the async workers.
+/// Argon2 is deliberately slow; keep it off the async workers. Unbounded: for the staff API and
+/// the command line, not for anything the public reaches.
 async fn hash_blocking(password: &str) -> String {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.expect("hash task")
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.expect("argon2 does not panic")
 }
 
-async fn verify_blocking(password: &str, hash: &str) -> bool {
-    let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.expect("verify task")
-}
-
+/// Creates a customer account (staff API, tests). The public sign-up is [`sign_up`].
 pub async fn create_user(pool: &PgPool, email: &str, password: &str) -> Result<User, AccountError> {
     let email = normalize_email(email)?;
     check_password_strength(password, &email)?;
-    let hash = hash_blocking(password).await;
+    insert_user(pool, &email, hash_blocking(password).await).await
+}
+
+/// The public sign-up: at most [`throttle::SIGN_UP_ADDRESS`] per address, hashing under `slots`.
+pub async fn sign_up(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
+    if let Some(wait) = throttle::take_all(pool, &[(&format!("signup:{}", address_key(addr)), throttle::SIGN_UP_ADDRESS)]).await? {
+        return Err(AccountError::Throttled(wait));
+    }
+    let email = normalize_email(email)?;
+    check_password_strength(password, &email)?;
+    insert_user(pool, &email, slots.hash(password).await?).await
+}
+
+async fn insert_user(pool: &PgPool, email: &str, hash: String) -> Result<User, AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!(
         "INSERT INTO users (email, password_hash) VALUES ($1, $2)
          ON CONFLICT DO NOTHING RETURNING {USER_COLUMNS}"
     ))
-    .bind(&email)
+    .bind(email)
     .bind(hash)
     .fetch_optional(pool)
     .await?;
@@ -180,81 +242,50 @@ pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<User>, s
     Ok(find_row_by_email(pool, email).await?.map(User::from))
 }
 
-/// Minutes until the oldest failure that keeps the caller over a limit leaves the window, if any.
-async fn throttled_for(pool: &PgPool, email: &str, ip: &str) -> Result<Option<i64>, sqlx::Error> {
-    let (by_email, by_ip, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE lower(email) = lower($1)),
-                count(*) FILTER (WHERE ip = $2),
-                min(failed_at)
-         FROM login_failures
-         WHERE (lower(email) = lower($1) OR ip = $2)
-           AND failed_at > now() - make_interval(mins => $3::int)",
-    )
-    .bind(email.trim())
-    .bind(ip)
-    .bind(FAILURE_WINDOW_MINUTES as i32)
-    .fetch_one(pool)
-    .await?;
-    if by_email < MAX_FAILURES_PER_EMAIL && by_ip < MAX_FAILURES_PER_IP {
-        return Ok(None);
-    }
-    let wait = oldest
-        .map(|t| (t + chrono::Duration::minutes(FAILURE_WINDOW_MINUTES) - Utc::now()).num_minutes() + 1)
-        .unwrap_or(FAILURE_WINDOW_MINUTES);
-    Ok(Some(wait.max(1)))
-}
-
-/// Checks credentials. Failures are recorded per email and per address; past the limits the
-/// caller is refused (without checking the password) until the window moves on.
-pub async fn authenticate(pool: &PgPool, email: &str, password: &str, ip: &str) -> Result<User, AccountError> {
-    if let Some(minutes) = throttled_for(pool, email, ip).await? {
-        return Err(AccountError::Throttled(minutes));
+/// Checks credentials from `addr`. The attempt is counted before the password is checked, per
+/// (email, address) and per address (see [`crate::throttle`]); past a limit the caller is refused
+/// without a check until its wait is over. Success forgives the pair and gives the address its
+/// attempt back.
+pub async fn authenticate(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
+    let addr = address_key(addr);
+    let (pair, by_addr) = (format!("pair:{}|{addr}", email.trim().to_lowercase()), format!("addr:{addr}"));
+    if let Some(wait) = throttle::take_all(pool, &[(&by_addr, throttle::SIGN_IN_ADDRESS), (&pair, throttle::SIGN_IN_PAIR)]).await? {
+        return Err(AccountError::Throttled(wait));
     }
     let row = find_row_by_email(pool, email).await?;
-    let ok = match &row {
-        Some(r) => verify_blocking(password, &r.password_hash).await,
-        None => {
-            // Same cost as a real check, so timing does not reveal which emails exist.
-            let _ = verify_blocking(password, &DUMMY_HASH).await;
-            false
-        }
-    };
-    match row {
-        Some(r) if ok => {
-            sqlx::query("DELETE FROM login_failures WHERE lower(email) = lower($1)").bind(&r.email).execute(pool).await?;
+    // Unknown emails cost the same check, so timing does not reveal which emails exist.
+    let checked = slots.verify(password, row.as_ref().map_or(&*DUMMY_HASH, |r| &r.password_hash)).await;
+    match (row, checked) {
+        (Some(r), Ok(true)) => {
+            throttle::forgive(pool, &pair).await?;
+            throttle::give_back(pool, &by_addr).await?;
             let user = User::from(r);
             if user.suspended { Err(AccountError::Suspended) } else { Ok(user) }
         }
-        _ => {
-            sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)").bind(email.trim()).bind(ip).execute(pool).await?;
-            Err(AccountError::WrongCredentials)
+        (_, Err(busy)) => {
+            // Nothing was checked: the attempt does not count.
+            throttle::give_back(pool, &pair).await?;
+            throttle::give_back(pool, &by_addr).await?;
+            Err(busy)
         }
+        _ => Err(AccountError::WrongCredentials),
     }
 }
 
 /// A real hash with the same parameters, checked against when the email is unknown.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such account"));
 
-/// Forgets failed logins that have left the throttling window.
-pub async fn prune_login_failures(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - make_interval(mins => $1::int)")
-        .bind(FAILURE_WINDOW_MINUTES as i32)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected())
-}
-
-pub async fn change_password(pool: &PgPool, user_id: Uuid, current: &str, new: &str) -> Result<(), AccountError> {
+pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str) -> Result<(), AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(user_id)
         .fetch_optional(pool)
         .await?
         .ok_or(AccountError::NotFound)?;
-    if !verify_blocking(current, &row.password_hash).await {
+    if !slots.verify(current, &row.password_hash).await? {
         return Err(AccountError::WrongCredentials);
     }
     check_password_strength(new, &row.email)?;
-    let hash = hash_blocking(new).await;
+    let hash = slots.hash(new).await?;
     sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
         .bind(user_id)
         .bind(hash)

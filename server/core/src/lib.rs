@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod throttle;
 pub mod upstreams;
 pub mod usage;
 pub mod util;
