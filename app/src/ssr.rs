@@ -31,7 +31,9 @@ pub struct ConsoleState {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
-pub const USER_ID_KEY: &str = "user_id";
+const USER_ID_KEY: &str = "user_id";
+/// The account's session epoch when this session signed in.
+const EPOCH_KEY: &str = "session_epoch";
 
 pub fn state() -> Result<ConsoleState, ServerFnError> {
     use_context::<ConsoleState>().ok_or_else(|| ServerFnError::new("server state missing"))
@@ -47,12 +49,18 @@ pub async fn session() -> Result<Session, ServerFnError> {
 
 /// The signed-in user, if any. A suspended account is treated as signed out of the console.
 pub async fn current_user() -> Result<Option<User>, ServerFnError> {
-    let session = session().await?;
-    let Some(id) = session.get::<Uuid>(USER_ID_KEY).await.map_err(internal)? else {
+    session_user(&session().await?, &pool()?).await.map_err(internal)
+}
+
+/// The user `session` is signed in as: none when the account is suspended, or when the session
+/// was signed in before the account's latest password change (its epoch is behind).
+pub async fn session_user(session: &Session, pool: &PgPool) -> Result<Option<User>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(id) = session.get::<Uuid>(USER_ID_KEY).await? else {
         return Ok(None);
     };
-    let user = accounts::find_by_id(&pool()?, id).await.map_err(internal)?;
-    Ok(user.filter(|u| !u.suspended))
+    let epoch = session.get::<i64>(EPOCH_KEY).await?;
+    let user = accounts::find_by_id(pool, id).await?;
+    Ok(user.filter(|u| !u.suspended && Some(u.session_epoch) == epoch))
 }
 
 pub async fn require_user() -> Result<User, ServerFnError> {
@@ -80,7 +88,15 @@ pub async fn sign_in(user: &User) -> Result<(), ServerFnError> {
     let session = session().await?;
     session.cycle_id().await.map_err(internal)?;
     session.insert(USER_ID_KEY, user.id).await.map_err(internal)?;
+    session.insert(EPOCH_KEY, user.session_epoch).await.map_err(internal)?;
     Ok(())
+}
+
+/// Keeps this session signed in at a new epoch (after a password change), under a fresh id.
+pub async fn renew(epoch: i64) -> Result<(), ServerFnError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(internal)?;
+    session.insert(EPOCH_KEY, epoch).await.map_err(internal)
 }
 
 pub async fn sign_out() -> Result<(), ServerFnError> {

@@ -3,13 +3,13 @@
 
 use axum::{
     body::Body,
-    extract::Request,
+    extract::{Request, State},
     http::{header, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
+use sqlx::PgPool;
 use tower_sessions::Session;
-use uuid::Uuid;
 
 /// Paths that authenticate with API keys or bearer tokens, not cookies: CSRF does not apply.
 fn is_token_authenticated(path: &str) -> bool {
@@ -43,11 +43,17 @@ pub async fn csrf(req: Request, next: Next) -> Response {
 }
 
 /// A full page load of a console page without a session goes to sign-in, and comes back after.
-pub async fn console_pages(session: Session, req: Request<Body>, next: Next) -> Response {
+pub async fn console_pages(State(pool): State<PgPool>, session: Session, req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path();
     let is_console = path == "/console" || path.starts_with("/console/");
     if is_console && req.method() == Method::GET {
-        let signed_in = matches!(session.get::<Uuid>(app::ssr::USER_ID_KEY).await, Ok(Some(_)));
+        let signed_in = match app::ssr::session_user(&session, &pool).await {
+            Ok(user) => user.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the session failed");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
         if !signed_in {
             let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/console");
             let mut login = String::from("/login?next=");

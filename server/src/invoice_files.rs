@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use cloudrouter_core::accounts::{self, Role, User};
+use cloudrouter_core::accounts::{Role, User};
 use cloudrouter_core::billing::invoices;
 use sqlx::PgPool;
 use tower_sessions::Session;
@@ -26,8 +26,7 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 async fn signed_in(pool: &PgPool, session: &Session) -> Option<User> {
-    let id = session.get::<Uuid>(app::ssr::USER_ID_KEY).await.ok().flatten()?;
-    accounts::find_by_id(pool, id).await.ok().flatten().filter(|u| !u.suspended)
+    app::ssr::session_user(session, pool).await.ok().flatten()
 }
 
 async fn download(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid>) -> Response {

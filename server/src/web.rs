@@ -52,6 +52,7 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
 pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, trusted_proxies: TrustedProxies, extra: Router) -> Router {
     let routes = generate_route_list(App);
     let leptos_options_for_keys = leptos_options.clone();
+    let state_pool = state.pool.clone();
     let context = {
         let state = state.clone();
         move || provide_context(state.clone())
@@ -71,7 +72,7 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         .with_state(leptos_options)
         .merge(extra)
         .layer(middleware::from_fn_with_state((leptos_options_for_keys, state), created_key_page))
-        .layer(middleware::from_fn(guard::console_pages))
+        .layer(middleware::from_fn_with_state(state_pool, guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))
         .layer(middleware::from_fn_with_state(std::sync::Arc::new(trusted_proxies), crate::client_addr::layer))

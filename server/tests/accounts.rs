@@ -322,3 +322,26 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPool
     assert_eq!(via_proxy("203.0.113.99, 198.51.100.7", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "the guesser is held back");
     assert_eq!(via_proxy("198.51.100.8, 10.1.1.1", PASSWORD).await, StatusCode::OK, "the owner, behind two proxies, is not");
 }
+
+#[sqlx::test(migrations = false)]
+async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
+    let app = start(pool).await;
+    let (here, elsewhere) = (client(), client());
+    app.signup(&here, "moved@example.com").await;
+    app.login(&elsewhere, "moved@example.com", PASSWORD).await;
+    assert!(app.me(&elsewhere).await.contains("moved@example.com"));
+
+    let res = here
+        .post(format!("{}/api/change_password", app.base))
+        .header("accept", "application/json")
+        .form(&[("current", PASSWORD), ("new", "Another-pass-2027"), ("confirm", "Another-pass-2027")])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert!(res.headers().get("set-cookie").is_some(), "this session continues under a new id");
+    assert!(app.me(&here).await.contains("moved@example.com"), "this session stays signed in");
+    assert_eq!(app.me(&elsewhere).await, "null", "the other session is signed out");
+    let page = elsewhere.get(format!("{}/console", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER, "and a page load goes to sign-in");
+}

@@ -132,12 +132,12 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
         return Err(ServerFnError::new(t("The two new passwords do not match.")));
     }
     let state = crate::ssr::state()?;
-    accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new).await.map_err(|e| match e {
+    let epoch = accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new).await.map_err(|e| match e {
         AccountError::WrongCredentials => ServerFnError::new(t("Your current password is not right.")),
         other => account_error(other),
     })?;
-    // Other sessions keep working until they expire; this one gets a new id.
-    crate::ssr::session().await?.cycle_id().await.map_err(crate::ssr::internal)?;
+    // Every other session is signed out by the new epoch; this one moves to it under a new id.
+    crate::ssr::renew(epoch).await?;
     Ok(t("Password changed.").into())
 }
 

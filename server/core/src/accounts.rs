@@ -39,6 +39,8 @@ pub struct User {
     pub suspended: bool,
     pub locale: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Sessions signed in at another epoch are signed out (a password change moves it on).
+    pub session_epoch: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,7 @@ struct UserRow {
     status: String,
     locale: Option<String>,
     created_at: DateTime<Utc>,
+    session_epoch: i64,
 }
 
 impl From<UserRow> for User {
@@ -132,11 +135,12 @@ impl From<UserRow> for User {
             suspended: r.status == "suspended",
             locale: r.locale,
             created_at: r.created_at,
+            session_epoch: r.session_epoch,
         }
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at";
+const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch";
 
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     let email = email.trim();
@@ -275,7 +279,9 @@ pub async fn authenticate(pool: &PgPool, slots: &HashSlots, email: &str, passwor
 /// A real hash with the same parameters, checked against when the email is unknown.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such account"));
 
-pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str) -> Result<(), AccountError> {
+/// Sets a new password and moves the account's session epoch on, which signs out every session
+/// (the caller's included; it continues at the returned epoch).
+pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str) -> Result<i64, AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(user_id)
         .fetch_optional(pool)
@@ -286,12 +292,12 @@ pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, cu
     }
     check_password_strength(new, &row.email)?;
     let hash = slots.hash(new).await?;
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+    let epoch = sqlx::query_scalar("UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, updated_at = now() WHERE id = $1 RETURNING session_epoch")
         .bind(user_id)
         .bind(hash)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(epoch)
 }
 
 /// `server admin create`: creates a staff account, or promotes an existing one (and sets its
