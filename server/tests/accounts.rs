@@ -145,6 +145,8 @@ async fn staff_functions_refuse_customers(pool: PgPool) {
     // `server admin create` is idempotent: it promotes an existing account.
     accounts::ensure_staff(&app.pool, "ivy@example.com", PASSWORD).await.unwrap();
     accounts::ensure_staff(&app.pool, "ivy@example.com", PASSWORD).await.unwrap();
+    // Staff work with two-factor sign-in on.
+    app.enable_two_factor(&customer, "ivy@example.com").await;
     let (status, body) = app.call(&customer, "admin/users", &[("query", "ivy")]).await;
     assert!(status.is_success(), "{status} {body}");
     assert!(body.contains("ivy@example.com"));
@@ -344,4 +346,140 @@ async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
     assert_eq!(app.me(&elsewhere).await, "null", "the other session is signed out");
     let page = elsewhere.get(format!("{}/console", app.base)).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::SEE_OTHER, "and a page load goes to sign-in");
+}
+
+/// The harness's server secret, as the server derives its key from it (to read what it stored).
+fn crypto() -> cloudrouter_core::crypto::Crypto {
+    cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
+}
+
+/// The code the authenticator app shows now for the account's secret, `steps` steps away.
+async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
+    use cloudrouter_core::totp;
+    let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
+    let secret = crypto().decrypt(&stored).unwrap();
+    totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
+}
+
+impl App {
+    /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
+    async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
+        let (status, body) = self.call(c, "two_factor/begin", &[]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let (_, view) = self.call(c, "two_factor", &[]).await;
+        assert!(view.contains("otpauth://totp/CloudRouter:"), "{view}");
+        // An earlier step's code, so that the test's next code (of the current step) is still new.
+        let code = app_code(&self.pool, email, "totp_pending_enc", -1).await;
+        let (status, body) = self.call(c, "two_factor/confirm", &[("code", &code)]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: PgPool) {
+    let app = start(pool).await;
+    let owner = client();
+    app.signup(&owner, "twofa@example.com").await;
+    app.enable_two_factor(&owner, "twofa@example.com").await;
+
+    let thief = client();
+    let (status, _) = app.login(&thief, "twofa@example.com", PASSWORD).await;
+    assert!(status.is_success());
+    assert_eq!(app.me(&thief).await, "null", "not signed in after the password step");
+    let (status, _) = app.call(&thief, "keys", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let page = thief.get(format!("{}/console", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER, "console pages wait for the code");
+
+    let code = app_code(&app.pool, "twofa@example.com", "totp_secret_enc", 0).await;
+    let (status, body) = app.call(&thief, "login_code", &[("code", &code)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert!(app.me(&thief).await.contains("twofa@example.com"), "signed in with the code");
+
+    // The same code again, from another sign-in: refused (a code is used once).
+    let again = client();
+    app.login(&again, "twofa@example.com", PASSWORD).await;
+    let (status, body) = app.call(&again, "login_code", &[("code", &code)]).await;
+    assert!(!status.is_success() && body.contains("That code is not right"), "{status} {body}");
+    assert_eq!(app.me(&again).await, "null");
+}
+
+#[sqlx::test(migrations = false)]
+async fn code_guessing_is_throttled_and_recovery_codes_work_once(pool: PgPool) {
+    let app = start(pool).await;
+    let owner = client();
+    app.signup(&owner, "guess@example.com").await;
+    let recovery = app.enable_two_factor(&owner, "guess@example.com").await;
+    assert_eq!(recovery.len(), 10);
+
+    let guesser = client_from("127.0.0.2");
+    app.login(&guesser, "guess@example.com", PASSWORD).await;
+    for i in 0..5 {
+        let (status, body) = app.call(&guesser, "login_code", &[("code", &format!("{:06}", 100_000 + i))]).await;
+        assert!(!status.is_success() && body.contains("That code is not right"), "wrong code {i}: {status} {body}");
+    }
+    let right = app_code(&app.pool, "guess@example.com", "totp_secret_enc", 0).await;
+    let (status, body) = app.call(&guesser, "login_code", &[("code", &right)]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "held back even with the right code: {body}");
+
+    // The owner elsewhere signs in with a recovery code, typed loosely; it works once.
+    let owner_b = client_from("127.0.0.3");
+    app.login(&owner_b, "guess@example.com", PASSWORD).await;
+    let typed = recovery[0].to_uppercase().replace('-', " ");
+    let (status, body) = app.call(&owner_b, "login_code", &[("code", &typed)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    let owner_c = client_from("127.0.0.3");
+    app.login(&owner_c, "guess@example.com", PASSWORD).await;
+    let (status, _) = app.call(&owner_c, "login_code", &[("code", &recovery[0])]).await;
+    assert!(!status.is_success(), "a recovery code is used once");
+}
+
+#[sqlx::test(migrations = false)]
+async fn staff_without_two_factor_reach_no_staff_function_or_page(pool: PgPool) {
+    let app = start(pool).await;
+    let staff = client();
+    app.signup(&staff, "ops2fa@example.com").await;
+    accounts::ensure_staff(&app.pool, "ops2fa@example.com", PASSWORD).await.unwrap();
+    let (status, body) = app.call(&staff, "admin/users", &[("query", "")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("two-factor"), "{body}");
+    let page = staff.get(format!("{}/console/admin/upstreams", app.base)).send().await.unwrap();
+    assert_eq!((page.status(), page.headers().get("location").and_then(|v| v.to_str().ok())), (StatusCode::SEE_OTHER, Some("/console/settings")), "sent to set it up");
+
+    app.enable_two_factor(&staff, "ops2fa@example.com").await;
+    let (status, body) = app.call(&staff, "admin/users", &[("query", "")]).await;
+    assert!(status.is_success(), "{status} {body}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn two_factor_secrets_are_encrypted_and_recovery_codes_hashed_at_rest(pool: PgPool) {
+    let app = start(pool).await;
+    let c = client();
+    app.signup(&c, "atrest@example.com").await;
+    let recovery = app.enable_two_factor(&c, "atrest@example.com").await;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT totp_secret_enc FROM users").fetch_one(&app.pool).await.unwrap();
+    let secret = crypto().decrypt(&stored).unwrap();
+    let text = cloudrouter_core::totp::secret_text(&secret);
+    let dump: Vec<String> = sqlx::query_scalar("SELECT concat_ws('|', u::text, (SELECT string_agg(r::text, ',') FROM recovery_codes r)) FROM users u")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    for row in dump {
+        assert!(!row.contains(&text) && !row.contains(&secret.iter().map(|b| format!("{b:02x}")).collect::<String>()), "the secret in clear: {row}");
+        assert!(recovery.iter().all(|code| !row.contains(code.as_str()) && !row.contains(&code.replace('-', ""))), "a recovery code in clear");
+    }
+
+    // Off again only with the password and a code.
+    let code = app_code(&app.pool, "atrest@example.com", "totp_secret_enc", 0).await;
+    let (status, _) = app.call(&c, "two_factor/disable", &[("password", "Not-the-password-1"), ("code", &code)]).await;
+    assert!(!status.is_success());
+    let (status, _) = app.call(&c, "two_factor/disable", &[("password", PASSWORD), ("code", "000000")]).await;
+    assert!(!status.is_success());
+    let code = app_code(&app.pool, "atrest@example.com", "totp_secret_enc", 1).await;
+    let (status, body) = app.call(&c, "two_factor/disable", &[("password", PASSWORD), ("code", &code)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(left, 0);
 }

@@ -1,4 +1,5 @@
-//! Sign-up, sign-in, sign-out and password changes.
+//! Sign-up, sign-in (with its two-factor code step), sign-out, password changes and two-factor
+//! setup.
 
 #[allow(unused_imports)]
 use crate::i18n::t;
@@ -57,8 +58,35 @@ pub async fn login(email: String, password: String, next: Option<String>) -> Res
     if let Some(lang) = user.locale.as_deref().and_then(crate::i18n::Lang::parse) {
         set_language_cookie(lang);
     }
+    let next = safe_next(next.as_deref());
+    if user.two_factor {
+        // Not signed in yet: the code step finishes it.
+        crate::ssr::await_code(&user, next).await?;
+        leptos_axum::redirect(CODE_PAGE);
+    } else {
+        crate::ssr::sign_in(&user).await?;
+        leptos_axum::redirect(&next);
+    }
+    Ok(())
+}
+
+/// The sign-in's code step, for accounts with two-factor sign-in on.
+pub const CODE_PAGE: &str = "/login/code";
+
+/// The code step: a code from the authenticator app, or a recovery code. Throttled as the
+/// password is; a code is accepted once.
+#[server(endpoint = "login_code")]
+pub async fn login_code(code: String) -> Result<(), ServerFnError> {
+    let state = crate::ssr::state()?;
+    let Some((user, next)) = crate::ssr::awaiting_code().await? else {
+        crate::ssr::set_status(http::StatusCode::UNAUTHORIZED);
+        return Err(ServerFnError::new(t("Your sign-in has expired. Please sign in again.")));
+    };
+    cloudrouter_core::accounts::authenticate_code(&state.pool, &state.crypto, user.id, &code, crate::ssr::client_addr()?)
+        .await
+        .map_err(account_error)?;
     crate::ssr::sign_in(&user).await?;
-    leptos_axum::redirect(&safe_next(next.as_deref()));
+    leptos_axum::redirect(&next);
     Ok(())
 }
 
@@ -69,6 +97,7 @@ fn account_error(e: cloudrouter_core::accounts::AccountError) -> ServerFnError {
     use cloudrouter_core::accounts::{AccountError, BUSY_RETRY_SECS};
     match e {
         AccountError::Db(e) => crate::ssr::internal(e),
+        AccountError::Undecryptable => crate::ssr::internal("a two-factor secret does not decrypt under this server secret"),
         AccountError::Throttled(secs) => {
             retry_after(http::StatusCode::TOO_MANY_REQUESTS, secs.max(1) as u64);
             let minutes = (secs.max(1) + 59) / 60;
@@ -139,6 +168,95 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
     // Every other session is signed out by the new epoch; this one moves to it under a new id.
     crate::ssr::renew(epoch).await?;
     Ok(t("Password changed.").into())
+}
+
+/// The two-factor part of Settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorView {
+    pub enabled: bool,
+    /// A staff account without it: the admin pages wait for it.
+    pub required: bool,
+    /// A setup in progress: the secret to put into an authenticator app.
+    pub setup: Option<TwoFactorSetup>,
+    pub recovery_codes_left: i64,
+    /// Recovery codes made by a plain form post (JavaScript off): the answer to that post is this
+    /// page rendered with them in context (the server's `web::shown_once_page`); kept nowhere.
+    pub just_made: Option<RecoveryCodes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorSetup {
+    /// Base32, to type in.
+    pub secret: String,
+    pub uri: String,
+    /// The URI as a QR code (SVG), when it could be drawn.
+    pub qr_svg: Option<String>,
+}
+
+/// The one moment the recovery codes are visible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub codes: Vec<String>,
+}
+
+impl std::fmt::Display for RecoveryCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(t("Two-factor sign-in is on."))
+    }
+}
+
+#[server(endpoint = "two_factor")]
+pub async fn two_factor() -> Result<TwoFactorView, ServerFnError> {
+    use cloudrouter_core::{accounts::Role, totp};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let status = totp::status(&state.pool, &state.crypto, user.id).await.map_err(account_error)?;
+    Ok(TwoFactorView {
+        enabled: status.enabled,
+        required: user.role == Role::Staff && !status.enabled,
+        setup: status.pending.map(|secret| {
+            let uri = totp::otpauth_uri(&secret, &user.email);
+            TwoFactorSetup { secret: totp::secret_text(&secret), qr_svg: crate::ssr::qr_svg(&uri).ok(), uri }
+        }),
+        recovery_codes_left: status.recovery_codes_left,
+        just_made: use_context::<RecoveryCodes>(),
+    })
+}
+
+/// Starts the setup with a new secret (shown on the Settings page until confirmed).
+#[server(endpoint = "two_factor/begin")]
+pub async fn begin_two_factor() -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    cloudrouter_core::totp::begin(&state.pool, &state.crypto, user.id).await.map_err(account_error)
+}
+
+/// Turns two-factor sign-in on with a code of the new secret, and answers the recovery codes.
+/// Sessions signed in with the password alone end; this one continues under a new id.
+#[server(endpoint = "two_factor/confirm")]
+pub async fn confirm_two_factor(code: String) -> Result<RecoveryCodes, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let (codes, epoch) = cloudrouter_core::totp::confirm(&state.pool, &state.crypto, user.id, &code, chrono::Utc::now().timestamp())
+        .await
+        .map_err(account_error)?;
+    crate::ssr::renew(epoch).await?;
+    Ok(RecoveryCodes { codes })
+}
+
+/// Turns two-factor sign-in off, with the password and a code (or a recovery code).
+#[server(endpoint = "two_factor/disable")]
+pub async fn disable_two_factor(password: String, code: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::{accounts, totp};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    // The code first: it is throttled, so the password cannot be guessed here without codes.
+    accounts::authenticate_code(&state.pool, &state.crypto, user.id, &code, crate::ssr::client_addr()?).await.map_err(account_error)?;
+    if !accounts::check_password(&state.pool, &state.hash_slots, user.id, &password).await.map_err(account_error)? {
+        return Err(ServerFnError::new(t("Your current password is not right.")));
+    }
+    totp::disable(&state.pool, user.id).await.map_err(account_error)?;
+    Ok(t("Two-factor sign-in is off.").into())
 }
 
 #[cfg(test)]

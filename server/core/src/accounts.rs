@@ -6,6 +6,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use crate::crypto::Crypto;
 use crate::throttle::{self, address_key};
 use sqlx::PgPool;
 use std::net::IpAddr;
@@ -41,6 +42,15 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// Sessions signed in at another epoch are signed out (a password change moves it on).
     pub session_epoch: i64,
+    /// Two-factor sign-in (TOTP) is on: signing in takes a code after the password.
+    pub two_factor: bool,
+}
+
+impl User {
+    /// Staff reach staff pages and functions only with two-factor sign-in on.
+    pub fn acts_as_staff(&self) -> bool {
+        self.role == Role::Staff && self.two_factor
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +73,15 @@ pub enum AccountError {
     Suspended,
     #[error("No account with this email.")]
     NotFound,
+    #[error("That code is not right. Check the time on your device and try again.")]
+    WrongCode,
+    #[error("Two-factor sign-in is already on.")]
+    TwoFactorOn,
+    #[error("Start the two-factor setup first.")]
+    NoTwoFactorSetup,
+    /// A stored two-factor secret does not decrypt under this server secret.
+    #[error("a two-factor secret cannot be decrypted")]
+    Undecryptable,
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
@@ -124,6 +143,7 @@ struct UserRow {
     locale: Option<String>,
     created_at: DateTime<Utc>,
     session_epoch: i64,
+    two_factor: bool,
 }
 
 impl From<UserRow> for User {
@@ -136,11 +156,12 @@ impl From<UserRow> for User {
             locale: r.locale,
             created_at: r.created_at,
             session_epoch: r.session_epoch,
+            two_factor: r.two_factor,
         }
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch";
+const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch, totp_secret_enc IS NOT NULL AS two_factor";
 
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     let email = email.trim();
@@ -246,34 +267,79 @@ pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<User>, s
     Ok(find_row_by_email(pool, email).await?.map(User::from))
 }
 
-/// Checks credentials from `addr`. The attempt is counted before the password is checked, per
-/// (email, address) and per address (see [`crate::throttle`]); past a limit the caller is refused
-/// without a check until its wait is over. Success forgives the pair and gives the address its
-/// attempt back.
+/// One throttled attempt at a guessable step from an address: counted per (account, address)
+/// pair and per address before the check (see [`crate::throttle`]).
+struct Attempt {
+    pair: String,
+    by_addr: String,
+}
+
+impl Attempt {
+    /// Counts the attempt, or refuses it while the pair or the address is waiting.
+    async fn start(pool: &PgPool, pair: &str, addr: &str) -> Result<Attempt, AccountError> {
+        let attempt = Attempt { pair: pair.to_string(), by_addr: format!("addr:{addr}") };
+        match throttle::take_all(pool, &[(&attempt.by_addr, throttle::SIGN_IN_ADDRESS), (&attempt.pair, throttle::SIGN_IN_PAIR)]).await? {
+            Some(wait) => Err(AccountError::Throttled(wait)),
+            None => Ok(attempt),
+        }
+    }
+
+    /// Right: the pair is forgiven and the address gets its attempt back.
+    async fn succeeded(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        throttle::forgive(pool, &self.pair).await?;
+        throttle::give_back(pool, &self.by_addr).await
+    }
+
+    /// Nothing was checked (no hashing slot): the attempt does not count.
+    async fn not_checked(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        throttle::give_back(pool, &self.pair).await?;
+        throttle::give_back(pool, &self.by_addr).await
+    }
+}
+
+/// Checks credentials from `addr`, throttled per (email, address) and per address; past a limit
+/// the caller is refused without a check until its wait is over.
 pub async fn authenticate(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
     let addr = address_key(addr);
-    let (pair, by_addr) = (format!("pair:{}|{addr}", email.trim().to_lowercase()), format!("addr:{addr}"));
-    if let Some(wait) = throttle::take_all(pool, &[(&by_addr, throttle::SIGN_IN_ADDRESS), (&pair, throttle::SIGN_IN_PAIR)]).await? {
-        return Err(AccountError::Throttled(wait));
-    }
+    let attempt = Attempt::start(pool, &format!("pair:{}|{addr}", email.trim().to_lowercase()), &addr).await?;
     let row = find_row_by_email(pool, email).await?;
     // Unknown emails cost the same check, so timing does not reveal which emails exist.
     let checked = slots.verify(password, row.as_ref().map_or(&*DUMMY_HASH, |r| &r.password_hash)).await;
     match (row, checked) {
         (Some(r), Ok(true)) => {
-            throttle::forgive(pool, &pair).await?;
-            throttle::give_back(pool, &by_addr).await?;
+            attempt.succeeded(pool).await?;
             let user = User::from(r);
             if user.suspended { Err(AccountError::Suspended) } else { Ok(user) }
         }
         (_, Err(busy)) => {
-            // Nothing was checked: the attempt does not count.
-            throttle::give_back(pool, &pair).await?;
-            throttle::give_back(pool, &by_addr).await?;
+            attempt.not_checked(pool).await?;
             Err(busy)
         }
         _ => Err(AccountError::WrongCredentials),
     }
+}
+
+/// The second step of signing in with two-factor sign-in on: a TOTP code or a recovery code,
+/// throttled as the password is, per (account, address) and per address.
+pub async fn authenticate_code(pool: &PgPool, crypto: &Crypto, user_id: Uuid, code: &str, addr: IpAddr) -> Result<(), AccountError> {
+    let addr = address_key(addr);
+    let attempt = Attempt::start(pool, &format!("code:{user_id}|{addr}"), &addr).await?;
+    if crate::totp::check(pool, crypto, user_id, code, Utc::now().timestamp()).await? {
+        attempt.succeeded(pool).await?;
+        Ok(())
+    } else {
+        Err(AccountError::WrongCode)
+    }
+}
+
+/// Whether `password` is the account's (for re-authentication inside a session).
+pub async fn check_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, password: &str) -> Result<bool, AccountError> {
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(AccountError::NotFound)?;
+    slots.verify(password, &hash).await
 }
 
 /// A real hash with the same parameters, checked against when the email is unknown.
@@ -282,15 +348,11 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| has
 /// Sets a new password and moves the account's session epoch on, which signs out every session
 /// (the caller's included; it continues at the returned epoch).
 pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str) -> Result<i64, AccountError> {
-    let row = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(AccountError::NotFound)?;
-    if !slots.verify(current, &row.password_hash).await? {
+    let user = find_by_id(pool, user_id).await?.ok_or(AccountError::NotFound)?;
+    if !check_password(pool, slots, user_id, current).await? {
         return Err(AccountError::WrongCredentials);
     }
-    check_password_strength(new, &row.email)?;
+    check_password_strength(new, &user.email)?;
     let hash = slots.hash(new).await?;
     let epoch = sqlx::query_scalar("UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, updated_at = now() WHERE id = $1 RETURNING session_epoch")
         .bind(user_id)

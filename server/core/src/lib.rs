@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod throttle;
+pub mod totp;
 pub mod upstreams;
 pub mod usage;
 pub mod util;
