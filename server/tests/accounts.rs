@@ -483,3 +483,20 @@ async fn two_factor_secrets_are_encrypted_and_recovery_codes_hashed_at_rest(pool
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&app.pool).await.unwrap();
     assert_eq!(left, 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn guessing_the_current_password_in_a_stolen_session_is_throttled(pool: PgPool) {
+    let app = start(pool).await;
+    let thief = client();
+    app.signup(&thief, "stolen@example.com").await;
+    let change = |current: &'static str| {
+        let (app, thief) = (&app, &thief);
+        async move { app.call(thief, "change_password", &[("current", current), ("new", "Taken-over-2027"), ("confirm", "Taken-over-2027")]).await }
+    };
+    for _ in 0..5 {
+        let (status, body) = change("Wrong-guess-00").await;
+        assert!(!status.is_success() && body.contains("current password is not right"), "{status} {body}");
+    }
+    let (status, body) = change(PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "held back even with the right password: {body}");
+}

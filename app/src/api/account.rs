@@ -161,7 +161,7 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
         return Err(ServerFnError::new(t("The two new passwords do not match.")));
     }
     let state = crate::ssr::state()?;
-    let epoch = accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new).await.map_err(|e| match e {
+    let epoch = accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new, crate::ssr::client_addr()?).await.map_err(|e| match e {
         AccountError::WrongCredentials => ServerFnError::new(t("Your current password is not right.")),
         other => account_error(other),
     })?;

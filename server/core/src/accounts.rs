@@ -297,11 +297,16 @@ impl Attempt {
     }
 }
 
+/// The throttle key of an account's password from an address (sign-in and password changes share it).
+fn password_pair(email: &str, addr: &str) -> String {
+    format!("pair:{}|{addr}", email.trim().to_lowercase())
+}
+
 /// Checks credentials from `addr`, throttled per (email, address) and per address; past a limit
 /// the caller is refused without a check until its wait is over.
 pub async fn authenticate(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
     let addr = address_key(addr);
-    let attempt = Attempt::start(pool, &format!("pair:{}|{addr}", email.trim().to_lowercase()), &addr).await?;
+    let attempt = Attempt::start(pool, &password_pair(email, &addr), &addr).await?;
     let row = find_row_by_email(pool, email).await?;
     // Unknown emails cost the same check, so timing does not reveal which emails exist.
     let checked = slots.verify(password, row.as_ref().map_or(&*DUMMY_HASH, |r| &r.password_hash)).await;
@@ -346,11 +351,19 @@ pub async fn check_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, pas
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such account"));
 
 /// Sets a new password and moves the account's session epoch on, which signs out every session
-/// (the caller's included; it continues at the returned epoch).
-pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str) -> Result<i64, AccountError> {
+/// (the caller's included; it continues at the returned epoch). The current password is checked
+/// under the sign-in throttle: a stolen session is no way to guess it.
+pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str, addr: IpAddr) -> Result<i64, AccountError> {
     let user = find_by_id(pool, user_id).await?.ok_or(AccountError::NotFound)?;
-    if !check_password(pool, slots, user_id, current).await? {
-        return Err(AccountError::WrongCredentials);
+    let addr = address_key(addr);
+    let attempt = Attempt::start(pool, &password_pair(&user.email, &addr), &addr).await?;
+    match check_password(pool, slots, user_id, current).await {
+        Ok(true) => attempt.succeeded(pool).await?,
+        Ok(false) => return Err(AccountError::WrongCredentials),
+        Err(unchecked) => {
+            attempt.not_checked(pool).await?;
+            return Err(unchecked);
+        }
     }
     check_password_strength(new, &user.email)?;
     let hash = slots.hash(new).await?;
