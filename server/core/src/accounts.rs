@@ -98,13 +98,10 @@ pub struct HashSlots {
 }
 
 impl HashSlots {
+    /// `slots` checks at once (the server gives one per core: argon2 is CPU-bound, so more at
+    /// once adds memory, not throughput).
     pub fn new(slots: usize) -> HashSlots {
         HashSlots { slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))) }
-    }
-
-    /// One slot per core: argon2 is CPU-bound, so more at once adds memory, not throughput.
-    pub fn per_core() -> HashSlots {
-        HashSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Runs `f` on a blocking thread once a slot is free (waiting at most [`HASH_WAIT`]). The
