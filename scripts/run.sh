@@ -37,7 +37,8 @@ cat <<MSG
 
   Make yourself staff (in another terminal, from this folder):
     DATABASE_URL=$DATABASE_URL $CARGO_TARGET_DIR/release/server admin create --email you@example.com --password 'choose-a-strong-one'
-  then sign in at http://127.0.0.1:3000/login
+  then sign in at http://127.0.0.1:3000/login (the admin pages first ask you to set up
+  two-factor sign-in with an authenticator app, under Settings)
 
 MSG
 exec "$CARGO_TARGET_DIR/release/server"

@@ -52,6 +52,7 @@ pub fn App() -> impl IntoView {
                 <ParentRoute path=path!("") view=PublicLayout ssr=SsrMode::Async>
                     <Route path=path!("") view=landing::Landing ssr=SsrMode::Async />
                     <Route path=path!("login") view=auth::Login ssr=SsrMode::Async />
+                    <Route path=path!("login/code") view=auth::LoginCode ssr=SsrMode::Async />
                     <Route path=path!("signup") view=auth::Signup ssr=SsrMode::Async />
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>

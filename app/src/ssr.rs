@@ -22,9 +22,18 @@ pub struct ConsoleState {
     pub public_base_url: String,
     /// Bounds on staff balance adjustments (maximum, confirmation threshold).
     pub staff_limits: cloudrouter_core::billing::adjustments::StaffLimits,
+    /// The bound on password hashing (sign-in, sign-up, password changes).
+    pub hash_slots: accounts::HashSlots,
 }
 
-pub const USER_ID_KEY: &str = "user_id";
+/// The client's address, put on each console request by the server (which knows the trusted
+/// proxies, if any).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+const USER_ID_KEY: &str = "user_id";
+/// The account's session epoch when this session signed in.
+const EPOCH_KEY: &str = "session_epoch";
 
 pub fn state() -> Result<ConsoleState, ServerFnError> {
     use_context::<ConsoleState>().ok_or_else(|| internal("server state missing"))
@@ -40,12 +49,18 @@ pub async fn session() -> Result<Session, ServerFnError> {
 
 /// The signed-in user, if any. A suspended account is treated as signed out of the console.
 pub async fn current_user() -> Result<Option<User>, ServerFnError> {
-    let session = session().await?;
-    let Some(id) = session.get::<Uuid>(USER_ID_KEY).await.map_err(internal)? else {
+    session_user(&session().await?, &pool()?).await.map_err(internal)
+}
+
+/// The user `session` is signed in as: none when the account is suspended, or when the session
+/// was signed in before the account's latest password change (its epoch is behind).
+pub async fn session_user(session: &Session, pool: &PgPool) -> Result<Option<User>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(id) = session.get::<Uuid>(USER_ID_KEY).await? else {
         return Ok(None);
     };
-    let user = accounts::find_by_id(&pool()?, id).await.map_err(internal)?;
-    Ok(user.filter(|u| !u.suspended))
+    let epoch = session.get::<i64>(EPOCH_KEY).await?;
+    let user = accounts::find_by_id(pool, id).await?;
+    Ok(user.filter(|u| !u.suspended && Some(u.session_epoch) == epoch))
 }
 
 pub async fn require_user() -> Result<User, ServerFnError> {
@@ -58,33 +73,88 @@ pub async fn require_user() -> Result<User, ServerFnError> {
     }
 }
 
+/// A staff member who signed in with two-factor sign-in on; anyone else is refused (403).
 pub async fn require_staff() -> Result<User, ServerFnError> {
     let user = require_user().await?;
-    if user.role == Role::Staff {
-        Ok(user)
-    } else {
-        set_status(http::StatusCode::FORBIDDEN);
-        Err(ServerFnError::new(crate::i18n::t("This page is for CloudRouter support staff only.")))
+    if user.acts_as_staff() {
+        return Ok(user);
     }
+    set_status(http::StatusCode::FORBIDDEN);
+    Err(ServerFnError::new(crate::i18n::t(if user.role == Role::Staff {
+        "Staff accounts need two-factor sign-in: set it up under Settings first."
+    } else {
+        "This page is for CloudRouter support staff only."
+    })))
 }
 
 /// Starts a signed-in session under a fresh id, so a session id planted before login is useless.
 pub async fn sign_in(user: &User) -> Result<(), ServerFnError> {
     let session = session().await?;
     session.cycle_id().await.map_err(internal)?;
+    session.remove_value(PENDING_KEY).await.map_err(internal)?;
     session.insert(USER_ID_KEY, user.id).await.map_err(internal)?;
+    session.insert(EPOCH_KEY, user.session_epoch).await.map_err(internal)?;
     Ok(())
+}
+
+/// A sign-in past its password step, waiting for the two-factor code. Not signed in: nothing but
+/// the code step reads it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingSignIn {
+    user_id: Uuid,
+    epoch: i64,
+    started: chrono::DateTime<chrono::Utc>,
+    next: String,
+}
+
+const PENDING_KEY: &str = "pending_sign_in";
+/// How long the code step waits after the password step.
+const PENDING_MINUTES: i64 = 10;
+
+/// Records that `user` passed the password step; the code step then signs them in and goes to `next`.
+pub async fn await_code(user: &User, next: String) -> Result<(), ServerFnError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(internal)?;
+    // Whoever this browser was signed in as before, it is no one until the code.
+    session.remove_value(USER_ID_KEY).await.map_err(internal)?;
+    let pending = PendingSignIn { user_id: user.id, epoch: user.session_epoch, started: chrono::Utc::now(), next };
+    session.insert(PENDING_KEY, pending).await.map_err(internal)
+}
+
+/// The user waiting at the code step, and where to go after, if the wait is recent and the
+/// account unchanged since.
+pub async fn awaiting_code() -> Result<Option<(User, String)>, ServerFnError> {
+    let Some(p) = session().await?.get::<PendingSignIn>(PENDING_KEY).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    if chrono::Utc::now() - p.started > chrono::Duration::minutes(PENDING_MINUTES) {
+        return Ok(None);
+    }
+    let user = accounts::find_by_id(&pool()?, p.user_id).await.map_err(internal)?;
+    Ok(user.filter(|u| !u.suspended && u.session_epoch == p.epoch).map(|u| (u, p.next)))
+}
+
+/// Keeps this session signed in at a new epoch (after a password change), under a fresh id.
+pub async fn renew(epoch: i64) -> Result<(), ServerFnError> {
+    let session = session().await?;
+    session.cycle_id().await.map_err(internal)?;
+    session.insert(EPOCH_KEY, epoch).await.map_err(internal)
 }
 
 pub async fn sign_out() -> Result<(), ServerFnError> {
     session().await?.flush().await.map_err(internal)
 }
 
-/// The peer address of the connection. Proxy headers are not trusted: they are client-controlled.
-pub fn client_ip() -> String {
+/// The client's address (see [`ClientAddr`]).
+pub fn client_addr() -> Result<std::net::IpAddr, ServerFnError> {
     use_context::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()))
-        .unwrap_or_else(|| "unknown".into())
+        .and_then(|parts| parts.extensions.get::<ClientAddr>().map(|a| a.0))
+        .ok_or_else(|| internal("the request carries no client address"))
+}
+
+/// A QR code of `text` as SVG markup.
+pub fn qr_svg(text: &str) -> Result<String, String> {
+    qrcode::QrCode::new(text.as_bytes()).map(|qr| qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build()).map_err(|e| e.to_string())
 }
 
 /// The transaction of a staff action: the action runs in it, then [`commit_audited`] writes its

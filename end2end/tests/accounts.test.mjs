@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, browser, useServer, uniqueEmail, signUp, signIn, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, signUp, signIn, setUpTwoFactor, PASSWORD } from './harness.mjs';
 
 useServer();
 
@@ -60,6 +60,10 @@ test('a customer is refused from the admin pages; staff get in', async () => {
   const staffPage = await staffContext.newPage();
   await signIn(staffPage, server.url, staffEmail);
   await staffPage.waitForURL(server.url + '/console');
+  // Staff without two-factor sign-in are sent to set it up first.
+  await staffPage.goto(server.url + '/console/admin');
+  await staffPage.waitForURL(server.url + '/console/settings');
+  await setUpTwoFactor(staffPage, server.url);
   await staffPage.goto(server.url + '/console/admin');
   await staffPage.getByRole('heading', { name: 'Users' }).waitFor();
   assert.ok(await staffPage.getByRole('link', { name: staffEmail }).count() === 1);
@@ -85,4 +89,28 @@ test('unknown pages get a 404 page', async () => {
   assert.equal(response.status(), 404);
   await page.getByRole('heading', { name: 'Page not found' }).waitFor();
   await page.close();
+});
+
+test('with two-factor sign-in on, the password alone does not sign in; the code does', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const email = uniqueEmail('twofa');
+  await signUp(page, server.url, email);
+  await setUpTwoFactor(page, server.url);
+  assert.equal(server.sql(`SELECT totp_secret_enc IS NOT NULL FROM users WHERE email = '${email}'`), 't');
+  const codes = await page.getByTestId('recovery-codes').locator('li').allTextContents();
+  assert.equal(codes.length, 10);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(server.url + '/login');
+
+  await signIn(page, server.url, email);
+  await page.waitForURL(server.url + '/login/code');
+  await page.goto(server.url + '/console');
+  assert.match(page.url(), /\/login\?next=/, 'not signed in before the code');
+  await page.goto(server.url + '/login/code');
+  await page.getByLabel('Code').fill(codes[0]);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(server.url + '/console');
+  assert.equal(await page.getByTestId('current-user').textContent(), email);
+  await context.close();
 });

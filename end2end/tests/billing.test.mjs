@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, browser, useServer, uniqueEmail, signUp, signIn, open, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, signUp, signInStaff, open, PASSWORD } from './harness.mjs';
 
 useServer();
 
@@ -45,8 +45,7 @@ test('choose a plan, pay in the sandbox, then request a refund that staff approv
   const staffEmail = uniqueEmail('support');
   server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
   const staff = await browser.newPage();
-  await signIn(staff, server.url, staffEmail);
-  await staff.waitForURL(server.url + '/console');
+  await signInStaff(staff, server.url, staffEmail);
   await open(staff, server.url + '/console/admin/billing');
   const request = staff.getByTestId('refund-request').filter({ hasText: email });
   await request.getByLabel('Note to the customer').fill('Sorry to see you go.');
@@ -90,8 +89,7 @@ test('request a special VAT invoice; staff issue it with a PDF; the customer dow
   const staffEmail = uniqueEmail('finance');
   server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
   const staff = await browser.newPage();
-  await signIn(staff, server.url, staffEmail);
-  await staff.waitForURL(server.url + '/console');
+  await signInStaff(staff, server.url, staffEmail);
   await open(staff, server.url + '/console/admin/billing');
   const item = staff.getByTestId('invoice-request').filter({ hasText: 'Hangzhou Example' });
   await item.getByLabel('Invoice number').fill('33002611');
@@ -129,8 +127,7 @@ test('staff set up custom terms for a customer, who pays by bank transfer; staff
   const staffEmail = uniqueEmail('sales');
   server.cli('admin', 'create', '--email', staffEmail, '--password', PASSWORD);
   const staff = await browser.newPage();
-  await signIn(staff, server.url, staffEmail);
-  await staff.waitForURL(server.url + '/console');
+  await signInStaff(staff, server.url, staffEmail);
   await open(staff, server.url + '/console/admin?q=' + encodeURIComponent(email));
   await staff.getByRole('link', { name: email }).click();
   await staff.getByTestId('user-status').waitFor();

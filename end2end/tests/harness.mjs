@@ -1,7 +1,7 @@
 // Starts the real server against a fresh Postgres database and drives headless Chromium.
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHmac } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -106,6 +106,38 @@ export async function signIn(page, base, email, password = PASSWORD) {
   await page.getByLabel('Email').fill(email);
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
+}
+
+/** The code an authenticator app shows for a base32 `secret`, `steps` 30-second steps from now (RFC 6238). */
+export function totpCode(secret, steps = 0) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + steps));
+  const h = createHmac('sha1', key).update(counter).digest();
+  const at = h[19] & 0x0f;
+  return String((h.readUInt32BE(at) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+/** Turns two-factor sign-in on in Settings, playing the authenticator app (staff need it before
+ *  any admin page). Uses the previous step's code, so the current one is still new afterwards. */
+export async function setUpTwoFactor(page, base) {
+  await page.goto(base + '/console/settings');
+  await page.getByRole('button', { name: 'Set up two-factor sign-in' }).click();
+  const secret = (await page.getByTestId('totp-secret').textContent()).trim();
+  await page.getByLabel('Code').fill(totpCode(secret, -1));
+  await page.getByRole('button', { name: 'Turn on two-factor sign-in' }).click();
+  await page.getByTestId('recovery-codes').waitFor();
+}
+
+/** Signs a staff account made by `server admin create` in for the first time and sets up its
+ *  two-factor sign-in. */
+export async function signInStaff(page, base, email, password = PASSWORD) {
+  await signIn(page, base, email, password);
+  await page.waitForURL(base + '/console');
+  await setUpTwoFactor(page, base);
 }
 
 /** Navigates and waits until the page has hydrated, so clicks go through the app, not a plain form post. */

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, browser, useServer, uniqueEmail, signIn, signUp, open, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, signIn, signInStaff, signUp, open, PASSWORD } from './harness.mjs';
 
 useServer();
 
@@ -16,8 +16,8 @@ test('credit a balance, create a key, call the demo upstream, see the charge, re
   const email = uniqueEmail('keys');
   server.cli('admin', 'create', '--email', email, '--password', PASSWORD);
   const page = await browser.newPage();
-  await signIn(page, server.url, email);
-  await page.waitForURL(server.url + '/console');
+  await signInStaff(page, server.url, email);
+  await page.goto(server.url + '/console');
   await page.getByTestId('demo-notice').waitFor();
 
   // Staff credit their own balance with an internal note, through the admin page.
@@ -102,8 +102,7 @@ test('staff see upstream health and edit an upstream', async () => {
   const email = uniqueEmail('ops');
   server.cli('admin', 'create', '--email', email, '--password', PASSWORD);
   const page = await browser.newPage();
-  await signIn(page, server.url, email);
-  await page.waitForURL(server.url + '/console');
+  await signInStaff(page, server.url, email);
   await open(page, server.url + '/console/admin/upstreams');
   const row = page.getByTestId('upstream-row').filter({ hasText: 'Demo (simulated Claude)' });
   await row.waitFor();

@@ -11,6 +11,11 @@ pub struct Config {
     /// sandbox payments. Required to serve; see [`Config::check_secret`].
     pub secret: String,
     pub addr: SocketAddr,
+    /// `CLOUDROUTER_TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For` names the client
+    /// (comma-separated IPs and CIDRs; none by default). See [`Config::trusted_proxies`].
+    pub trusted_proxies: String,
+    /// `CLOUDROUTER_HASH_SLOTS`: password hashes (19 MiB each) computed at once; one per core by default.
+    pub hash_slots: usize,
 }
 
 /// Secrets known to the world (the old built-in development value among them): refused for a
@@ -51,7 +56,17 @@ impl Config {
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),
             addr,
+            trusted_proxies: var("CLOUDROUTER_TRUSTED_PROXIES").unwrap_or_default(),
+            hash_slots: var("CLOUDROUTER_HASH_SLOTS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
+    }
+
+    /// The trusted proxies, parsed; a list that does not parse stops the server (a typo must not
+    /// quietly turn the proxy's address into every client's).
+    pub fn trusted_proxies(&self) -> Result<crate::client_addr::TrustedProxies, String> {
+        crate::client_addr::TrustedProxies::parse(&self.trusted_proxies)
     }
 
     /// How this instance reaches itself (for the built-in demo upstream).

@@ -3,13 +3,14 @@
 
 use axum::{
     body::Body,
-    extract::Request,
+    extract::{Request, State},
     http::{header, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
+use cloudrouter_core::accounts::Role;
+use sqlx::PgPool;
 use tower_sessions::Session;
-use uuid::Uuid;
 
 /// Paths that authenticate with API keys or bearer tokens, not cookies: CSRF does not apply.
 fn is_token_authenticated(path: &str) -> bool {
@@ -42,13 +43,27 @@ pub async fn csrf(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// A full page load of a console page without a session goes to sign-in, and comes back after.
-pub async fn console_pages(session: Session, req: Request<Body>, next: Next) -> Response {
+/// A full page load of a console page without a session goes to sign-in, and comes back after;
+/// staff without two-factor sign-in go from the admin pages to Settings to set it up.
+pub async fn console_pages(State(pool): State<PgPool>, session: Session, req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path();
     let is_console = path == "/console" || path.starts_with("/console/");
     if is_console && req.method() == Method::GET {
-        let signed_in = matches!(session.get::<Uuid>(app::ssr::USER_ID_KEY).await, Ok(Some(_)));
-        if !signed_in {
+        let user = match app::ssr::session_user(&session, &pool).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the session failed");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        // Staff without two-factor sign-in are sent to set it up before any admin page.
+        let admin_page = path == "/console/admin" || path.starts_with("/console/admin/");
+        if let Some(u) = &user {
+            if admin_page && u.role == Role::Staff && !u.acts_as_staff() {
+                return Redirect::to("/console/settings").into_response();
+            }
+        }
+        if user.is_none() {
             let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/console");
             let mut login = String::from("/login?next=");
             for b in target.bytes() {

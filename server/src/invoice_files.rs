@@ -8,7 +8,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use cloudrouter_core::accounts::{self, Role, User};
+use cloudrouter_core::accounts::User;
 use cloudrouter_core::billing::invoices;
 use sqlx::PgPool;
 use tower_sessions::Session;
@@ -26,8 +26,7 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 async fn signed_in(pool: &PgPool, session: &Session) -> Option<User> {
-    let id = session.get::<Uuid>(app::ssr::USER_ID_KEY).await.ok().flatten()?;
-    accounts::find_by_id(pool, id).await.ok().flatten().filter(|u| !u.suspended)
+    app::ssr::session_user(session, pool).await.ok().flatten()
 }
 
 async fn download(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid>) -> Response {
@@ -35,7 +34,7 @@ async fn download(State(pool): State<PgPool>, session: Session, Path(id): Path<U
         return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
     };
     // Staff may read any invoice; a customer only their own.
-    let owner = (user.role != Role::Staff).then_some(user.id);
+    let owner = (!user.acts_as_staff()).then_some(user.id);
     match invoices::pdf(&pool, owner, id).await {
         Ok(Some(bytes)) => (
             [(header::CONTENT_TYPE, "application/pdf".to_string()), (header::CONTENT_DISPOSITION, format!("attachment; filename=\"invoice-{id}.pdf\""))],
@@ -51,7 +50,7 @@ async fn download(State(pool): State<PgPool>, session: Session, Path(id): Path<U
 }
 
 async fn issue(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid>, mut form: Multipart) -> Response {
-    let Some(staff) = signed_in(&pool, &session).await.filter(|u| u.role == Role::Staff) else {
+    let Some(staff) = signed_in(&pool, &session).await.filter(|u| u.acts_as_staff()) else {
         return (StatusCode::FORBIDDEN, "This action is for CloudRouter support staff only.").into_response();
     };
     let (mut number, mut issued_on, mut pdf) = (String::new(), String::new(), None);

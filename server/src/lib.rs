@@ -2,6 +2,7 @@
 //! Anthropic-compatible gateway and the staff automation API over one Postgres.
 
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod guard;
 pub mod invoice_files;
@@ -31,6 +32,7 @@ pub struct Built {
 /// upstream yet, registers the built-in demo upstream served by this same instance.
 pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<Built, Box<dyn std::error::Error>> {
     config.check_secret()?;
+    let trusted_proxies = config.trusted_proxies()?;
     let crypto = Crypto::from_secret(&config.secret);
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
@@ -46,6 +48,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         sandbox: Arc::new(payments::SandboxProvider::new(&config.secret, &config.public_url)),
         public_base_url: config.public_url.clone(),
         staff_limits,
+        hash_slots: cloudrouter_core::accounts::HashSlots::new(config.hash_slots),
     };
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
@@ -56,7 +59,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         }))
         .nest("/api/admin/v1", admin_api::router(pool.clone(), state.crypto.clone(), Some(gateway.clone()), staff_limits))
         .nest("/api/payments", payments::router(pool.clone(), payments))
-        .merge(web::console_router(leptos, state, store, config, invoice_files::router(pool.clone()).merge(usage_export::router(pool.clone()))));
+        .merge(web::console_router(leptos, state, store, config, trusted_proxies, invoice_files::router(pool.clone()).merge(usage_export::router(pool.clone()))));
     Ok(Built { router, gateway })
 }
 

@@ -71,7 +71,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Re-encrypts every upstream credential from `CLOUDROUTER_SECRET` to the new secret (read from
+/// Re-encrypts every upstream credential and two-factor secret from `CLOUDROUTER_SECRET` to the new secret (read from
 /// a file or `CLOUDROUTER_NEW_SECRET`, never from the command line, where `ps` would show it).
 async fn rotate_secret(pool: &sqlx::PgPool, config: &Config, new_file: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     use cloudrouter_core::crypto::Crypto;
@@ -89,8 +89,8 @@ async fn rotate_secret(pool: &sqlx::PgPool, config: &Config, new_file: Option<&s
     if new == config.secret {
         return Err("the new secret is the current one".into());
     }
-    let n = cloudrouter_core::upstreams::reencrypt_credentials(pool, &Crypto::from_secret(&config.secret), &Crypto::from_secret(new)).await?;
-    println!("{n} upstream credential(s) re-encrypted under the new secret.");
+    let (n, two_factor) = cloudrouter_core::upstreams::reencrypt_credentials(pool, &Crypto::from_secret(&config.secret), &Crypto::from_secret(new)).await?;
+    println!("{n} upstream credential(s) and {two_factor} two-factor secret(s) re-encrypted under the new secret.");
     eprintln!("Restart every instance with the new secret as CLOUDROUTER_SECRET (running ones cannot read the credentials any more).");
     Ok(())
 }

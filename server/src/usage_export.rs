@@ -10,7 +10,7 @@ use axum::{
     routing::get,
     Router,
 };
-use cloudrouter_core::{accounts, insights, keys};
+use cloudrouter_core::{insights, keys};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tower_sessions::Session;
@@ -21,12 +21,9 @@ pub fn router(pool: PgPool) -> Router {
 }
 
 async fn export(State(pool): State<PgPool>, session: Session, Query(q): Query<LogQuery>) -> Response {
-    let Some(user_id) = session.get::<Uuid>(app::ssr::USER_ID_KEY).await.ok().flatten() else {
+    let Some(user_id) = app::ssr::session_user(&session, &pool).await.ok().flatten().map(|u| u.id) else {
         return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
     };
-    if !matches!(accounts::find_by_id(&pool, user_id).await, Ok(Some(u)) if !u.suspended) {
-        return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
-    }
     let filter = match log_filter::build(&q, Some(user_id)) {
         Ok(f) => f,
         Err(e) => return (StatusCode::BAD_REQUEST, app::api::error_text(&e)).into_response(),

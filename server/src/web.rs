@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::guard;
 use app::ssr::ConsoleState;
 use app::{shell, App};
+use app::api::account::{ConfirmTwoFactor, RecoveryCodes};
 use app::api::keys::{CreateKey, CreatedKey};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +19,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use tower_sessions::{cookie::SameSite, Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
+use crate::client_addr::TrustedProxies;
 
 pub const SESSION_COOKIE: &str = "cloudrouter_session";
 
@@ -32,7 +34,7 @@ pub async fn session_store(pool: &PgPool) -> Result<PostgresStore, sqlx::Error> 
     Ok(store)
 }
 
-/// Housekeeping for the console's tables: expired sessions and old failed-login records.
+/// Housekeeping for the console's tables: expired sessions and spent sign-in throttles.
 /// Every instance runs it; the deletes are idempotent.
 pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
     use tower_sessions::ExpiredDeletion;
@@ -43,8 +45,8 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
             if let Err(e) = store.delete_expired().await {
                 tracing::warn!(error = %e, "deleting expired sessions failed");
             }
-            if let Err(e) = cloudrouter_core::accounts::prune_login_failures(&pool).await {
-                tracing::warn!(error = %e, "pruning failed logins failed");
+            if let Err(e) = cloudrouter_core::throttle::prune(&pool).await {
+                tracing::warn!(error = %e, "pruning sign-in throttles failed");
             }
         }
     });
@@ -52,9 +54,10 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
 
 /// The console: Leptos pages and server functions, plus `extra` cookie-authenticated routes
 /// (file uploads and downloads), all behind the session, sign-in and CSRF guards.
-pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, extra: Router) -> Router {
+pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, trusted_proxies: TrustedProxies, extra: Router) -> Router {
     let routes = generate_route_list(App);
     let leptos_options_for_keys = leptos_options.clone();
+    let state_pool = state.pool.clone();
     let context = {
         let state = state.clone();
         move || provide_context(state.clone())
@@ -78,10 +81,18 @@ pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store:
         .merge(extra)
         .layer(middleware::from_fn(server_fn_status))
         .layer(middleware::from_fn(refuse_nul))
-        .layer(middleware::from_fn_with_state((leptos_options_for_keys, state), created_key_page))
-        .layer(middleware::from_fn(guard::console_pages))
+        .layer(middleware::from_fn_with_state(
+            ShownOnce::new(&leptos_options_for_keys, &state, CreateKey::PATH, "/console/keys", "The key was created but could not be shown. Revoke it and create another."),
+            shown_once_page::<CreatedKey>,
+        ))
+        .layer(middleware::from_fn_with_state(
+            ShownOnce::new(&leptos_options_for_keys, &state, ConfirmTwoFactor::PATH, "/console/settings", "Two-factor sign-in is on, but the recovery codes could not be shown. Turn it off and on again for new ones."),
+            shown_once_page::<RecoveryCodes>,
+        ))
+        .layer(middleware::from_fn_with_state(state_pool, guard::console_pages))
         .layer(sessions)
         .layer(middleware::from_fn(guard::csrf))
+        .layer(middleware::from_fn_with_state(std::sync::Arc::new(trusted_proxies), crate::client_addr::layer))
 }
 
 /// server_fn answers every server function error with 500; only those that went through
@@ -116,13 +127,35 @@ async fn refuse_nul(req: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
-/// A key created by a plain form post (JavaScript off) is shown in the answer to that very post:
-/// the keys page rendered with the new key in context. Leptos answers such a post with a redirect,
-/// and the secret would have to wait somewhere (the session) for the next page load; it waits
-/// nowhere. A failed creation keeps Leptos's redirect, which carries the error in the URL.
-async fn created_key_page(State((options, state)): State<(LeptosOptions, ConsoleState)>, req: Request, next: Next) -> Response {
+/// What a plain form post (JavaScript off) creates and may show only once — a new key's secret,
+/// new recovery codes — is shown in the answer to that very post: the form's page rendered with
+/// the value in context. Leptos answers such a post with a redirect, and the value would have to
+/// wait somewhere (the session) for the next page load; it waits nowhere. A failed post keeps
+/// Leptos's redirect, which carries the error in the URL.
+#[derive(Clone)]
+struct ShownOnce<T> {
+    options: LeptosOptions,
+    state: ConsoleState,
+    /// The server function's path, and the page that shows its answer.
+    path: &'static str,
+    page: &'static str,
+    /// Said (translated) when the answer cannot be read.
+    lost: &'static str,
+    shows: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> ShownOnce<T> {
+    fn new(options: &LeptosOptions, state: &ConsoleState, path: &'static str, page: &'static str, lost: &'static str) -> ShownOnce<T> {
+        ShownOnce { options: options.clone(), state: state.clone(), path, page, lost, shows: std::marker::PhantomData }
+    }
+}
+
+async fn shown_once_page<T>(State(shown): State<ShownOnce<T>>, req: Request, next: Next) -> Response
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
     let plain_form = req.method() == Method::POST
-        && req.uri().path() == CreateKey::PATH
+        && req.uri().path() == shown.path
         && req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
     if !plain_form {
         return next.run(req).await;
@@ -134,14 +167,14 @@ async fn created_key_page(State((options, state)): State<(LeptosOptions, Console
         return res;
     }
     // The redirect still carries the server function's JSON answer as its body.
-    let created = match axum::body::to_bytes(res.into_body(), 64 << 10).await.map(|b| serde_json::from_slice::<CreatedKey>(&b)) {
+    let created = match axum::body::to_bytes(res.into_body(), 64 << 10).await.map(|b| serde_json::from_slice::<T>(&b)) {
         Ok(Ok(created)) => created,
         _ => {
-            tracing::error!("a key was created but its answer could not be read");
+            tracing::error!(path = shown.path, "a value to show once was made but its answer could not be read");
             let accept_language = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let text = Owner::new().with(|| {
                 provide_context(app::i18n::Lang::from_tag(accept_language));
-                app::i18n::t("The key was created but could not be shown. Revoke it and create another.")
+                app::i18n::t(shown.lost)
             });
             return (StatusCode::INTERNAL_SERVER_ERROR, text).into_response();
         }
@@ -149,9 +182,10 @@ async fn created_key_page(State((options, state)): State<(LeptosOptions, Console
     headers.remove(header::CONTENT_TYPE);
     headers.remove(header::CONTENT_LENGTH);
     let mut page = Request::new(Body::empty());
-    *page.uri_mut() = axum::http::Uri::from_static("/console/keys");
+    *page.uri_mut() = axum::http::Uri::from_static(shown.page);
     *page.headers_mut() = headers;
     *page.extensions_mut() = extensions;
+    let ShownOnce { options, state, .. } = shown;
     let render = leptos_axum::render_app_async_with_context(
         {
             let options = options.clone();

@@ -205,6 +205,10 @@ async fn secret_rotation_reencrypts_every_credential_or_none(pool: PgPool) {
         let u = NewUpstream { name: name.into(), base_url: "https://api.anthropic.com".into(), api_key: format!("sk-ant-{name}-credential"), channels: vec!["value".into()], priority: 0, weight: 1, concurrency_cap: None, enabled: true };
         upstreams::create(&pool, &old, u).await.unwrap();
     }
+    // An account with two-factor sign-in being set up: its secret is under the server secret too.
+    let user = accounts::create_user(&pool, "rotate@example.com", PASSWORD).await.unwrap();
+    cloudrouter_core::totp::begin(&pool, &old, user.id).await.unwrap();
+    let totp_secret = cloudrouter_core::totp::status(&pool, &old, user.id).await.unwrap().pending.unwrap();
     let stored = || async { sqlx::query_as::<_, (String, Vec<u8>)>("SELECT name, credential_enc FROM upstreams ORDER BY name").fetch_all(&pool).await.unwrap() };
     let before = stored().await;
     let dir = std::env::temp_dir().join(format!("cr-rotate-{}", uuid::Uuid::new_v4()));
@@ -231,11 +235,12 @@ async fn secret_rotation_reencrypts_every_credential_or_none(pool: PgPool) {
 
     let out = rotate(&pool, STRONG_SECRET, &strong);
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstream credential(s) re-encrypted"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstream credential(s) and 1 two-factor secret(s) re-encrypted"), "{out:?}");
     let new = Crypto::from_secret(NEW);
     for (name, enc) in stored().await {
         assert_eq!(new.decrypt_str(&enc).unwrap(), format!("sk-ant-{name}-credential"));
         assert!(old.decrypt(&enc).is_err(), "no longer readable under the old secret");
     }
+    assert_eq!(cloudrouter_core::totp::status(&pool, &new, user.id).await.unwrap().pending, Some(totp_secret), "two-factor secrets follow the server secret");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,4 +1,5 @@
-//! Sign-up, sign-in, sign-out and password changes.
+//! Sign-up, sign-in (with its two-factor code step), sign-out, password changes and two-factor
+//! setup.
 
 #[allow(unused_imports)]
 use crate::i18n::t;
@@ -71,8 +72,9 @@ pub async fn signup(email: String, password: String, confirm: String) -> Result<
     if password != confirm {
         return Err(ServerFnError::new(t("The two passwords do not match.")));
     }
-    let pool = crate::ssr::pool()?;
-    let user = accounts::create_user(&pool, &email, &password).await.map_err(account_error)?;
+    let state = crate::ssr::state()?;
+    let pool = state.pool;
+    let user = accounts::sign_up(&pool, &state.hash_slots, &email, &password, crate::ssr::client_addr()?).await.map_err(account_error)?;
     // A new account keeps the language it was created in.
     accounts::set_locale(&pool, user.id, crate::i18n::lang().code()).await.map_err(crate::ssr::internal)?;
     crate::ssr::sign_in(&user).await?;
@@ -82,31 +84,71 @@ pub async fn signup(email: String, password: String, confirm: String) -> Result<
 
 #[server(endpoint = "login")]
 pub async fn login(email: String, password: String, next: Option<String>) -> Result<(), ServerFnError> {
-    use cloudrouter_core::accounts::{self, AccountError};
-    let ip = crate::ssr::client_ip();
-    let user = accounts::authenticate(&crate::ssr::pool()?, &email, &password, &ip).await.map_err(|e| match e {
-        AccountError::Db(e) => crate::ssr::internal(e),
-        AccountError::Throttled(minutes) => {
-            crate::ssr::set_status(http::StatusCode::TOO_MANY_REQUESTS);
-            ServerFnError::new(crate::i18n::tf("Too many failed sign-in attempts. Try again in {} minutes.", &[&minutes]))
-        }
-        other => account_error(other),
-    })?;
+    use cloudrouter_core::accounts;
+    let state = crate::ssr::state()?;
+    let user = accounts::authenticate(&state.pool, &state.hash_slots, &email, &password, crate::ssr::client_addr()?).await.map_err(account_error)?;
     // The language saved on the account follows the user to this browser.
     if let Some(lang) = user.locale.as_deref().and_then(crate::i18n::Lang::parse) {
         set_language_cookie(lang);
     }
-    crate::ssr::sign_in(&user).await?;
-    leptos_axum::redirect(&safe_next(next.as_deref(), "/console"));
+    let next = safe_next(next.as_deref(), "/console");
+    if user.two_factor {
+        // Not signed in yet: the code step finishes it.
+        crate::ssr::await_code(&user, next).await?;
+        leptos_axum::redirect(CODE_PAGE);
+    } else {
+        crate::ssr::sign_in(&user).await?;
+        leptos_axum::redirect(&next);
+    }
     Ok(())
 }
 
-/// An account error in the caller's language (database errors stay generic).
+/// The sign-in's code step, for accounts with two-factor sign-in on.
+pub const CODE_PAGE: &str = "/login/code";
+
+/// The code step: a code from the authenticator app, or a recovery code. Throttled as the
+/// password is; a code is accepted once.
+#[server(endpoint = "login_code")]
+pub async fn login_code(code: String) -> Result<(), ServerFnError> {
+    let state = crate::ssr::state()?;
+    let Some((user, next)) = crate::ssr::awaiting_code().await? else {
+        crate::ssr::set_status(http::StatusCode::UNAUTHORIZED);
+        return Err(ServerFnError::new(t("Your sign-in has expired. Please sign in again.")));
+    };
+    cloudrouter_core::accounts::authenticate_code(&state.pool, &state.crypto, user.id, &code, crate::ssr::client_addr()?)
+        .await
+        .map_err(account_error)?;
+    crate::ssr::sign_in(&user).await?;
+    leptos_axum::redirect(&next);
+    Ok(())
+}
+
+/// An account error in the caller's language (database errors stay generic). Throttling answers
+/// 429 and a busy server 503, both with `retry-after`.
 #[cfg(feature = "ssr")]
 fn account_error(e: cloudrouter_core::accounts::AccountError) -> ServerFnError {
+    use cloudrouter_core::accounts::{AccountError, BUSY_RETRY_SECS};
     match e {
-        cloudrouter_core::accounts::AccountError::Db(e) => crate::ssr::internal(e),
+        AccountError::Db(e) => crate::ssr::internal(e),
+        AccountError::Undecryptable => crate::ssr::internal("a two-factor secret does not decrypt under this server secret"),
+        AccountError::Throttled(secs) => {
+            retry_after(http::StatusCode::TOO_MANY_REQUESTS, secs.max(1) as u64);
+            let minutes = (secs.max(1) + 59) / 60;
+            ServerFnError::new(crate::i18n::tf("Too many attempts. Try again in {} minutes.", &[&minutes]))
+        }
+        AccountError::Busy => {
+            retry_after(http::StatusCode::SERVICE_UNAVAILABLE, BUSY_RETRY_SECS);
+            ServerFnError::new(t("The server is busy. Please try again in a moment."))
+        }
         other => ServerFnError::new(crate::i18n::tr(&other.to_string())),
+    }
+}
+
+#[cfg(feature = "ssr")]
+fn retry_after(status: http::StatusCode, secs: u64) {
+    crate::ssr::set_status(status);
+    if let Some(res) = use_context::<leptos_axum::ResponseOptions>() {
+        res.insert_header(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
     }
 }
 
@@ -147,13 +189,103 @@ pub async fn change_password(current: String, new: String, confirm: String) -> R
     if new != confirm {
         return Err(ServerFnError::new(t("The two new passwords do not match.")));
     }
-    accounts::change_password(&crate::ssr::pool()?, user.id, &current, &new).await.map_err(|e| match e {
+    let state = crate::ssr::state()?;
+    let epoch = accounts::change_password(&state.pool, &state.hash_slots, user.id, &current, &new, crate::ssr::client_addr()?).await.map_err(|e| match e {
         AccountError::WrongCredentials => ServerFnError::new(t("Your current password is not right.")),
         other => account_error(other),
     })?;
-    // Other sessions keep working until they expire; this one gets a new id.
-    crate::ssr::session().await?.cycle_id().await.map_err(crate::ssr::internal)?;
+    // Every other session is signed out by the new epoch; this one moves to it under a new id.
+    crate::ssr::renew(epoch).await?;
     Ok(t("Password changed.").into())
+}
+
+/// The two-factor part of Settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorView {
+    pub enabled: bool,
+    /// A staff account without it: the admin pages wait for it.
+    pub required: bool,
+    /// A setup in progress: the secret to put into an authenticator app.
+    pub setup: Option<TwoFactorSetup>,
+    pub recovery_codes_left: i64,
+    /// Recovery codes made by a plain form post (JavaScript off): the answer to that post is this
+    /// page rendered with them in context (the server's `web::shown_once_page`); kept nowhere.
+    pub just_made: Option<RecoveryCodes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoFactorSetup {
+    /// Base32, to type in.
+    pub secret: String,
+    pub uri: String,
+    /// The URI as a QR code (SVG), when it could be drawn.
+    pub qr_svg: Option<String>,
+}
+
+/// The one moment the recovery codes are visible.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodes {
+    pub codes: Vec<String>,
+}
+
+impl std::fmt::Display for RecoveryCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(t("Two-factor sign-in is on."))
+    }
+}
+
+#[server(endpoint = "two_factor")]
+pub async fn two_factor() -> Result<TwoFactorView, ServerFnError> {
+    use cloudrouter_core::{accounts::Role, totp};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let status = totp::status(&state.pool, &state.crypto, user.id).await.map_err(account_error)?;
+    Ok(TwoFactorView {
+        enabled: status.enabled,
+        required: user.role == Role::Staff && !status.enabled,
+        setup: status.pending.map(|secret| {
+            let uri = totp::otpauth_uri(&secret, &user.email);
+            TwoFactorSetup { secret: totp::secret_text(&secret), qr_svg: crate::ssr::qr_svg(&uri).ok(), uri }
+        }),
+        recovery_codes_left: status.recovery_codes_left,
+        just_made: use_context::<RecoveryCodes>(),
+    })
+}
+
+/// Starts the setup with a new secret (shown on the Settings page until confirmed).
+#[server(endpoint = "two_factor/begin")]
+pub async fn begin_two_factor() -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    cloudrouter_core::totp::begin(&state.pool, &state.crypto, user.id).await.map_err(account_error)
+}
+
+/// Turns two-factor sign-in on with a code of the new secret, and answers the recovery codes.
+/// Sessions signed in with the password alone end; this one continues under a new id.
+#[server(endpoint = "two_factor/confirm")]
+pub async fn confirm_two_factor(code: String) -> Result<RecoveryCodes, ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    let (codes, epoch) = cloudrouter_core::totp::confirm(&state.pool, &state.crypto, user.id, &code, chrono::Utc::now().timestamp())
+        .await
+        .map_err(account_error)?;
+    crate::ssr::renew(epoch).await?;
+    Ok(RecoveryCodes { codes })
+}
+
+/// Turns two-factor sign-in off, with the password and a code (or a recovery code).
+#[server(endpoint = "two_factor/disable")]
+pub async fn disable_two_factor(password: String, code: String) -> Result<String, ServerFnError> {
+    use cloudrouter_core::{accounts, totp};
+    let user = crate::ssr::require_user().await?;
+    let state = crate::ssr::state()?;
+    // The code first: it is throttled, so the password cannot be guessed here without codes.
+    accounts::authenticate_code(&state.pool, &state.crypto, user.id, &code, crate::ssr::client_addr()?).await.map_err(account_error)?;
+    if !accounts::check_password(&state.pool, &state.hash_slots, user.id, &password).await.map_err(account_error)? {
+        return Err(ServerFnError::new(t("Your current password is not right.")));
+    }
+    totp::disable(&state.pool, user.id).await.map_err(account_error)?;
+    Ok(t("Two-factor sign-in is off.").into())
 }
 
 #[cfg(test)]

@@ -348,9 +348,7 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
     if order.status == "created" && order.method == "wechat" {
         if let Some(w) = state.payments.wechat() {
             wechat_qr = Some(match w.native_code_url(&order).await {
-                Ok(code_url) => qrcode::QrCode::new(code_url.as_bytes())
-                    .map(|qr| qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build())
-                    .map_err(|e| e.to_string()),
+                Ok(code_url) => crate::ssr::qr_svg(&code_url),
                 Err(e) => {
                     tracing::warn!(error = %e, "WeChat Pay did not give a QR code");
                     Err(t("WeChat Pay could not start this payment. Please try again or choose another method.").into())

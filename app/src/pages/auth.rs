@@ -1,7 +1,7 @@
 //! Sign-in and sign-up pages. Both are plain forms that post to server functions, so they work
 //! with JavaScript off; with it on, errors show in place without a reload.
 
-use crate::api::account::{Login, Signup};
+use crate::api::account::{Login, LoginCode, Signup};
 use crate::components::form::{ActionError, Field, SubmitButton};
 use crate::i18n::t;
 use leptos::prelude::*;
@@ -55,6 +55,24 @@ pub fn Signup() -> impl IntoView {
             </ActionForm>
             <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
                 {t("Already have an account? ")} <a href="/login" class="link">{t("Sign in")}</a>
+            </p>
+        </AuthCard>
+    }
+}
+
+/// The second step of signing in with two-factor sign-in on.
+#[component]
+pub fn LoginCode() -> impl IntoView {
+    let action = ServerAction::<LoginCode>::new();
+    view! {
+        <AuthCard title=t("Two-factor sign-in") subtitle=t("Enter the 6-digit code from your authenticator app, or one of your recovery codes.")>
+            <ActionForm action attr:class="space-y-4">
+                <Field label=t("Code") name="code" autocomplete="one-time-code" />
+                <ActionError value=action.value() />
+                <SubmitButton label=t("Sign in") pending=action.pending() />
+            </ActionForm>
+            <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
+                <a href="/login" class="link">{t("Start again")}</a>
             </p>
         </AuthCard>
     }

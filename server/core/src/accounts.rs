@@ -1,10 +1,17 @@
-//! Accounts: sign-up, password checks (argon2id), roles, and throttling of failed logins.
+//! Accounts: sign-up, password checks (argon2id), roles, and throttling of sign-in and sign-up
+//! (see [`crate::throttle`]). Argon2 runs under a bound ([`HashSlots`]): each check takes 19 MiB,
+//! so a flood of sign-ins waits for a slot or is turned away instead of exhausting memory.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use crate::crypto::Crypto;
+use crate::throttle::{self, address_key};
 use sqlx::PgPool;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +40,17 @@ pub struct User {
     pub suspended: bool,
     pub locale: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Sessions signed in at another epoch are signed out (a password change moves it on).
+    pub session_epoch: i64,
+    /// Two-factor sign-in (TOTP) is on: signing in takes a code after the password.
+    pub two_factor: bool,
+}
+
+impl User {
+    /// Staff reach staff pages and functions only with two-factor sign-in on.
+    pub fn acts_as_staff(&self) -> bool {
+        self.role == Role::Staff && self.two_factor
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,20 +63,72 @@ pub enum AccountError {
     WeakPassword(&'static str),
     #[error("Wrong email or password.")]
     WrongCredentials,
-    #[error("Too many failed sign-in attempts. Try again in {0} minutes.")]
+    /// Too many attempts from this caller: try again in this many seconds.
+    #[error("Too many attempts. Try again in {0} seconds.")]
     Throttled(i64),
+    /// Every password-hashing slot stayed busy: try again in [`BUSY_RETRY_SECS`].
+    #[error("The server is busy. Please try again in a moment.")]
+    Busy,
     #[error("This account is suspended. Contact support.")]
     Suspended,
     #[error("No account with this email.")]
     NotFound,
+    #[error("That code is not right. Check the time on your device and try again.")]
+    WrongCode,
+    #[error("Two-factor sign-in is already on.")]
+    TwoFactorOn,
+    #[error("Start the two-factor setup first.")]
+    NoTwoFactorSetup,
+    /// A stored two-factor secret does not decrypt under this server secret.
+    #[error("a two-factor secret cannot be decrypted")]
+    Undecryptable,
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
 
-/// Failed logins allowed per account, and per client address, inside the window.
-const MAX_FAILURES_PER_EMAIL: i64 = 5;
-const MAX_FAILURES_PER_IP: i64 = 20;
-const FAILURE_WINDOW_MINUTES: i64 = 15;
+/// How long a password check waits for a hashing slot before the caller is told to come back.
+const HASH_WAIT: Duration = Duration::from_secs(2);
+/// The `retry-after` for [`AccountError::Busy`].
+pub const BUSY_RETRY_SECS: u64 = 2;
+
+/// The bound on argon2 work in flight in this process (each check holds 19 MiB).
+#[derive(Clone, Debug)]
+pub struct HashSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl HashSlots {
+    /// `slots` checks at once (the server gives one per core: argon2 is CPU-bound, so more at
+    /// once adds memory, not throughput).
+    pub fn new(slots: usize) -> HashSlots {
+        HashSlots { slots: Arc::new(tokio::sync::Semaphore::new(slots.max(1))) }
+    }
+
+    /// Runs `f` on a blocking thread once a slot is free (waiting at most [`HASH_WAIT`]). The
+    /// slot goes with the work, so a caller that hangs up does not free it before the work ends.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AccountError> {
+        let slot = match tokio::time::timeout(HASH_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(AccountError::Busy),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
+        .await
+        .expect("argon2 does not panic"))
+    }
+
+    async fn hash(&self, password: &str) -> Result<String, AccountError> {
+        let password = password.to_owned();
+        self.run(move || hash_password(&password)).await
+    }
+
+    async fn verify(&self, password: &str, hash: &str) -> Result<bool, AccountError> {
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        self.run(move || verify_password(&password, &hash)).await
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -69,6 +139,8 @@ struct UserRow {
     status: String,
     locale: Option<String>,
     created_at: DateTime<Utc>,
+    session_epoch: i64,
+    two_factor: bool,
 }
 
 impl From<UserRow> for User {
@@ -80,11 +152,13 @@ impl From<UserRow> for User {
             suspended: r.status == "suspended",
             locale: r.locale,
             created_at: r.created_at,
+            session_epoch: r.session_epoch,
+            two_factor: r.two_factor,
         }
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at";
+const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch, totp_secret_enc IS NOT NULL AS two_factor";
 
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     let email = email.trim();
@@ -135,27 +209,37 @@ fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
-/// Argon2 is deliberately slow; keep it off the async workers.
+/// Argon2 is deliberately slow; keep it off the async workers. Unbounded: for the staff API and
+/// the command line, not for anything the public reaches.
 async fn hash_blocking(password: &str) -> String {
     let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.expect("hash task")
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.expect("argon2 does not panic")
 }
 
-async fn verify_blocking(password: &str, hash: &str) -> bool {
-    let (password, hash) = (password.to_owned(), hash.to_owned());
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.expect("verify task")
-}
-
-/// `conn`: the pool, or the transaction of a staff action that audits the creation.
+/// Creates a customer account (staff API, tests). The public sign-up is [`sign_up`]. `conn`: the
+/// pool, or the transaction of a staff action that audits the creation.
 pub async fn create_user(conn: impl sqlx::PgExecutor<'_>, email: &str, password: &str) -> Result<User, AccountError> {
     let email = normalize_email(email)?;
     check_password_strength(password, &email)?;
-    let hash = hash_blocking(password).await;
+    insert_user(conn, &email, hash_blocking(password).await).await
+}
+
+/// The public sign-up: at most [`throttle::SIGN_UP_ADDRESS`] per address, hashing under `slots`.
+pub async fn sign_up(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
+    if let Some(wait) = throttle::take_all(pool, &[(&format!("signup:{}", address_key(addr)), throttle::SIGN_UP_ADDRESS)]).await? {
+        return Err(AccountError::Throttled(wait));
+    }
+    let email = normalize_email(email)?;
+    check_password_strength(password, &email)?;
+    insert_user(pool, &email, slots.hash(password).await?).await
+}
+
+async fn insert_user(conn: impl sqlx::PgExecutor<'_>, email: &str, hash: String) -> Result<User, AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!(
         "INSERT INTO users (email, password_hash) VALUES ($1, $2)
          ON CONFLICT DO NOTHING RETURNING {USER_COLUMNS}"
     ))
-    .bind(&email)
+    .bind(email)
     .bind(hash)
     .fetch_optional(conn)
     .await?;
@@ -181,87 +265,112 @@ pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<User>, s
     Ok(find_row_by_email(pool, email).await?.map(User::from))
 }
 
-/// Minutes until the oldest failure that keeps the caller over a limit leaves the window, if any.
-async fn throttled_for(pool: &PgPool, email: &str, ip: &str) -> Result<Option<i64>, sqlx::Error> {
-    let (by_email, by_ip, oldest): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE lower(email) = lower($1)),
-                count(*) FILTER (WHERE ip = $2),
-                min(failed_at)
-         FROM login_failures
-         WHERE (lower(email) = lower($1) OR ip = $2)
-           AND failed_at > now() - make_interval(mins => $3::int)",
-    )
-    .bind(email.trim())
-    .bind(ip)
-    .bind(FAILURE_WINDOW_MINUTES as i32)
-    .fetch_one(pool)
-    .await?;
-    if by_email < MAX_FAILURES_PER_EMAIL && by_ip < MAX_FAILURES_PER_IP {
-        return Ok(None);
-    }
-    let wait = oldest
-        .map(|t| (t + chrono::Duration::minutes(FAILURE_WINDOW_MINUTES) - Utc::now()).num_minutes() + 1)
-        .unwrap_or(FAILURE_WINDOW_MINUTES);
-    Ok(Some(wait.max(1)))
+/// One throttled attempt at a guessable step from an address: counted per (account, address)
+/// pair and per address before the check (see [`crate::throttle`]).
+struct Attempt {
+    pair: String,
+    by_addr: String,
 }
 
-/// Checks credentials. Failures are recorded per email and per address; past the limits the
-/// caller is refused (without checking the password) until the window moves on.
-pub async fn authenticate(pool: &PgPool, email: &str, password: &str, ip: &str) -> Result<User, AccountError> {
-    if let Some(minutes) = throttled_for(pool, email, ip).await? {
-        return Err(AccountError::Throttled(minutes));
-    }
-    let row = find_row_by_email(pool, email).await?;
-    let ok = match &row {
-        Some(r) => verify_blocking(password, &r.password_hash).await,
-        None => {
-            // Same cost as a real check, so timing does not reveal which emails exist.
-            let _ = verify_blocking(password, &DUMMY_HASH).await;
-            false
+impl Attempt {
+    /// Counts the attempt, or refuses it while the pair or the address is waiting.
+    async fn start(pool: &PgPool, pair: &str, addr: &str) -> Result<Attempt, AccountError> {
+        let attempt = Attempt { pair: pair.to_string(), by_addr: format!("addr:{addr}") };
+        match throttle::take_all(pool, &[(&attempt.by_addr, throttle::SIGN_IN_ADDRESS), (&attempt.pair, throttle::SIGN_IN_PAIR)]).await? {
+            Some(wait) => Err(AccountError::Throttled(wait)),
+            None => Ok(attempt),
         }
-    };
-    match row {
-        Some(r) if ok => {
-            sqlx::query("DELETE FROM login_failures WHERE lower(email) = lower($1)").bind(&r.email).execute(pool).await?;
+    }
+
+    /// Right: the pair is forgiven and the address gets its attempt back.
+    async fn succeeded(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        throttle::forgive(pool, &self.pair).await?;
+        throttle::give_back(pool, &self.by_addr).await
+    }
+
+    /// Nothing was checked (no hashing slot): the attempt does not count.
+    async fn not_checked(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        throttle::give_back(pool, &self.pair).await?;
+        throttle::give_back(pool, &self.by_addr).await
+    }
+}
+
+/// The throttle key of an account's password from an address (sign-in and password changes share it).
+fn password_pair(email: &str, addr: &str) -> String {
+    format!("pair:{}|{addr}", email.trim().to_lowercase())
+}
+
+/// Checks credentials from `addr`, throttled per (email, address) and per address; past a limit
+/// the caller is refused without a check until its wait is over.
+pub async fn authenticate(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
+    let addr = address_key(addr);
+    let attempt = Attempt::start(pool, &password_pair(email, &addr), &addr).await?;
+    let row = find_row_by_email(pool, email).await?;
+    // Unknown emails cost the same check, so timing does not reveal which emails exist.
+    let checked = slots.verify(password, row.as_ref().map_or(&*DUMMY_HASH, |r| &r.password_hash)).await;
+    match (row, checked) {
+        (Some(r), Ok(true)) => {
+            attempt.succeeded(pool).await?;
             let user = User::from(r);
             if user.suspended { Err(AccountError::Suspended) } else { Ok(user) }
         }
-        _ => {
-            sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)").bind(email.trim()).bind(ip).execute(pool).await?;
-            Err(AccountError::WrongCredentials)
+        (_, Err(busy)) => {
+            attempt.not_checked(pool).await?;
+            Err(busy)
         }
+        _ => Err(AccountError::WrongCredentials),
     }
+}
+
+/// The second step of signing in with two-factor sign-in on: a TOTP code or a recovery code,
+/// throttled as the password is, per (account, address) and per address.
+pub async fn authenticate_code(pool: &PgPool, crypto: &Crypto, user_id: Uuid, code: &str, addr: IpAddr) -> Result<(), AccountError> {
+    let addr = address_key(addr);
+    let attempt = Attempt::start(pool, &format!("code:{user_id}|{addr}"), &addr).await?;
+    if crate::totp::check(pool, crypto, user_id, code, Utc::now().timestamp()).await? {
+        attempt.succeeded(pool).await?;
+        Ok(())
+    } else {
+        Err(AccountError::WrongCode)
+    }
+}
+
+/// Whether `password` is the account's (for re-authentication inside a session).
+pub async fn check_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, password: &str) -> Result<bool, AccountError> {
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(AccountError::NotFound)?;
+    slots.verify(password, &hash).await
 }
 
 /// A real hash with the same parameters, checked against when the email is unknown.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_password("no such account"));
 
-/// Forgets failed logins that have left the throttling window.
-pub async fn prune_login_failures(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query("DELETE FROM login_failures WHERE failed_at < now() - make_interval(mins => $1::int)")
-        .bind(FAILURE_WINDOW_MINUTES as i32)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected())
-}
-
-pub async fn change_password(pool: &PgPool, user_id: Uuid, current: &str, new: &str) -> Result<(), AccountError> {
-    let row = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(AccountError::NotFound)?;
-    if !verify_blocking(current, &row.password_hash).await {
-        return Err(AccountError::WrongCredentials);
+/// Sets a new password and moves the account's session epoch on, which signs out every session
+/// (the caller's included; it continues at the returned epoch). The current password is checked
+/// under the sign-in throttle: a stolen session is no way to guess it.
+pub async fn change_password(pool: &PgPool, slots: &HashSlots, user_id: Uuid, current: &str, new: &str, addr: IpAddr) -> Result<i64, AccountError> {
+    let user = find_by_id(pool, user_id).await?.ok_or(AccountError::NotFound)?;
+    let addr = address_key(addr);
+    let attempt = Attempt::start(pool, &password_pair(&user.email, &addr), &addr).await?;
+    match check_password(pool, slots, user_id, current).await {
+        Ok(true) => attempt.succeeded(pool).await?,
+        Ok(false) => return Err(AccountError::WrongCredentials),
+        Err(unchecked) => {
+            attempt.not_checked(pool).await?;
+            return Err(unchecked);
+        }
     }
-    check_password_strength(new, &row.email)?;
-    let hash = hash_blocking(new).await;
-    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+    check_password_strength(new, &user.email)?;
+    let hash = slots.hash(new).await?;
+    let epoch = sqlx::query_scalar("UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, updated_at = now() WHERE id = $1 RETURNING session_epoch")
         .bind(user_id)
         .bind(hash)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(epoch)
 }
 
 /// `server admin create`: creates a staff account, or promotes an existing one (and sets its

@@ -12,6 +12,8 @@ pub mod keys;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod throttle;
+pub mod totp;
 pub mod upstreams;
 pub mod usage;
 pub mod util;

@@ -260,14 +260,17 @@ pub enum RotateError {
     Undecryptable(String),
     #[error("the credential of upstream \"{0}\" did not read back under the new secret; nothing was changed")]
     Unverified(String),
+    #[error("the two-factor secret of {0} cannot be decrypted with the current secret; nothing was changed")]
+    TwoFactorUndecryptable(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Re-encrypts every upstream credential from the `old` server secret to the `new` one, in one
-/// transaction with the rows locked: all or nothing, each one read back under `new` before the
-/// commit. Returns how many were re-encrypted.
-pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<usize, RotateError> {
+/// Re-encrypts every upstream credential, and every account's two-factor secret, from the `old`
+/// server secret to the `new` one, in one transaction with the rows locked: all or nothing, each
+/// credential read back under `new` before the commit. Returns how many credentials and how many
+/// two-factor secrets were re-encrypted.
+pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<(usize, usize), RotateError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as("SELECT id, name, credential_enc FROM upstreams ORDER BY id FOR UPDATE")
         .fetch_all(&mut *tx)
@@ -280,8 +283,9 @@ pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) ->
         }
         sqlx::query("UPDATE upstreams SET credential_enc = $2, updated_at = now() WHERE id = $1").bind(id).bind(&again).execute(&mut *tx).await?;
     }
+    let two_factor = crate::totp::reencrypt(&mut tx, old, new).await?;
     tx.commit().await?;
-    Ok(rows.len())
+    Ok((rows.len(), two_factor))
 }
 
 /// Enabled upstreams with decrypted credentials, for the gateway's routing table. An upstream

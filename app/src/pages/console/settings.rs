@@ -1,7 +1,7 @@
-use crate::api::account::ChangePassword;
-use crate::components::form::{ActionMessage, Field, SubmitButton};
+use crate::api::account::{two_factor, BeginTwoFactor, ChangePassword, ConfirmTwoFactor, DisableTwoFactor, RecoveryCodes, TwoFactorView};
+use crate::components::form::{ActionError, ActionMessage, Field, SubmitButton};
 use crate::components::layout::use_session_user;
-use crate::i18n::t;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -39,6 +39,109 @@ pub fn Settings() -> impl IntoView {
                     <SubmitButton label=t("Change password") pending=change.pending() />
                 </ActionForm>
             </section>
+            <TwoFactor />
+        </div>
+    }
+}
+
+/// Two-factor sign-in: set up (secret as text, `otpauth://` link and QR code, confirmed with a
+/// code), recovery codes shown once, and off again with the password and a code. Every step is a
+/// plain form, so it works with JavaScript off.
+#[component]
+fn TwoFactor() -> impl IntoView {
+    let begin = ServerAction::<BeginTwoFactor>::new();
+    let confirm = ServerAction::<ConfirmTwoFactor>::new();
+    let disable = ServerAction::<DisableTwoFactor>::new();
+    let status = Resource::new(
+        move || (begin.version().get(), confirm.version().get(), disable.version().get()),
+        |_| two_factor(),
+    );
+    view! {
+        <section class="card lg:col-span-2" id="two-factor">
+            <h2 class="section-title">{t("Two-factor sign-in")}</h2>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match status.await {
+                        Ok(s) => view! { <TwoFactorState s begin confirm disable /> }.into_any(),
+                        Err(e) => view! { <p role="alert" class="alert-error mt-3">{crate::api::error_text(&e)}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn TwoFactorState(
+    s: TwoFactorView,
+    begin: ServerAction<BeginTwoFactor>,
+    confirm: ServerAction<ConfirmTwoFactor>,
+    disable: ServerAction<DisableTwoFactor>,
+) -> impl IntoView {
+    // Codes made just now: by this page's action (JavaScript on) or by the post this page answers.
+    let just_made = s.just_made.clone();
+    let codes = move || confirm.value().get().and_then(Result::ok).or_else(|| just_made.clone());
+    let required = s.required.then(|| view! {
+        <p role="alert" class="alert-error mt-3">{t("Staff accounts need two-factor sign-in: set it up under Settings first.")}</p>
+    });
+    let body = if s.enabled {
+        view! {
+            <p class="mt-3 text-sm" data-testid="two-factor-on">
+                {tf("On. Signing in takes a code from your authenticator app after the password. Recovery codes left: {}.", &[&s.recovery_codes_left])}
+            </p>
+            <ActionForm action=disable attr:class="mt-4 grid gap-4 sm:grid-cols-3 sm:items-end">
+                <Field label=t("Password") name="password" kind="password" autocomplete="current-password" />
+                <Field label=t("Code") name="code" autocomplete="one-time-code" />
+                <SubmitButton label=t("Turn off two-factor sign-in") pending=disable.pending() />
+            </ActionForm>
+            <ActionMessage value=disable.value() />
+        }
+        .into_any()
+    } else if let Some(setup) = s.setup {
+        view! {
+            <ol class="mt-3 list-decimal space-y-3 pl-5 text-sm">
+                <li>
+                    {t("Scan the QR code with an authenticator app, or enter this key in it:")}
+                    {setup.qr_svg.map(|svg| view! { <div class="mt-2 inline-block rounded-lg bg-white p-3" data-testid="totp-qr" inner_html=svg></div> })}
+                    <code class="mt-2 block break-all font-mono" data-testid="totp-secret">{setup.secret}</code>
+                    <a class="link mt-1 block break-all text-xs" href=setup.uri.clone()>{setup.uri.clone()}</a>
+                </li>
+                <li>{t("Enter the 6-digit code the app shows to turn two-factor sign-in on.")}</li>
+            </ol>
+            <ActionForm action=confirm attr:class="mt-4 grid gap-4 sm:grid-cols-2 sm:items-end">
+                <Field label=t("Code") name="code" autocomplete="one-time-code" />
+                <SubmitButton label=t("Turn on two-factor sign-in") pending=confirm.pending() />
+            </ActionForm>
+            <ActionError value=Signal::derive(move || confirm.value().get().map(|r| r.map(|_| ()))) />
+        }
+        .into_any()
+    } else {
+        view! {
+            <p class="mt-3 text-sm text-slate-600 dark:text-slate-400">
+                {t("Off. With it on, signing in takes a code from an authenticator app after the password.")}
+            </p>
+            <ActionForm action=begin attr:class="mt-4">
+                <SubmitButton label=t("Set up two-factor sign-in") pending=begin.pending() />
+            </ActionForm>
+            <ActionError value=begin.value() />
+        }
+        .into_any()
+    };
+    view! {
+        {required}
+        {move || codes().map(|c| view! { <RecoveryCodesOnce c /> })}
+        {body}
+    }
+}
+
+#[component]
+fn RecoveryCodesOnce(c: RecoveryCodes) -> impl IntoView {
+    view! {
+        <div role="status" class="alert-ok mt-4" data-testid="recovery-codes">
+            <p class="font-medium">{t("Two-factor sign-in is on. Save these recovery codes now: each signs you in once without the app, and they will not be shown again.")}</p>
+            <ul class="mt-2 grid grid-cols-2 gap-1 font-mono text-sm sm:grid-cols-5">
+                {c.codes.into_iter().map(|code| view! { <li>{code}</li> }).collect_view()}
+            </ul>
         </div>
     }
 }
