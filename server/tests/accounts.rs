@@ -572,6 +572,7 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
     let staff = client();
     app.signup(&staff, "root@example.com").await;
     accounts::ensure_staff(&app.pool, "root@example.com", PASSWORD).await.unwrap();
+    app.enable_two_factor(&staff, "root@example.com").await;
     let mut paths: Vec<&str> = leptos::server_fn::axum::server_fn_paths().map(|(p, _)| p).filter(|p| *p != "/api/logout").collect();
     paths.sort();
     assert!(paths.len() > 40, "the server functions are all registered: {paths:?}");
@@ -662,6 +663,7 @@ async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
     let staff = client();
     app.signup(&staff, "boss@example.com").await;
     accounts::ensure_staff(&app.pool, "boss@example.com", PASSWORD).await.unwrap();
+    app.enable_two_factor(&staff, "boss@example.com").await;
     let boss: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'boss@example.com'").fetch_one(&app.pool).await.unwrap();
     app.signup(&client(), "cat@example.com").await;
     let cat: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = 'cat@example.com'").fetch_one(&app.pool).await.unwrap();
@@ -720,6 +722,7 @@ async fn admin_tokens_expire_and_can_be_listed_and_revoked(pool: PgPool) {
     let staff = client();
     app.signup(&staff, "ops@example.com").await;
     accounts::ensure_staff(&app.pool, "ops@example.com", PASSWORD).await.unwrap();
+    app.enable_two_factor(&staff, "ops@example.com").await;
     let issue = |days: Option<&str>| {
         let mut args = vec!["admin", "token", "--email", "ops@example.com"];
         args.extend(days.map(|d| ["--days", d]).into_iter().flatten());
