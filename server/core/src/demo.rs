@@ -203,25 +203,11 @@ pub async fn ensure_demo_upstream(pool: &PgPool, crypto: &Crypto, base_url: &str
     }
 }
 
-fn error_type_for(status: u16) -> &'static str {
-    match status {
-        400 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        504 => "timeout_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
 fn anthropic_error(status: u16, message: &str) -> Response {
-    let body = json!({"type": "error", "error": {"type": error_type_for(status), "message": message},
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"type": "error", "error": {"type": crate::gateway::error_type(status), "message": message},
                       "request_id": crate::util::request_id()});
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body.to_string()).into_response();
+    let mut r = (status, body.to_string()).into_response();
     r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
     r.headers_mut().insert("request-id", HeaderValue::from_str(&crate::util::request_id()).unwrap());
     if status == 429 {

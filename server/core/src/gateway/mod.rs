@@ -1223,8 +1223,8 @@ fn refusal_error(status: StatusCode, refusal: Refusal, should_retry: Option<bool
     }
 }
 
-/// Anthropic's error type for a status.
-fn error_type(status: StatusCode) -> &'static str {
+/// Anthropic's error type for a status (also the demo upstream's).
+pub(crate) fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 405 | 409 | 422 => "invalid_request_error",
         401 => "authentication_error",
