@@ -54,6 +54,11 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("login") view=auth::Login ssr=SsrMode::Async />
                     <Route path=path!("login/code") view=auth::LoginCode ssr=SsrMode::Async />
                     <Route path=path!("signup") view=auth::Signup ssr=SsrMode::Async />
+                    <Route path=path!("signup/sent") view=auth::SignupSent ssr=SsrMode::Async />
+                    <Route path=path!("signup/confirm") view=auth::ConfirmSignup ssr=SsrMode::Async />
+                    <Route path=path!("password/forgot") view=auth::ForgotPassword ssr=SsrMode::Async />
+                    <Route path=path!("password/sent") view=auth::ResetSent ssr=SsrMode::Async />
+                    <Route path=path!("password/reset") view=auth::ResetPassword ssr=SsrMode::Async />
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
                     <Route path=path!("") view=console::overview::Overview ssr=SsrMode::Async />

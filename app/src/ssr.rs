@@ -24,6 +24,8 @@ pub struct ConsoleState {
     pub staff_limits: cloudrouter_core::billing::adjustments::StaffLimits,
     /// The bound on password hashing (sign-in, sign-up, password changes).
     pub hash_slots: accounts::HashSlots,
+    /// Sign-up and password-reset mail leaves through here.
+    pub outbox: cloudrouter_core::mail::Outbox,
 }
 
 /// The client's address, put on each console request by the server (which knows the trusted

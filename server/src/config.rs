@@ -16,6 +16,10 @@ pub struct Config {
     pub trusted_proxies: String,
     /// `CLOUDROUTER_HASH_SLOTS`: password hashes (19 MiB each) computed at once; one per core by default.
     pub hash_slots: usize,
+    /// `CLOUDROUTER_SMTP_URL`: where sign-up and password-reset mail is sent (see [`Config::mail`]).
+    pub smtp_url: Option<String>,
+    /// `CLOUDROUTER_MAIL_FROM`: the sender of that mail; `CloudRouter <no-reply@host of the public URL>` by default.
+    pub mail_from: Option<String>,
 }
 
 /// Secrets known to the world (the old built-in development value among them): refused for a
@@ -60,7 +64,30 @@ impl Config {
             hash_slots: var("CLOUDROUTER_HASH_SLOTS")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            smtp_url: var("CLOUDROUTER_SMTP_URL"),
+            mail_from: var("CLOUDROUTER_MAIL_FROM"),
         }
+    }
+
+    /// Where mail goes and who sends it. Without `CLOUDROUTER_SMTP_URL`, a console only this
+    /// machine reaches writes each mail to `.cloudrouter/mail/` (the run command's demo); one
+    /// others reach refuses to start, since nobody could confirm a sign-up or reset a password.
+    pub fn mail(&self) -> Result<cloudrouter_core::mail::Sender, String> {
+        use cloudrouter_core::mail::{Sender, Transport};
+        let host = self.public_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_owned)).unwrap_or_else(|| "localhost".into());
+        let from = self.mail_from.clone().unwrap_or_else(|| format!("CloudRouter <no-reply@{}>", host.trim_matches(['[', ']'])));
+        let transport = match &self.smtp_url {
+            Some(url) => Transport::smtp(url)?,
+            None if self.is_local() => Transport::Directory(".cloudrouter/mail".into()),
+            None => {
+                return Err(format!(
+                    "CLOUDROUTER_SMTP_URL is not set, and {} is reachable by others: sign-up confirmations and password \
+                     resets are mailed. Set it, e.g. smtps://user:password@smtp.example.com:465",
+                    self.public_url
+                ))
+            }
+        };
+        Sender::new(transport, &from)
     }
 
     /// The trusted proxies, parsed; a list that does not parse stops the server (a typo must not

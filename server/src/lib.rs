@@ -12,7 +12,7 @@ pub mod web;
 use crate::config::Config;
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::gateway::{self, Gateway, GatewayConfig};
-use cloudrouter_core::admin_api;
+use cloudrouter_core::{admin_api, mail};
 use cloudrouter_core::billing::{self, payments::{self, Payments}};
 use std::sync::Arc;
 use cloudrouter_core::demo;
@@ -33,6 +33,7 @@ pub struct Built {
 pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<Built, Box<dyn std::error::Error>> {
     config.check_secret()?;
     let trusted_proxies = config.trusted_proxies()?;
+    let mail_sender = config.mail()?;
     let crypto = Crypto::from_secret(&config.secret);
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
@@ -40,6 +41,8 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     web::spawn_housekeeping(pool.clone(), store.clone());
     let payments = Arc::new(Payments::from_env(&config.secret, &config.public_url)?);
     let staff_limits = billing::adjustments::StaffLimits::from_env()?;
+    let outbox = mail::Outbox::new();
+    mail::spawn_sender(pool.clone(), mail_sender, &outbox);
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,
@@ -49,6 +52,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         public_base_url: config.public_url.clone(),
         staff_limits,
         hash_slots: cloudrouter_core::accounts::HashSlots::new(config.hash_slots),
+        outbox,
     };
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()

@@ -48,6 +48,9 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
             if let Err(e) = cloudrouter_core::throttle::prune(&pool).await {
                 tracing::warn!(error = %e, "pruning sign-in throttles failed");
             }
+            if let Err(e) = cloudrouter_core::email_links::prune(&pool).await {
+                tracing::warn!(error = %e, "pruning ended sign-up and reset links failed");
+            }
         }
     });
 }

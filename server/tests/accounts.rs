@@ -1,72 +1,17 @@
 //! Accounts through the real HTTP surface: server functions, sessions and guards, against a
 //! fresh Postgres database per test.
 
-use cloudrouter_core::{accounts, db};
-use leptos::prelude::LeptosOptions;
+use cloudrouter_core::accounts;
 use reqwest::{redirect::Policy, Client, StatusCode};
-use server::config::Config;
 use sqlx::PgPool;
 
-const PASSWORD: &str = "Sturdy-pass-2026";
+mod common;
 
-struct App {
-    base: String,
-    pool: PgPool,
-}
-
-async fn start(pool: PgPool) -> App {
-    start_with(pool, |_| {}).await
-}
-
-/// The app with its settings changed by `adjust`.
-async fn start_with(pool: PgPool, adjust: impl FnOnce(&mut Config)) -> App {
-    db::migrate(&pool).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // The harness's fixed secret: the server refuses to run without one.
-    let mut config = Config { secret: "test-server-secret".into(), ..Config::from_env(addr) };
-    adjust(&mut config);
-    let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
-    let router = server::build(pool.clone(), &config, leptos).await.unwrap().router;
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
-    });
-    App { base: format!("http://{addr}"), pool }
-}
-
-/// A browser-like client with its own cookie jar, calling server functions as the hydrated app does.
-fn client() -> Client {
-    Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
-}
-
-impl App {
-    async fn call(&self, c: &Client, name: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let res = c
-            .post(format!("{}/api/{name}", self.base))
-            .header("accept", "application/json")
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        (res.status(), res.text().await.unwrap())
-    }
-
-    async fn signup(&self, c: &Client, email: &str) -> (StatusCode, String) {
-        self.call(c, "signup", &[("email", email), ("password", PASSWORD), ("confirm", PASSWORD)]).await
-    }
-
-    async fn login(&self, c: &Client, email: &str, password: &str) -> (StatusCode, String) {
-        self.call(c, "login", &[("email", email), ("password", password)]).await
-    }
-
-    async fn me(&self, c: &Client) -> String {
-        self.call(c, "me", &[]).await.1
-    }
-}
+use common::{client, spawn_app, spawn_app_with, TestApp, PASSWORD};
 
 #[sqlx::test(migrations = false)]
 async fn signup_signs_in_and_logout_signs_out(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let c = client();
     let (status, _) = app.signup(&c, "dana@example.com").await;
     assert!(status.is_success(), "{status}");
@@ -85,7 +30,7 @@ async fn signup_signs_in_and_logout_signs_out(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn login_checks_the_password_and_renews_the_session(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "erin@example.com").await;
 
     let c = client();
@@ -102,22 +47,161 @@ async fn login_checks_the_password_and_renews_the_session(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = false)]
-async fn duplicate_email_and_weak_password_are_refused(pool: PgPool) {
-    let app = start(pool).await;
-    app.signup(&client(), "fay@example.com").await;
-    let (status, body) = app.signup(&client(), "Fay@Example.com").await;
+async fn weak_password_and_bad_email_are_refused_before_anything_is_mailed(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (status, body) = app.call(&client(), "signup", &[("email", "gus@example.com"), ("password", "short"), ("confirm", "short")]).await;
     assert!(!status.is_success());
-    assert!(body.contains("already exists"), "{body}");
-
-    let (_, body) = app.call(&client(), "signup", &[("email", "gus@example.com"), ("password", "short"), ("confirm", "short")]).await;
     assert!(body.contains("at least 10 characters"), "{body}");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
-    assert_eq!(count, 1, "nothing half-written");
+    let (status, body) = app.call(&client(), "signup", &[("email", "not-an-address"), ("password", PASSWORD), ("confirm", PASSWORD)]).await;
+    assert!(!status.is_success() && body.contains("valid email"), "{status} {body}");
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM email_links").fetch_one(&app.pool).await.unwrap();
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!((pending, queued), (0, 0), "nothing half-written");
+}
+
+/// The answer to a request as an outsider sees it: status, the redirect and the body.
+async fn outsider_view(app: &TestApp, name: &str, form: &[(&str, &str)]) -> (StatusCode, Option<String>, String) {
+    let res = client()
+        .post(format!("{}/api/{name}", app.base))
+        .header("accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let location = res.headers().get("location").or(res.headers().get("serverfnredirect")).map(|v| v.to_str().unwrap().to_string());
+    (res.status(), location, res.text().await.unwrap())
+}
+
+#[sqlx::test(migrations = false)]
+async fn sign_up_does_not_reveal_which_emails_are_registered(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.signup(&client(), "fay@example.com").await;
+    let form = |email: &'static str| [("email", email), ("password", "Another-pass-2026"), ("confirm", "Another-pass-2026")];
+    let taken = outsider_view(&app, "signup", &form("Fay@Example.com")).await;
+    let free = outsider_view(&app, "signup", &form("nobody-yet@example.com")).await;
+    assert!(taken.0.is_success(), "{taken:?}");
+    assert_eq!(taken, free, "a registered address answers exactly as a new one");
+
+    // The owner is told, with no link that does anything; the account is untouched.
+    let told = app.mail.nth_to("fay@example.com", 2).await;
+    assert!(told.text().contains("already has an account"), "{}", told.text());
+    assert_eq!(told.token("/signup/confirm"), None);
+    let (status, _) = app.login(&client(), "fay@example.com", "Another-pass-2026").await;
+    assert!(!status.is_success(), "the second sign-up's password does not sign in");
+    let (status, _) = app.login(&client(), "fay@example.com", PASSWORD).await;
+    assert!(status.is_success(), "the owner's password still does");
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_account_exists_only_once_its_mailed_link_is_opened(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let (status, _) = app.request_signup(&client(), "gwen@example.com").await;
+    assert!(status.is_success());
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(users, 0, "no account before the link is opened");
+    let (status, _) = app.login(&client(), "gwen@example.com", PASSWORD).await;
+    assert!(!status.is_success(), "an unconfirmed sign-up does not sign in");
+
+    // Someone else asks for the same address first with their own password: whoever reads the
+    // mailbox decides, and only the link opened counts.
+    app.call(&client(), "signup", &[("email", "gwen@example.com"), ("password", "Squatter-pass-99"), ("confirm", "Squatter-pass-99")]).await;
+    let mail = app.mail.nth_to("gwen@example.com", 1).await;
+    assert_eq!(mail.header("Subject").as_deref(), Some("Confirm your CloudRouter account"));
+    let token = mail.token("/signup/confirm").unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM email_links WHERE token_hash = $1")
+        .bind(&token)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the token itself is not stored");
+
+    let page = client().get(format!("{}/signup/confirm?token={token}", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Finish creating my account"), "opening the link only shows a button");
+    let c = client();
+    let (status, body) = app.call(&c, "confirm_signup", &[("token", &token)]).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert!(app.me(&c).await.contains("gwen@example.com"), "the link signs the new account in");
+    let verified: bool = sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE email = 'gwen@example.com'").fetch_one(&app.pool).await.unwrap();
+    assert!(verified);
+
+    // The link works once, and the squatter's link died with it.
+    let (status, body) = app.call(&client(), "confirm_signup", &[("token", &token)]).await;
+    assert!(!status.is_success() && body.contains("expired or was already used"), "{status} {body}");
+    let squatter = app.mail.nth_to("gwen@example.com", 2).await.token("/signup/confirm").unwrap();
+    let (status, _) = app.call(&client(), "confirm_signup", &[("token", &squatter)]).await;
+    assert!(!status.is_success());
+    let (status, _) = app.login(&client(), "gwen@example.com", "Squatter-pass-99").await;
+    assert!(!status.is_success());
+}
+
+#[sqlx::test(migrations = false)]
+async fn password_reset_by_mailed_link_ends_every_session_and_works_once(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let old_session = client();
+    app.signup(&old_session, "hana@example.com").await;
+
+    let asked = outsider_view(&app, "forgot_password", &[("email", "HANA@example.com")]).await;
+    let unknown = outsider_view(&app, "forgot_password", &[("email", "nobody@example.com")]).await;
+    assert!(asked.0.is_success(), "{asked:?}");
+    assert_eq!(asked, unknown, "a reset request does not reveal whether the address has an account");
+
+    let mail = app.mail.nth_to("hana@example.com", 2).await;
+    assert_eq!(mail.header("Subject").as_deref(), Some("Reset your CloudRouter password"));
+    let token = mail.token("/password/reset").expect("a reset link");
+    let (status, body) = app.call(&client(), "reset_password", &[("token", &token), ("password", "short"), ("confirm", "short")]).await;
+    assert!(!status.is_success() && body.contains("at least 10 characters"), "{body}");
+    let (status, body) = app.call(&client(), "reset_password", &[("token", &token), ("password", "Brand-new-pass-7"), ("confirm", "Brand-new-pass-7")]).await;
+    assert!(status.is_success(), "{status} {body}");
+
+    assert_eq!(app.me(&old_session).await, "null", "a reset signs every session out");
+    assert!(!app.login(&client(), "hana@example.com", PASSWORD).await.0.is_success(), "the old password is gone");
+    assert!(app.login(&client(), "hana@example.com", "Brand-new-pass-7").await.0.is_success());
+    let (status, body) = app.call(&client(), "reset_password", &[("token", &token), ("password", "Third-pass-777"), ("confirm", "Third-pass-777")]).await;
+    assert!(!status.is_success() && body.contains("expired or was already used"), "a link works once: {body}");
+    let (status, _) = app.call(&client(), "reset_password", &[("token", "forged-token"), ("password", "Third-pass-777"), ("confirm", "Third-pass-777")]).await;
+    assert!(!status.is_success());
+}
+
+#[sqlx::test(migrations = false)]
+async fn reset_links_expire_and_do_not_skip_two_factor(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let owner = client();
+    app.signup(&owner, "ines@example.com").await;
+    app.enable_two_factor(&owner, "ines@example.com").await;
+
+    app.call(&client(), "forgot_password", &[("email", "ines@example.com")]).await;
+    let late = app.mail.nth_to("ines@example.com", 2).await.token("/password/reset").unwrap();
+    sqlx::query("UPDATE email_links SET expires_at = now() - interval '1 second'").execute(&app.pool).await.unwrap();
+    let (status, body) = app.call(&client(), "reset_password", &[("token", &late), ("password", "Brand-new-pass-7"), ("confirm", "Brand-new-pass-7")]).await;
+    assert!(!status.is_success() && body.contains("expired"), "an hour-old link is dead: {body}");
+
+    app.call(&client(), "forgot_password", &[("email", "ines@example.com")]).await;
+    let token = app.mail.nth_to("ines@example.com", 3).await.token("/password/reset").unwrap();
+    let (status, _) = app.call(&client(), "reset_password", &[("token", &token), ("password", "Brand-new-pass-7"), ("confirm", "Brand-new-pass-7")]).await;
+    assert!(status.is_success());
+    let c = client();
+    app.login(&c, "ines@example.com", "Brand-new-pass-7").await;
+    assert_eq!(app.me(&c).await, "null", "the new password still needs the second factor");
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_mail_forms_cannot_flood_an_inbox(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.signup(&client(), "jo@example.com").await;
+    // From many addresses, so the per-address throttles do not step in first.
+    for i in 0..12 {
+        let c = client_from(&format!("127.0.9.{}", i + 1));
+        let form: &[(&str, &str)] = if i % 2 == 0 { &[("email", "jo@example.com")] } else { &[("email", "jo@example.com"), ("password", PASSWORD), ("confirm", PASSWORD)] };
+        let (status, _) = app.call(&c, if i % 2 == 0 { "forgot_password" } else { "signup" }, form).await;
+        assert!(status.is_success(), "the answer stays the same");
+    }
+    app.mail_sent().await;
+    assert_eq!(app.mail.to("jo@example.com").len(), 5, "five mails to one address an hour, whoever asks");
 }
 
 #[sqlx::test(migrations = false)]
 async fn repeated_failures_lock_the_account_for_a_while(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "hal@example.com").await;
     let c = client();
     for _ in 0..5 {
@@ -131,7 +215,7 @@ async fn repeated_failures_lock_the_account_for_a_while(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn staff_functions_refuse_customers(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let customer = client();
     app.signup(&customer, "ivy@example.com").await;
     let (status, body) = app.call(&customer, "admin/users", &[("query", "")]).await;
@@ -154,7 +238,7 @@ async fn staff_functions_refuse_customers(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn console_pages_redirect_to_sign_in_and_cross_site_posts_are_refused(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let c = client();
     let res = c.get(format!("{}/console/keys", app.base)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
@@ -178,7 +262,7 @@ async fn console_pages_redirect_to_sign_in_and_cross_site_posts_are_refused(pool
 #[sqlx::test(migrations = false)]
 async fn spent_throttles_are_forgotten_and_waits_double(pool: PgPool) {
     use cloudrouter_core::throttle;
-    db::migrate(&pool).await.unwrap();
+    cloudrouter_core::db::migrate(&pool).await.unwrap();
     for _ in 0..5 {
         assert_eq!(throttle::take_all(&pool, &[("pair:t", throttle::SIGN_IN_PAIR)]).await.unwrap(), None);
     }
@@ -209,7 +293,7 @@ fn client_from(source: &str) -> Client {
 
 #[sqlx::test(migrations = false)]
 async fn parallel_burst_of_guesses_is_counted_in_full(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "burst@example.com").await;
     let guesses = (0..30).map(|i| {
         let app = &app;
@@ -223,7 +307,7 @@ async fn parallel_burst_of_guesses_is_counted_in_full(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn guesser_from_one_address_cannot_lock_the_owner_out_from_another(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "owner@example.com").await;
     let guesser = client_from("127.0.0.2");
     for i in 0..12 {
@@ -238,7 +322,7 @@ async fn guesser_from_one_address_cannot_lock_the_owner_out_from_another(pool: P
 
 #[sqlx::test(migrations = false)]
 async fn spoofed_forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttle(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "spoof@example.com").await;
     let c = client();
     for i in 0..8 {
@@ -264,20 +348,20 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_does_not_dodge_the_throttl
 
 #[sqlx::test(migrations = false)]
 async fn signup_flood_from_one_address_is_throttled(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let c = client();
     let mut last = (StatusCode::OK, String::new());
     for i in 0..25 {
-        last = app.signup(&c, &format!("flood{i}@example.com")).await;
+        last = app.request_signup(&c, &format!("flood{i}@example.com")).await;
     }
     assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS, "{}", last.1);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&app.pool).await.unwrap();
-    assert!(count <= 20, "{count} accounts from one address in a minute");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM email_links").fetch_one(&app.pool).await.unwrap();
+    assert!(count <= 20, "{count} sign-ups from one address in a minute");
 }
 
 #[sqlx::test(migrations = false)]
 async fn hashing_flood_waits_for_a_slot_or_gets_503_instead_of_exhausting_memory(pool: PgPool) {
-    let app = start_with(pool, |c| c.hash_slots = 1).await;
+    let app = spawn_app_with(pool, |c| c.hash_slots = 1).await;
     // Each sign-in of a distinct (unknown) email costs one argon2 check (19 MiB).
     let attempts = (0..200).map(|i| {
         let app = &app;
@@ -300,7 +384,7 @@ async fn hashing_flood_waits_for_a_slot_or_gets_503_instead_of_exhausting_memory
 
 #[sqlx::test(migrations = false)]
 async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPool) {
-    let app = start_with(pool, |c| c.trusted_proxies = "127.0.0.1, 10.0.0.0/8".into()).await;
+    let app = spawn_app_with(pool, |c| c.trusted_proxies = "127.0.0.1, 10.0.0.0/8".into()).await;
     app.signup(&client(), "proxied@example.com").await;
     let via_proxy = |forwarded: &'static str, password: &'static str| {
         let app = &app;
@@ -327,7 +411,7 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy(pool: PgPool
 
 #[sqlx::test(migrations = false)]
 async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let (here, elsewhere) = (client(), client());
     app.signup(&here, "moved@example.com").await;
     app.login(&elsewhere, "moved@example.com", PASSWORD).await;
@@ -361,7 +445,7 @@ async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> Strin
     totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
 }
 
-impl App {
+impl TestApp {
     /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
     async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
         let (status, body) = self.call(c, "two_factor/begin", &[]).await;
@@ -379,7 +463,7 @@ impl App {
 
 #[sqlx::test(migrations = false)]
 async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let owner = client();
     app.signup(&owner, "twofa@example.com").await;
     app.enable_two_factor(&owner, "twofa@example.com").await;
@@ -408,7 +492,7 @@ async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: Pg
 
 #[sqlx::test(migrations = false)]
 async fn code_guessing_is_throttled_and_recovery_codes_work_once(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let owner = client();
     app.signup(&owner, "guess@example.com").await;
     let recovery = app.enable_two_factor(&owner, "guess@example.com").await;
@@ -438,7 +522,7 @@ async fn code_guessing_is_throttled_and_recovery_codes_work_once(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn staff_without_two_factor_reach_no_staff_function_or_page(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let staff = client();
     app.signup(&staff, "ops2fa@example.com").await;
     accounts::ensure_staff(&app.pool, "ops2fa@example.com", PASSWORD).await.unwrap();
@@ -455,7 +539,7 @@ async fn staff_without_two_factor_reach_no_staff_function_or_page(pool: PgPool) 
 
 #[sqlx::test(migrations = false)]
 async fn two_factor_secrets_are_encrypted_and_recovery_codes_hashed_at_rest(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let c = client();
     app.signup(&c, "atrest@example.com").await;
     let recovery = app.enable_two_factor(&c, "atrest@example.com").await;
@@ -486,7 +570,7 @@ async fn two_factor_secrets_are_encrypted_and_recovery_codes_hashed_at_rest(pool
 
 #[sqlx::test(migrations = false)]
 async fn guessing_the_current_password_in_a_stolen_session_is_throttled(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let thief = client();
     app.signup(&thief, "stolen@example.com").await;
     let change = |current: &'static str| {
@@ -505,7 +589,7 @@ async fn guessing_the_current_password_in_a_stolen_session_is_throttled(pool: Pg
 /// attacker's `next` or `back` link falls back to the console home.
 #[sqlx::test(migrations = false)]
 async fn sign_in_next_cannot_send_the_browser_to_another_site(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     app.signup(&client(), "lee@example.com").await;
     let post = |name: &'static str, form: Vec<(&'static str, String)>| {
         let base = app.base.clone();
@@ -568,7 +652,7 @@ fn enc(s: &str) -> String {
 /// with hostile values: a 4xx or a page, never a 5xx or a dropped connection (a panic).
 #[sqlx::test(migrations = false)]
 async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let staff = client();
     app.signup(&staff, "root@example.com").await;
     accounts::ensure_staff(&app.pool, "root@example.com", PASSWORD).await.unwrap();
@@ -659,7 +743,7 @@ async fn staff_state(pool: &PgPool) -> Vec<String> {
 /// action does not happen either; when it can, it names the staff member.
 #[sqlx::test(migrations = false)]
 async fn staff_action_without_its_audit_row_does_not_happen(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let staff = client();
     app.signup(&staff, "boss@example.com").await;
     accounts::ensure_staff(&app.pool, "boss@example.com", PASSWORD).await.unwrap();
@@ -718,7 +802,7 @@ fn admin_cli(pool: &PgPool, args: &[&str]) -> std::process::Output {
 /// expired or revoked token gets 401 in the API's error shape.
 #[sqlx::test(migrations = false)]
 async fn admin_tokens_expire_and_can_be_listed_and_revoked(pool: PgPool) {
-    let app = start(pool).await;
+    let app = spawn_app(pool).await;
     let staff = client();
     app.signup(&staff, "ops@example.com").await;
     accounts::ensure_staff(&app.pool, "ops@example.com", PASSWORD).await.unwrap();

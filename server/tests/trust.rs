@@ -3,19 +3,22 @@
 
 use cloudrouter_core::{accounts, admin_api, db};
 use leptos::prelude::LeptosOptions;
-use reqwest::{redirect::Policy, Client, StatusCode};
+use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use server::config::Config;
 use sqlx::PgPool;
 
-const PASSWORD: &str = "Sturdy-pass-2026";
+mod common;
+
+use common::{client as browser, spawn_app_with, TestApp, PASSWORD};
+
 /// A secret good enough for a public deployment (the harness's own, fixed).
 const STRONG_SECRET: &str = "trust-tests-0f9c2b7e5a1d4c8e9b3a6f2d7c1e8b4a";
 
 /// The server's settings for a test on `addr`, as `server` would read them, with `public_url`
-/// and `secret` as given.
+/// and `secret` as given (and an SMTP server named, which a public URL requires; nothing is mailed).
 fn config(addr: std::net::SocketAddr, public_url: &str, secret: &str) -> Config {
-    Config { public_url: public_url.into(), secret: secret.into(), ..Config::from_env(addr) }
+    Config { public_url: public_url.into(), secret: secret.into(), smtp_url: Some("smtp://127.0.0.1:9".into()), ..Config::from_env(addr) }
 }
 
 async fn build(pool: &PgPool, config: &Config) -> Result<server::Built, Box<dyn std::error::Error>> {
@@ -23,30 +26,16 @@ async fn build(pool: &PgPool, config: &Config) -> Result<server::Built, Box<dyn 
     server::build(pool.clone(), config, leptos).await
 }
 
-/// Serves the app on a fresh port; its base URL.
-async fn start(pool: &PgPool, public_url: Option<&str>) -> String {
-    db::migrate(pool).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let built = build(pool, &config(addr, public_url.unwrap_or(&base), STRONG_SECRET)).await.unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, built.router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
-    });
-    base
-}
-
-fn browser() -> Client {
-    Client::builder().cookie_store(true).redirect(Policy::none()).no_proxy().build().unwrap()
-}
-
-async fn signup(c: &Client, base: &str, email: &str) -> reqwest::Response {
-    c.post(format!("{base}/api/signup"))
-        .header("accept", "application/json")
-        .form(&[("email", email), ("password", PASSWORD), ("confirm", PASSWORD)])
-        .send()
-        .await
-        .unwrap()
+/// Serves the app on a fresh port with a strong secret (and `public_url`, if given).
+async fn start(pool: &PgPool, public_url: Option<&str>) -> TestApp {
+    let public_url = public_url.map(str::to_owned);
+    spawn_app_with(pool.clone(), |c| {
+        c.secret = STRONG_SECRET.into();
+        if let Some(url) = public_url {
+            c.public_url = url;
+        }
+    })
+    .await
 }
 
 fn addr() -> std::net::SocketAddr {
@@ -84,9 +73,28 @@ fn cookies_are_secure_unless_plain_http_on_loopback() {
 }
 
 #[sqlx::test(migrations = false)]
+async fn public_url_without_smtp_refuses_to_start(pool: PgPool) {
+    db::migrate(&pool).await.unwrap();
+    let public = Config { smtp_url: None, ..config(addr(), "https://console.example.com", STRONG_SECRET) };
+    let err = build(&pool, &public).await.err().expect("refused: nobody could confirm a sign-up");
+    assert!(err.to_string().contains("CLOUDROUTER_SMTP_URL"), "{err}");
+    let local = Config { smtp_url: None, ..config(addr(), "http://127.0.0.1:3000", STRONG_SECRET) };
+    assert!(build(&pool, &local).await.is_ok(), "a local console writes its mail to files");
+}
+
+#[sqlx::test(migrations = false)]
 async fn session_cookie_is_secure_on_a_plain_http_public_url(pool: PgPool) {
-    let base = start(&pool, Some("http://console.example.com")).await;
-    let res = signup(&browser(), &base, "sam@example.com").await;
+    let app = start(&pool, Some("http://console.example.com")).await;
+    let c = browser();
+    app.request_signup(&c, "sam@example.com").await;
+    let token = app.mail.nth_to("sam@example.com", 1).await.token("/signup/confirm").unwrap();
+    let res = c
+        .post(format!("{}/api/confirm_signup", app.base))
+        .header("accept", "application/json")
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     let cookie = res.headers().get("set-cookie").expect("a session cookie").to_str().unwrap().to_string();
     assert!(cookie.contains("Secure"), "{cookie}");
@@ -118,9 +126,10 @@ fn shown_secret(html: &str) -> Option<String> {
 
 #[sqlx::test(migrations = false)]
 async fn new_key_secret_is_shown_in_the_post_response_and_stored_nowhere(pool: PgPool) {
-    let base = start(&pool, None).await;
+    let app = start(&pool, None).await;
+    let base = app.base.clone();
     let c = browser();
-    assert!(signup(&c, &base, "nojs@example.com").await.status().is_success());
+    assert!(app.signup(&c, "nojs@example.com").await.0.is_success());
     // The browser's own form post, JavaScript off.
     let res = c
         .post(format!("{base}/api/keys/create"))
@@ -150,7 +159,7 @@ async fn new_key_secret_is_shown_in_the_post_response_and_stored_nowhere(pool: P
 
 #[sqlx::test(migrations = false)]
 async fn demo_upstream_is_gone_once_the_staff_api_adds_a_real_upstream(pool: PgPool) {
-    let base = start(&pool, None).await;
+    let base = start(&pool, None).await.base;
     accounts::ensure_staff(&pool, "ops@example.com", PASSWORD).await.unwrap();
     let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
     let http = Client::builder().no_proxy().build().unwrap();
@@ -172,7 +181,7 @@ async fn demo_upstream_is_gone_once_the_staff_api_adds_a_real_upstream(pool: PgP
 
 #[sqlx::test(migrations = false)]
 async fn demo_upstream_refuses_large_bodies(pool: PgPool) {
-    let base = start(&pool, None).await;
+    let base = start(&pool, None).await.base;
     let http = Client::builder().no_proxy().build().unwrap();
     let mut big = json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 8, "messages": [{"role": "user", "content": ""}]});
     big["messages"][0]["content"] = Value::String("a".repeat(2 << 20));

@@ -1,5 +1,5 @@
-//! Sign-up, sign-in (with its two-factor code step), sign-out, password changes and two-factor
-//! setup.
+//! Sign-up (confirmed by a mailed link), sign-in (with its two-factor code step), sign-out,
+//! password changes and resets, and two-factor setup.
 
 #[allow(unused_imports)]
 use crate::i18n::t;
@@ -66,20 +66,77 @@ pub fn safe_next(next: Option<&str>, fallback: &str) -> String {
     }
 }
 
+/// Where sign-up and reset requests land: the same page whatever the address was.
+pub const SIGN_UP_SENT: &str = "/signup/sent";
+pub const RESET_SENT: &str = "/password/sent";
+
+/// A sign-up request. The account is created when the link mailed to the address is opened; the
+/// answer is the same whether or not the address already has an account (see core
+/// `email_links`).
 #[server(endpoint = "signup")]
 pub async fn signup(email: String, password: String, confirm: String) -> Result<(), ServerFnError> {
-    use cloudrouter_core::accounts;
+    use cloudrouter_core::email_links::{self, SignUpMail};
     if password != confirm {
         return Err(ServerFnError::new(t("The two passwords do not match.")));
     }
     let state = crate::ssr::state()?;
-    let pool = state.pool;
-    let user = accounts::sign_up(&pool, &state.hash_slots, &email, &password, crate::ssr::client_addr()?).await.map_err(account_error)?;
-    // A new account keeps the language it was created in.
-    accounts::set_locale(&pool, user.id, crate::i18n::lang().code()).await.map_err(crate::ssr::internal)?;
+    let lang = crate::i18n::lang();
+    let asked = email_links::request_sign_up(&state.pool, &state.hash_slots, &email, &password, lang.code(), crate::ssr::client_addr()?)
+        .await
+        .map_err(account_error)?;
+    if let Some(send) = asked {
+        let mail = match send.mail {
+            SignUpMail::Confirm { token } => super::mails::confirm_sign_up(&state.public_base_url, send.email, &token),
+            SignUpMail::AlreadyRegistered => super::mails::already_registered(&state.public_base_url, send.email),
+        };
+        state.outbox.queue(&state.pool, &mail).await.map_err(crate::ssr::internal)?;
+    }
+    leptos_axum::redirect(SIGN_UP_SENT);
+    Ok(())
+}
+
+/// Opens a sign-up link: the account is created and signed in.
+#[server(endpoint = "confirm_signup")]
+pub async fn confirm_signup(token: String) -> Result<(), ServerFnError> {
+    let state = crate::ssr::state()?;
+    let user = cloudrouter_core::email_links::confirm_sign_up(&state.pool, &token).await.map_err(account_error)?;
     crate::ssr::sign_in(&user).await?;
     leptos_axum::redirect("/console");
     Ok(())
+}
+
+/// A password-reset request: the same answer whether or not the address has an account.
+#[server(endpoint = "forgot_password")]
+pub async fn forgot_password(email: String) -> Result<(), ServerFnError> {
+    let state = crate::ssr::state()?;
+    let asked = cloudrouter_core::email_links::request_password_reset(&state.pool, &email, crate::ssr::client_addr()?).await.map_err(account_error)?;
+    if let Some(send) = asked {
+        let mail = super::mails::reset_password(&state.public_base_url, send.email, &send.mail);
+        state.outbox.queue(&state.pool, &mail).await.map_err(crate::ssr::internal)?;
+    }
+    leptos_axum::redirect(RESET_SENT);
+    Ok(())
+}
+
+/// Opens a reset link: sets the new password and ends every session; the user signs in again
+/// (with the second factor, if on).
+#[server(endpoint = "reset_password")]
+pub async fn reset_password(token: String, password: String, confirm: String) -> Result<(), ServerFnError> {
+    if password != confirm {
+        return Err(ServerFnError::new(t("The two passwords do not match.")));
+    }
+    let state = crate::ssr::state()?;
+    cloudrouter_core::email_links::reset_password(&state.pool, &state.hash_slots, &token, &password).await.map_err(account_error)?;
+    crate::ssr::sign_out().await?;
+    leptos_axum::redirect("/login?reset=1");
+    Ok(())
+}
+
+/// Whether a mailed link still works, for its page to say so before asking for anything.
+#[server(endpoint = "link_works")]
+pub async fn link_works(token: String, reset: bool) -> Result<bool, ServerFnError> {
+    let state = crate::ssr::state()?;
+    cloudrouter_core::email_links::link_works(&state.pool, &token, reset).await.map_err(crate::ssr::internal)
 }
 
 #[server(endpoint = "login")]

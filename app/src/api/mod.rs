@@ -8,6 +8,8 @@ pub mod catalogue;
 pub mod insight;
 pub mod invoices;
 pub mod keys;
+#[cfg(feature = "ssr")]
+mod mails;
 pub mod usage;
 
 /// The readable part of a server function error, for showing in a form.

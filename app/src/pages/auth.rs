@@ -1,8 +1,9 @@
-//! Sign-in and sign-up pages. Both are plain forms that post to server functions, so they work
-//! with JavaScript off; with it on, errors show in place without a reload.
+//! Sign-in, sign-up and password-reset pages. All are plain forms that post to server functions,
+//! so they work with JavaScript off; with it on, errors show in place without a reload.
 
-use crate::api::account::{Login, LoginCode, Signup};
+use crate::api::account::{link_works, ConfirmSignup, ForgotPassword, Login, LoginCode, ResetPassword, Signup};
 use crate::components::form::{ActionError, Field, SubmitButton};
+use crate::components::loaded::Loaded;
 use crate::i18n::t;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -23,9 +24,12 @@ fn AuthCard(title: &'static str, subtitle: &'static str, children: Children) -> 
 #[component]
 pub fn Login() -> impl IntoView {
     let action = ServerAction::<Login>::new();
-    let next = use_query_map().with_untracked(|q| q.get("next")).unwrap_or_default();
+    let query = use_query_map();
+    let next = query.with_untracked(|q| q.get("next")).unwrap_or_default();
+    let was_reset = query.with_untracked(|q| q.get("reset").is_some());
     view! {
         <AuthCard title=t("Sign in") subtitle=t("Welcome back to CloudRouter.")>
+            {was_reset.then(|| view! { <p role="status" class="alert-ok mb-4">{t("Your password is changed. Sign in with the new one.")}</p> })}
             <ActionForm action attr:class="space-y-4">
                 <input type="hidden" name="next" value=next />
                 <Field label=t("Email") name="email" kind="email" autocomplete="email" />
@@ -34,6 +38,9 @@ pub fn Login() -> impl IntoView {
                 <SubmitButton label=t("Sign in") pending=action.pending() />
             </ActionForm>
             <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
+                <a href="/password/forgot" class="link">{t("Forgot your password?")}</a>
+            </p>
+            <p class="mt-2 text-center text-sm text-slate-600 dark:text-slate-400">
                 {t("New here? ")} <a href="/signup" class="link">{t("Create an account")}</a>
             </p>
         </AuthCard>
@@ -74,6 +81,120 @@ pub fn LoginCode() -> impl IntoView {
             <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
                 <a href="/login" class="link">{t("Start again")}</a>
             </p>
+        </AuthCard>
+    }
+}
+
+/// After a sign-up request: the same page whether or not the address already had an account.
+#[component]
+pub fn SignupSent() -> impl IntoView {
+    view! {
+        <AuthCard title=t("Check your email") subtitle=t("One more step to create your account.")>
+            <p role="status" class="text-sm" data-testid="mail-sent">
+                {t("We sent a link to the address you entered. Open it within 24 hours to finish creating your account. No mail after a few minutes? Check your spam folder, or sign up again.")}
+            </p>
+        </AuthCard>
+    }
+}
+
+/// The token of a mailed link, from the page's query.
+fn link_token() -> String {
+    use_query_map().with_untracked(|q| q.get("token")).unwrap_or_default()
+}
+
+/// A link that no longer works, with the way to get a new one.
+#[component]
+fn DeadLink(again: &'static str, again_label: &'static str) -> impl IntoView {
+    view! {
+        <p role="alert" class="alert-error">{t("This link has expired or was already used. Ask for a new one.")}</p>
+        <p class="mt-4 text-center text-sm"><a href=again class="link">{again_label}</a></p>
+    }
+}
+
+/// Opened from the sign-up mail: one button creates the account (a button, not the visit, so
+/// a mail scanner that fetches links does not use it up).
+#[component]
+pub fn ConfirmSignup() -> impl IntoView {
+    let action = ServerAction::<ConfirmSignup>::new();
+    let token = link_token();
+    let works = Resource::new(move || (), {
+        let token = token.clone();
+        move |_| link_works(token.clone(), false)
+    });
+    view! {
+        <AuthCard title=t("Create your account") subtitle=t("Your email address is confirmed by this link.")>
+            <Loaded resource=works let:works>
+                {let token = token.clone(); if works {
+                    view! {
+                        <ActionForm action attr:class="space-y-4">
+                            <input type="hidden" name="token" value=token />
+                            <ActionError value=action.value() />
+                            <SubmitButton label=t("Finish creating my account") pending=action.pending() />
+                        </ActionForm>
+                    }.into_any()
+                } else {
+                    view! { <DeadLink again="/signup" again_label=t("Sign up again") /> }.into_any()
+                }}
+            </Loaded>
+        </AuthCard>
+    }
+}
+
+#[component]
+pub fn ForgotPassword() -> impl IntoView {
+    let action = ServerAction::<ForgotPassword>::new();
+    view! {
+        <AuthCard title=t("Reset your password") subtitle=t("We will mail you a link to choose a new one.")>
+            <ActionForm action attr:class="space-y-4">
+                <Field label=t("Email") name="email" kind="email" autocomplete="email" />
+                <ActionError value=action.value() />
+                <SubmitButton label=t("Send the link") pending=action.pending() />
+            </ActionForm>
+            <p class="mt-4 text-center text-sm text-slate-600 dark:text-slate-400">
+                <a href="/login" class="link">{t("Back to sign in")}</a>
+            </p>
+        </AuthCard>
+    }
+}
+
+/// After a reset request: the same page whether or not the address has an account.
+#[component]
+pub fn ResetSent() -> impl IntoView {
+    view! {
+        <AuthCard title=t("Check your email") subtitle=t("Reset your password")>
+            <p role="status" class="text-sm" data-testid="mail-sent">
+                {t("If an account uses that address, we sent it a link to choose a new password. It works for an hour.")}
+            </p>
+        </AuthCard>
+    }
+}
+
+#[component]
+pub fn ResetPassword() -> impl IntoView {
+    let action = ServerAction::<ResetPassword>::new();
+    let token = link_token();
+    let works = Resource::new(move || (), {
+        let token = token.clone();
+        move |_| link_works(token.clone(), true)
+    });
+    view! {
+        <AuthCard title=t("Choose a new password") subtitle=t("Changing it signs you out everywhere.")>
+            <Loaded resource=works let:works>
+                {let token = token.clone(); if works {
+                    view! {
+                        <ActionForm action attr:class="space-y-4">
+                            <input type="hidden" name="token" value=token />
+                            <Field label=t("New password") name="password" kind="password" autocomplete="new-password"
+                                hint=t("At least 10 characters, mixing letters with digits or symbols.") />
+                            <Field label=t("Repeat password") name="confirm" kind="password" autocomplete="new-password" />
+                            <ActionError value=action.value() />
+                            <SubmitButton label=t("Set the new password") pending=action.pending() />
+                        </ActionForm>
+                    }.into_any()
+                } else {
+                    view! { <DeadLink again="/password/forgot" again_label=t("Ask for a new link") /> }.into_any()
+                }}
+            </Loaded>
         </AuthCard>
     }
 }

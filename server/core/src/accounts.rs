@@ -1,4 +1,4 @@
-//! Accounts: sign-up, password checks (argon2id), roles, and throttling of sign-in and sign-up
+//! Accounts: creation, password checks (argon2id), roles, and throttling of sign-in and sign-up
 //! (see [`crate::throttle`]). Argon2 runs under a bound ([`HashSlots`]): each check takes 19 MiB,
 //! so a flood of sign-ins waits for a slot or is turned away instead of exhausting memory.
 
@@ -73,6 +73,9 @@ pub enum AccountError {
     Suspended,
     #[error("No account with this email.")]
     NotFound,
+    /// A mailed link that is unknown, used or expired.
+    #[error("This link has expired or was already used. Ask for a new one.")]
+    LinkInvalid,
     #[error("That code is not right. Check the time on your device and try again.")]
     WrongCode,
     #[error("Two-factor sign-in is already on.")]
@@ -119,7 +122,7 @@ impl HashSlots {
         .expect("argon2 does not panic"))
     }
 
-    async fn hash(&self, password: &str) -> Result<String, AccountError> {
+    pub(crate) async fn hash(&self, password: &str) -> Result<String, AccountError> {
         let password = password.to_owned();
         self.run(move || hash_password(&password)).await
     }
@@ -216,31 +219,25 @@ async fn hash_blocking(password: &str) -> String {
     tokio::task::spawn_blocking(move || hash_password(&password)).await.expect("argon2 does not panic")
 }
 
-/// Creates a customer account (staff API, tests). The public sign-up is [`sign_up`]. `conn`: the
+/// Creates a customer account (staff API, tests). The public sign-up is [`crate::email_links`]. `conn`: the
 /// pool, or the transaction of a staff action that audits the creation.
 pub async fn create_user(conn: impl sqlx::PgExecutor<'_>, email: &str, password: &str) -> Result<User, AccountError> {
     let email = normalize_email(email)?;
     check_password_strength(password, &email)?;
-    insert_user(conn, &email, hash_blocking(password).await).await
+    insert_user(conn, &email, hash_blocking(password).await, None, false).await
 }
 
-/// The public sign-up: at most [`throttle::SIGN_UP_ADDRESS`] per address, hashing under `slots`.
-pub async fn sign_up(pool: &PgPool, slots: &HashSlots, email: &str, password: &str, addr: IpAddr) -> Result<User, AccountError> {
-    if let Some(wait) = throttle::take_all(pool, &[(&format!("signup:{}", address_key(addr)), throttle::SIGN_UP_ADDRESS)]).await? {
-        return Err(AccountError::Throttled(wait));
-    }
-    let email = normalize_email(email)?;
-    check_password_strength(password, &email)?;
-    insert_user(pool, &email, slots.hash(password).await?).await
-}
-
-async fn insert_user(conn: impl sqlx::PgExecutor<'_>, email: &str, hash: String) -> Result<User, AccountError> {
+/// Adds an account (`ON CONFLICT`: [`AccountError::EmailTaken`]). `verified`: the address was
+/// just proven by a mailed link. The public sign-up is [`crate::email_links`].
+pub(crate) async fn insert_user(conn: impl sqlx::PgExecutor<'_>, email: &str, hash: String, locale: Option<&str>, verified: bool) -> Result<User, AccountError> {
     let row = sqlx::query_as::<_, UserRow>(&format!(
-        "INSERT INTO users (email, password_hash) VALUES ($1, $2)
+        "INSERT INTO users (email, password_hash, locale, email_verified_at) VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END)
          ON CONFLICT DO NOTHING RETURNING {USER_COLUMNS}"
     ))
     .bind(email)
     .bind(hash)
+    .bind(locale)
+    .bind(verified)
     .fetch_optional(conn)
     .await?;
     row.map(User::from).ok_or(AccountError::EmailTaken)

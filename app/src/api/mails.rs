@@ -1,0 +1,45 @@
+//! The words of the mail the console sends, in the language of the request that asked for it.
+//! Which mail goes to whom is decided in core `email_links`; this only writes them.
+
+use crate::i18n::{t, tf};
+use cloudrouter_core::mail::Mail;
+
+fn link(base: &str, path: &str, token: &str) -> String {
+    format!("{}{path}?token={token}", base.trim_end_matches('/'))
+}
+
+pub fn confirm_sign_up(base: &str, to: String, token: &str) -> Mail {
+    Mail {
+        kind: "signup",
+        to,
+        subject: t("Confirm your CloudRouter account").into(),
+        body: tf(
+            "Open this link within 24 hours to finish creating your CloudRouter account:\n\n{}\n\nIf you did not sign up, ignore this mail: no account is created without this link.",
+            &[&link(base, "/signup/confirm", token)],
+        ),
+    }
+}
+
+pub fn already_registered(base: &str, to: String) -> Mail {
+    Mail {
+        kind: "signup_taken",
+        to,
+        subject: t("You already have a CloudRouter account").into(),
+        body: tf(
+            "Someone, perhaps you, tried to sign up for CloudRouter with this address. It already has an account: sign in at {}\n\nForgot your password? Reset it at {}\n\nIf it was not you, ignore this mail: nothing has changed.",
+            &[&format!("{}/login", base.trim_end_matches('/')), &format!("{}/password/forgot", base.trim_end_matches('/'))],
+        ),
+    }
+}
+
+pub fn reset_password(base: &str, to: String, token: &str) -> Mail {
+    Mail {
+        kind: "reset",
+        to,
+        subject: t("Reset your CloudRouter password").into(),
+        body: tf(
+            "Open this link within an hour to choose a new password for your CloudRouter account:\n\n{}\n\nChanging it signs you out everywhere. If you did not ask for this, ignore this mail: your password stays as it is.",
+            &[&link(base, "/password/reset", token)],
+        ),
+    }
+}
