@@ -773,6 +773,15 @@ const ALL_KEYS: &[&str] = &[
     "Changing it signs you out everywhere.",
     "Set the new password",
     "Ask for a new link",
+    "Ask another staff member to do this for your own account.",
+    "Write how you checked that the owner is asking.",
+    "Two-factor sign-in is already off.",
+    "Two-factor sign-in is off for this account; its sessions are signed out and the owner is mailed.",
+    "Two-factor sign-in was turned off on your CloudRouter account",
+    "CloudRouter support turned off two-factor sign-in on your account, as asked, and signed it out everywhere. Sign in with your password and turn it on again under Settings.\n\nIf you did not ask for this, reply to this mail or contact support at once.",
+    "How the owner was verified (required, audited)",
+    "Only for an owner who lost both their authenticator and their recovery codes. Their sessions end and they are mailed.",
+    "user.two_factor_off",
 ];
 
 fn zh(en: &str) -> Option<&'static str> {
@@ -1548,6 +1557,15 @@ fn zh(en: &str) -> Option<&'static str> {
         "Changing it signs you out everywhere." => "修改后你会在所有设备上退出登录。",
         "Set the new password" => "设置新密码",
         "Ask for a new link" => "重新获取链接",
+        "Ask another staff member to do this for your own account." => "请让另一位员工为你的账号操作。",
+        "Write how you checked that the owner is asking." => "请写明你如何核实了是账号本人的请求。",
+        "Two-factor sign-in is already off." => "两步验证已经是关闭状态。",
+        "Two-factor sign-in is off for this account; its sessions are signed out and the owner is mailed." => "已关闭该账号的两步验证；其所有会话已退出登录，并已邮件通知账号本人。",
+        "Two-factor sign-in was turned off on your CloudRouter account" => "你的 CloudRouter 账号已关闭两步验证",
+        "CloudRouter support turned off two-factor sign-in on your account, as asked, and signed it out everywhere. Sign in with your password and turn it on again under Settings.\n\nIf you did not ask for this, reply to this mail or contact support at once." => "应你的请求，CloudRouter 客服已关闭你账号的两步验证，并让该账号在所有设备上退出登录。请用密码登录，并在“设置”中重新开启两步验证。\n\n如果这不是你的请求，请立即回复这封邮件或联系客服。",
+        "How the owner was verified (required, audited)" => "如何核实了账号本人（必填，记入审计）",
+        "Only for an owner who lost both their authenticator and their recovery codes. Their sessions end and they are mailed." => "仅用于同时丢失了验证器和恢复码的账号本人。其会话将全部退出，并会收到邮件通知。",
+        "user.two_factor_off" => "关闭两步验证",
         _ => return None,
     })
 }

@@ -25,7 +25,7 @@ test('sign up, land on the overview, log out, log in again', async () => {
   await page.close();
 });
 
-test('wrong password and taken email get clear messages', async () => {
+test('wrong password gets a clear message; a taken email is not revealed, its owner is told', async () => {
   const page = await browser.newPage();
   const email = uniqueEmail('bob');
   await signUp(page, server.url, email);
@@ -40,8 +40,49 @@ test('wrong password and taken email get clear messages', async () => {
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
   await page.getByLabel('Repeat password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Create account' }).click();
-  await page.getByRole('alert').filter({ hasText: 'An account with this email already exists.' }).waitFor();
+  await page.waitForURL(server.url + '/signup/sent');
+  await page.getByRole('heading', { name: 'Check your email' }).waitFor();
+  const told = await server.mail.nth(email, 2);
+  assert.equal(told.subject, 'You already have a CloudRouter account');
+  assert.match(told.text, /\/password\/forgot/);
   await page.close();
+});
+
+test('forgot password: the mailed link sets a new one, signs out everywhere, and works once', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const email = uniqueEmail('forgetful');
+  await signUp(page, server.url, email);
+  const elsewhere = await (await browser.newContext()).newPage();
+  await signIn(elsewhere, server.url, email);
+  await elsewhere.waitForURL(server.url + '/console');
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(server.url + '/login');
+  await page.getByRole('link', { name: 'Forgot your password?' }).click();
+  await page.waitForURL(server.url + '/password/forgot');
+  await page.getByLabel('Email').fill(email);
+  await page.getByRole('button', { name: 'Send the link' }).click();
+  await page.waitForURL(server.url + '/password/sent');
+
+  const link = await server.mail.link(email, 2, '/password/reset');
+  await page.goto(link);
+  await page.locator('body[data-hydrated]').waitFor();
+  await page.getByLabel('New password').fill('Fresh-start-2026');
+  await page.getByLabel('Repeat password').fill('Fresh-start-2026');
+  await page.getByRole('button', { name: 'Set the new password' }).click();
+  await page.waitForURL(server.url + '/login?reset=1');
+  await page.getByRole('status').filter({ hasText: 'Your password is changed.' }).waitFor();
+
+  // the other browser was signed out by the reset
+  await elsewhere.goto(server.url + '/console');
+  assert.match(elsewhere.url(), /\/login/);
+  await signIn(page, server.url, email, 'Fresh-start-2026');
+  await page.waitForURL(server.url + '/console');
+
+  await page.goto(link);
+  await page.getByRole('alert').filter({ hasText: 'This link has expired or was already used.' }).waitFor();
+  await context.close();
 });
 
 test('a customer is refused from the admin pages; staff get in', async () => {

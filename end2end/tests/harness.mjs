@@ -24,6 +24,94 @@ function psql(url, sql) {
   execFileSync('psql', [url, '-qAtc', sql], { stdio: 'pipe' });
 }
 
+/** A real SMTP server (plain RFC 5321 dialogue) that keeps what the server under test mails. */
+export class MailCatcher {
+  static start() {
+    const catcher = new MailCatcher();
+    return new Promise((resolve) => {
+      catcher.srv = createServer((socket) => catcher.session(socket));
+      catcher.srv.listen(0, '127.0.0.1', () => {
+        catcher.url = `smtp://127.0.0.1:${catcher.srv.address().port}`;
+        resolve(catcher);
+      });
+    });
+  }
+
+  constructor() {
+    this.inbox = [];
+  }
+
+  session(socket) {
+    let buffer = '';
+    let to = [];
+    let data = null;
+    socket.write('220 e2e-smtp ESMTP ready\r\n');
+    socket.on('data', (chunk) => {
+      buffer += chunk.toString('utf8');
+      let at;
+      while ((at = buffer.indexOf('\r\n')) >= 0) {
+        const line = buffer.slice(0, at);
+        buffer = buffer.slice(at + 2);
+        if (data !== null) {
+          if (line === '.') {
+            this.inbox.push({ to, data: data.join('\r\n') });
+            data = null;
+            to = [];
+            socket.write('250 OK queued\r\n');
+          } else {
+            data.push(line.startsWith('..') ? line.slice(1) : line);
+          }
+          continue;
+        }
+        const verb = line.split(' ')[0].toUpperCase();
+        if (verb === 'EHLO') socket.write('250-e2e-smtp\r\n250 8BITMIME\r\n');
+        else if (verb === 'RCPT') {
+          to.push(line.slice(line.indexOf(':') + 1).trim().replace(/^</, '').replace(/>.*$/, '').toLowerCase());
+          socket.write('250 OK\r\n');
+        } else if (verb === 'DATA') {
+          data = [];
+          socket.write('354 end with <CRLF>.<CRLF>\r\n');
+        } else if (verb === 'QUIT') socket.end('221 bye\r\n');
+        else if (['HELO', 'MAIL', 'RSET', 'NOOP'].includes(verb)) socket.write('250 OK\r\n');
+        else socket.write('502 command not implemented\r\n');
+      }
+    });
+    socket.on('error', () => {});
+  }
+
+  /** Mail delivered to `to` so far: `{ subject, text }` (the server sends base64 plain text). */
+  to(to) {
+    return this.inbox.filter((m) => m.to.includes(to.toLowerCase())).map(({ data }) => {
+      const [head, ...body] = data.split('\r\n\r\n');
+      const subject = (head.match(/^Subject: (.*)$/m) || [])[1];
+      return { subject, text: Buffer.from(body.join('').replace(/\s+/g, ''), 'base64').toString('utf8') };
+    });
+  }
+
+  /** Waits (up to 15 s) for the `n`-th mail to `to`. */
+  async nth(to, n) {
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      const mail = this.to(to)[n - 1];
+      if (mail) return mail;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`no mail #${n} to ${to} within 15 s`);
+  }
+
+  /** The link to `path` in the `n`-th mail to `to`. */
+  async link(to, n, path) {
+    const { text } = await this.nth(to, n);
+    const found = text.match(new RegExp(`https?://\\S+${path}\\?token=[A-Za-z0-9]+`));
+    if (!found) throw new Error(`no ${path} link in: ${text}`);
+    return found[0];
+  }
+
+  close() {
+    this.srv.close();
+  }
+}
+
 export class TestServer {
   static async start() {
     const admin = process.env.DATABASE_URL;
@@ -34,19 +122,20 @@ export class TestServer {
     psql(admin, `CREATE DATABASE ${dbName}`);
     const databaseUrl = admin.replace(/\/[^/]*$/, `/${dbName}`);
     const port = await freePort();
+    const mail = await MailCatcher.start();
     // A local demo server: its own secret, and the sandbox on (the run command's demo mode).
     const env = {
       ...process.env, DATABASE_URL: databaseUrl, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, RUST_LOG: 'warn',
-      CLOUDROUTER_SECRET: randomBytes(32).toString('hex'), CLOUDROUTER_SANDBOX_PAYMENTS: '1',
+      CLOUDROUTER_SECRET: randomBytes(32).toString('hex'), CLOUDROUTER_SANDBOX_PAYMENTS: '1', CLOUDROUTER_SMTP_URL: mail.url,
     };
     const proc = spawn(bin, [], { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] });
-    const server = new TestServer(proc, `http://127.0.0.1:${port}`, databaseUrl, admin, dbName, bin);
+    const server = new TestServer(proc, `http://127.0.0.1:${port}`, databaseUrl, admin, dbName, bin, mail);
     await server.waitReady();
     return server;
   }
 
-  constructor(proc, url, databaseUrl, admin, dbName, bin) {
-    Object.assign(this, { proc, url, databaseUrl, admin, dbName, bin });
+  constructor(proc, url, databaseUrl, admin, dbName, bin, mail) {
+    Object.assign(this, { proc, url, databaseUrl, admin, dbName, bin, mail });
   }
 
   async waitReady() {
@@ -74,6 +163,7 @@ export class TestServer {
   async stop() {
     this.proc.kill('SIGTERM');
     await new Promise((r) => (this.proc.exitCode !== null ? r() : this.proc.once('exit', r)));
+    this.mail.close();
     psql(this.admin, `DROP DATABASE IF EXISTS ${this.dbName} WITH (FORCE)`);
   }
 }
@@ -91,13 +181,19 @@ export function uniqueEmail(tag) {
 
 export const PASSWORD = 'Sturdy-pass-2026';
 
-/** Signs up through the form and waits for the console. */
+/** Signs up through the form (in any language), opens the link the server mails, finishes and
+ *  waits for the console. */
 export async function signUp(page, base, email, password = PASSWORD) {
+  const n = server.mail.to(email).length + 1;
   await page.goto(base + '/signup');
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password', { exact: true }).fill(password);
-  await page.getByLabel('Repeat password').fill(password);
-  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('input[name="email"]').fill(email);
+  await page.locator('input[name="password"]').fill(password);
+  await page.locator('input[name="confirm"]').fill(password);
+  await page.locator('form button[type="submit"]').last().click();
+  await page.waitForURL(base + '/signup/sent');
+  await page.goto(await server.mail.link(email, n, '/signup/confirm'));
+  await page.locator('body[data-hydrated]').waitFor();
+  await page.locator('form button[type="submit"]').last().click();
   await page.waitForURL(base + '/console');
 }
 

@@ -1,17 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { server, browser, useServer, uniqueEmail, open, PASSWORD } from './harness.mjs';
+import { server, browser, useServer, uniqueEmail, open, signUp, PASSWORD } from './harness.mjs';
 
 useServer();
-
-async function signUpByName(page, base, email) {
-  await page.goto(base + '/signup');
-  await page.locator('input[name="email"]').fill(email);
-  await page.locator('input[name="password"]').fill(PASSWORD);
-  await page.locator('input[name="confirm"]').fill(PASSWORD);
-  await page.locator('button[type="submit"]').last().click();
-  await page.waitForURL(base + '/console');
-}
 
 async function htmlLang(page) {
   return page.locator('html').getAttribute('lang');
@@ -33,7 +24,7 @@ test('a Chinese browser gets Chinese; switching to English is remembered for the
   await page.getByLabel('邮箱').waitFor();
 
   const email = uniqueEmail('zh');
-  await signUpByName(page, server.url, email);
+  await signUp(page, server.url, email);
   await page.locator('body[data-hydrated]').waitFor();
   assert.equal(await htmlLang(page), 'zh-CN');
   await page.getByRole('heading', { name: '概览' }).waitFor();
@@ -89,7 +80,7 @@ test('the language can be switched with JavaScript off', async () => {
 test('messages with values are translated', async () => {
   const context = await browser.newContext({ locale: 'zh-CN' });
   const page = await context.newPage();
-  await signUpByName(page, server.url, uniqueEmail('zhdate'));
+  await signUp(page, server.url, uniqueEmail('zhdate'));
   await page.goto(server.url + '/console/keys');
   await page.locator('input[name="name"]').fill('笔记本');
   await page.locator('body[data-hydrated]').waitFor();
@@ -101,7 +92,7 @@ test('messages with values are translated', async () => {
 test('order states, payment methods and ledger notes from the database show in Chinese', async () => {
   const context = await browser.newContext({ locale: 'zh-CN' });
   const page = await context.newPage();
-  await signUpByName(page, server.url, uniqueEmail('zhpay'));
+  await signUp(page, server.url, uniqueEmail('zhpay'));
   await open(page, server.url + '/console/billing');
   await page.locator('input[name="amount"]').fill('50');
   await page.locator('select[name="method"]').selectOption('sandbox');

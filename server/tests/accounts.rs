@@ -641,7 +641,7 @@ const FIELDS: &[&str] = &[
     "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "input",
     "issued_on", "kind", "lang", "message", "method", "models", "monthly_spend", "name", "new", "next", "note", "number", "order_id", "output",
     "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit", "spend_limit", "status", "suspend",
-    "tax_id", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
+    "tax_id", "token", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
 ];
 
 fn enc(s: &str) -> String {
@@ -690,14 +690,14 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
             }
         }
         let pages = [
-            "/", "/login", "/signup", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
+            "/", "/login", "/signup", "/signup/sent", "/signup/confirm", "/password/forgot", "/password/sent", "/password/reset", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
             "/console/pay/{v}", "/console/invoices", "/console/settings", "/console/admin", "/console/admin/users/{v}", "/console/admin/upstreams",
             "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/plans", "/console/admin/audit",
             "/console/usage.csv", "/console/invoices/{v}/pdf",
         ];
         for page in pages {
             for value in hostile_values().into_iter().filter(|v| v.len() < 1000) {
-                let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
+                let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id", "token"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
                 let url = format!("{}{}?{q}", app.base, page.replace("{v}", &enc(&value)));
                 match who.get(&url).send().await {
                     Ok(r) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
@@ -858,4 +858,40 @@ async fn admin_tokens_expire_and_can_be_listed_and_revoked(pool: PgPool) {
     assert_eq!(api(&default).await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let audit: Vec<(String, String)> = sqlx::query_as("SELECT action, target FROM audit_log").fetch_all(&app.pool).await.unwrap();
     assert_eq!(audit, [("admin_token.revoke".to_string(), format!("admin_token:{id}"))]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn staff_turn_off_a_lost_second_factor_only_with_a_note_audited_and_the_owner_mailed(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let staff = client();
+    app.signup(&staff, "desk@example.com").await;
+    accounts::ensure_staff(&app.pool, "desk@example.com", PASSWORD).await.unwrap();
+    app.enable_two_factor(&staff, "desk@example.com").await;
+    let owner = client();
+    app.signup(&owner, "lost@example.com").await;
+    app.enable_two_factor(&owner, "lost@example.com").await;
+    let id: String = sqlx::query_scalar("SELECT id::text FROM users WHERE email = 'lost@example.com'").fetch_one(&app.pool).await.unwrap();
+
+    let (status, _) = app.call(&owner, "admin/user/two_factor_off", &[("id", &id), ("note", "me")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "customers cannot");
+    let (status, body) = app.call(&staff, "admin/user/two_factor_off", &[("id", &id), ("note", "  ")]).await;
+    assert!(!status.is_success() && body.contains("how you checked"), "a note is required: {body}");
+
+    let (status, body) = app.call(&staff, "admin/user/two_factor_off", &[("id", &id), ("note", "video call, ID card matched")]).await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(app.me(&owner).await, "null", "the account's sessions end");
+    let c = client();
+    app.login(&c, "lost@example.com", PASSWORD).await;
+    assert!(app.me(&c).await.contains("lost@example.com"), "the password alone signs in now");
+    let (action, note): (String, String) = sqlx::query_as("SELECT action, details->>'note' FROM audit_log WHERE target = $1")
+        .bind(format!("user:{id}"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!((action.as_str(), note.as_str()), ("user.two_factor_off", "video call, ID card matched"));
+    let notice = app.mail.nth_to("lost@example.com", 2).await;
+    assert!(notice.text().contains("turned off two-factor sign-in"), "{}", notice.text());
+
+    let (status, body) = app.call(&staff, "admin/user/two_factor_off", &[("id", &id), ("note", "again")]).await;
+    assert!(!status.is_success() && body.contains("already off"), "{body}");
 }

@@ -341,7 +341,9 @@ pub async fn disable_two_factor(password: String, code: String) -> Result<String
     if !accounts::check_password(&state.pool, &state.hash_slots, user.id, &password).await.map_err(account_error)? {
         return Err(ServerFnError::new(t("Your current password is not right.")));
     }
-    totp::disable(&state.pool, user.id).await.map_err(account_error)?;
+    let mut tx = state.pool.begin().await.map_err(crate::ssr::internal)?;
+    totp::disable(&mut tx, user.id).await.map_err(account_error)?;
+    tx.commit().await.map_err(crate::ssr::internal)?;
     Ok(t("Two-factor sign-in is off.").into())
 }
 

@@ -11,6 +11,8 @@ pub struct UserListItem {
     pub email: String,
     pub is_staff: bool,
     pub suspended: bool,
+    /// Two-factor sign-in is on.
+    pub two_factor: bool,
     pub created: String,
     /// The current subscription ("Pro until 2026-12-25, $120.00 of $150.00 left"), if any.
     pub plan: Option<String>,
@@ -24,6 +26,7 @@ impl From<cloudrouter_core::accounts::User> for UserListItem {
             email: u.email,
             is_staff: u.role == cloudrouter_core::accounts::Role::Staff,
             suspended: u.suspended,
+            two_factor: u.two_factor,
             created: u.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             plan: None,
         }
@@ -87,6 +90,34 @@ pub async fn set_suspended(id: String, suspend: bool) -> Result<String, ServerFn
     }
     crate::ssr::commit_audited(tx, staff.id, if suspend { "user.suspend" } else { "user.reinstate" }, &format!("user:{id}"), serde_json::json!({})).await?;
     Ok(t(if suspend { "Account suspended." } else { "Account reinstated." }).into())
+}
+
+/// For an owner who lost both their authenticator and their recovery codes: turns two-factor
+/// sign-in off and ends the account's sessions, with a required note on how the owner was
+/// verified (audited), and mails the owner so an impostor's request does not go unnoticed.
+#[server(endpoint = "admin/user/two_factor_off")]
+pub async fn turn_off_two_factor(id: String, note: String) -> Result<String, ServerFnError> {
+    let staff = crate::ssr::require_staff().await?;
+    let id = parse_id(&id)?;
+    if id == staff.id {
+        return Err(ServerFnError::new(t("Ask another staff member to do this for your own account.")));
+    }
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(ServerFnError::new(t("Write how you checked that the owner is asking.")));
+    }
+    let state = crate::ssr::state()?;
+    let mut tx = crate::ssr::begin().await?;
+    let user = cloudrouter_core::accounts::find_by_id(&state.pool, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(t("No such user.")))?;
+    let was_on = cloudrouter_core::totp::disable(&mut tx, id).await.map_err(crate::ssr::internal)?;
+    if !was_on {
+        return Err(ServerFnError::new(t("Two-factor sign-in is already off.")));
+    }
+    cloudrouter_core::accounts::end_sessions(&mut *tx, id).await.map_err(crate::ssr::internal)?;
+    crate::ssr::commit_audited(tx, staff.id, "user.two_factor_off", &format!("user:{id}"), serde_json::json!({ "note": note })).await?;
+    let mail = super::mails::two_factor_turned_off(user.email);
+    state.outbox.queue(&state.pool, &mail).await.map_err(crate::ssr::internal)?;
+    Ok(t("Two-factor sign-in is off for this account; its sessions are signed out and the owner is mailed.").into())
 }
 
 #[server(endpoint = "admin/user/billing")]

@@ -43,3 +43,12 @@ pub fn reset_password(base: &str, to: String, token: &str) -> Mail {
         ),
     }
 }
+
+pub fn two_factor_turned_off(to: String) -> Mail {
+    Mail {
+        kind: "two_factor_off",
+        to,
+        subject: t("Two-factor sign-in was turned off on your CloudRouter account").into(),
+        body: t("CloudRouter support turned off two-factor sign-in on your account, as asked, and signed it out everywhere. Sign in with your password and turn it on again under Settings.\n\nIf you did not ask for this, reply to this mail or contact support at once.").into(),
+    }
+}

@@ -388,6 +388,12 @@ pub async fn ensure_staff(pool: &PgPool, email: &str, password: &str) -> Result<
     Ok(row.into())
 }
 
+/// Signs every session of the account out, on every instance (moves its session epoch on).
+pub async fn end_sessions(conn: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET session_epoch = session_epoch + 1, updated_at = now() WHERE id = $1").bind(user_id).execute(conn).await?;
+    Ok(())
+}
+
 pub async fn set_locale(pool: &PgPool, user_id: Uuid, locale: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET locale = $2, updated_at = now() WHERE id = $1").bind(user_id).bind(locale).execute(pool).await?;
     Ok(())

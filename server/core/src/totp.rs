@@ -182,16 +182,20 @@ pub async fn check(pool: &PgPool, crypto: &Crypto, user_id: Uuid, code: &str, un
     Ok(r.rows_affected() == 1)
 }
 
-/// Turns two-factor sign-in off (the caller has checked the password and a code).
-pub async fn disable(pool: &PgPool, user_id: Uuid) -> Result<(), AccountError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE users SET totp_secret_enc = NULL, totp_pending_enc = NULL, totp_last_step = NULL, updated_at = now() WHERE id = $1")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+/// Turns two-factor sign-in off in the caller's transaction: by the owner (who gave the password
+/// and a code), or by staff for an owner who lost both their device and recovery codes (who also
+/// ends the account's sessions). Whether it was on.
+pub async fn disable(conn: &mut PgConnection, user_id: Uuid) -> Result<bool, AccountError> {
+    let was_on: Option<bool> = sqlx::query_scalar(
+        "UPDATE users u SET totp_secret_enc = NULL, totp_pending_enc = NULL, totp_last_step = NULL, updated_at = now()
+         FROM (SELECT id, totp_secret_enc IS NOT NULL AS on_before FROM users WHERE id = $1 FOR UPDATE) b
+         WHERE u.id = b.id RETURNING b.on_before",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    Ok(was_on.unwrap_or(false))
 }
 
 /// Re-encrypts every TOTP secret (set up or being set up) under a new server secret, inside the

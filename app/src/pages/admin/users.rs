@@ -1,7 +1,7 @@
 //! Staff: find customers, open one, suspend or reinstate.
 
 use crate::components::loaded::Loaded;
-use crate::api::admin::{admin_tokens, adjust_form, get_user, list_users, user_billing, user_keys, AdjustBalance, AdjustFormView, RevokeAdminToken, SetSuspended};
+use crate::api::admin::{admin_tokens, adjust_form, get_user, list_users, user_billing, user_keys, AdjustBalance, AdjustFormView, RevokeAdminToken, SetSuspended, TurnOffTwoFactor};
 use crate::api::billing_admin::{admin_plans, cloudrouter_plan::PlanForm, OfferPlan};
 use crate::components::form::Field;
 use crate::pages::console::billing::BalanceAndLedger;
@@ -107,6 +107,7 @@ pub fn UserDetail() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let suspend = ServerAction::<SetSuspended>::new();
+    let two_factor_off = ServerAction::<TurnOffTwoFactor>::new();
     let adjust = ServerAction::<AdjustBalance>::new();
     let offer = ServerAction::<OfferPlan>::new();
     let clear = ServerAction::<crate::api::catalogue::ClearBindings>::new();
@@ -115,7 +116,7 @@ pub fn UserDetail() -> impl IntoView {
     // refused one keeps what was typed and its key
     let adjusted = successes(adjust.value());
     let form = Resource::new(move || adjusted.get(), |_| adjust_form());
-    let user = Resource::new(move || (id(), suspend.version().get()), |(id, _)| get_user(id));
+    let user = Resource::new(move || (id(), suspend.version().get(), two_factor_off.version().get()), |(id, _, _)| get_user(id));
     let billing = Resource::new(move || (id(), adjust.version().get()), |(id, _)| user_billing(id));
     let keys = Resource::new(id, user_keys);
     view! {
@@ -126,6 +127,7 @@ pub fn UserDetail() -> impl IntoView {
                         let uid = u.id.clone();
                         let offer_uid = u.id.clone();
                         let clear_uid = u.id.clone();
+                        let two_factor_uid = u.id.clone();
                         view! {
                         <h1 class="page-title mt-2">{u.email.clone()}</h1>
                         <section class="card mt-6">
@@ -144,6 +146,15 @@ pub fn UserDetail() -> impl IntoView {
                                 </button>
                             </ActionForm>
                             <div class="mt-3"><ActionMessage value=suspend.value() /></div>
+                            {u.two_factor.then(|| view! {
+                                <ActionForm action=two_factor_off attr:class="mt-4 space-y-2">
+                                    <input type="hidden" name="id" value=two_factor_uid />
+                                    <Field label=t("How the owner was verified (required, audited)") name="note"
+                                        hint=t("Only for an owner who lost both their authenticator and their recovery codes. Their sessions end and they are mailed.") />
+                                    <button type="submit" class="btn-danger">{t("Turn off two-factor sign-in")}</button>
+                                </ActionForm>
+                            })}
+                            <div class="mt-3"><ActionMessage value=two_factor_off.value() /></div>
                             <ActionForm action=clear attr:class="mt-4">
                                 <input type="hidden" name="user_id" value=clear_uid />
                                 <button type="submit" class="btn-ghost">{t("Clear conversation bindings")}</button>
