@@ -20,6 +20,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// `CLOUDROUTER_MAIL_FROM`: the sender of that mail; `CloudRouter <no-reply@host of the public URL>` by default.
     pub mail_from: Option<String>,
+    /// Settings that were set but do not parse: the server refuses to start on them rather than
+    /// quietly running on a default (see [`Config::check_parsed`]).
+    pub unparsed: Vec<String>,
 }
 
 /// Secrets known to the world (the old built-in development value among them): refused for a
@@ -54,19 +57,37 @@ pub fn secret_weakness(secret: &str) -> Option<&'static str> {
 
 impl Config {
     pub fn from_env(addr: SocketAddr) -> Config {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Config::from_vars(addr, |k| std::env::var(k).ok())
+    }
+
+    /// The settings from `lookup` (the environment, or a test's table); empty values are unset.
+    pub fn from_vars(addr: SocketAddr, lookup: impl Fn(&str) -> Option<String>) -> Config {
+        let var = |k: &str| lookup(k).filter(|v| !v.is_empty());
+        let mut unparsed = vec![];
+        let hash_slots = match var("CLOUDROUTER_HASH_SLOTS").map(|v| (v.trim().parse::<usize>(), v)) {
+            Some((Ok(n), _)) if n > 0 => n,
+            Some((_, v)) => {
+                unparsed.push(format!("CLOUDROUTER_HASH_SLOTS={v:?} is not a whole number above 0"));
+                1
+            }
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         Config {
             database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/cloudrouter".into()),
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),
             addr,
             trusted_proxies: var("CLOUDROUTER_TRUSTED_PROXIES").unwrap_or_default(),
-            hash_slots: var("CLOUDROUTER_HASH_SLOTS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            hash_slots,
             smtp_url: var("CLOUDROUTER_SMTP_URL"),
             mail_from: var("CLOUDROUTER_MAIL_FROM"),
+            unparsed,
         }
+    }
+
+    /// Every setting that was given parsed.
+    pub fn check_parsed(&self) -> Result<(), String> {
+        if self.unparsed.is_empty() { Ok(()) } else { Err(format!("settings that do not parse: {}", self.unparsed.join("; "))) }
     }
 
     /// Where mail goes and who sends it. Without `CLOUDROUTER_SMTP_URL`, a console only this

@@ -31,6 +31,7 @@ pub struct Built {
 /// The whole app as one router (also used by the integration tests). On a database with no
 /// upstream yet, registers the built-in demo upstream served by this same instance.
 pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Result<Built, Box<dyn std::error::Error>> {
+    config.check_parsed()?;
     config.check_secret()?;
     let trusted_proxies = config.trusted_proxies()?;
     let mail_sender = config.mail()?;

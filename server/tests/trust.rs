@@ -72,6 +72,17 @@ fn cookies_are_secure_unless_plain_http_on_loopback() {
     }
 }
 
+#[test]
+fn a_setting_that_does_not_parse_stops_the_server_instead_of_defaulting() {
+    let with_slots = |v: &'static str| Config::from_vars(addr(), move |k| (k == "CLOUDROUTER_HASH_SLOTS").then(|| v.to_string()));
+    for bad in ["many", "0", "-2", "1.5"] {
+        let err = with_slots(bad).check_parsed().expect_err(bad);
+        assert!(err.contains("CLOUDROUTER_HASH_SLOTS"), "{err}");
+    }
+    let config = with_slots(" 3 ");
+    assert_eq!((config.hash_slots, config.check_parsed()), (3, Ok(())));
+}
+
 #[sqlx::test(migrations = false)]
 async fn public_url_without_smtp_refuses_to_start(pool: PgPool) {
     db::migrate(&pool).await.unwrap();
