@@ -6,8 +6,8 @@
 //!
 //! Errors: the gateway's own type and shape ([`ApiError`]), `{"type": "error", "error": {"type":
 //! "...", "message": "..."}, "request_id": "req_..."}` with a `request-id` header and a matching
-//! status; malformed paths, queries and bodies included (see [`ApiJson`], [`ApiPath`],
-//! [`ApiQuery`]).
+//! status; malformed paths, queries and bodies (see [`ApiJson`], [`ApiPath`], [`ApiQuery`]),
+//! unknown routes and methods included.
 
 use crate::accounts::{self, AccountError};
 use crate::billing::adjustments::{self, Adjustment, StaffLimits};
@@ -51,6 +51,8 @@ pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>, limits: St
         .route("/users/{id}/keys", post(create_key).get(list_keys))
         .route("/upstreams", post(create_upstream).get(list_upstreams))
         .route("/usage", get(list_usage))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no staff API call at this path") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this staff API call does not take this method") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(AdminState { pool, crypto, gateway, limits })
 }
