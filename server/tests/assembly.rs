@@ -136,6 +136,38 @@ async fn staff_api_answers_hostile_input_with_4xx_in_the_error_shape(pool: PgPoo
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// Every staff API error is the gateway's error, exactly: `{"type":"error","error":{"type",
+/// "message"},"request_id"}` and nothing else, the `request-id` header naming the same request, the
+/// error type going with the status — unknown calls and methods included (README, "Staff API").
+#[sqlx::test(migrations = false)]
+async fn staff_api_errors_are_the_gateways_error_shape(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{base}/api/admin/v1{path}");
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    let cases = [
+        ("no token", http.get(api("/upstreams")), 401, "authentication_error"),
+        ("unknown user", http.get(api(&format!("/users/{nobody}"))).bearer_auth(&token), 404, "not_found_error"),
+        ("email taken", http.post(api("/users")).bearer_auth(&token).json(&json!({"email": "ops@example.com", "password": "Sturdy-pass-2026"})), 409, "conflict_error"),
+        ("unknown call", http.get(api("/no-such-call")).bearer_auth(&token), 404, "not_found_error"),
+        ("wrong method", http.delete(api("/users")).bearer_auth(&token), 405, "invalid_request_error"),
+    ];
+    for (what, req, status, kind) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{what}");
+        assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"), "{what}");
+        let rid = res.headers().get("request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let v: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap_or_default();
+        let message = v["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(!message.is_empty(), "{what}: {v}");
+        let request_id = rid.clone().unwrap_or_default();
+        assert!(request_id.starts_with("req_"), "{what}: request-id header {rid:?}");
+        assert_eq!(v, json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}), "{what}");
+    }
+}
+
 fn enc_key(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }

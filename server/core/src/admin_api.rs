@@ -4,21 +4,22 @@
 //! only work until they expire (90 days by default) or are revoked, and while their owner is an
 //! active staff member.
 //!
-//! Errors: the gateway's shape, `{"type": "error", "error": {"type": "...", "message": "..."},
-//! "request_id": "req_..."}` with a `request-id` header and a matching status, malformed paths,
-//! queries and bodies included (see [`ApiJson`], [`ApiPath`], [`ApiQuery`]).
+//! Errors: the gateway's own type and shape ([`ApiError`]), `{"type": "error", "error": {"type":
+//! "...", "message": "..."}, "request_id": "req_..."}` with a `request-id` header and a matching
+//! status; malformed paths, queries and bodies (see [`ApiJson`], [`ApiPath`], [`ApiQuery`]),
+//! unknown routes and methods included.
 
 use crate::accounts::{self, AccountError};
 use crate::billing::adjustments::{self, Adjustment, StaffLimits};
 use crate::billing::BillingError;
 use crate::crypto::Crypto;
-use crate::gateway::Gateway;
+use crate::gateway::{ApiError, Gateway};
 use crate::keys::{self, KeyError, NewKey};
 use crate::ledger;
 use crate::money;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use crate::usage::{self, UsageFilter};
-use crate::util::{random_base62, request_id, sha256};
+use crate::util::{random_base62, sha256};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -50,6 +51,8 @@ pub fn router(pool: PgPool, crypto: Crypto, gateway: Option<Gateway>, limits: St
         .route("/users/{id}/keys", post(create_key).get(list_keys))
         .route("/upstreams", post(create_upstream).get(list_upstreams))
         .route("/usage", get(list_usage))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no staff API call at this path") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this staff API call does not take this method") })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(AdminState { pool, crypto, gateway, limits })
 }
@@ -152,24 +155,11 @@ pub async fn revoke_tokens(pool: &PgPool, user_id: Uuid) -> Result<u64, sqlx::Er
 /// The largest request body the staff API reads.
 const BODY_LIMIT: usize = 1 << 20;
 
-pub struct ApiErr(StatusCode, &'static str, String);
-
-impl IntoResponse for ApiErr {
-    fn into_response(self) -> Response {
-        let rid = request_id();
-        let mut r = (self.0, Json(json!({"type": "error", "error": {"type": self.1, "message": self.2}, "request_id": rid}))).into_response();
-        if let Ok(v) = http::HeaderValue::from_str(&rid) {
-            r.headers_mut().insert("request-id", v);
-        }
-        r
-    }
-}
-
 /// An extractor's rejection (a path that is not a UUID, a query or body that does not decode, a
 /// body above the limit), said in the API's error shape.
-fn rejected(status: StatusCode, text: String) -> ApiErr {
+fn rejected(status: StatusCode, text: String) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiErr(status, "request_too_large", format!("the request body exceeds {BODY_LIMIT} bytes"))
+        ApiError::new(status, format!("the request body exceeds {BODY_LIMIT} bytes"))
     } else {
         bad(text)
     }
@@ -179,9 +169,9 @@ fn rejected(status: StatusCode, text: String) -> ApiErr {
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiErr;
+    type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let json = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -204,9 +194,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiErr;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         Path::<T>::from_request_parts(parts, state).await.map(|Path(v)| ApiPath(v)).map_err(|r| rejected(r.status(), r.body_text()))
     }
 }
@@ -215,16 +205,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 pub struct ApiQuery<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiErr;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| ApiQuery(v)).map_err(|r| rejected(r.status(), r.body_text()))
     }
 }
 
 /// A moment a caller sends (a usage filter, a key's expiry): years 1970–9999, so that Postgres
 /// can store it (chrono reads years far beyond what `timestamptz` holds).
-fn sane_time(t: Option<DateTime<Utc>>, what: &str) -> Result<Option<DateTime<Utc>>, ApiErr> {
+fn sane_time(t: Option<DateTime<Utc>>, what: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     use chrono::Datelike;
     match t {
         Some(t) if !(1970..=9999).contains(&t.year()) => Err(bad(format!("{what}: a time between the years 1970 and 9999"))),
@@ -232,19 +222,19 @@ fn sane_time(t: Option<DateTime<Utc>>, what: &str) -> Result<Option<DateTime<Utc
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiErr {
-    ApiErr(StatusCode::BAD_REQUEST, "invalid_request_error", msg.into())
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, msg)
 }
-fn not_found(what: &str) -> ApiErr {
-    ApiErr(StatusCode::NOT_FOUND, "not_found_error", format!("{what} not found"))
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
-fn internal(e: impl std::fmt::Display) -> ApiErr {
+fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "admin API error");
-    ApiErr(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal error".into())
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 /// Writes a staff action's audit row in the action's transaction and commits the two.
-async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, s: &Staff, action: &str, target: &str, details: serde_json::Value) -> Result<(), ApiErr> {
+async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Postgres>, s: &Staff, action: &str, target: &str, details: serde_json::Value) -> Result<(), ApiError> {
     crate::billing::audit::record(&mut tx, s.user_id, action, target, details).await.map_err(internal)?;
     tx.commit().await.map_err(internal)
 }
@@ -255,10 +245,10 @@ pub struct Staff {
 }
 
 impl FromRequestParts<AdminState> for Staff {
-    type Rejection = ApiErr;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Self::Rejection> {
-        let unauthorized = || ApiErr(StatusCode::UNAUTHORIZED, "authentication_error", "a valid admin bearer token is required (unexpired, not revoked)".into());
+        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "a valid admin bearer token is required (unexpired, not revoked)");
         let token = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -286,20 +276,20 @@ struct CreateUser {
     password: String,
 }
 
-async fn create_user(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiErr> {
+async fn create_user(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<CreateUser>) -> Result<Response, ApiError> {
     let mut tx = st.pool.begin().await.map_err(internal)?;
     match accounts::create_user(&mut *tx, &b.email, &b.password).await {
         Ok(u) => {
             commit_audited(tx, &s, "user.create", &format!("user:{}", u.id), json!({"email": u.email})).await?;
             Ok((StatusCode::CREATED, Json(json!({"id": u.id}))).into_response())
         }
-        Err(AccountError::EmailTaken) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", AccountError::EmailTaken.to_string())),
+        Err(AccountError::EmailTaken) => Err(ApiError::new(StatusCode::CONFLICT, AccountError::EmailTaken.to_string()).with_type("conflict_error")),
         Err(AccountError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
     }
 }
 
-async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErr> {
+async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiError> {
     let u = accounts::find_by_id(pool, id).await.map_err(internal)?.ok_or_else(|| not_found("user"))?;
     let b = ledger::balance_info(pool, id).await.map_err(internal)?;
     Ok(json!({
@@ -315,7 +305,7 @@ async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErr>
     }))
 }
 
-async fn get_user(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn get_user(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(user_json(&st.pool, id).await?))
 }
 
@@ -344,12 +334,12 @@ async fn credit(
     ApiPath(id): ApiPath<Uuid>,
     headers: http::HeaderMap,
     ApiJson(b): ApiJson<Credit>,
-) -> Result<Json<serde_json::Value>, ApiErr> {
-    let unprocessable = |t: &'static str, m: String| ApiErr(StatusCode::UNPROCESSABLE_ENTITY, t, m);
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
     let header = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_string());
     let key = match (header, b.idempotency_key) {
         (Some(h), Some(f)) if h != f => {
-            return Err(unprocessable("invalid_request_error", "the Idempotency-Key header and idempotency_key differ".into()));
+            return Err(unprocessable("the Idempotency-Key header and idempotency_key differ".into()));
         }
         (h, f) => h.or(f).unwrap_or_default(),
     };
@@ -358,10 +348,10 @@ async fn credit(
     let done = adjustments::apply(&st.pool, &st.limits, s.user_id, &adj).await.map_err(|e| match e {
         BillingError::UnknownUser => not_found("user"),
         BillingError::Db(e) => internal(e),
-        e @ BillingError::ConfirmationRequired { .. } => unprocessable("confirmation_required", format!("{e} Send it again with \"confirm\": true.")),
-        e @ BillingError::IdempotencyKeyReused => ApiErr(StatusCode::CONFLICT, "idempotency_conflict", e.to_string()),
-        e @ BillingError::InsufficientBalance { .. } => ApiErr(StatusCode::CONFLICT, "insufficient_balance", e.to_string()),
-        e => unprocessable("invalid_request_error", e.to_string()),
+        e @ BillingError::ConfirmationRequired { .. } => unprocessable(format!("{e} Send it again with \"confirm\": true.")).with_type("confirmation_required"),
+        e @ BillingError::IdempotencyKeyReused => ApiError::new(StatusCode::CONFLICT, e.to_string()).with_type("idempotency_conflict"),
+        e @ BillingError::InsufficientBalance { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()).with_type("insufficient_balance"),
+        e => unprocessable(e.to_string()),
     })?;
     Ok(Json(json!({
         "entry": done.entry,
@@ -390,7 +380,7 @@ struct CreateKey {
     concurrency_limit: Option<i32>,
 }
 
-async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiErr> {
+async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiError> {
     if accounts::find_by_id(&st.pool, id).await.map_err(internal)?.is_none() {
         return Err(not_found("user"));
     }
@@ -424,12 +414,12 @@ async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath
     }
 }
 
-async fn list_keys(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn list_keys(_s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>) -> Result<Json<serde_json::Value>, ApiError> {
     let ks = keys::list(&st.pool, id).await.map_err(internal)?;
     Ok(Json(json!({"data": ks})))
 }
 
-async fn create_upstream(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiErr> {
+async fn create_upstream(s: Staff, State(st): State<AdminState>, ApiJson(b): ApiJson<NewUpstream>) -> Result<Response, ApiError> {
     let name = b.name.trim().to_string();
     let mut tx = st.pool.begin().await.map_err(internal)?;
     match upstreams::create_in(&mut tx, &st.crypto, b).await {
@@ -441,13 +431,13 @@ async fn create_upstream(s: Staff, State(st): State<AdminState>, ApiJson(b): Api
             }
             Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
         }
-        Err(UpstreamError::Duplicate) => Err(ApiErr(StatusCode::CONFLICT, "conflict_error", UpstreamError::Duplicate.to_string())),
+        Err(UpstreamError::Duplicate) => Err(ApiError::new(StatusCode::CONFLICT, UpstreamError::Duplicate.to_string()).with_type("conflict_error")),
         Err(UpstreamError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),
     }
 }
 
-async fn list_upstreams(_s: Staff, State(st): State<AdminState>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn list_upstreams(_s: Staff, State(st): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
     let list = upstreams::list(&st.pool).await.map_err(internal)?;
     let health = st.gateway.as_ref().map(|g| g.health()).unwrap_or_default();
     let data: Vec<serde_json::Value> = list
@@ -471,7 +461,7 @@ struct UsageQuery {
     limit: Option<i64>,
 }
 
-async fn list_usage(_s: Staff, State(st): State<AdminState>, ApiQuery(q): ApiQuery<UsageQuery>) -> Result<Json<serde_json::Value>, ApiErr> {
+async fn list_usage(_s: Staff, State(st): State<AdminState>, ApiQuery(q): ApiQuery<UsageQuery>) -> Result<Json<serde_json::Value>, ApiError> {
     let (since, until) = (sane_time(q.since, "since")?, sane_time(q.until, "until")?);
     let rows = usage::list(&st.pool, &UsageFilter { user_id: q.user_id, key_id: q.key_id, since, until, limit: q.limit })
         .await

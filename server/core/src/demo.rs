@@ -2,6 +2,7 @@
 //! built-in demo upstream and, with injectable failures ([`FakeBehavior`]), by the tests.
 
 use crate::crypto::Crypto;
+use crate::gateway::ApiError;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -205,15 +206,8 @@ pub async fn ensure_demo_upstream(pool: &PgPool, crypto: &Crypto, base_url: &str
 
 fn anthropic_error(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"type": "error", "error": {"type": crate::gateway::error_type(status), "message": message},
-                      "request_id": crate::util::request_id()});
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
-    r.headers_mut().insert("request-id", HeaderValue::from_str(&crate::util::request_id()).unwrap());
-    if status == 429 {
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-    }
-    r
+    let e = ApiError::new(status, message);
+    if status == 429 { e.retry_after(1) } else { e }.into_response()
 }
 
 fn presented(h: &HeaderMap) -> Option<String> {

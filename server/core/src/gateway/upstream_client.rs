@@ -67,7 +67,7 @@ pub(super) fn parse_uri(url: &str) -> Option<Uri> {
 pub(super) fn with_query(uri: &Uri, query: &str) -> Uri {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = format!("{}?{query}", uri.path()).parse().ok();
-    // cannot fail: the path is the route's and the query was accepted in the client's URI
+    // cannot fail: the path is the target's and the query was accepted in the client's URI
     Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 

@@ -1,0 +1,209 @@
+//! Admission, before anything is forwarded: the key (cached by the SHA-256 of what was presented),
+//! the models it may use (the requested one, then its fallbacks), the key's and plan's rate and
+//! concurrency limits, the channel's capacity, and the holds — the worst-case charge reserved
+//! from the key's spend limit and the user's balance. Each refusal is the client's answer.
+
+use super::error::{overloaded, ApiError};
+use super::leases::{Budget, SlotGuard};
+use super::meter::Ticket;
+use super::request::{parse_head, presented_key, ParsedHead};
+use super::state::{CatalogueSnapshot, Shared};
+use crate::catalogue::{Channel, Model};
+use crate::keys::{self, KeyAuth};
+use crate::pricing::{self, ModelPrices};
+use crate::util::sha256;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A message admitted: what it asks, where it may go.
+pub(super) struct Admitted<'c> {
+    pub(super) head: ParsedHead,
+    pub(super) channel: &'c Channel,
+    /// the requested model first, then the fallbacks the key allows
+    pub(super) models: Vec<Arc<Model>>,
+}
+
+impl Shared {
+    /// The key presented (`x-api-key` or `Authorization: Bearer`), usable now.
+    pub(super) async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<KeyAuth>, ApiError> {
+        let presented = presented_key(headers).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "x-api-key header is required"))?;
+        let hash = sha256(presented.as_bytes());
+        let pool = self.pool.clone();
+        let found = self
+            .keys
+            .try_get_with(hash, async move { keys::lookup_by_hash(&pool, &hash).await.map(|k| k.map(Arc::new)) })
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unable to verify the API key")
+            })?;
+        let key = found.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid x-api-key"))?;
+        if key.revoked_at.is_some() {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "This API key has been revoked"));
+        }
+        if key.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "This API key has expired"));
+        }
+        if key.user_status != "active" {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "This account is suspended"));
+        }
+        Ok(key)
+    }
+
+    /// A message, in order: its head, the key's channel and models, the limits, the channel's
+    /// capacity, the holds. What it takes (slots, holds) and learns (model, rate) goes into `t`.
+    pub(super) async fn admit_message<'c>(&self, t: &mut Ticket, key: &KeyAuth, cat: &'c CatalogueSnapshot, body: &Bytes) -> Result<Admitted<'c>, ApiError> {
+        let head = parse_head(body)?;
+        // Only catalogue ids are recorded: the model field is client text and could carry anything.
+        t.requested_model = "(unknown)".to_string();
+        t.stream = head.stream;
+        let Some(max_tokens) = head.max_tokens else {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "max_tokens: Field required"));
+        };
+        let Some((channel, channel_scope)) = cat.channels.get(&key.channel) else {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The key's channel is not configured"));
+        };
+        t.rate = channel.rate_micros_per_usd;
+        let models = cat.models_for(key, &head.model)?;
+        t.priced_model = Some(models[0].clone());
+        t.requested_model = models[0].id.clone();
+
+        self.limits(key, &mut t.slots).await?;
+        match self.leases.acquire_slot(channel_scope, channel.concurrency_capacity).await {
+            Ok(Some(g)) => t.slots.push(g),
+            Ok(None) => {
+                return Err(ApiError::new(overloaded(), format!("The {} channel is at capacity; please retry shortly", channel.name)).should_retry(true))
+            }
+            Err(e) => return Err(db_unavailable(e)),
+        }
+        self.hold(t, key, channel, &models, body.len(), max_tokens).await?;
+        Ok(Admitted { head, channel, models })
+    }
+
+    /// A token count: the key's and plan's limits, and a rate of `count_tokens_rpm` for a key
+    /// without a rate of its own. Its slots go into `slots`.
+    pub(super) async fn admit_count(&self, key: &KeyAuth, slots: &mut Vec<SlotGuard>) -> Result<(), ApiError> {
+        self.limits(key, slots).await?;
+        if key.rpm_limit.is_none() {
+            let rpm = self.config.count_tokens_rpm;
+            let msg = format!("This API key is limited to {rpm} token-counting requests per minute");
+            self.take_rate(&format!("count_tokens:key:{}", key.key_id), rpm, &msg).await?;
+        }
+        Ok(())
+    }
+
+    /// The key's own request rate and concurrency limits, then its plan's (account-wide, on the
+    /// plan's channels); concurrency slots go into `slots`.
+    async fn limits(&self, key: &KeyAuth, slots: &mut Vec<SlotGuard>) -> Result<(), ApiError> {
+        let on_plan = key.on_plan();
+        let limits = [
+            (key.rpm_limit, key.concurrency_limit, "key", key.key_id, None),
+            (
+                key.plan_rpm_limit.filter(|_| on_plan),
+                key.plan_concurrency_limit.filter(|_| on_plan),
+                "user",
+                key.user_id,
+                key.plan_name.as_deref(),
+            ),
+        ];
+        for (rpm, concurrency, scope, id, plan) in limits {
+            let who = || plan.map_or_else(|| "This API key is".to_string(), |p| format!("Your {p} plan is"));
+            if let Some(rpm) = rpm {
+                self.take_rate(&format!("rpm:{scope}:{id}"), rpm, &format!("{} limited to {rpm} requests per minute", who())).await?;
+            }
+            if let Some(limit) = concurrency {
+                match self.leases.acquire_slot(&format!("{scope}:{id}"), limit).await {
+                    Ok(Some(g)) => slots.push(g),
+                    Ok(None) => {
+                        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("{} limited to {limit} concurrent requests", who())).retry_after(1))
+                    }
+                    Err(e) => return Err(db_unavailable(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One request of a per-minute rate; 429 with `retry-after` beyond it.
+    async fn take_rate(&self, scope: &str, rpm: i32, message: &str) -> Result<(), ApiError> {
+        match self.leases.take_rate(scope, rpm).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(secs)) => Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).retry_after(secs)),
+            Err(e) => Err(db_unavailable(e)),
+        }
+    }
+
+    /// Reserves the worst case (the dearest of `models`, the whole body as input, `max_tokens`
+    /// as output) from the key's spend limit, if it has one, and from the user's balance — or,
+    /// for a subscriber on a channel outside the plan, from the off-plan lease (pay-as-you-go).
+    async fn hold(&self, t: &mut Ticket, key: &KeyAuth, channel: &Channel, models: &[Arc<Model>], body_len: usize, max_tokens: u64) -> Result<(), ApiError> {
+        let prices = models.iter().map(|m| m.prices()).reduce(ModelPrices::max).unwrap_or_default();
+        let hold = pricing::estimate_hold(body_len, max_tokens, &prices, channel.rate_micros_per_usd);
+        let needs = || crate::money::format_cny(hold);
+        if key.spend_limit_micros.is_some() {
+            match self.leases.reserve(Budget::Key(key.key_id), hold).await {
+                Ok(Some(h)) => t.key_hold = Some(h),
+                Ok(None) => {
+                    return Err(ApiError::new(
+                        StatusCode::PAYMENT_REQUIRED,
+                        format!("This API key's spending limit is reached (this request needs up to {})", needs()),
+                    ))
+                }
+                Err(e) => return Err(db_unavailable(e)),
+            }
+        }
+        t.off_plan = key.plan_channels.is_some() && !key.on_plan();
+        let budget = if t.off_plan { Budget::UserOffPlan(key.user_id) } else { Budget::User(key.user_id) };
+        match self.leases.reserve(budget, hold).await {
+            Ok(Some(h)) => t.user_hold = Some(h),
+            Ok(None) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    match key.plan_name.as_deref().filter(|_| t.off_plan) {
+                        Some(plan) => format!(
+                            "Insufficient balance: your {plan} plan does not cover the {} channel, so this request is paid from your trial credit and balance, which cannot cover it (it holds up to {} while it runs). Top up, or use a key on one of your plan's channels.",
+                            channel.name,
+                            needs()
+                        ),
+                        None => format!(
+                            "Insufficient balance: your trial credit, plan allowance and balance cannot cover this request (it holds up to {} while it runs). Top up or choose a plan in the console.",
+                            needs()
+                        ),
+                    },
+                ))
+            }
+            Err(e) => return Err(db_unavailable(e)),
+        }
+        Ok(())
+    }
+}
+
+impl CatalogueSnapshot {
+    /// The model a key asks for (by id or alias; enabled, allowed to the key), then — when the
+    /// key allows fallbacks — the model's enabled, allowed fallbacks.
+    pub(super) fn models_for(&self, key: &KeyAuth, model: &str) -> Result<Vec<Arc<Model>>, ApiError> {
+        let allowed = |id: &str| key.allowed_models.is_empty() || key.allowed_models.iter().any(|m| m == id);
+        let primary =
+            self.lookup(model).filter(|m| m.enabled).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("model: {model}")))?;
+        if !allowed(&primary.id) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, format!("This API key is not allowed to use model {model}")));
+        }
+        let mut out = vec![primary.clone()];
+        if key.allow_fallback {
+            for f in &primary.fallbacks {
+                if let Some(m) = self.lookup(f) {
+                    if m.enabled && allowed(&m.id) && !out.iter().any(|o| o.id == m.id) {
+                        out.push(m.clone());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn db_unavailable(e: sqlx::Error) -> ApiError {
+    tracing::error!(error = %e, "database unavailable for a lease");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable; please retry shortly").should_retry(true)
+}

@@ -1,0 +1,91 @@
+//! The gateway's settings: timeouts, retry budget, circuit breakers, usage batching, read once
+//! from `CLOUDROUTER_*` variables.
+
+use std::time::Duration;
+
+/// Gateway settings; `from_env` reads `CLOUDROUTER_*` variables, falling back to the defaults.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest accepted request body (`CLOUDROUTER_BODY_LIMIT_BYTES`, default 32 MiB).
+    pub body_limit: usize,
+    /// TCP/TLS connect timeout to an upstream (`CLOUDROUTER_CONNECT_TIMEOUT_MS`, 5 s).
+    pub connect_timeout: Duration,
+    /// Streams: time to response headers and the first event (`CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS`, 60 s).
+    pub first_byte_timeout: Duration,
+    /// Non-streaming requests: time to the whole answer (`CLOUDROUTER_RESPONSE_TIMEOUT_MS`, 600 s).
+    pub response_timeout: Duration,
+    /// Streams: longest silence between chunks (`CLOUDROUTER_IDLE_TIMEOUT_MS`, 60 s).
+    pub idle_timeout: Duration,
+    /// Streams whose client left: how long the gateway keeps reading the upstream for its final
+    /// usage (`CLOUDROUTER_DRAIN_TIMEOUT_MS`, 600 s); the idle timeout applies meanwhile too.
+    pub drain_timeout: Duration,
+    /// `count_tokens` requests per minute per key when the key sets no limit of its own
+    /// (`CLOUDROUTER_COUNT_TOKENS_RPM`, 600).
+    pub count_tokens_rpm: i32,
+    /// Upstream attempts per request, fallbacks included (`CLOUDROUTER_MAX_ATTEMPTS`, 3).
+    pub max_attempts: u32,
+    /// No new attempt starts after this much time (`CLOUDROUTER_RETRY_BUDGET_MS`, 30 s).
+    pub retry_budget: Duration,
+    /// Shutdown waits this long for in-flight requests (`CLOUDROUTER_SHUTDOWN_GRACE_MS`, 30 s).
+    pub grace_period: Duration,
+    /// Consecutive failures that open a circuit (`CLOUDROUTER_BREAKER_FAILURES`, 5).
+    pub breaker_failures: u32,
+    /// First cool-down of an open circuit (`CLOUDROUTER_BREAKER_OPEN_MS`, 10 s).
+    pub breaker_open_for: Duration,
+    /// How long an upstream whose account refused (out of credit, disabled, credential or
+    /// permission refused) stays out of rotation (`CLOUDROUTER_ACCOUNT_OUT_MS`, 30 min).
+    pub account_out_for: Duration,
+    /// Usage writer batch size and interval (`CLOUDROUTER_USAGE_BATCH_ROWS`, 500;
+    /// `CLOUDROUTER_USAGE_FLUSH_MS`, 50).
+    pub usage_batch_rows: usize,
+    pub usage_flush_interval: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            body_limit: 32 << 20,
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(600),
+            count_tokens_rpm: 600,
+            max_attempts: 3,
+            retry_budget: Duration::from_secs(30),
+            grace_period: Duration::from_secs(30),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(10),
+            account_out_for: Duration::from_secs(1800),
+            usage_batch_rows: 500,
+            usage_flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Self {
+        fn num(name: &str) -> Option<u64> {
+            std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+        }
+        let ms = |name: &str, d: Duration| num(name).map(Duration::from_millis).unwrap_or(d);
+        let d = GatewayConfig::default();
+        GatewayConfig {
+            body_limit: num("CLOUDROUTER_BODY_LIMIT_BYTES").map(|v| v as usize).unwrap_or(d.body_limit),
+            connect_timeout: ms("CLOUDROUTER_CONNECT_TIMEOUT_MS", d.connect_timeout),
+            first_byte_timeout: ms("CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS", d.first_byte_timeout),
+            response_timeout: ms("CLOUDROUTER_RESPONSE_TIMEOUT_MS", d.response_timeout),
+            idle_timeout: ms("CLOUDROUTER_IDLE_TIMEOUT_MS", d.idle_timeout),
+            drain_timeout: ms("CLOUDROUTER_DRAIN_TIMEOUT_MS", d.drain_timeout),
+            count_tokens_rpm: num("CLOUDROUTER_COUNT_TOKENS_RPM").map(|v| v.clamp(1, i32::MAX as u64) as i32).unwrap_or(d.count_tokens_rpm),
+            max_attempts: num("CLOUDROUTER_MAX_ATTEMPTS").map(|v| v.clamp(1, 10) as u32).unwrap_or(d.max_attempts),
+            retry_budget: ms("CLOUDROUTER_RETRY_BUDGET_MS", d.retry_budget),
+            grace_period: ms("CLOUDROUTER_SHUTDOWN_GRACE_MS", d.grace_period),
+            breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES").map(|v| v as u32).unwrap_or(d.breaker_failures),
+            breaker_open_for: ms("CLOUDROUTER_BREAKER_OPEN_MS", d.breaker_open_for),
+            account_out_for: ms("CLOUDROUTER_ACCOUNT_OUT_MS", d.account_out_for),
+            usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS").map(|v| v.max(1) as usize).unwrap_or(d.usage_batch_rows),
+            usage_flush_interval: ms("CLOUDROUTER_USAGE_FLUSH_MS", d.usage_flush_interval),
+        }
+    }
+}

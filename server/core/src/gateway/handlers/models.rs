@@ -1,0 +1,81 @@
+//! `GET /v1/models` (Anthropic's list shape: `data`, `has_more`, `first_id`, `last_id`) and
+//! `GET /v1/models/{id}`: the enabled models the key may use.
+
+use super::super::error::{set_request_id, ApiError};
+use super::super::state::Shared;
+use crate::catalogue::Model;
+use crate::util::request_id;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+pub(in super::super) struct ListQuery {
+    limit: Option<usize>,
+    after_id: Option<String>,
+    before_id: Option<String>,
+}
+
+fn model_json(m: &Model) -> serde_json::Value {
+    serde_json::json!({
+        "type": "model",
+        "id": m.id,
+        "display_name": m.display_name,
+        "created_at": m.released_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+fn json_response(rid: &str, v: serde_json::Value) -> Response {
+    let mut resp = (StatusCode::OK, v.to_string()).into_response();
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_request_id(resp.headers_mut(), rid);
+    resp
+}
+
+pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+    let rid = request_id();
+    let key = match gw.authenticate(&headers).await {
+        Ok(k) => k,
+        Err(e) => return e.respond(&rid),
+    };
+    let cat = gw.catalogue();
+    let visible: Vec<&Arc<Model>> = cat
+        .listed
+        .iter()
+        .filter(|m| key.allowed_models.is_empty() || key.allowed_models.iter().any(|a| *a == m.id))
+        .collect();
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let (start, end) = if let Some(before) = &q.before_id {
+        let end = visible.iter().position(|m| &m.id == before).unwrap_or(0);
+        (end.saturating_sub(limit), end)
+    } else {
+        let start = q.after_id.as_ref().and_then(|a| visible.iter().position(|m| &m.id == a)).map(|i| i + 1).unwrap_or(0);
+        (start, (start + limit).min(visible.len()))
+    };
+    let page = &visible[start.min(end)..end];
+    let has_more = if q.before_id.is_some() { start > 0 } else { end < visible.len() };
+    json_response(
+        &rid,
+        serde_json::json!({
+            "data": page.iter().map(|m| model_json(m)).collect::<Vec<_>>(),
+            "has_more": has_more,
+            "first_id": page.first().map(|m| m.id.clone()),
+            "last_id": page.last().map(|m| m.id.clone()),
+        }),
+    )
+}
+
+pub(in super::super) async fn get_model(State(gw): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let rid = request_id();
+    let key = match gw.authenticate(&headers).await {
+        Ok(k) => k,
+        Err(e) => return e.respond(&rid),
+    };
+    let cat = gw.catalogue();
+    match cat.lookup(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
+        Some(m) => json_response(&rid, model_json(m)),
+        None => ApiError::new(StatusCode::NOT_FOUND, format!("model: {id}")).respond(&rid),
+    }
+}
