@@ -48,6 +48,11 @@ pub struct FakeBehavior {
     pub cut_after_events: Option<usize>,
     /// Streams: go silent (connection kept open) after this many events.
     pub stall_after_events: Option<usize>,
+    /// Streams: after this many events, send this raw SSE text (an upstream's own `error` event)
+    /// and end.
+    pub stream_error: Option<(usize, String)>,
+    /// Streams: send every event in writes of at most this many bytes (events split across chunks).
+    pub chunk_bytes: Option<usize>,
     /// Report exactly these token counts.
     pub usage: Option<PinnedUsage>,
     /// Report this many web searches (`usage.server_tool_use`), as a request with the web
@@ -448,6 +453,13 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
                 "usage": usage_json(&usage, &b)}),
     ));
     events.push(sse("message_stop", &json!({"type": "message_stop"})));
+    if let Some((after, error)) = &b.stream_error {
+        events.truncate(*after);
+        events.push(Bytes::from(error.clone()));
+    }
+    if let Some(n) = b.chunk_bytes {
+        events = events.iter().flat_map(|e| e.chunks(n.max(1)).map(Bytes::copy_from_slice).collect::<Vec<_>>()).collect();
+    }
 
     let cut = b.cut_after_events;
     let stall = b.stall_after_events;

@@ -466,6 +466,36 @@ async fn mid_stream_cut_and_stall_end_with_error_event(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "../../migrations")]
+async fn an_upstream_error_event_mid_stream_reaches_the_client_in_cloudrouters_words(pool: PgPool) {
+    let upstream_words = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded for org-7Hq2 (credit balance too low)\"},\"request_id\":\"req_011UPSTREAM\"}\n\n";
+    let (up, _) = fake("a", &pool, FakeBehavior { usage: Some(pinned()), stream_error: Some((4, upstream_words.into())), ..Default::default() }, 0).await;
+    let gw = Gw::start(&pool, fast_config()).await;
+    let user = customer(&pool, "100").await;
+    let k = key(&pool, user, "smart").await;
+    // whole events, then events split into 7-byte writes (the error event across many chunks)
+    for chunk_bytes in [None, Some(7)] {
+        up.set(FakeBehavior { usage: Some(pinned()), stream_error: Some((4, upstream_words.into())), chunk_bytes, event_delay: Duration::from_millis(2), ..Default::default() });
+        let r = post(&gw.base, &k, &body(SONNET, true)).await;
+        let rid = r.headers()["request-id"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        let names = event_names(&text);
+        assert_eq!(names.iter().filter(|n| *n == "error").count(), 1, "{text}");
+        assert_eq!(names.last().unwrap(), "error", "{text}");
+        assert_eq!(names.len(), 5, "the four events before it pass as they came: {text}");
+        for leak in ["org-7Hq2", "credit balance", "req_011UPSTREAM"] {
+            assert!(!text.contains(leak), "{leak} reached the client ({chunk_bytes:?}): {text}");
+        }
+        assert!(text.contains("\"type\":\"overloaded_error\""), "the kind the client acts on is kept: {text}");
+        assert!(text.contains(&format!("\"request_id\":\"{rid}\"")), "CloudRouter's request id: {text}");
+    }
+    gw.sync().await;
+    let rows = usage_rows(&pool, user).await;
+    assert!(rows.iter().all(|r| r.outcome == "upstream_error" && r.error_type.as_deref() == Some("overloaded_error")), "{rows:?}");
+    assert!(ledger::verify(&pool, user).await.unwrap());
+    gw.stop().await;
+}
+
+#[sqlx::test(migrations = "../../migrations")]
 async fn concurrent_spending_never_overspends_across_instances(pool: PgPool) {
     let (_up, _) = fake("a", &pool, FakeBehavior { usage: Some(PinnedUsage { input_tokens: 10, output_tokens: 1000, ..Default::default() }), first_byte_delay: Duration::from_millis(50), ..Default::default() }, 0).await;
     let a = Gw::start(&pool, fast_config()).await;

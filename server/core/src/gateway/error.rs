@@ -92,6 +92,18 @@ impl ApiError {
     }
 }
 
+/// CloudRouter's words for an `error` event an upstream sent mid-stream, whose own message may
+/// carry its request id or its account's state: the kinds a client acts on are kept (overloaded,
+/// rate limited, timed out), anything else is an `api_error`.
+pub(super) fn upstream_stream_error(kind: Option<&str>) -> ApiError {
+    match kind {
+        Some("overloaded_error") => ApiError::new(overloaded(), "Claude is overloaded; the answer was cut short. Please retry."),
+        Some("rate_limit_error") => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "The upstream is rate limited; the answer was cut short. Please retry."),
+        Some("timeout_error") => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The upstream timed out; the answer was cut short. Please retry."),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The upstream failed while answering; the answer was cut short. Please retry."),
+    }
+}
+
 /// An answer outside a metered request (the staff API, the demo upstream): named by a new
 /// request id.
 impl IntoResponse for ApiError {

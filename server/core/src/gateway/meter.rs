@@ -3,7 +3,7 @@
 //! to the batch writer — and the [`MeteredStream`] that passes a stream through chunk by chunk
 //! while reading its usage, draining the upstream when the client leaves.
 
-use super::error::{overloaded, ApiError};
+use super::error::{overloaded, upstream_stream_error, ApiError};
 use super::health::Breaker;
 use super::leases::{MoneyHold, SlotGuard};
 use super::sse;
@@ -251,6 +251,9 @@ pub(super) struct MeteredStream {
     /// None once settled (or handed to a drain)
     meter: Option<StreamMeter>,
     first: Option<Bytes>,
+    /// The start of what may be the upstream's `error` event, held back until it ends (it is then
+    /// replaced, see [`upstream_stream_error`]).
+    held: Vec<u8>,
     idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
     drain_timeout: Duration,
@@ -266,6 +269,7 @@ impl MeteredStream {
         MeteredStream {
             meter: Some(meter),
             first: Some(first),
+            held: Vec::new(),
             idle_timeout: gw.config.idle_timeout,
             idle: Box::pin(tokio::time::sleep(gw.config.idle_timeout)),
             drain_timeout: gw.config.drain_timeout,
@@ -312,11 +316,31 @@ impl Stream for MeteredStream {
         match upstream_client::poll_data(&mut m.body, cx) {
             Poll::Ready(Some(Ok(c))) => {
                 this.idle.as_mut().reset(tokio::time::Instant::now() + this.idle_timeout);
+                let erred = m.scanner.saw_error;
                 m.scanner.feed(&c);
                 if m.ticket.ttft.is_none() && m.scanner.saw_content {
                     m.ticket.ttft = Some(m.ticket.started.elapsed());
                 }
-                Poll::Ready(Some(Ok(c)))
+                if !erred && m.scanner.saw_error {
+                    // the upstream's own error event ended in this chunk: its words may carry
+                    // its request id or account state, so the client gets ours, with its kind
+                    let mut out = std::mem::take(&mut this.held);
+                    out.extend_from_slice(&c);
+                    if let Some(at) = sse::error_event_start(&out) {
+                        out.truncate(at);
+                    }
+                    out.extend_from_slice(&upstream_stream_error(m.scanner.error_type.as_deref()).sse_event(&m.ticket.rid));
+                    return Poll::Ready(Some(Ok(out.into())));
+                }
+                match m.scanner.error_tail() {
+                    None if this.held.is_empty() => Poll::Ready(Some(Ok(c))),
+                    tail => {
+                        let mut out = std::mem::take(&mut this.held);
+                        out.extend_from_slice(&c);
+                        this.held = out.split_off(out.len() - tail.unwrap_or(0).min(out.len()));
+                        Poll::Ready(Some(Ok(out.into())))
+                    }
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 Poll::Ready(this.cut("upstream_cut", ApiError::new(StatusCode::BAD_GATEWAY, "The upstream connection was interrupted")).map(Ok))

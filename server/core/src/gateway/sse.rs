@@ -109,6 +109,12 @@ impl SseScanner {
         u
     }
 
+    /// How many bytes at the end of what was fed belong to an unfinished event that is, or may
+    /// yet turn out to be, an `error` event (the metered stream holds those back until it ends).
+    pub fn error_tail(&self) -> Option<usize> {
+        (!self.pending.is_empty() && may_be_error_event(&self.pending)).then_some(self.pending.len())
+    }
+
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.pending.is_empty() {
             let mut rest = chunk;
@@ -198,6 +204,33 @@ impl SseScanner {
     }
 }
 
+/// Whether an event's start (`event: error…`, or a prefix of it) names, or may yet name, `error`.
+fn may_be_error_event(start: &[u8]) -> bool {
+    let Some(rest) = start.strip_prefix(b"event:") else { return b"event:".starts_with(start) };
+    let rest = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
+    match rest.strip_prefix(b"error") {
+        Some(after) => after.is_empty() || after[0] == b'\n' || after[0] == b'\r',
+        None => b"error".starts_with(rest),
+    }
+}
+
+/// Where the `error` event in `buf` begins: a line `event: error` (at the start of `buf` or of a
+/// line; data lines are one line of JSON, so the words inside a text cannot match).
+pub fn error_event_start(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let line_end = memchr::memchr(b'\n', &buf[at..]).map_or(buf.len(), |i| at + i);
+        let line = &buf[at..line_end];
+        if line.starts_with(b"event:") && may_be_error_event(line) && trim(&line[6..]) == b"error" {
+            return Some(at);
+        }
+        if line_end >= buf.len() {
+            return None;
+        }
+        at = line_end + 1;
+    }
+}
+
 fn trim(v: &[u8]) -> &[u8] {
     let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
     let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(s);
@@ -257,6 +290,26 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut s = SseScanner::new();
         s.feed(crlf.as_bytes());
         check(&s);
+    }
+
+    #[test]
+    fn an_unfinished_error_event_is_told_apart_from_other_events() {
+        for (fed, held) in [
+            ("event: message_start\ndata: {}\n\nevent: err", Some(10)),
+            ("event: message_start\ndata: {}\n\nevent: error\ndata: {\"type\"", Some(26)),
+            ("event: message_start\ndata: {}\n\neve", Some(3)),
+            ("event: message_start\ndata: {}\n\nevent: content_block_delta\ndata", None),
+            ("event: message_start\ndata: {}\n\nevent: errors\n", None),
+            ("event: message_start\ndata: {}\n\n", None),
+        ] {
+            let mut s = SseScanner::new();
+            s.feed(fed.as_bytes());
+            assert_eq!(s.error_tail(), held, "{fed:?}");
+        }
+        let buf = b"data: {\"text\":\"event: error\"}\n\nevent: error\ndata: {}\n\n";
+        assert_eq!(error_event_start(buf), Some(31));
+        assert_eq!(error_event_start(b"event: error\ndata: {}"), Some(0));
+        assert_eq!(error_event_start(b"event: errors\n"), None);
     }
 
     #[test]
