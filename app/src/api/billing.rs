@@ -201,7 +201,7 @@ pub async fn plans_page() -> Result<PlansData, ServerFnError> {
 #[server(endpoint = "plans/subscribe")]
 pub async fn subscribe(plan: String, method: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let order = cloudrouter_core::billing::orders::create_subscription(&crate::ssr::pool()?, user.id, &plan, &method)
+    let order = cloudrouter_core::billing::purchases::create_subscription(&crate::ssr::pool()?, user.id, &plan, &method)
         .await
         .map_err(billing_error)?;
     leptos_axum::redirect(&format!("/console/pay/{}", order.id));
@@ -227,7 +227,7 @@ pub async fn top_up(amount: String, method: String) -> Result<(), ServerFnError>
     let user = crate::ssr::require_user().await?;
     let micros = cloudrouter_core::money::parse_decimal(amount.trim())
         .map_err(|_| ServerFnError::new(crate::i18n::t("Enter an amount in yuan, like 100 or 49.90.")))?;
-    let order = cloudrouter_core::billing::orders::create_topup(&crate::ssr::pool()?, user.id, micros, &method).await.map_err(billing_error)?;
+    let order = cloudrouter_core::billing::purchases::create_topup(&crate::ssr::pool()?, user.id, micros, &method).await.map_err(billing_error)?;
     leptos_axum::redirect(&format!("/console/pay/{}", order.id));
     Ok(())
 }
@@ -408,7 +408,7 @@ pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
 pub async fn pay_from_balance(id: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let id = crate::ssr::parse_uuid(&id, "No such order.")?;
-    cloudrouter_core::billing::orders::pay_with_balance(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
+    cloudrouter_core::billing::purchases::pay_with_balance(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
     leptos_axum::redirect("/console/billing");
     Ok(())
 }

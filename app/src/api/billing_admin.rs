@@ -123,7 +123,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
 pub async fn confirm_transfer(id: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let id = crate::ssr::parse_uuid(&id, "No such order.")?;
-    cloudrouter_core::billing::orders::confirm_bank_transfer(&crate::ssr::pool()?, staff.id, id).await.map_err(billing_error)?;
+    cloudrouter_core::billing::purchases::confirm_bank_transfer(&crate::ssr::pool()?, staff.id, id).await.map_err(billing_error)?;
     Ok(t("Transfer confirmed; the order is paid.").into())
 }
 
@@ -223,7 +223,7 @@ pub async fn audit_log() -> Result<Vec<AuditLine>, ServerFnError> {
 pub async fn offer_plan(id: String, plan: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
     let user_id = crate::ssr::parse_uuid(&id, "No such user.")?;
-    let o = cloudrouter_core::billing::orders::offer_subscription(&crate::ssr::pool()?, staff.id, user_id, plan.trim())
+    let o = cloudrouter_core::billing::purchases::offer_subscription(&crate::ssr::pool()?, staff.id, user_id, plan.trim())
         .await
         .map_err(billing_error)?;
     Ok(tf(

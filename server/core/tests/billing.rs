@@ -7,12 +7,13 @@ mod common;
 use base64::Engine;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, SubsecRound, TimeZone, Utc};
 use cloudrouter_core::billing::invoices::{self, InvoiceDetails};
-use cloudrouter_core::billing::orders::{self, PaidOutcome};
+use cloudrouter_core::billing::orders;
+use cloudrouter_core::billing::purchases::{self, PaidOutcome};
 use cloudrouter_core::billing::payments::{
     self, AlipayProvider, BankTransfer, Checkout, PaymentError, PaymentProvider, Payments, SandboxProvider, WechatPayProvider,
 };
 use cloudrouter_core::billing::subscriptions::{self, Subscription};
-use cloudrouter_core::billing::{self, audit, plans, refunds, trials, BillingError, Clock, TestClock};
+use cloudrouter_core::billing::{self, audit, plans, refunds, renewals, trials, BillingError, Clock, TestClock};
 use cloudrouter_core::demo::{FakeBehavior, PinnedUsage};
 use cloudrouter_core::ledger::{self, LedgerKind};
 use common::*;
@@ -42,8 +43,8 @@ async fn staff(pool: &PgPool) -> Uuid {
 
 /// Buys a plan through the sandbox provider at `now`.
 async fn subscribe(pool: &PgPool, user: Uuid, plan: &str, now: DateTime<Utc>) -> Subscription {
-    let o = orders::create_subscription(pool, user, plan, "sandbox").await.unwrap();
-    let r = orders::mark_paid_at(pool, o.id, "sandbox", &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
+    let o = purchases::create_subscription(pool, user, plan, "sandbox").await.unwrap();
+    let r = purchases::mark_paid_at(pool, o.id, "sandbox", &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
     assert_eq!(r, PaidOutcome::Applied);
     subscriptions::current(pool, user, now).await.unwrap().expect("subscribed")
 }
@@ -95,13 +96,13 @@ async fn plans_are_seeded_and_edits_never_change_what_was_bought(pool: PgPool) {
     assert!(audit::list(&pool, 10).await.unwrap().iter().any(|e| e.action == "plan.update" && e.target == "plan:pro"));
 
     // a second purchase is a plan change; non-purchasable plans cannot be bought
-    assert!(matches!(orders::create_subscription(&pool, user, "ultra", "sandbox").await, Err(BillingError::AlreadySubscribed)));
+    assert!(matches!(purchases::create_subscription(&pool, user, "ultra", "sandbox").await, Err(BillingError::AlreadySubscribed)));
     let other = new_user(&pool, 0).await;
-    assert!(matches!(orders::create_subscription(&pool, other, "payg", "sandbox").await, Err(BillingError::PlanNotPurchasable)));
-    assert!(matches!(orders::create_subscription(&pool, other, "nope", "sandbox").await, Err(BillingError::UnknownPlan)));
-    assert!(matches!(orders::create_topup(&pool, other, 999_999, "sandbox").await, Err(BillingError::TopupOutOfRange)));
-    assert!(matches!(orders::create_topup(&pool, other, 100_000_000_001, "alipay").await, Err(BillingError::TopupOutOfRange)));
-    assert!(matches!(orders::create_topup(&pool, other, 5_000_000, "balance").await, Err(BillingError::InvalidMethod)));
+    assert!(matches!(purchases::create_subscription(&pool, other, "payg", "sandbox").await, Err(BillingError::PlanNotPurchasable)));
+    assert!(matches!(purchases::create_subscription(&pool, other, "nope", "sandbox").await, Err(BillingError::UnknownPlan)));
+    assert!(matches!(purchases::create_topup(&pool, other, 999_999, "sandbox").await, Err(BillingError::TopupOutOfRange)));
+    assert!(matches!(purchases::create_topup(&pool, other, 100_000_000_001, "alipay").await, Err(BillingError::TopupOutOfRange)));
+    assert!(matches!(purchases::create_topup(&pool, other, 5_000_000, "balance").await, Err(BillingError::InvalidMethod)));
     verify(&pool, user).await;
 }
 
@@ -113,7 +114,7 @@ async fn plans_are_seeded_and_edits_never_change_what_was_bought(pool: PgPool) {
 async fn sandbox_notifications_credit_once_and_forgeries_are_refused(pool: PgPool) {
     let user = new_user(&pool, 0).await;
     let sandbox = SandboxProvider::new(SECRET, "https://console.example.com");
-    let order = orders::create_topup(&pool, user, 50_000_000, "sandbox").await.unwrap();
+    let order = purchases::create_topup(&pool, user, 50_000_000, "sandbox").await.unwrap();
     assert!(order.reference.starts_with("CR-") && order.reference.len() == 9);
     assert_eq!(sandbox.checkout(&order, "/x"), Checkout::Redirect(format!("https://console.example.com/pay/sandbox/{}", order.id)));
     let h = http::HeaderMap::new();
@@ -151,7 +152,7 @@ async fn sandbox_notifications_credit_once_and_forgeries_are_refused(pool: PgPoo
     assert!(matches!(orders::cancel(&pool, user, order.id).await, Err(BillingError::OrderNotOpen(_))));
 
     // over HTTP through the router: the provider's ack, and a refusal for a forgery
-    let order2 = orders::create_topup(&pool, user, 2_000_000, "sandbox").await.unwrap();
+    let order2 = purchases::create_topup(&pool, user, 2_000_000, "sandbox").await.unwrap();
     let pay = Arc::new(Payments::new().with(SandboxProvider::new(SECRET, "")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -172,9 +173,9 @@ async fn sandbox_notifications_credit_once_and_forgeries_are_refused(pool: PgPoo
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 52_000_000);
 
     // an unpaid order can be cancelled, and stale ones expire
-    let o3 = orders::create_topup(&pool, user, 3_000_000, "sandbox").await.unwrap();
+    let o3 = purchases::create_topup(&pool, user, 3_000_000, "sandbox").await.unwrap();
     orders::cancel(&pool, user, o3.id).await.unwrap();
-    let o4 = orders::create_topup(&pool, user, 4_000_000, "alipay").await.unwrap();
+    let o4 = purchases::create_topup(&pool, user, 4_000_000, "alipay").await.unwrap();
     assert_eq!(orders::expire_stale(&pool, Utc::now()).await.unwrap(), 0);
     assert_eq!(orders::expire_stale(&pool, o4.expires_at).await.unwrap(), 1);
     assert_eq!(orders::get(&pool, user, o4.id).await.unwrap().unwrap().status, "expired");
@@ -200,7 +201,7 @@ async fn alipay_rsa2_notifications(pool: PgPool) {
         .unwrap()
         .with_notify_url("https://console.example.com/api/payments/notify/alipay");
     let user = new_user(&pool, 0).await;
-    let sub_order = orders::create_subscription(&pool, user, "starter", "alipay").await.unwrap();
+    let sub_order = purchases::create_subscription(&pool, user, "starter", "alipay").await.unwrap();
 
     // checkout: a redirect to Alipay's gateway whose request is signed with the merchant key
     let Checkout::Redirect(url) = provider.checkout(&sub_order, "https://console.example.com/billing") else { panic!("redirect") };
@@ -269,7 +270,7 @@ async fn wechat_pay_v3_notifications(pool: PgPool) {
         .unwrap()
         .with_serial_no("5157F09EFDC096DE15EBE81A47057A7232F1B8E1");
     let user = new_user(&pool, 0).await;
-    let order = orders::create_topup(&pool, user, 88_880_000, "wechat").await.unwrap();
+    let order = purchases::create_topup(&pool, user, 88_880_000, "wechat").await.unwrap();
     let req = provider.native_request(&order);
     assert!(req.authorization.starts_with("WECHATPAY2-SHA256-RSA2048 mchid=\"1900000001\""));
     assert!(req.body.contains("\"total\":8888"));
@@ -329,7 +330,7 @@ async fn bank_transfer_is_confirmed_by_staff_and_audited(pool: PgPool) {
     let user = new_user(&pool, 0).await;
     let boss = staff(&pool).await;
     let bank = BankTransfer::new("China Merchants Bank Shanghai Branch", "CloudRouter Ltd", "6225 8800 0000 0000");
-    let order = orders::create_subscription(&pool, user, "pro", "bank").await.unwrap();
+    let order = purchases::create_subscription(&pool, user, "pro", "bank").await.unwrap();
     assert!(order.expires_at - order.created_at >= Duration::days(7) - Duration::seconds(5));
     match bank.checkout(&order, "") {
         Checkout::Instructions { reference, amount, account_name, .. } => {
@@ -341,8 +342,8 @@ async fn bank_transfer_is_confirmed_by_staff_and_audited(pool: PgPool) {
     let pending = orders::pending_bank_transfers(&pool).await.unwrap();
     assert_eq!(pending.iter().map(|o| o.id).collect::<Vec<_>>(), [order.id]);
 
-    assert_eq!(orders::confirm_bank_transfer(&pool, boss, order.id).await.unwrap(), PaidOutcome::Applied);
-    assert_eq!(orders::confirm_bank_transfer(&pool, boss, order.id).await.unwrap(), PaidOutcome::AlreadyPaid);
+    assert_eq!(purchases::confirm_bank_transfer(&pool, boss, order.id).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::confirm_bank_transfer(&pool, boss, order.id).await.unwrap(), PaidOutcome::AlreadyPaid);
     assert!(orders::pending_bank_transfers(&pool).await.unwrap().is_empty());
     assert_eq!(subscriptions::current(&pool, user, Utc::now()).await.unwrap().unwrap().plan_code, "pro");
     let log = audit::list(&pool, 10).await.unwrap();
@@ -359,9 +360,9 @@ async fn bank_transfer_is_confirmed_by_staff_and_audited(pool: PgPool) {
 async fn scheduled_plan_change_takes_effect_at_the_cycle_boundary(pool: PgPool) {
     let clock = TestClock::new(Utc::now().trunc_subsecs(0));
     let user = new_user(&pool, 1_000_000_000).await;
-    let o = orders::create_subscription(&pool, user, "starter", "balance").await.unwrap();
-    assert_eq!(orders::pay_with_balance_at(&pool, user, o.id, clock.now()).await.unwrap(), PaidOutcome::Applied);
-    assert_eq!(orders::pay_with_balance_at(&pool, user, o.id, clock.now()).await.unwrap(), PaidOutcome::AlreadyPaid);
+    let o = purchases::create_subscription(&pool, user, "starter", "balance").await.unwrap();
+    assert_eq!(purchases::pay_with_balance_at(&pool, user, o.id, clock.now()).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::pay_with_balance_at(&pool, user, o.id, clock.now()).await.unwrap(), PaidOutcome::AlreadyPaid);
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 901_000_000);
     let sub = subscriptions::current(&pool, user, clock.now()).await.unwrap().unwrap();
     assert_eq!(sub.cycle_start, clock.now());
@@ -377,19 +378,19 @@ async fn scheduled_plan_change_takes_effect_at_the_cycle_boundary(pool: PgPool) 
 
     // nothing happens before the boundary
     clock.set(sub.cycle_end - Duration::seconds(1));
-    assert_eq!(billing::run_jobs(&pool, clock.now()).await.unwrap().cycles, subscriptions::CycleReport::default());
+    assert_eq!(billing::run_jobs(&pool, clock.now()).await.unwrap().cycles, renewals::CycleReport::default());
     let s = subscriptions::current(&pool, user, clock.now()).await.unwrap().unwrap();
     assert_eq!((s.plan_code.as_str(), s.pending_plan_code.as_deref()), ("starter", Some("pro")));
 
     // at the boundary, from two instances at once: renewed exactly once, on the new plan
     clock.set(sub.cycle_end);
     let (a, b) = tokio::join!(
-        subscriptions::run_cycle_boundaries(&pool, clock.now()),
-        subscriptions::run_cycle_boundaries(&pool, clock.now())
+        renewals::run_cycle_boundaries(&pool, clock.now()),
+        renewals::run_cycle_boundaries(&pool, clock.now())
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!((a.renewed + b.renewed, a.plan_changes + b.plan_changes), (1, 1));
-    assert_eq!(subscriptions::run_cycle_boundaries(&pool, clock.now()).await.unwrap(), subscriptions::CycleReport::default());
+    assert_eq!(renewals::run_cycle_boundaries(&pool, clock.now()).await.unwrap(), renewals::CycleReport::default());
     let s = subscriptions::current(&pool, user, clock.now()).await.unwrap().unwrap();
     assert_eq!(s.id, sub.id);
     assert_eq!((s.plan_code.as_str(), s.price_micros, s.allowance_micro_usd, s.allowance_used_micro_usd), ("pro", 399_000_000, 150_000_000, 0));
@@ -410,21 +411,21 @@ async fn scheduled_plan_change_takes_effect_at_the_cycle_boundary(pool: PgPool) 
 async fn unpaid_renewal_ends_after_the_grace_period_and_a_paid_one_starts_a_cycle(pool: PgPool) {
     let clock = TestClock::new(Utc::now().trunc_subsecs(0));
     let poor = new_user(&pool, 99_000_000).await;
-    let o = orders::create_subscription(&pool, poor, "starter", "balance").await.unwrap();
-    orders::pay_with_balance_at(&pool, poor, o.id, clock.now()).await.unwrap();
+    let o = purchases::create_subscription(&pool, poor, "starter", "balance").await.unwrap();
+    purchases::pay_with_balance_at(&pool, poor, o.id, clock.now()).await.unwrap();
     let payer = new_user(&pool, 0).await;
     let sub2 = subscribe(&pool, payer, "starter", clock.now()).await;
 
     clock.set(sub2.cycle_end + Duration::minutes(1));
     let r = billing::run_jobs(&pool, clock.now()).await.unwrap();
     assert_eq!((r.cycles.renewal_orders, r.cycles.renewed), (2, 0));
-    assert_eq!(billing::run_jobs(&pool, clock.now()).await.unwrap().cycles, subscriptions::CycleReport::default(), "idempotent");
+    assert_eq!(billing::run_jobs(&pool, clock.now()).await.unwrap().cycles, renewals::CycleReport::default(), "idempotent");
     // still active during the grace period, with a renewal order to pay
     let s = subscriptions::current(&pool, poor, clock.now()).await.unwrap().unwrap();
     let ro = orders::get(&pool, poor, s.renewal_order_id.unwrap()).await.unwrap().unwrap();
     assert_eq!((ro.kind.as_str(), ro.status.as_str(), ro.amount_micros), ("renewal", "created", 99_000_000));
     assert!(matches!(
-        orders::pay_with_balance_at(&pool, poor, ro.id, clock.now()).await,
+        purchases::pay_with_balance_at(&pool, poor, ro.id, clock.now()).await,
         Err(BillingError::InsufficientBalance { .. })
     ));
 
@@ -438,10 +439,10 @@ async fn unpaid_renewal_ends_after_the_grace_period_and_a_paid_one_starts_a_cycl
         payments::handle_notification(&pool, &sandbox, &http::HeaderMap::new(), sandbox.sign(ro2, 99_000_000).as_bytes()).await,
         Err(PaymentError::Billing(BillingError::InvalidMethod))
     ));
-    let top = orders::create_topup(&pool, payer, 99_000_000, "sandbox").await.unwrap();
+    let top = purchases::create_topup(&pool, payer, 99_000_000, "sandbox").await.unwrap();
     let n = sandbox.verify_notification(&http::HeaderMap::new(), sandbox.sign(top.id, 99_000_000).as_bytes()).unwrap();
-    assert_eq!(orders::mark_paid_at(&pool, top.id, "sandbox", &n.trade_no, n.amount_micros, clock.now()).await.unwrap(), PaidOutcome::Applied);
-    assert_eq!(orders::pay_with_balance_at(&pool, payer, ro2, clock.now()).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::mark_paid_at(&pool, top.id, "sandbox", &n.trade_no, n.amount_micros, clock.now()).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::pay_with_balance_at(&pool, payer, ro2, clock.now()).await.unwrap(), PaidOutcome::Applied);
     let s2 = subscriptions::current(&pool, payer, clock.now()).await.unwrap().unwrap();
     assert_eq!((s2.cycle_start, s2.renewal_order_id, s2.order_id), (clock.now(), None, ro2));
 
@@ -535,7 +536,7 @@ async fn pro_rated_refunds_at_day_boundaries_and_windows(pool: PgPool) {
     let ps = subscribe(&pool, p, "pro", t0).await;
     let r = refunds::request(&pool, p, t0 + Duration::days(20), "moving to another provider").await.unwrap();
     assert_eq!(r.amount_micros, 399_000_000 * 9 / 30);
-    let rep = subscriptions::run_cycle_boundaries(&pool, ps.cycle_end).await.unwrap();
+    let rep = renewals::run_cycle_boundaries(&pool, ps.cycle_end).await.unwrap();
     assert_eq!((rep.ended, rep.renewed), (1, 0));
     assert_eq!(ledger::balance(&pool, p).await.unwrap(), 1_000_000_000, "not charged for a renewal");
     refunds::approve(&pool, boss, r.id, None, "ok").await.unwrap();
@@ -599,9 +600,9 @@ async fn an_order_is_invoiced_at_most_once(pool: PgPool) {
     let other = new_user(&pool, 0).await;
     let boss = staff(&pool).await;
     let sandbox = SandboxProvider::new(SECRET, "");
-    let order = orders::create_topup(&pool, user, 500_000_000, "sandbox").await.unwrap();
+    let order = purchases::create_topup(&pool, user, 500_000_000, "sandbox").await.unwrap();
     payments::handle_notification(&pool, &sandbox, &http::HeaderMap::new(), sandbox.sign(order.id, 500_000_000).as_bytes()).await.unwrap();
-    let unpaid = orders::create_topup(&pool, user, 5_000_000, "sandbox").await.unwrap();
+    let unpaid = purchases::create_topup(&pool, user, 5_000_000, "sandbox").await.unwrap();
 
     let personal = InvoiceDetails::Personal { name: "Li Lei".into(), email: "li@example.com".into() };
     assert!(matches!(invoices::request(&pool, user, unpaid.id, personal.clone()).await, Err(BillingError::OrderNotInvoiceable)));
@@ -702,8 +703,8 @@ async fn trial_then_allowance_then_balance_with_a_request_straddling_the_allowan
     let gw = Gw::start(&pool, fast_config()).await;
     set_allowance(&pool, "pro", 20_000).await; // $0.02; Pro covers the stable channel
     let user = new_user(&pool, 400_000_000).await;
-    let o = orders::create_subscription(&pool, user, "pro", "balance").await.unwrap();
-    orders::pay_with_balance(&pool, user, o.id).await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "pro", "balance").await.unwrap();
+    purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 1_000_000);
     let boss = staff(&pool).await;
     let app = trials::apply(&pool, user, "Trying the high-speed channel").await.unwrap();
@@ -787,8 +788,8 @@ async fn allowance_then_balance_under_concurrent_use_never_overspends(pool: PgPo
     starter.concurrency_limit = None; // 40 at once: this test is about money
     plans::update(&pool, &starter).await.unwrap();
     let user = new_user(&pool, 99_300_000).await;
-    let o = orders::create_subscription(&pool, user, "starter", "balance").await.unwrap();
-    orders::pay_with_balance(&pool, user, o.id).await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "starter", "balance").await.unwrap();
+    purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 300_000);
     // smart: ¥1/$, so a request is ¥0.01503 and the funds are $0.10 + ¥0.30 = 26 requests at most
     let k = key(&pool, user, "smart").await;
@@ -978,14 +979,14 @@ async fn staff_set_up_custom_terms_that_renew_on_an_unlisted_plan(pool: PgPool) 
     (acme.code, acme.name, acme.purchasable, acme.price_micros) = ("acme".into(), "ACME Enterprise".into(), false, 5_000_000_000);
     plans::update(&pool, &acme).await.unwrap();
     let user = new_user(&pool, 0).await;
-    assert!(matches!(orders::create_subscription(&pool, user, "acme", "bank").await, Err(BillingError::PlanNotPurchasable)));
-    assert!(matches!(orders::offer_subscription(&pool, boss, user, "enterprise").await, Err(BillingError::Invalid(_))), "no price");
+    assert!(matches!(purchases::create_subscription(&pool, user, "acme", "bank").await, Err(BillingError::PlanNotPurchasable)));
+    assert!(matches!(purchases::offer_subscription(&pool, boss, user, "enterprise").await, Err(BillingError::Invalid(_))), "no price");
 
-    let o = orders::offer_subscription(&pool, boss, user, "acme").await.unwrap();
+    let o = purchases::offer_subscription(&pool, boss, user, "acme").await.unwrap();
     assert_eq!((o.kind.as_str(), o.method.as_str(), o.amount_micros, o.status.as_str()), ("subscription", "bank", 5_000_000_000, "created"));
     assert_eq!(o.plan_name.as_deref(), Some("ACME Enterprise"), "the plan as sold");
     assert!(audit::list(&pool, 10).await.unwrap().iter().any(|e| e.action == "order.offer" && e.staff_id == Some(boss)));
-    assert_eq!(orders::confirm_bank_transfer(&pool, boss, o.id).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::confirm_bank_transfer(&pool, boss, o.id).await.unwrap(), PaidOutcome::Applied);
     let s = subscriptions::current(&pool, user, Utc::now()).await.unwrap().unwrap();
     assert_eq!((s.plan_code.as_str(), s.by_contract, s.allowance_micro_usd), ("acme", true, 800_000_000));
 
@@ -1056,7 +1057,7 @@ async fn wechat_checkout_gets_a_code_url(pool: PgPool) {
         .with_api_base(&base);
     let payments = cloudrouter_core::billing::payments::Payments::new().with_wechat(provider);
     let user = new_user(&pool, 0).await;
-    let order = orders::create_topup(&pool, user, 12_340_000, "wechat").await.unwrap();
+    let order = purchases::create_topup(&pool, user, 12_340_000, "wechat").await.unwrap();
 
     let code_url = payments.wechat().unwrap().native_code_url(&order).await.unwrap();
     assert_eq!(code_url, "weixin://wxpay/bizpayurl?pr=TEST123");

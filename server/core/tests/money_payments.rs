@@ -3,7 +3,8 @@
 //! payable bank transfer. Real Postgres, a fresh database per test.
 mod common;
 
-use cloudrouter_core::billing::orders::{self, PaidOutcome};
+use cloudrouter_core::billing::orders;
+use cloudrouter_core::billing::purchases::{self, PaidOutcome};
 use cloudrouter_core::billing::payments::{self, PaymentError, Payments, SandboxProvider};
 use cloudrouter_core::billing::{self, audit, BillingError};
 use cloudrouter_core::ledger;
@@ -36,9 +37,9 @@ async fn notification_for_another_method_is_refused(pool: PgPool) {
     let user = customer(&pool, "0").await;
     let sandbox = SandboxProvider::new(SECRET, "");
     let h = http::HeaderMap::new();
-    let by_alipay = orders::create_topup(&pool, user, 100_000_000_000, "alipay").await.unwrap();
-    let by_bank = orders::create_topup(&pool, user, 100_000_000_000, "bank").await.unwrap();
-    let by_sandbox = orders::create_topup(&pool, user, 5_000_000, "sandbox").await.unwrap();
+    let by_alipay = purchases::create_topup(&pool, user, 100_000_000_000, "alipay").await.unwrap();
+    let by_bank = purchases::create_topup(&pool, user, 100_000_000_000, "bank").await.unwrap();
+    let by_sandbox = purchases::create_topup(&pool, user, 5_000_000, "sandbox").await.unwrap();
 
     // A correctly signed sandbox notification naming an Alipay or bank order pays nothing.
     for o in [&by_alipay, &by_bank] {
@@ -48,7 +49,7 @@ async fn notification_for_another_method_is_refused(pool: PgPool) {
     }
     // Nor does a verified Alipay or WeChat Pay payment naming an order of another method.
     for (order, method) in [(&by_sandbox, "alipay"), (&by_alipay, "wechat"), (&by_bank, "alipay")] {
-        let r = orders::mark_paid(&pool, order.id, method, "TRADE-1", order.amount_micros).await;
+        let r = purchases::mark_paid(&pool, order.id, method, "TRADE-1", order.amount_micros).await;
         assert!(matches!(r, Err(BillingError::InvalidMethod)), "{method} paid a {} order: {r:?}", order.method);
     }
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0);
@@ -56,7 +57,7 @@ async fn notification_for_another_method_is_refused(pool: PgPool) {
     // The provider the order was created for is accepted.
     let r = payments::handle_notification(&pool, &sandbox, &h, sandbox.sign(by_sandbox.id, 5_000_000).as_bytes()).await.unwrap();
     assert_eq!(r, PaidOutcome::Applied);
-    assert_eq!(orders::mark_paid(&pool, by_alipay.id, "alipay", "ALI-1", by_alipay.amount_micros).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::mark_paid(&pool, by_alipay.id, "alipay", "ALI-1", by_alipay.amount_micros).await.unwrap(), PaidOutcome::Applied);
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_005_000_000);
     assert!(billing::verify(&pool, user).await.unwrap());
 }
@@ -66,21 +67,21 @@ async fn staff_cannot_confirm_an_order_that_is_not_a_payable_bank_transfer(pool:
     let user = customer(&pool, "0").await;
     let boss = staff(&pool).await;
 
-    let cancelled = orders::create_topup(&pool, user, 50_000_000, "bank").await.unwrap();
+    let cancelled = purchases::create_topup(&pool, user, 50_000_000, "bank").await.unwrap();
     orders::cancel(&pool, user, cancelled.id).await.unwrap();
-    let expired = orders::create_topup(&pool, user, 60_000_000, "bank").await.unwrap();
+    let expired = purchases::create_topup(&pool, user, 60_000_000, "bank").await.unwrap();
     orders::expire_stale(&pool, expired.expires_at).await.unwrap();
     assert_eq!(status(&pool, expired.id).await, "expired");
-    let cancelled_online = orders::create_topup(&pool, user, 70_000_000, "alipay").await.unwrap();
+    let cancelled_online = purchases::create_topup(&pool, user, 70_000_000, "alipay").await.unwrap();
     orders::cancel(&pool, user, cancelled_online.id).await.unwrap();
-    let open_online = orders::create_topup(&pool, user, 80_000_000, "wechat").await.unwrap();
+    let open_online = purchases::create_topup(&pool, user, 80_000_000, "wechat").await.unwrap();
 
     for o in [&cancelled, &expired] {
-        let r = orders::confirm_bank_transfer(&pool, boss, o.id).await;
+        let r = purchases::confirm_bank_transfer(&pool, boss, o.id).await;
         assert!(matches!(r, Err(BillingError::OrderNotOpen(_))), "{r:?}");
     }
     for o in [&cancelled_online, &open_online] {
-        let r = orders::confirm_bank_transfer(&pool, boss, o.id).await;
+        let r = purchases::confirm_bank_transfer(&pool, boss, o.id).await;
         assert!(matches!(r, Err(BillingError::InvalidMethod)), "{r:?}");
     }
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0, "no money from confirmations that were refused");
@@ -90,9 +91,9 @@ async fn staff_cannot_confirm_an_order_that_is_not_a_payable_bank_transfer(pool:
     assert!(audit::list(&pool, 10).await.unwrap().is_empty(), "nothing confirmed, nothing audited");
 
     // A payable bank transfer is confirmed once; confirming it again changes nothing.
-    let open = orders::create_topup(&pool, user, 90_000_000, "bank").await.unwrap();
-    assert_eq!(orders::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::Applied);
-    assert_eq!(orders::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::AlreadyPaid);
+    let open = purchases::create_topup(&pool, user, 90_000_000, "bank").await.unwrap();
+    assert_eq!(purchases::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(purchases::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::AlreadyPaid);
     assert_eq!(ledger::balance(&pool, user).await.unwrap(), 90_000_000);
     assert_eq!(audit::list(&pool, 10).await.unwrap().len(), 1);
 }

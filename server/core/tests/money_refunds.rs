@@ -6,7 +6,7 @@ mod common;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use cloudrouter_core::billing::invoices::{self, InvoiceDetails};
-use cloudrouter_core::billing::orders::{self, PaidOutcome};
+use cloudrouter_core::billing::purchases::{self, PaidOutcome};
 use cloudrouter_core::billing::subscriptions::{self, Subscription};
 use cloudrouter_core::billing::{self, audit, refunds, trials, BillingError};
 use cloudrouter_core::crypto::Crypto;
@@ -30,8 +30,8 @@ async fn staff_member(pool: &PgPool) -> (Uuid, String) {
 }
 
 async fn subscribe(pool: &PgPool, user: Uuid, plan: &str, now: DateTime<Utc>) -> Subscription {
-    let o = orders::create_subscription(pool, user, plan, "sandbox").await.unwrap();
-    let r = orders::mark_paid_at(pool, o.id, "sandbox", &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
+    let o = purchases::create_subscription(pool, user, plan, "sandbox").await.unwrap();
+    let r = purchases::mark_paid_at(pool, o.id, "sandbox", &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
     assert_eq!(r, PaidOutcome::Applied);
     subscriptions::current(pool, user, now).await.unwrap().expect("subscribed")
 }
@@ -159,8 +159,8 @@ async fn second_no_questions_refund_of_the_same_plan_goes_to_staff_as_negotiated
 
     // buys Pro again with the refund (paid now) and asks again
     let t1 = Utc::now();
-    let o = orders::create_subscription(&pool, user, "pro", "balance").await.unwrap();
-    orders::pay_with_balance(&pool, user, o.id).await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "pro", "balance").await.unwrap();
+    purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     let q = refunds::quote(&pool, user, t1).await.unwrap().unwrap();
     assert!(q.eligible && q.negotiated && q.repeat, "{q:?}");
     assert!(q.window_ends_at.is_none());
@@ -169,8 +169,8 @@ async fn second_no_questions_refund_of_the_same_plan_goes_to_staff_as_negotiated
     refunds::approve(&pool, boss, r.id, Some(100_000_000), "agreed").await.unwrap();
 
     // another plan still has its own no-questions refund
-    let o = orders::create_subscription(&pool, user, "starter", "balance").await.unwrap();
-    orders::pay_with_balance(&pool, user, o.id).await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "starter", "balance").await.unwrap();
+    purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     let q = refunds::quote(&pool, user, Utc::now()).await.unwrap().unwrap();
     assert!(q.eligible && !q.negotiated, "{q:?}");
     verify(&pool, user).await;
@@ -348,8 +348,8 @@ async fn refund_approval_submitted_twice_at_once_pays_once(pool: PgPool) {
 async fn bank_transfer_confirmed_twice_at_once_credits_once(pool: PgPool) {
     let user = customer(&pool, "0").await;
     let (boss, _) = staff_member(&pool).await;
-    let order = orders::create_topup(&pool, user, 2_000_000_000, "bank").await.unwrap();
-    let (a, b) = tokio::join!(orders::confirm_bank_transfer(&pool, boss, order.id), orders::confirm_bank_transfer(&pool, boss, order.id));
+    let order = purchases::create_topup(&pool, user, 2_000_000_000, "bank").await.unwrap();
+    let (a, b) = tokio::join!(purchases::confirm_bank_transfer(&pool, boss, order.id), purchases::confirm_bank_transfer(&pool, boss, order.id));
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| *o == PaidOutcome::AlreadyPaid);
     assert_eq!(outcomes, [PaidOutcome::Applied, PaidOutcome::AlreadyPaid]);

@@ -19,7 +19,9 @@ pub mod invoices;
 pub mod orders;
 pub mod payments;
 pub mod plans;
+pub mod purchases;
 pub mod refunds;
+pub mod renewals;
 pub mod subscriptions;
 pub mod trials;
 
@@ -135,7 +137,7 @@ pub async fn funds(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<F
 /// What one run of the periodic jobs did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobsReport {
-    pub cycles: subscriptions::CycleReport,
+    pub cycles: renewals::CycleReport,
     pub orders_expired: u64,
     pub trials_expired: u64,
 }
@@ -144,7 +146,7 @@ pub struct JobsReport {
 /// cycle boundaries (renewals, scheduled plan changes, unpaid renewals ending), expiry of stale
 /// orders and of trial credit.
 pub async fn run_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<JobsReport, BillingError> {
-    let cycles = subscriptions::run_cycle_boundaries(pool, now).await?;
+    let cycles = renewals::run_cycle_boundaries(pool, now).await?;
     let orders_expired = orders::expire_stale(pool, now).await?;
     let trials_expired = trials::expire(pool, now).await?;
     sqlx::query("DELETE FROM billing_settle_stage WHERE created_at < now() - interval '1 hour'")

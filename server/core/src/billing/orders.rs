@@ -1,18 +1,12 @@
-//! Orders: subscription purchases, renewals and top-ups. States: created → paid | cancelled |
-//! expired; paid → refunded. Marking an order paid is idempotent (a notification delivered twice
-//! credits once), checks the amount, and applies its effects and ledger rows in one transaction:
-//!
-//! * every payment from outside (Alipay, WeChat Pay, bank transfer, sandbox) is a wallet `credit`
-//!   row; a subscription or renewal is then a wallet `purchase` row of the same amount and starts
-//!   the subscription / the next cycle (a plan paid from the balance is only the `purchase` row);
-//! * a late payment for an order that was cancelled or expired is still taken (the money arrived):
-//!   a top-up is credited; a plan that can no longer start (e.g. a subscription is already active)
-//!   leaves the money on the balance.
+//! Orders: subscription purchases, renewals and top-ups, and the one owner of an order's state:
+//! created → paid | cancelled | expired; cancelled | expired → paid (a late payment is still
+//! taken); paid → refunded. Every change of `orders.status` is a named transition here
+//! ([`cancel`], [`close_open`], [`record_payment`], [`record_refund`], [`expire_stale`]); placing
+//! and paying orders, and what a paid order buys, is [`super::purchases`].
 
-use super::plans::{self, Plan};
-use super::{audit, lock_user, subscriptions, wallet_available, wallet_entry, BillingError};
-use crate::ledger::LedgerKind;
-use chrono::{DateTime, Duration, Utc};
+use super::plans::Plan;
+use super::BillingError;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -46,14 +40,6 @@ pub struct Order {
     pub expires_at: DateTime<Utc>,
     pub subscription_id: Option<Uuid>,
     pub provider_trade_no: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PaidOutcome {
-    /// This call marked the order paid and applied it.
-    Applied,
-    /// The order was already paid (a duplicated notification): nothing changed.
-    AlreadyPaid,
 }
 
 pub const METHODS: [&str; 5] = ["alipay", "wechat", "bank", "sandbox", "balance"];
@@ -123,72 +109,6 @@ pub(crate) async fn insert_order(
     Err(BillingError::Invalid("Could not allocate an order reference; please retry.".into()))
 }
 
-fn ttl(method: &str) -> Duration {
-    if method == "bank" {
-        Duration::days(BANK_ORDER_TTL_DAYS)
-    } else {
-        Duration::hours(ONLINE_ORDER_TTL_HOURS)
-    }
-}
-
-/// A subscription purchase. Refused while a subscription is active (that is a plan change).
-pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, method: &str) -> Result<Order, BillingError> {
-    if !METHODS.contains(&method) {
-        return Err(BillingError::InvalidMethod);
-    }
-    let mut tx = pool.begin().await?;
-    lock_user(&mut tx, user_id).await?;
-    let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
-    if !plan.purchasable {
-        return Err(BillingError::PlanNotPurchasable);
-    }
-    if subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
-        return Err(BillingError::AlreadySubscribed);
-    }
-    let o = insert_order(&mut tx, user_id, "subscription", Some(&plan), None, plan.price_micros, method, Utc::now() + ttl(method)).await?;
-    tx.commit().await?;
-    Ok(o)
-}
-
-/// Staff set up custom terms (an enterprise contract) for a customer: a subscription order on any
-/// priced plan, listed or not, paid by bank transfer and confirmed by staff like any other.
-/// Its subscription renews on that plan (`by_contract`). Audited.
-pub async fn offer_subscription(pool: &PgPool, staff_id: Uuid, user_id: Uuid, plan_code: &str) -> Result<Order, BillingError> {
-    let mut tx = pool.begin().await?;
-    lock_user(&mut tx, user_id).await?;
-    let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
-    if plan.price_micros == 0 {
-        return Err(BillingError::Invalid("This plan has no price: set one under Plans & prices first.".into()));
-    }
-    if subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
-        return Err(BillingError::AlreadySubscribed);
-    }
-    let o = insert_order(&mut tx, user_id, "subscription", Some(&plan), None, plan.price_micros, "bank", Utc::now() + ttl("bank")).await?;
-    sqlx::query("UPDATE orders SET offered_by = $2 WHERE id = $1").bind(o.id).bind(staff_id).execute(&mut *tx).await?;
-    audit::record(&mut tx, staff_id, "order.offer", &format!("user:{user_id}"), serde_json::json!({"order": o.id, "plan": plan.code, "amount_micros": o.amount_micros}))
-        .await?;
-    tx.commit().await?;
-    Ok(o)
-}
-
-/// A top-up of the balance (¥1 – ¥100,000).
-pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount_micros: i64, method: &str) -> Result<Order, BillingError> {
-    if !METHODS.contains(&method) || method == "balance" {
-        return Err(BillingError::InvalidMethod);
-    }
-    if !(MIN_TOPUP_MICROS..=MAX_TOPUP_MICROS).contains(&amount_micros) {
-        return Err(BillingError::TopupOutOfRange);
-    }
-    if amount_micros % 10_000 != 0 {
-        return Err(BillingError::Invalid("Top-ups are in whole fen (at most two decimal places).".into()));
-    }
-    let mut tx = pool.begin().await?;
-    lock_user(&mut tx, user_id).await?;
-    let o = insert_order(&mut tx, user_id, "topup", None, None, amount_micros, method, Utc::now() + ttl(method)).await?;
-    tx.commit().await?;
-    Ok(o)
-}
-
 /// The user's orders, newest first.
 pub async fn list(pool: &PgPool, user_id: Uuid) -> Result<Vec<Order>, sqlx::Error> {
     sqlx::query_as::<_, Order>(&format!("SELECT {COLS} FROM orders WHERE user_id = $1 ORDER BY created_at DESC"))
@@ -210,7 +130,7 @@ pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Option<Order>, sqlx::Err
     sqlx::query_as::<_, Order>(&format!("SELECT {COLS} FROM orders WHERE id = $1")).bind(id).fetch_optional(pool).await
 }
 
-/// Cancels an order that is still `created`.
+/// The customer cancels their order that is still `created`.
 pub async fn cancel(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<(), BillingError> {
     let r = sqlx::query("UPDATE orders SET status = 'cancelled', closed_at = now() WHERE id = $1 AND user_id = $2 AND status = 'created'")
         .bind(id)
@@ -226,187 +146,20 @@ pub async fn cancel(pool: &PgPool, user_id: Uuid, id: Uuid) -> Result<(), Billin
     }
 }
 
-async fn order_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+pub(crate) async fn order_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
     sqlx::query_as::<_, Order>(&format!("SELECT {COLS} FROM orders WHERE id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
 }
 
-async fn order_plan(tx: &mut PgConnection, id: Uuid) -> Result<Option<Plan>, BillingError> {
+/// The plan an order sold, as it was sold.
+pub(crate) async fn order_plan(tx: &mut PgConnection, id: Uuid) -> Result<Option<Plan>, BillingError> {
     let v: Option<serde_json::Value> = sqlx::query_scalar("SELECT plan_snapshot FROM orders WHERE id = $1")
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
     Ok(v.and_then(|v| serde_json::from_value(v).ok()))
-}
-
-/// Applies a payment to a locked, unpaid order (the caller holds the user's money lock).
-async fn apply_payment(
-    tx: &mut PgConnection,
-    order: &Order,
-    method: &str,
-    trade_no: Option<&str>,
-    now: DateTime<Utc>,
-    actor: Option<Uuid>,
-) -> Result<(), BillingError> {
-    let label = method_label(method);
-    if method != "balance" {
-        let note = match order.kind.as_str() {
-            "topup" => format!("Top-up {} via {label}", order.reference),
-            _ => format!("Payment {} via {label}", order.reference),
-        };
-        wallet_entry(tx, order.user_id, order.amount_micros, LedgerKind::Credit, &note, actor).await?;
-    }
-    match order.kind.as_str() {
-        "subscription" => {
-            let plan = order_plan(tx, order.id).await?;
-            let active = subscriptions::active_for_update(tx, order.user_id).await?;
-            if let (Some(plan), None) = (plan, active) {
-                let note = format!("{} plan subscription (order {})", plan.name, order.reference);
-                wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &note, actor).await?;
-                subscriptions::activate(tx, order.user_id, &plan, order.id, now).await?;
-            } else {
-                tracing::warn!(order = %order.id, "subscription order paid while another subscription is active; the payment stays on the balance");
-            }
-        }
-        "renewal" => {
-            let plan = order_plan(tx, order.id).await?;
-            let sub = subscriptions::active_for_update(tx, order.user_id).await?;
-            match (plan, sub) {
-                (Some(plan), Some(sub)) if sub.renewal_order_id == Some(order.id) => {
-                    let note = format!("{} plan renewal (order {})", plan.name, order.reference);
-                    wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &note, actor).await?;
-                    subscriptions::roll_cycle(tx, &sub, &plan, order.id, sub.cycle_end.max(now)).await?;
-                }
-                _ => tracing::warn!(order = %order.id, "renewal paid after the subscription ended; the payment stays on the balance"),
-            }
-        }
-        _ => {}
-    }
-    sqlx::query("UPDATE orders SET status = 'paid', method = $2, provider_trade_no = $3, paid_at = $4, closed_at = NULL WHERE id = $1")
-        .bind(order.id)
-        .bind(method)
-        .bind(trade_no)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-async fn mark_paid_inner(
-    pool: &PgPool,
-    order_id: Uuid,
-    method: &str,
-    trade_no: &str,
-    amount_micros: Option<i64>,
-    now: DateTime<Utc>,
-    staff: Option<Uuid>,
-) -> Result<PaidOutcome, BillingError> {
-    if !METHODS.contains(&method) || method == "balance" {
-        return Err(BillingError::InvalidMethod);
-    }
-    let user_id: Uuid = sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(BillingError::OrderNotFound)?;
-    let mut tx = pool.begin().await?;
-    lock_user(&mut tx, user_id).await?;
-    let order = order_for_update(&mut tx, order_id).await?.ok_or(BillingError::OrderNotFound)?;
-    // Only the provider the order was created for can pay it: a signed notification from another
-    // provider (or the sandbox) naming this order is refused, whatever it says was paid.
-    if order.method != method {
-        tracing::warn!(order = %order.id, order_method = %order.method, method, "payment refused: the order was created for another method");
-        return Err(BillingError::InvalidMethod);
-    }
-    if order.status == "paid" || order.status == "refunded" {
-        if order.provider_trade_no.as_deref() != Some(trade_no) {
-            tracing::warn!(order = %order.id, trade_no, "a second payment was notified for an order already paid; refund it at the provider");
-        }
-        return Ok(PaidOutcome::AlreadyPaid);
-    }
-    // A provider's late payment is real money and is taken; staff confirm only what is still payable.
-    if staff.is_some() && order.status != "created" {
-        return Err(BillingError::OrderNotOpen(order.status));
-    }
-    if let Some(a) = amount_micros {
-        if a != order.amount_micros {
-            return Err(BillingError::AmountMismatch {
-                expected: super::format_cny_short(order.amount_micros),
-                paid: super::format_cny_short(a),
-            });
-        }
-    }
-    apply_payment(&mut tx, &order, method, Some(trade_no), now, staff).await?;
-    if let Some(s) = staff {
-        audit::record(
-            &mut tx,
-            s,
-            "order.confirm_bank_transfer",
-            &format!("order:{}", order.id),
-            serde_json::json!({"reference": order.reference, "amount_micros": order.amount_micros, "user_id": order.user_id}),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(PaidOutcome::Applied)
-}
-
-/// Marks an order paid from a verified provider notification (idempotent; the amount must match).
-pub async fn mark_paid(
-    pool: &PgPool,
-    order_id: Uuid,
-    method: &str,
-    provider_trade_no: &str,
-    amount_micros: i64,
-) -> Result<PaidOutcome, BillingError> {
-    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount_micros), Utc::now(), None).await
-}
-
-/// [`mark_paid`] at a given time (tests drive cycles with a controllable clock).
-pub async fn mark_paid_at(
-    pool: &PgPool,
-    order_id: Uuid,
-    method: &str,
-    provider_trade_no: &str,
-    amount_micros: i64,
-    now: DateTime<Utc>,
-) -> Result<PaidOutcome, BillingError> {
-    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount_micros), now, None).await
-}
-
-/// Pays a subscription or renewal order from the balance (minus what in-flight requests hold).
-pub async fn pay_with_balance(pool: &PgPool, user_id: Uuid, order_id: Uuid) -> Result<PaidOutcome, BillingError> {
-    pay_with_balance_at(pool, user_id, order_id, Utc::now()).await
-}
-
-pub async fn pay_with_balance_at(pool: &PgPool, user_id: Uuid, order_id: Uuid, now: DateTime<Utc>) -> Result<PaidOutcome, BillingError> {
-    let mut tx = pool.begin().await?;
-    lock_user(&mut tx, user_id).await?;
-    let order = order_for_update(&mut tx, order_id).await?.filter(|o| o.user_id == user_id).ok_or(BillingError::OrderNotFound)?;
-    if order.status == "paid" {
-        return Ok(PaidOutcome::AlreadyPaid);
-    }
-    if order.status != "created" {
-        return Err(BillingError::OrderNotOpen(order.status));
-    }
-    if order.kind == "topup" {
-        return Err(BillingError::InvalidMethod);
-    }
-    let available = wallet_available(&mut tx, user_id).await?;
-    if available < order.amount_micros {
-        return Err(BillingError::InsufficientBalance {
-            needed: super::format_cny_short(order.amount_micros),
-            available: super::format_cny_short(available.max(0)),
-        });
-    }
-    if order.kind == "subscription" && subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
-        return Err(BillingError::AlreadySubscribed);
-    }
-    apply_payment(&mut tx, &order, "balance", None, now, None).await?;
-    tx.commit().await?;
-    Ok(PaidOutcome::Applied)
 }
 
 /// Bank-transfer orders waiting for staff to confirm receipt, oldest first.
@@ -418,12 +171,62 @@ pub async fn pending_bank_transfers(pool: &PgPool) -> Result<Vec<Order>, sqlx::E
     .await
 }
 
-/// Staff confirm that a bank transfer arrived (audited; idempotent). Only an order created for a
-/// bank transfer and still payable (`created`) can be confirmed; a cancelled or expired one is
-/// refused (`OrderNotOpen`), another method is refused (`InvalidMethod`).
-pub async fn confirm_bank_transfer(pool: &PgPool, staff_id: Uuid, order_id: Uuid) -> Result<PaidOutcome, BillingError> {
-    let o = get_any(pool, order_id).await?.ok_or(BillingError::OrderNotFound)?;
-    mark_paid_inner(pool, order_id, "bank", &format!("bank:{}", o.reference), None, Utc::now(), Some(staff_id)).await
+/// An open order that will not be paid: `created` → `cancelled` (withdrawn) or `expired` (its
+/// time ran out). An order no longer open is left as it is.
+pub(crate) async fn close_open(tx: &mut PgConnection, id: Uuid, to: Closed, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET status = $2, closed_at = $3 WHERE id = $1 AND status = 'created'")
+        .bind(id)
+        .bind(to.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Closed {
+    Cancelled,
+    Expired,
+}
+
+impl Closed {
+    fn as_str(self) -> &'static str {
+        match self {
+            Closed::Cancelled => "cancelled",
+            Closed::Expired => "expired",
+        }
+    }
+}
+
+/// The money arrived: `created` (or a late `cancelled`/`expired`) → `paid`. What it buys is
+/// applied by [`super::purchases`], in the same transaction.
+pub(crate) async fn record_payment(tx: &mut PgConnection, id: Uuid, method: &str, trade_no: Option<&str>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET status = 'paid', method = $2, provider_trade_no = $3, paid_at = $4, closed_at = NULL WHERE id = $1")
+        .bind(id)
+        .bind(method)
+        .bind(trade_no)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// `paid` → `refunded` (the refund is booked by [`super::refunds`] in the same transaction).
+pub(crate) async fn record_refund(tx: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET status = 'refunded', closed_at = $2 WHERE id = $1 AND status = 'paid'").bind(id).bind(now).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Marks an order as custom terms staff set up (its subscription renews on that plan).
+pub(crate) async fn set_offered_by(tx: &mut PgConnection, id: Uuid, staff_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET offered_by = $2 WHERE id = $1").bind(id).bind(staff_id).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Ties a paid plan order to the subscription (cycle) it paid for.
+pub(crate) async fn link_subscription(tx: &mut PgConnection, id: Uuid, subscription_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(id).bind(subscription_id).execute(&mut *tx).await?;
+    Ok(())
 }
 
 /// Expires unpaid orders past their `expires_at`. Returns how many.

@@ -15,7 +15,8 @@
 //! * Sandbox: form `order_id, amount_micros, trade_no, signature` with signature = hex HMAC-SHA256
 //!   (server secret) of `"cloudrouter-sandbox\n{order_id}\n{amount_micros}\n{trade_no}"`.
 
-use super::orders::{self, Order, PaidOutcome};
+use super::orders::Order;
+use super::purchases::{self, PaidOutcome};
 use super::BillingError;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -583,7 +584,7 @@ impl PaymentProvider for BankTransfer {
         }
     }
 
-    /// Staff confirm transfers ([`orders::confirm_bank_transfer`]); there is no notification.
+    /// Staff confirm transfers ([`purchases::confirm_bank_transfer`]); there is no notification.
     fn verify_notification(&self, _headers: &http::HeaderMap, _body: &[u8]) -> Result<PaymentNotice, PaymentError> {
         Err(PaymentError::NotSupported)
     }
@@ -740,7 +741,7 @@ pub async fn handle_notification(
     if !n.paid {
         return Err(PaymentError::NotPaid);
     }
-    Ok(orders::mark_paid(pool, n.order_id, provider.method(), &n.trade_no, n.amount_micros).await?)
+    Ok(purchases::mark_paid(pool, n.order_id, provider.method(), &n.trade_no, n.amount_micros).await?)
 }
 
 #[derive(Clone)]

@@ -384,7 +384,7 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
     if sub.status == "active" {
         subscriptions::end(&mut tx, &sub, "refunded", "refunded", now).await?;
     }
-    sqlx::query("UPDATE orders SET status = 'refunded', closed_at = $2 WHERE id = $1").bind(order.id).bind(now).execute(&mut *tx).await?;
+    orders::record_refund(&mut tx, order.id, now).await?;
     let inv = invoices::on_order_refunded(&mut tx, order.id, amount, now).await?;
     let ledger_note = format!("Refund of order {} ({} plan) to balance", order.reference, sub.plan_name);
     wallet_entry(&mut tx, user_id, amount, LedgerKind::Refund, &ledger_note, Some(staff_id)).await?;

@@ -2,25 +2,12 @@
 //! list price). The plan is a snapshot taken at purchase; scheduled plan changes take effect at the
 //! next cycle boundary.
 //!
-//! At a cycle boundary ([`run_cycle_boundaries`], from the periodic jobs):
-//! * the next plan is the pending one, else the current plan as currently offered (a price edit
-//!   applies from the next renewal, never to a cycle already bought); a plan that is no longer
-//!   purchasable ends the subscription;
-//! * a subscription with a pending refund request is not renewed: it ends at its cycle end (the
-//!   request is decided later and refunds the cycle it was made for);
-//! * if the wallet (minus in-flight holds) covers the price, it is charged and a new cycle starts
-//!   at the old cycle's end (a paid `renewal` order with method `balance` records it);
-//! * otherwise a `renewal` order is raised and the subscription stays active for a grace period of
-//!   [`RENEWAL_GRACE_DAYS`] days with what is left of the old allowance (no new allowance). Paying
-//!   the order starts a new cycle at the payment time; if it is still unpaid when the grace period
-//!   ends, the subscription ends (status `ended`) and the order expires.
-//!
-//! Each subscription is processed in its own transaction after taking the user's money lock and
-//! re-checking that it is still due (`FOR UPDATE SKIP LOCKED`), so the job is idempotent and safe
-//! when several server instances run it at once.
+//! Cycle boundaries (renewals, plan changes, endings) are [`super::renewals`]; this module owns a
+//! subscription's own changes (start, next cycle, end, scheduled plan changes).
 
+use super::orders::{self, Closed};
 use super::plans::{self, Plan};
-use super::{lock_user, pot_entry, wallet_available, wallet_entry, BillingError};
+use super::{lock_user, pot_entry, BillingError};
 use crate::ledger::{FundingSource, LedgerKind};
 use chrono::{DateTime, Duration, Months, Utc};
 use serde::{Deserialize, Serialize};
@@ -66,19 +53,6 @@ impl Subscription {
 pub(crate) const COLS: &str = "id, user_id, plan_code, plan_name, price_micros, allowance_micro_usd, allowance_used_micro_usd, \
     cycle_start, cycle_end, status, pending_plan_code, started_at, order_id, renewal_order_id, ended_at, end_reason, by_contract";
 
-/// What one run of [`run_cycle_boundaries`] did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CycleReport {
-    /// New cycles charged to the wallet.
-    pub renewed: u32,
-    /// Of those, how many switched to a scheduled plan.
-    pub plan_changes: u32,
-    /// Renewal orders raised (wallet too low).
-    pub renewal_orders: u32,
-    /// Subscriptions ended (renewal unpaid after the grace period, or plan withdrawn).
-    pub ended: u32,
-}
-
 /// The user's active subscription, if any (also during a renewal's grace period).
 pub async fn current(pool: &PgPool, user_id: Uuid, _now: DateTime<Utc>) -> Result<Option<Subscription>, sqlx::Error> {
     sqlx::query_as::<_, Subscription>(&format!("SELECT {COLS} FROM subscriptions WHERE user_id = $1 AND status = 'active'"))
@@ -118,10 +92,7 @@ pub async fn schedule_change(pool: &PgPool, user_id: Uuid, plan_code: &str) -> R
     }
     // a renewal already raised for the old plan is withdrawn; the next job run raises it anew
     if let Some(o) = sub.renewal_order_id {
-        sqlx::query("UPDATE orders SET status = 'cancelled', closed_at = now() WHERE id = $1 AND status = 'created'")
-            .bind(o)
-            .execute(&mut *tx)
-            .await?;
+        orders::close_open(&mut tx, o, Closed::Cancelled, Utc::now()).await?;
     }
     let sub = sqlx::query_as::<_, Subscription>(&format!(
         "UPDATE subscriptions SET pending_plan_code = $2, renewal_order_id = NULL WHERE id = $1 RETURNING {COLS}"
@@ -143,10 +114,7 @@ pub async fn cancel_change(pool: &PgPool, user_id: Uuid) -> Result<(), BillingEr
         return Err(BillingError::NoPendingChange);
     }
     if let Some(o) = sub.renewal_order_id {
-        sqlx::query("UPDATE orders SET status = 'cancelled', closed_at = now() WHERE id = $1 AND status = 'created'")
-            .bind(o)
-            .execute(&mut *tx)
-            .await?;
+        orders::close_open(&mut tx, o, Closed::Cancelled, Utc::now()).await?;
     }
     sqlx::query("UPDATE subscriptions SET pending_plan_code = NULL, renewal_order_id = NULL WHERE id = $1")
         .bind(sub.id)
@@ -199,7 +167,7 @@ async fn write_cycle(
         .bind(order_id)
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query("UPDATE orders SET subscription_id = $2 WHERE id = $1").bind(order_id).bind(sub.id).execute(&mut *tx).await?;
+    orders::link_subscription(tx, order_id, sub.id).await?;
     let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, start.format("%Y-%m-%d"));
     pot_entry(tx, sub.user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
         .await?;
@@ -236,6 +204,12 @@ pub(crate) async fn roll_cycle(
     write_cycle(tx, &sql, sub.id, plan, order_id, start).await
 }
 
+/// Names the renewal order that pays the subscription's next cycle.
+pub(crate) async fn set_renewal_order(tx: &mut PgConnection, id: Uuid, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE subscriptions SET renewal_order_id = $2 WHERE id = $1").bind(id).bind(order_id).execute(&mut *tx).await?;
+    Ok(())
+}
+
 /// Ends a subscription (`ended` or `refunded`): the unused allowance expires and an open renewal
 /// order is closed. The caller holds the user's money lock and the subscription row.
 pub(crate) async fn end(
@@ -247,11 +221,7 @@ pub(crate) async fn end(
 ) -> Result<(), BillingError> {
     expire_allowance(tx, sub, &format!("Plan allowance removed: {reason}")).await?;
     if let Some(o) = sub.renewal_order_id {
-        sqlx::query("UPDATE orders SET status = 'expired', closed_at = $2 WHERE id = $1 AND status = 'created'")
-            .bind(o)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        orders::close_open(tx, o, Closed::Expired, now).await?;
     }
     sqlx::query("UPDATE subscriptions SET status = $2, ended_at = $3, end_reason = $4, pending_plan_code = NULL, renewal_order_id = NULL WHERE id = $1")
         .bind(sub.id)
@@ -261,103 +231,4 @@ pub(crate) async fn end(
         .execute(&mut *tx)
         .await?;
     Ok(())
-}
-
-/// Processes every subscription whose cycle has ended (see the module doc). Idempotent.
-pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<CycleReport, BillingError> {
-    let mut report = CycleReport::default();
-    let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, user_id FROM subscriptions WHERE status = 'active' AND cycle_end <= $1 ORDER BY cycle_end LIMIT 1000",
-    )
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
-    for (id, user_id) in due {
-        let mut tx = pool.begin().await?;
-        lock_user(&mut tx, user_id).await?;
-        let sub = sqlx::query_as::<_, Subscription>(&format!(
-            "SELECT {COLS} FROM subscriptions WHERE id = $1 AND status = 'active' AND cycle_end <= $2 FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(sub) = sub else {
-            continue;
-        };
-        if sub.renewal_order_id.is_some() {
-            if now >= sub.cycle_end + Duration::days(RENEWAL_GRACE_DAYS) {
-                end(&mut tx, &sub, "ended", "renewal not paid", now).await?;
-                report.ended += 1;
-            }
-            tx.commit().await?;
-            continue;
-        }
-        // a customer waiting for a refund decision is leaving: no renewal
-        let refund_pending: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM refund_requests WHERE subscription_id = $1 AND status = 'pending')")
-                .bind(sub.id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if refund_pending {
-            end(&mut tx, &sub, "ended", "refund requested", now).await?;
-            report.ended += 1;
-            tx.commit().await?;
-            continue;
-        }
-        let code = sub.pending_plan_code.clone().unwrap_or_else(|| sub.plan_code.clone());
-        let plan = plans::get_tx(&mut tx, &code).await?.filter(|p| p.purchasable || sub.by_contract);
-        let Some(plan) = plan else {
-            end(&mut tx, &sub, "ended", "plan no longer offered", now).await?;
-            report.ended += 1;
-            tx.commit().await?;
-            continue;
-        };
-        let available = wallet_available(&mut tx, user_id).await?;
-        if available >= plan.price_micros {
-            let order = super::orders::insert_order(
-                &mut tx,
-                user_id,
-                "renewal",
-                Some(&plan),
-                Some(sub.id),
-                plan.price_micros,
-                "balance",
-                now + Duration::hours(1),
-            )
-            .await?;
-            sqlx::query("UPDATE orders SET status = 'paid', paid_at = $2 WHERE id = $1")
-                .bind(order.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            let note = format!("{} plan renewal (order {})", plan.name, order.reference);
-            wallet_entry(&mut tx, user_id, -plan.price_micros, LedgerKind::Purchase, &note, None).await?;
-            roll_cycle(&mut tx, &sub, &plan, order.id, sub.cycle_end).await?;
-            report.renewed += 1;
-            if plan.code != sub.plan_code {
-                report.plan_changes += 1;
-            }
-        } else {
-            let order = super::orders::insert_order(
-                &mut tx,
-                user_id,
-                "renewal",
-                Some(&plan),
-                Some(sub.id),
-                plan.price_micros,
-                "balance",
-                sub.cycle_end + Duration::days(RENEWAL_GRACE_DAYS),
-            )
-            .await?;
-            sqlx::query("UPDATE subscriptions SET renewal_order_id = $2 WHERE id = $1")
-                .bind(sub.id)
-                .bind(order.id)
-                .execute(&mut *tx)
-                .await?;
-            report.renewal_orders += 1;
-        }
-        tx.commit().await?;
-    }
-    Ok(report)
 }
