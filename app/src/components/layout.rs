@@ -12,7 +12,7 @@ fn Logo() -> impl IntoView {
     view! {
         <a href="/" class="flex items-center gap-2 font-semibold tracking-tight">
             <img src="/favicon.svg" alt="" class="h-7 w-7" />
-            <span class="text-lg">{t("CloudRouter")}</span>
+            <span class="text-lg">"CloudRouter"</span>
         </a>
     }
 }
@@ -51,7 +51,7 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
             <main class="flex-1">{children()}</main>
             <footer class="border-t border-slate-200 py-6 text-center text-xs text-slate-500 dark:border-slate-800">
                 {t("CloudRouter · genuine Claude models only · ")}
-                <a class="underline" href="mailto:support_cloudrouter@clouditera.com">{t("support_cloudrouter@clouditera.com")}</a>
+                <a class="underline" href="mailto:support_cloudrouter@clouditera.com">"support_cloudrouter@clouditera.com"</a>
             </footer>
         </div>
     }

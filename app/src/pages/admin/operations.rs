@@ -31,7 +31,7 @@ pub fn Operations() -> impl IntoView {
         <Loaded resource=upstreams let:list>
             <div class="card mt-3 overflow-x-auto p-0">
                 <table class="table">
-                    <thead><tr><th>{t("Upstream")}</th><th class="text-right">{t("Requests")}</th><th class="text-right">{t("Share")}</th><th class="text-right">{t("Success")}</th><th class="text-right">{t("p50")}</th><th class="text-right">{t("p95")}</th><th class="text-right">{t("Cache reads")}</th></tr></thead>
+                    <thead><tr><th>{t("Upstream")}</th><th class="text-right">{t("Requests")}</th><th class="text-right">{t("Share")}</th><th class="text-right">{t("Success")}</th><th class="text-right">"p50"</th><th class="text-right">"p95"</th><th class="text-right">{t("Cache reads")}</th></tr></thead>
                     <tbody>
                         {list.into_iter().map(|u| view! {
                             <tr data-testid="ops-upstream">

@@ -63,8 +63,8 @@ pub fn Upstreams() -> impl IntoView {
         <section class="card mt-6 max-w-2xl">
             <h2 class="section-title">{t("Add an upstream")}</h2>
             <ActionForm action=add attr:class="mt-4 grid gap-4 sm:grid-cols-2">
-                <Field label=t("Name") name="name" placeholder=t("anthropic-main") />
-                <Field label=t("Base URL") name="base_url" kind="url" placeholder=t("https://api.anthropic.com") />
+                <Field label=t("Name") name="name" placeholder="anthropic-main" />
+                <Field label=t("Base URL") name="base_url" kind="url" placeholder="https://api.anthropic.com" />
                 <Field label=t("API key") name="api_key" kind="password" autocomplete="off" />
                 <Field label=t("Channels") name="channels" value="value, smart, stable" hint=t("Comma-separated: value, smart, stable") />
                 <Field label=t("Priority") name="priority" kind="number" value="0" hint=t("Lower is tried first") />

@@ -136,7 +136,7 @@ pub fn UserDetail() -> impl IntoView {
                                 <div><dt class="text-slate-500">{t("Status")}</dt><dd class="font-medium" data-testid="user-status">{if u.suspended { t("Suspended") } else { t("Active") }}</dd></div>
                                 <div><dt class="text-slate-500">{t("Joined")}</dt><dd class="font-medium">{u.created.clone()}</dd></div>
                                 <div class="col-span-2 sm:col-span-4"><dt class="text-slate-500">{t("Plan")}</dt><dd class="font-medium" data-testid="user-plan">{u.plan.clone().unwrap_or_else(|| t("Pay-as-you-go").into())}</dd></div>
-                                <div><dt class="text-slate-500">{t("ID")}</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
+                                <div><dt class="text-slate-500">"ID"</dt><dd class="truncate font-mono text-xs">{u.id.clone()}</dd></div>
                             </dl>
                             <ActionForm action=suspend attr:class="mt-4 flex items-center gap-3">
                                 <input type="hidden" name="id" value=u.id.clone() />

@@ -76,7 +76,7 @@ pub fn QuickStart() -> impl IntoView {
             <h2 class="section-title">{t("2. Call Claude")}</h2>
             <Loaded resource=base let:o>
                 {move || {
-                    let key = create.value().get().and_then(|r| r.ok()).map(|k| k.secret).unwrap_or_else(|| t("YOUR_CLOUDROUTER_KEY").into());
+                    let key = create.value().get().and_then(|r| r.ok()).map(|k| k.secret).unwrap_or_else(|| "YOUR_CLOUDROUTER_KEY".into());
                     snippets(&o.base_url, &key).into_iter().map(|(name, code)| view! { <CopyBlock name code /> }).collect_view()
                 }}
             </Loaded>

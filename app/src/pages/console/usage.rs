@@ -149,7 +149,7 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
                                     <td class="text-right tabular-nums">{r.cost_usd}</td>
                                     <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
                                     <td>{format!("{} {}", r.status, label(&r.outcome))}</td>
-                                    <td class="text-right tabular-nums">{tf("{} ms / {}", &[&r.latency_ms, &r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into())])}</td>
+                                    <td class="text-right tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</td>
                                 </tr>
                             }).collect_view()}
                         </tbody>
