@@ -1,25 +1,16 @@
 //! The assembled server: the staff API, the gateway and the demo upstream on one port, as
 //! `server` serves them, driven the way an operator and a customer would.
 
-use cloudrouter_core::{accounts, admin_api, db};
-use leptos::prelude::LeptosOptions;
+use cloudrouter_core::{accounts, admin_api};
 use serde_json::{json, Value};
-use server::config::Config;
 use sqlx::PgPool;
 
+mod common;
+
+/// The app as `server` serves it (see `common::spawn_app`): its base URL and the running parts.
 async fn start(pool: PgPool) -> (String, server::Built) {
-    db::migrate(&pool).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    // The harness's fixed secret: the server refuses to run without one.
-    let config = Config { secret: "test-server-secret".into(), ..Config::from_env(addr) };
-    let leptos = LeptosOptions::builder().output_name("cloudrouter").site_addr(addr).build();
-    let built = server::build(pool, &config, leptos).await.unwrap();
-    let router = built.router.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.unwrap();
-    });
-    (format!("http://{addr}"), built)
+    let app = common::spawn_app(pool).await;
+    (app.base, app.built)
 }
 
 #[sqlx::test(migrations = false)]
