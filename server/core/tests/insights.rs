@@ -32,32 +32,82 @@ fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 5, 30, 0).unwrap()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn rec(id: String, at: DateTime<Utc>, user: Uuid, key: Option<Uuid>, channel: &str, model: &str, served: Option<&str>, upstream: Option<Uuid>, status: i32, n: i64, latency: i32, ttft: Option<i32>) -> UsageRecord {
-    UsageRecord {
-        id,
+/// A test usage record: `rec(id, at, user)` is a 200 on the smart channel for `MODELS[0]` with
+/// tokens and cost from `n = 1`; the setters change one field each.
+struct Rec(UsageRecord);
+
+fn rec(id: impl Into<String>, at: DateTime<Utc>, user: Uuid) -> Rec {
+    Rec(UsageRecord {
+        id: id.into(),
         created_at: at,
         user_id: user,
-        key_id: key,
-        channel: channel.into(),
+        key_id: None,
+        channel: "smart".into(),
         endpoint: "messages".into(),
-        requested_model: model.into(),
-        served_model: served.map(Into::into),
-        upstream_id: upstream,
-        stream: ttft.is_some(),
-        status,
-        error_type: (status >= 400).then(|| "api_error".to_string()),
-        outcome: if status >= 400 { "upstream_error".into() } else { "ok".into() },
+        requested_model: MODELS[0].into(),
+        served_model: None,
+        upstream_id: None,
+        stream: false,
+        status: 200,
+        error_type: None,
+        outcome: "ok".into(),
         attempts: 1,
-        tokens: TokenUsage { input_tokens: 100 + n, output_tokens: 7 * n, cache_write_5m_tokens: n % 5, cache_write_1h_tokens: n % 3, cache_read_tokens: 11 * (n % 4) },
+        tokens: TokenUsage::default(),
         server_tools: Default::default(),
-        cost_micro_usd: 1_000 + 13 * n,
+        cost_micro_usd: 0,
         charge_micros: 0,
         held_micros: 0,
-        latency_ms: latency,
-        ttft_ms: ttft,
+        latency_ms: 100,
+        ttft_ms: None,
         affinity: false,
         off_plan: false,
+    })
+    .n(1)
+}
+
+impl Rec {
+    fn key(mut self, key: Option<Uuid>) -> Rec {
+        self.0.key_id = key;
+        self
+    }
+    fn channel(mut self, channel: &str) -> Rec {
+        self.0.channel = channel.into();
+        self
+    }
+    fn model(mut self, model: &str) -> Rec {
+        self.0.requested_model = model.into();
+        self
+    }
+    fn served(mut self, served: Option<&str>) -> Rec {
+        self.0.served_model = served.map(Into::into);
+        self
+    }
+    fn upstream(mut self, upstream: Option<Uuid>) -> Rec {
+        self.0.upstream_id = upstream;
+        self
+    }
+    /// The status, and the outcome and error type that go with it.
+    fn status(mut self, status: i32) -> Rec {
+        self.0.status = status;
+        self.0.error_type = (status >= 400).then(|| "api_error".to_string());
+        self.0.outcome = if status >= 400 { "upstream_error".into() } else { "ok".into() };
+        self
+    }
+    /// Tokens and cost that grow with `n` (so sums tell records apart).
+    fn n(mut self, n: i64) -> Rec {
+        self.0.tokens = TokenUsage { input_tokens: 100 + n, output_tokens: 7 * n, cache_write_5m_tokens: n % 5, cache_write_1h_tokens: n % 3, cache_read_tokens: 11 * (n % 4) };
+        self.0.cost_micro_usd = 1_000 + 13 * n;
+        self
+    }
+    /// The latency, and a time to first token for a stream (None: not a stream).
+    fn timing(mut self, latency: i32, ttft: Option<i32>) -> Rec {
+        self.0.latency_ms = latency;
+        self.0.ttft_ms = ttft;
+        self.0.stream = ttft.is_some();
+        self
+    }
+    fn build(self) -> UsageRecord {
+        self.0
     }
 }
 
@@ -100,7 +150,18 @@ async fn fixture(pool: &PgPool) -> Fixture {
         let status = if i % 9 == 0 { 529 } else if i % 17 == 0 { 400 } else { 200 };
         let lat = 50 + g.next(20_000) as i32;
         let ttft = (i % 3 != 0).then(|| 10 + g.next(3_000) as i32);
-        recs.push(rec(format!("req_{i:05}"), at, users[ui], key, CHANNELS[g.next(3) as usize], model, served, up, status, i, lat, ttft));
+        recs.push(
+            rec(format!("req_{i:05}"), at, users[ui])
+                .key(key)
+                .channel(CHANNELS[g.next(3) as usize])
+                .model(model)
+                .served(served)
+                .upstream(up)
+                .status(status)
+                .n(i)
+                .timing(lat, ttft)
+                .build(),
+        );
     }
     write(pool, &recs, 37).await;
     Fixture { users, keys, upstreams, recs }
@@ -297,9 +358,9 @@ async fn daily_buckets_are_shanghai_days_and_zero_filled(pool: PgPool) {
     let a = Utc.with_ymd_and_hms(2026, 11, 19, 15, 59, 59).unwrap();
     let b = Utc.with_ymd_and_hms(2026, 11, 19, 16, 0, 0).unwrap();
     let recs = vec![
-        rec("r1".into(), a, u, None, "smart", MODELS[0], None, None, 200, 1, 100, None),
-        rec("r2".into(), b, u, None, "smart", MODELS[0], None, None, 200, 2, 100, None),
-        rec("r3".into(), b + Duration::hours(7), u, None, "smart", MODELS[0], None, None, 500, 3, 100, None),
+        rec("r1", a, u).build(),
+        rec("r2", b, u).n(2).build(),
+        rec("r3", b + Duration::hours(7), u).status(500).n(3).build(),
     ];
     write(&pool, &recs, 10).await;
     let scope = Scope { user_id: Some(u), key_id: None };
@@ -342,7 +403,7 @@ async fn percentiles_from_histogram_are_within_bucket_precision(pool: PgPool) {
         // log-uniform-ish latencies from 3 ms to 400 s
         let lat = (3.0 * (1.0 + g.next(1_000_000) as f64 / 1e6 * 11.8).exp()) as i32;
         let ttft = (i % 4 != 0).then(|| 5 + g.next(5000) as i32);
-        recs.push(rec(format!("p{i}"), at, u, None, "smart", MODELS[i % 3], None, None, 200, 1, lat, ttft));
+        recs.push(rec(format!("p{i}"), at, u).model(MODELS[i % 3]).timing(lat, ttft).build());
     }
     write(&pool, &recs, 500).await;
     let exact = |mut v: Vec<i32>, q: f64| {
@@ -399,7 +460,13 @@ async fn log_pages_return_every_row_once_with_filters(pool: PgPool) {
     // 150 more rows sharing only five created_at values (ties)
     let t0 = now() - Duration::minutes(3);
     let ties: Vec<UsageRecord> = (0..150)
-        .map(|i| rec(format!("tie_{:03}", (i * 37) % 150), t0 - Duration::seconds(i as i64 % 5), f.users[0], Some(f.keys[0]), "smart", MODELS[i % 3], None, None, if i % 6 == 0 { 500 } else { 200 }, 1, 100, None))
+        .map(|i| {
+            rec(format!("tie_{:03}", (i * 37) % 150), t0 - Duration::seconds(i as i64 % 5), f.users[0])
+                .key(Some(f.keys[0]))
+                .model(MODELS[i % 3])
+                .status(if i % 6 == 0 { 500 } else { 200 })
+                .build()
+        })
         .collect();
     write(&pool, &ties, 40).await;
     let mut all = f.recs.clone();
