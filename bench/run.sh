@@ -110,7 +110,7 @@ bins=()
 [ -z "${BARE_PROXY_BIN:-}" ] && bins+=(--bin bare-proxy)
 if [ "${#bins[@]}" -gt 0 ]; then
   echo "building ${bins[*]} (release)..." >&2
-  (cd "$root" && cargo build --quiet --release -p cloudrouter-core "${bins[@]}")
+  (cd "$root" && cargo build --quiet --release -p cloudrouter-bench "${bins[@]}")
 fi
 mkfifo "$work/stdin.$$"
 "${BARE_PROXY_BIN:-$CARGO_TARGET_DIR/release/bare-proxy}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \

@@ -10,6 +10,6 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "anthropic>=0.40" "pytest>=8"
-(cd "$root" && cargo build --quiet -p cloudrouter-core --bin gateway-testbed)
+(cd "$root" && cargo build --quiet -p cloudrouter-bench --bin gateway-testbed)
 export CLOUDROUTER_TESTBED="${CLOUDROUTER_TESTBED:-$CARGO_TARGET_DIR/debug/gateway-testbed}"
 exec "$venv/bin/python" -m pytest -q "$here/test_sdk.py" "$@"

@@ -4,7 +4,7 @@ Run with one command (installs the SDK into a venv, builds the testbed, runs pyt
 
     tests/python/run.sh
 
-The `gateway-testbed` binary (server/core/src/bin/gateway-testbed.rs) creates a fresh database on
+The `gateway-testbed` binary (bench/src/bin/gateway-testbed.rs) creates a fresh database on
 the local Postgres, starts a gateway in front of an in-process fake Claude, creates keys, and
 prints their details as one JSON line. Set CLOUDROUTER_TESTBED to a built binary to skip the build.
 """
