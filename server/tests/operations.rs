@@ -226,3 +226,83 @@ async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_
     assert!(value(&after, "cloudrouter_usage_records_written_total", &[]) >= 2.0, "the writer counted its rows\n{after}");
     assert!(samples(&after, "cloudrouter_usage_flush_rows_count").values().sum::<f64>() >= 1.0, "flush batch sizes\n{after}");
 }
+
+/// `server` as deployed, stopped with SIGTERM: `/readyz` turns 503 `draining` at once while the
+/// process still accepts connections for `CLOUDROUTER_UNREADY_DELAY_MS`; then connections are
+/// refused and the process exits cleanly.
+#[sqlx::test(migrations = false)]
+async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: PgPool) {
+    cloudrouter_core::db::migrate(&pool).await.unwrap();
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let delay = Duration::from_millis(1500);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("CLOUDROUTER_SECRET", "sigterm-test-secret-4f9a2c7e1b8d3a6f")
+        .env("CLOUDROUTER_UNREADY_DELAY_MS", delay.as_millis().to_string())
+        .env("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // a fresh connection per call: what a load balancer's health check sees
+    let probe = |path: &'static str| async move {
+        let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
+        match c.get(format!("http://{addr}{path}")).send().await {
+            Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+            Err(_) => None,
+        }
+    };
+    let mut up = None;
+    for _ in 0..300 {
+        up = probe("/readyz").await;
+        if up.as_ref().is_some_and(|r| r.0 == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.map(|r| r.0), Some(200), "the server became ready");
+
+    let term = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut draining = None;
+    while term.elapsed() < delay {
+        if let Some(r) = probe("/readyz").await {
+            if r.0 == 503 {
+                draining = Some((r, term.elapsed()));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (r, at) = draining.expect("readyz turned 503 within the unready delay");
+    assert_eq!(r.1.trim(), "draining");
+    let healthz = probe("/healthz").await;
+    let still_up = term.elapsed();
+    if still_up < delay - Duration::from_millis(200) {
+        assert_eq!(healthz.map(|r| r.0), Some(200), "still serving during the unready delay ({at:?} after SIGTERM)");
+    }
+    let mut refused_at = None;
+    while term.elapsed() < Duration::from_secs(10) {
+        if probe("/healthz").await.is_none() {
+            refused_at = Some(term.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_at = refused_at.expect("connections refused after the delay");
+    assert!(refused_at >= delay - Duration::from_millis(100), "refused only after the unready delay: {refused_at:?}");
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    assert!(exited.is_some_and(|s| s.success()), "the server exits cleanly: {exited:?}");
+}
