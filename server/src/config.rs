@@ -20,6 +20,13 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// `CLOUDROUTER_MAIL_FROM`: the sender of that mail; `CloudRouter <no-reply@host of the public URL>` by default.
     pub mail_from: Option<String>,
+    /// `CLOUDROUTER_METRICS_TOKEN`: `GET /metrics` answers only with `Authorization: Bearer
+    /// <this>`; unset, `/metrics` is 404.
+    pub metrics_token: Option<String>,
+    /// `CLOUDROUTER_UNREADY_DELAY_MS` (2000 by default): on SIGTERM, how long `/readyz` answers 503
+    /// "draining" while everything still serves, before new connections are refused, so that a
+    /// load balancer's health check sees the instance go first.
+    pub unready_delay: std::time::Duration,
     /// Settings that were set but do not parse: the server refuses to start on them rather than
     /// quietly running on a default (see [`Config::check_parsed`]).
     pub unparsed: Vec<String>,
@@ -72,7 +79,17 @@ impl Config {
             }
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        let unready_delay = match var("CLOUDROUTER_UNREADY_DELAY_MS").map(|v| (v.trim().parse::<u64>(), v)) {
+            Some((Ok(ms), _)) => std::time::Duration::from_millis(ms),
+            Some((_, v)) => {
+                unparsed.push(format!("CLOUDROUTER_UNREADY_DELAY_MS={v:?} is not a whole number of milliseconds"));
+                std::time::Duration::ZERO
+            }
+            None => std::time::Duration::from_millis(2000),
+        };
         Config {
+            metrics_token: var("CLOUDROUTER_METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            unready_delay,
             database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/cloudrouter".into()),
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),

@@ -6,6 +6,7 @@ pub mod client_addr;
 pub mod config;
 pub mod guard;
 pub mod invoice_files;
+pub mod operations;
 pub mod usage_export;
 pub mod web;
 
@@ -37,6 +38,8 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let mail_sender = config.mail()?;
     let crypto = Crypto::from_secret(&config.secret);
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
+    // before the gateway starts: the request path caches its metric handles
+    let metrics = cloudrouter_core::telemetry::install();
     let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()).await?;
     let store = web::session_store(&pool).await?;
     web::spawn_housekeeping(pool.clone(), store.clone());
@@ -57,6 +60,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     };
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
+        .merge(operations::router(gateway.clone(), metrics, config.metrics_token.as_deref()))
         .merge(gateway.router())
         .nest("/_demo", demo::router({
             let gateway = gateway.clone();
@@ -68,7 +72,8 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     Ok(Built { router, gateway })
 }
 
-/// Serves until SIGINT/SIGTERM. Then it stops accepting, lets open requests and streams finish
+/// Serves until SIGINT/SIGTERM. Then `/readyz` answers 503 "draining" for
+/// `CLOUDROUTER_UNREADY_DELAY_MS` while everything still serves; then it stops accepting, lets open requests and streams finish
 /// for up to the grace period, and flushes every usage record before exiting.
 pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Result<(), Box<dyn std::error::Error>> {
     let Built { router, gateway } = build(pool, &config, leptos).await?;
@@ -84,7 +89,11 @@ pub async fn serve(pool: PgPool, config: Config, leptos: LeptosOptions) -> Resul
             .into_future(),
     );
     shutdown_signal().await;
-    tracing::info!("shutting down: draining open requests");
+    // unready first (readyz answers 503 "draining") while everything still serves, so that a load
+    // balancer stops sending here before connections are refused
+    gateway.start_draining();
+    tracing::info!(delay_ms = config.unready_delay.as_millis() as u64, "shutting down: unready, then draining open requests");
+    tokio::time::sleep(config.unready_delay).await;
     let _ = stop_tx.send(());
     // waits for open requests up to the grace period, cuts the streams still open (each settles
     // for what it read), then flushes every usage record

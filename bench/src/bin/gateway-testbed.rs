@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let level = arg(&args, "--log").unwrap_or_else(|| "warn".into());
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(level)).with_writer(std::io::stderr).init();
+    // metrics recorded as the server records them (the benchmark counts their cost)
+    let _metrics = cloudrouter_core::telemetry::install();
     let server_url = arg(&args, "--database-url")
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod mail;
 pub mod money;
 pub mod pricing;
+pub mod telemetry;
 pub mod throttle;
 pub mod totp;
 pub mod upstreams;

@@ -163,11 +163,13 @@ impl UsageWriter {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     if tx.send(rec).await.is_err() {
+                        crate::telemetry::usage_lost("writer_stopped", 1);
                         tracing::error!("usage writer stopped; a usage record was lost");
                     }
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
+                crate::telemetry::usage_lost("writer_stopped", 1);
                 tracing::error!("usage writer stopped; a usage record was lost");
             }
         }
@@ -176,8 +178,14 @@ impl UsageWriter {
     /// Queues a record, waiting for room.
     pub async fn send(&self, rec: UsageRecord) {
         if self.tx.send(Msg::Rec(rec)).await.is_err() {
+            crate::telemetry::usage_lost("writer_stopped", 1);
             tracing::error!("usage writer stopped; a usage record was lost");
         }
+    }
+
+    /// Records (and sync barriers) waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Waits until everything queued before this call is written and settled.
@@ -255,7 +263,10 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;
     loop {
-        match flush(pool, instance, batch).await {
+        let attempt = std::time::Instant::now();
+        let r = flush(pool, instance, batch).await;
+        crate::telemetry::usage_flush(batch.len(), attempt.elapsed(), r.is_ok());
+        match r {
             Ok(()) => {
                 batch.clear();
                 return;
@@ -269,8 +280,12 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
                     let rows = std::mem::take(batch);
                     for r in rows {
                         let one = vec![r];
-                        if let Err(e) = flush(pool, instance, &one).await {
+                        let attempt = std::time::Instant::now();
+                        let r = flush(pool, instance, &one).await;
+                        crate::telemetry::usage_flush(1, attempt.elapsed(), r.is_ok());
+                        if let Err(e) = r {
                             if matches!(e, sqlx::Error::Database(_)) {
+                                crate::telemetry::usage_lost("rejected", 1);
                                 tracing::error!(request_id = %one[0].id, error = %e, "usage record rejected by the database");
                             } else {
                                 batch.extend(one);
@@ -282,6 +297,7 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
                     }
                 }
                 if stopping && started.elapsed() > deadline {
+                    crate::telemetry::usage_lost("shutdown", batch.len());
                     tracing::error!(rows = batch.len(), "usage flush still failing at shutdown; records lost");
                     batch.clear();
                     return;

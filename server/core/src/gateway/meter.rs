@@ -12,6 +12,7 @@ use super::upstream_client;
 use crate::catalogue::Model;
 use crate::keys::KeyAuth;
 use crate::pricing::{self, ModelPrices, UsageReport};
+use crate::telemetry;
 use crate::usage::UsageRecord;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -128,6 +129,8 @@ impl Ticket {
         self.done = true;
         let tokens = self.usage.tokens();
         let server_tools = self.usage.server_tools();
+        // the catalogue's model for the metrics' label (never the client's or upstream's text)
+        let label_model: Option<Arc<Model>>;
         let served_prices: Option<ModelPrices> = {
             let cat = self.gw.catalogue();
             match self.served_model.as_deref().and_then(|m| cat.lookup(m)) {
@@ -136,9 +139,13 @@ impl Ticket {
                     if self.served_model.as_deref() != Some(m.id.as_str()) {
                         self.served_model = Some(m.id.clone());
                     }
+                    label_model = Some(m.clone());
                     Some(m.prices())
                 }
-                None => self.priced_model.as_ref().map(|m| m.prices()),
+                None => {
+                    label_model = self.priced_model.clone();
+                    self.priced_model.as_ref().map(|m| m.prices())
+                }
             }
         };
         let (cost, charge) = match served_prices {
@@ -192,6 +199,17 @@ impl Ticket {
             served = rec.served_model.as_deref().unwrap_or(""), status = rec.status, outcome = %rec.outcome,
             latency_ms = rec.latency_ms, charge_micros = rec.charge_micros, "request finished"
         );
+        telemetry::request_finished(&telemetry::Finished {
+            channel: &rec.channel,
+            model: label_model.as_deref().map_or("unknown", |m| m.id.as_str()),
+            endpoint: self.endpoint,
+            status: rec.status,
+            outcome: self.outcome,
+            latency,
+            ttft: self.ttft,
+            tokens: &rec.tokens,
+            charge_micros: charge,
+        });
         self.gw.usage.submit(rec);
         self.gw.inflight.fetch_sub(1, Ordering::AcqRel);
     }

@@ -127,10 +127,63 @@ impl Gateway {
         self.inner.reload_all().await;
     }
 
+    /// Marks this instance as going away: from now on [`Gateway::ready`] answers "draining" (so a
+    /// load balancer stops sending new requests) while everything else keeps serving. `shutdown`
+    /// does it too; the server calls it first and waits a moment before refusing connections.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether this instance should be sent traffic: not draining, the model catalogue loaded,
+    /// and the database answering a trivial query within `db_timeout`. The error is a short reason.
+    pub async fn ready(&self, db_timeout: Duration) -> Result<(), &'static str> {
+        if self.is_draining() {
+            return Err("draining");
+        }
+        if self.inner.catalogue().listed.is_empty() {
+            return Err("model catalogue not loaded");
+        }
+        match tokio::time::timeout(db_timeout, sqlx::query("SELECT 1").execute(&self.inner.pool)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "readiness: database query failed");
+                Err("database unreachable")
+            }
+            Err(_) => Err("database unreachable (timeout)"),
+        }
+    }
+
+    /// Sets the gauges read from live state (upstream circuits, requests in flight, draining, the
+    /// usage queue, the database pool); the metrics endpoint calls it before rendering.
+    pub fn observe(&self) {
+        use crate::telemetry as t;
+        for h in self.health() {
+            let (healthy, state) = match h.circuit.as_str() {
+                "closed" => (1.0, 0.0),
+                "half_open" => (0.0, 1.0),
+                _ => (0.0, 2.0),
+            };
+            let id = h.id.to_string();
+            metrics::gauge!(t::UPSTREAM_HEALTHY, "upstream" => h.name.clone(), "upstream_id" => id.clone()).set(healthy);
+            metrics::gauge!(t::UPSTREAM_CIRCUIT, "upstream" => h.name, "upstream_id" => id).set(state);
+        }
+        metrics::gauge!(t::IN_FLIGHT).set(self.in_flight() as f64);
+        metrics::gauge!(t::DRAINING).set(if self.is_draining() { 1.0 } else { 0.0 });
+        metrics::gauge!(t::USAGE_QUEUE).set(self.inner.usage.queued() as f64);
+        let pool = &self.inner.pool;
+        metrics::gauge!(t::DB_POOL_SIZE).set(pool.size() as f64);
+        metrics::gauge!(t::DB_POOL_IDLE).set(pool.num_idle() as f64);
+    }
+
     /// Waits for in-flight requests (up to the grace period), then cuts the streams and drains
     /// still open (each settles for what it read, see the module doc), flushes every usage record
     /// and settlement, and gives this instance's leases back.
     pub async fn shutdown(self) {
+        self.start_draining();
         self.inner.wait_idle(self.inner.config.grace_period).await;
         if self.inner.inflight.load(Ordering::Acquire) > 0 {
             self.inner.closing.send_replace(true);

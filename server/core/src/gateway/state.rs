@@ -19,7 +19,7 @@ use http::Uri;
 use hyper_util::client::proxy::matcher::Matcher;
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub(super) overrides: affinity::Overrides,
     /// true once shutdown's grace period is over: open streams and drains end now
     pub(super) closing: tokio::sync::watch::Sender<bool>,
+    /// true from the shutdown signal on: `readyz` answers 503 so load balancers stop sending here
+    pub(super) draining: AtomicBool,
     pub(super) leases: Arc<Leases>,
     pub(super) usage: UsageWriter,
     pub(super) inflight: AtomicUsize,
@@ -143,6 +145,7 @@ impl Shared {
             breakers: Mutex::new(HashMap::new()),
             overrides: affinity::Overrides::default(),
             closing: tokio::sync::watch::Sender::new(false),
+            draining: AtomicBool::new(false),
             leases,
             usage,
             inflight: AtomicUsize::new(0),

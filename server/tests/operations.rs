@@ -1,0 +1,308 @@
+//! What operators and load balancers call on the assembled app: `/healthz`, `/readyz` (normal,
+//! draining, database gone and back) and the token-protected `/metrics`, whose counters follow a
+//! real request through the demo upstream.
+
+mod common;
+
+use cloudrouter_core::keys::{self, NewKey};
+use cloudrouter_core::ledger::{self, LedgerKind};
+use cloudrouter_core::accounts;
+use common::{spawn_app, spawn_app_with, TestApp};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "scrape-token-for-tests-0123456789";
+const MODEL: &str = "claude-haiku-4-5-20251001";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, String) {
+    let r = http().get(format!("{}{path}", app.base)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String) {
+    let mut req = http().get(format!("{}/metrics", app.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// The samples of one metric: label set → value.
+fn samples(text: &str, name: &str) -> BTreeMap<BTreeMap<String, String>, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+            let (l, v) = r.split_once("} ").unwrap();
+            (l, v)
+        } else if let Some(v) = rest.strip_prefix(' ') {
+            ("", v)
+        } else {
+            continue; // another metric whose name starts with this one
+        };
+        let labels = labels
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        out.insert(labels, value.trim().parse::<f64>().unwrap());
+    }
+    out
+}
+
+/// The value of `name` with exactly these labels (0 when absent).
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    samples(text, name).get(&want).copied().unwrap_or(0.0)
+}
+
+/// A customer with credit and a key on `channel`.
+async fn customer_key(pool: &PgPool, email: &str, channel: &str) -> String {
+    let user = accounts::create_user(pool, email, common::PASSWORD).await.unwrap();
+    ledger::adjust(pool, user.id, 10_000_000, LedgerKind::Credit, "test credit", None).await.unwrap();
+    let (_, secret) = keys::create(pool, user.id, NewKey { name: "ops".into(), channel: channel.into(), ..Default::default() }).await.unwrap();
+    secret
+}
+
+async fn message(app: &TestApp, key: &str, model: &str) -> reqwest::Response {
+    http()
+        .post(format!("{}/v1/messages", app.base))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn healthz_and_readyz_answer_without_a_session(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    let r = http().get(format!("{}/healthz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none(), "no session middleware on /healthz");
+    assert_eq!(r.text().await.unwrap().trim(), "ok");
+    let r = http().get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none(), "no session middleware on /readyz");
+    assert_eq!(r.text().await.unwrap().trim(), "ready");
+}
+
+#[sqlx::test(migrations = false)]
+async fn readyz_is_503_draining_once_shutdown_begins_while_the_rest_still_serves(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    assert_eq!(get(&app, "/readyz").await.0, 200);
+    let key = customer_key(&pool, "drain@example.com", "value").await;
+
+    app.built.gateway.start_draining();
+    assert_eq!(get(&app, "/readyz").await, (503, "draining\n".into()));
+    assert_eq!(get(&app, "/healthz").await.0, 200, "the process is still up");
+    // a load balancer may still send a request before it notices: it is served
+    assert_eq!(message(&app, &key, MODEL).await.status(), 200);
+    assert_eq!(get(&app, "/readyz").await.0, 503, "and the instance stays unready");
+}
+
+#[sqlx::test(migrations = false)]
+async fn readyz_is_503_while_the_database_refuses_connections_and_200_when_it_is_back(pool: PgPool) {
+    let app = spawn_app(pool.clone()).await;
+    assert_eq!(get(&app, "/readyz").await.0, 200);
+    let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
+    // from the server's maintenance database: this one is made unreachable for the app's pool
+    let admin_url = std::env::var("DATABASE_URL").unwrap();
+    let admin = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS false")).execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&db)
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let down = get(&app, "/readyz").await;
+    let took = started.elapsed();
+    let healthz = get(&app, "/healthz").await;
+    // before asserting: the database must take connections again for the harness to drop it
+    sqlx::query(&format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS true")).execute(&admin).await.unwrap();
+    assert_eq!(down.0, 503, "{down:?}");
+    assert!(down.1.starts_with("database unreachable"), "{down:?}");
+    assert!(took < Duration::from_secs(3), "readyz answers within its timeout, took {took:?}");
+    assert_eq!(healthz.0, 200, "the process is up without its database");
+
+    let mut back = (0, String::new());
+    for _ in 0..50 {
+        back = get(&app, "/readyz").await;
+        if back.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back.0, 200, "ready again once the database is back: {back:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn metrics_is_404_without_a_configured_token(pool: PgPool) {
+    let app = spawn_app_with(pool, |c| c.metrics_token = None).await;
+    assert_eq!(scrape(&app, None).await.0, 404);
+    assert_eq!(scrape(&app, Some(TOKEN)).await.0, 404, "no token configured: no token opens it");
+}
+
+#[sqlx::test(migrations = false)]
+async fn metrics_needs_the_token(pool: PgPool) {
+    let app = spawn_app_with(pool, |c| c.metrics_token = Some(TOKEN.into())).await;
+    assert_eq!(scrape(&app, None).await.0, 401);
+    assert_eq!(scrape(&app, Some("scrape-token-for-tests-012345678")).await.0, 401, "a prefix of the token");
+    assert_eq!(scrape(&app, Some(&format!("{TOKEN}0"))).await.0, 401, "the token and more");
+    let r = http().get(format!("{}/metrics", app.base)).header("authorization", TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the token without the Bearer scheme");
+    let (status, text) = scrape(&app, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    for gauge in ["cloudrouter_db_pool_connections", "cloudrouter_usage_queue_depth", "cloudrouter_requests_in_flight"] {
+        assert!(!samples(&text, gauge).is_empty(), "{gauge} in\n{text}");
+    }
+    let demo = samples(&text, "cloudrouter_upstream_healthy");
+    assert!(demo.iter().any(|(l, v)| l.get("upstream").is_some() && *v == 1.0), "the demo upstream is healthy: {demo:?}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_and_charge(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), |c| c.metrics_token = Some(TOKEN.into())).await;
+    let key = customer_key(&pool, "metered@example.com", "value").await;
+    // other tests in this binary share the process's recorder: compare with a scrape before
+    let (_, before) = scrape(&app, Some(TOKEN)).await;
+
+    let r = message(&app, &key, MODEL).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    // free text from the client never becomes a label
+    let odd = "my-own-model-name-xyz";
+    assert_eq!(message(&app, &key, odd).await.status().as_u16() / 100, 4);
+    app.built.gateway.sync_usage().await;
+    let (input, output, charge): (i64, i64, i64) = sqlx::query_as(
+        "SELECT input_tokens, output_tokens, charge_micros FROM usage_records WHERE requested_model = $1",
+    )
+    .bind(MODEL)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(input, answer["usage"]["input_tokens"].as_i64().unwrap());
+    assert!(output > 0 && charge > 0);
+
+    let (status, after) = scrape(&app, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let delta = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels) - value(&before, name, labels);
+    let ok = [("channel", "value"), ("model", MODEL), ("endpoint", "messages"), ("status_class", "2xx"), ("outcome", "ok")];
+    assert_eq!(delta("cloudrouter_requests_total", &ok), 1.0, "\n{after}");
+    let refused: f64 = samples(&after, "cloudrouter_requests_total")
+        .iter()
+        .filter(|(l, _)| l.get("model").map(String::as_str) == Some("unknown") && l.get("status_class").map(String::as_str) == Some("4xx"))
+        .map(|(_, v)| v)
+        .sum::<f64>()
+        - samples(&before, "cloudrouter_requests_total")
+            .iter()
+            .filter(|(l, _)| l.get("model").map(String::as_str) == Some("unknown") && l.get("status_class").map(String::as_str) == Some("4xx"))
+            .map(|(_, v)| v)
+            .sum::<f64>();
+    assert_eq!(refused, 1.0, "the unknown model is counted as unknown\n{after}");
+    assert!(!after.contains(odd), "the client's model name is not a label");
+
+    let cm = [("channel", "value"), ("model", MODEL)];
+    assert_eq!(delta("cloudrouter_tokens_total", &[cm[0], cm[1], ("kind", "input")]), input as f64);
+    assert_eq!(delta("cloudrouter_tokens_total", &[cm[0], cm[1], ("kind", "output")]), output as f64);
+    assert_eq!(delta("cloudrouter_charge_micro_cny_total", &cm), charge as f64);
+    let count = [("channel", "value"), ("model", MODEL), ("endpoint", "messages")];
+    assert_eq!(delta("cloudrouter_request_duration_seconds_count", &count), 1.0, "latency histogram\n{after}");
+    assert!(value(&after, "cloudrouter_usage_records_written_total", &[]) >= 2.0, "the writer counted its rows\n{after}");
+    assert!(samples(&after, "cloudrouter_usage_flush_rows_count").values().sum::<f64>() >= 1.0, "flush batch sizes\n{after}");
+}
+
+/// `server` as deployed, stopped with SIGTERM: `/readyz` turns 503 `draining` at once while the
+/// process still accepts connections for `CLOUDROUTER_UNREADY_DELAY_MS`; then connections are
+/// refused and the process exits cleanly.
+#[sqlx::test(migrations = false)]
+async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: PgPool) {
+    cloudrouter_core::db::migrate(&pool).await.unwrap();
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let delay = Duration::from_millis(1500);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("CLOUDROUTER_SECRET", "sigterm-test-secret-4f9a2c7e1b8d3a6f")
+        .env("CLOUDROUTER_UNREADY_DELAY_MS", delay.as_millis().to_string())
+        .env("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // a fresh connection per call: what a load balancer's health check sees
+    let probe = |path: &'static str| async move {
+        let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
+        match c.get(format!("http://{addr}{path}")).send().await {
+            Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+            Err(_) => None,
+        }
+    };
+    let mut up = None;
+    for _ in 0..300 {
+        up = probe("/readyz").await;
+        if up.as_ref().is_some_and(|r| r.0 == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(up.map(|r| r.0), Some(200), "the server became ready");
+
+    let term = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut draining = None;
+    while term.elapsed() < delay {
+        if let Some(r) = probe("/readyz").await {
+            if r.0 == 503 {
+                draining = Some((r, term.elapsed()));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (r, at) = draining.expect("readyz turned 503 within the unready delay");
+    assert_eq!(r.1.trim(), "draining");
+    let healthz = probe("/healthz").await;
+    let still_up = term.elapsed();
+    if still_up < delay - Duration::from_millis(200) {
+        assert_eq!(healthz.map(|r| r.0), Some(200), "still serving during the unready delay ({at:?} after SIGTERM)");
+    }
+    let mut refused_at = None;
+    while term.elapsed() < Duration::from_secs(10) {
+        if probe("/healthz").await.is_none() {
+            refused_at = Some(term.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_at = refused_at.expect("connections refused after the delay");
+    assert!(refused_at >= delay - Duration::from_millis(100), "refused only after the unready delay: {refused_at:?}");
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    assert!(exited.is_some_and(|s| s.success()), "the server exits cleanly: {exited:?}");
+}
