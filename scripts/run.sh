@@ -34,6 +34,7 @@ cat <<MSG
   Gateway base URL:     http://127.0.0.1:3000  (ANTHROPIC_BASE_URL)
   Database:             $DATABASE_URL
   Sandbox payments:     $SANDBOX
+  Mail:                 ${CLOUDROUTER_SMTP_URL:+sent through CLOUDROUTER_SMTP_URL}${CLOUDROUTER_SMTP_URL:-written to .cloudrouter/mail/ (sign-up and reset links are in there)}
 
   Make yourself staff (in another terminal, from this folder):
     DATABASE_URL=$DATABASE_URL $CARGO_TARGET_DIR/release/server admin create --email you@example.com --password 'choose-a-strong-one'
