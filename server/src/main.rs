@@ -8,9 +8,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    // CLOUDROUTER_LOG_FORMAT: `text` (default) or `json`, one object per line for a log pipeline
+    match std::env::var("CLOUDROUTER_LOG_FORMAT").ok().filter(|v| !v.is_empty()).as_deref() {
+        None | Some("text") => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        Some("json") => tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).init(),
+        Some(other) => {
+            eprintln!("CLOUDROUTER_LOG_FORMAT={other:?} is not `text` or `json`");
+            return ExitCode::from(2);
+        }
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(c) => c,

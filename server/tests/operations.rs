@@ -227,44 +227,55 @@ async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_
     assert!(samples(&after, "cloudrouter_usage_flush_rows_count").values().sum::<f64>() >= 1.0, "flush batch sizes\n{after}");
 }
 
+/// `server` as deployed (the built binary) on `addr` over the test's database, with `env` added.
+async fn server_process(pool: &PgPool, addr: std::net::SocketAddr, env: &[(&str, &str)], stdout: std::process::Stdio) -> std::process::Child {
+    cloudrouter_core::db::migrate(pool).await.unwrap();
+    let admin = std::env::var("DATABASE_URL").unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("CLOUDROUTER_SECRET", "sigterm-test-secret-4f9a2c7e1b8d3a6f")
+        .envs(env.iter().copied())
+        .stdout(stdout)
+        .spawn()
+        .unwrap()
+}
+
+/// A GET on a fresh connection (what a load balancer's health check sees); None if refused.
+async fn probe(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
+    match c.get(format!("http://{addr}{path}")).send().await {
+        Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+        Err(_) => None,
+    }
+}
+
+/// Waits (up to 30 s) for `/readyz` to answer 200; its last status.
+async fn wait_ready(addr: std::net::SocketAddr) -> Option<u16> {
+    let mut up = None;
+    for _ in 0..300 {
+        up = probe(addr, "/readyz").await.map(|r| r.0);
+        if up == Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    up
+}
+
 /// `server` as deployed, stopped with SIGTERM: `/readyz` turns 503 `draining` at once while the
 /// process still accepts connections for `CLOUDROUTER_UNREADY_DELAY_MS`; then connections are
 /// refused and the process exits cleanly.
 #[sqlx::test(migrations = false)]
 async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: PgPool) {
-    cloudrouter_core::db::migrate(&pool).await.unwrap();
-    let admin = std::env::var("DATABASE_URL").unwrap();
-    let db = pool.connect_options().get_database().unwrap().to_string();
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let delay = Duration::from_millis(1500);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
-        .env("LEPTOS_SITE_ADDR", addr.to_string())
-        .env("CLOUDROUTER_SECRET", "sigterm-test-secret-4f9a2c7e1b8d3a6f")
-        .env("CLOUDROUTER_UNREADY_DELAY_MS", delay.as_millis().to_string())
-        .env("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // a fresh connection per call: what a load balancer's health check sees
-    let probe = |path: &'static str| async move {
-        let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
-        match c.get(format!("http://{addr}{path}")).send().await {
-            Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
-            Err(_) => None,
-        }
-    };
-    let mut up = None;
-    for _ in 0..300 {
-        up = probe("/readyz").await;
-        if up.as_ref().is_some_and(|r| r.0 == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(up.map(|r| r.0), Some(200), "the server became ready");
+    let delay_ms = delay.as_millis().to_string();
+    let mut child = server_process(&pool, addr, &[("CLOUDROUTER_UNREADY_DELAY_MS", &delay_ms), ("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000"), ("RUST_LOG", "warn")], std::process::Stdio::null()).await;
+    let probe = |path: &'static str| probe(addr, path);
+    assert_eq!(wait_ready(addr).await, Some(200), "the server became ready");
 
     let term = Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
@@ -305,4 +316,41 @@ async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: Pg
     }
     let _ = child.kill();
     assert!(exited.is_some_and(|s| s.success()), "the server exits cleanly: {exited:?}");
+}
+
+/// With `CLOUDROUTER_LOG_FORMAT=json` every log line is one JSON object, and each request has
+/// one access line with its id, key, channel, models, status, outcome and timing, and never the
+/// prompt, the answer or the key's secret.
+#[sqlx::test(migrations = false)]
+async fn json_logs_have_one_access_line_per_request_and_no_bodies_or_secrets(pool: PgPool) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let child = server_process(&pool, addr, &[("CLOUDROUTER_LOG_FORMAT", "json"), ("RUST_LOG", "info,sqlx=warn")], std::process::Stdio::piped()).await;
+    assert_eq!(wait_ready(addr).await, Some(200));
+    let key = customer_key(&pool, "logs@example.com", "smart").await;
+    let prompt = "the secret prompt 5b1e9c";
+    let res = http()
+        .post(format!("http://{addr}/v1/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let rid = res.headers()["request-id"].to_str().unwrap().to_string();
+    let answer: Value = res.json().await.unwrap();
+    let answer_text = answer["content"][0]["text"].as_str().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let logs = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
+    let access: Vec<&Value> = lines.iter().filter(|l| l["target"] == "cloudrouter::access" && l["request_id"] == rid.as_str()).collect();
+    assert_eq!(access.len(), 1, "one access line for the request: {logs}");
+    let a = access[0];
+    assert_eq!((a["status"].as_i64(), a["channel"].as_str(), a["outcome"].as_str()), (Some(200), Some("smart"), Some("ok")), "{a}");
+    assert_eq!(a["served"], MODEL);
+    assert!(a["latency_ms"].as_i64().is_some() && a["key_id"].as_str().is_some_and(|k| !k.is_empty()), "{a}");
+    for secret in [prompt, answer_text.as_str(), key.as_str()] {
+        assert!(!logs.contains(secret), "{secret:?} is in the logs");
+    }
 }

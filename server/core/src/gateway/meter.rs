@@ -194,10 +194,15 @@ impl Ticket {
             affinity: self.affinity,
             off_plan: self.off_plan,
         };
-        tracing::debug!(
-            request_id = %rec.id, key_id = %self.key_id, model = %rec.requested_model,
-            served = rec.served_model.as_deref().unwrap_or(""), status = rec.status, outcome = %rec.outcome,
-            latency_ms = rec.latency_ms, charge_micros = rec.charge_micros, "request finished"
+        // the access log: one line per request, never a body or a key's secret; the requested
+        // model is the client's text, so it is written escaped
+        tracing::info!(
+            target: "cloudrouter::access",
+            request_id = %rec.id, key_id = %self.key_id, channel = %rec.channel, endpoint = %rec.endpoint,
+            model = ?rec.requested_model, served = rec.served_model.as_deref().unwrap_or(""),
+            upstream_id = rec.upstream_id.map(|u| u.to_string()).unwrap_or_default(), stream = rec.stream,
+            status = rec.status, outcome = %rec.outcome, attempts = rec.attempts, latency_ms = rec.latency_ms,
+            ttft_ms = rec.ttft_ms.unwrap_or(-1), charge_micros = rec.charge_micros, "request finished"
         );
         telemetry::request_finished(&telemetry::Finished {
             channel: &rec.channel,
