@@ -784,6 +784,12 @@ fn zh(en: &str) -> Option<&'static str> {
         "How the owner was verified (required, audited)" => "如何核实了账号本人（必填，记入审计）",
         "Only for an owner who lost both their authenticator and their recovery codes. Their sessions end and they are mailed." => "仅用于同时丢失了验证器和恢复码的账号本人。其会话将全部退出，并会收到邮件通知。",
         "user.two_factor_off" => "关闭两步验证",
+        "Mail" => "邮件",
+        "Sign-up confirmations, password resets and notices in the last day. A mail that fails is retried for about two hours, then given up." => "最近一天的注册确认、密码重设和通知邮件。发送失败的邮件会在约两小时内重试，之后放弃。",
+        "{} sent · {} waiting · {} given up" => "已发送 {} · 等待中 {} · 已放弃 {}",
+        "Attempts" => "尝试次数",
+        "Last error" => "最近一次错误",
+        " (given up)" => "（已放弃）",
         _ => return None,
     })
 }

@@ -895,3 +895,40 @@ async fn staff_turn_off_a_lost_second_factor_only_with_a_note_audited_and_the_ow
     let (status, body) = app.call(&staff, "admin/user/two_factor_off", &[("id", &id), ("note", "again")]).await;
     assert!(!status.is_success() && body.contains("already off"), "{body}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn mail_the_smtp_server_refuses_is_retried_and_shown_to_staff(pool: PgPool) {
+    // nothing listens on this port: every delivery fails
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let app = spawn_app_with(pool, |c| c.smtp_url = Some(format!("smtp://{closed}"))).await;
+    let staff = client();
+    accounts::ensure_staff(&app.pool, "post@example.com", PASSWORD).await.unwrap();
+    app.login(&staff, "post@example.com", PASSWORD).await;
+    app.enable_two_factor(&staff, "post@example.com").await;
+    let (status, _) = app.request_signup(&client(), "unlucky@example.com").await;
+    assert!(status.is_success(), "the answer does not wait for the mail server");
+    let mut failed = false;
+    for _ in 0..100 {
+        let errors: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE last_error IS NOT NULL").fetch_one(&app.pool).await.unwrap();
+        if errors > 0 {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(failed, "the delivery was tried");
+    let (retry_in, body): (f64, Option<String>) = sqlx::query_as("SELECT extract(epoch FROM next_at - now())::float8, body FROM mail_outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(retry_in > 10.0 && body.is_some(), "kept for a retry later: {retry_in}");
+    let (status, health) = app.call(&staff, "admin/mail_health", &[]).await;
+    assert!(status.is_success(), "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["waiting"], 1, "{health}");
+    let trouble = &health["troubles"][0];
+    assert_eq!((trouble["kind"].as_str(), trouble["to"].as_str()), (Some("signup"), Some("unlucky@example.com")), "{health}");
+    assert!(!trouble["error"].as_str().unwrap().is_empty());
+    let (status, _) = app.call(&client(), "admin/mail_health", &[]).await;
+    assert!(!status.is_success(), "staff only");
+}

@@ -287,6 +287,49 @@ pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFn
         .collect())
 }
 
+/// How sign-up and reset mail is going (the last day), for the Operations page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MailWatch {
+    pub sent: i64,
+    pub waiting: i64,
+    pub given_up: i64,
+    /// The latest mails that failed at least once.
+    pub troubles: Vec<MailTrouble>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MailTrouble {
+    pub at: String,
+    pub kind: String,
+    pub to: String,
+    pub attempts: i32,
+    pub error: String,
+    pub given_up: bool,
+}
+
+#[server(endpoint = "admin/mail_health")]
+pub async fn mail_health() -> Result<MailWatch, ServerFnError> {
+    crate::ssr::require_staff().await?;
+    let h = cloudrouter_core::mail::health(&crate::ssr::pool()?).await.map_err(crate::ssr::internal)?;
+    Ok(MailWatch {
+        sent: h.sent,
+        waiting: h.waiting,
+        given_up: h.given_up,
+        troubles: h
+            .troubles
+            .into_iter()
+            .map(|m| MailTrouble {
+                at: m.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                kind: m.kind,
+                to: m.to_addr,
+                attempts: m.attempts,
+                error: m.last_error,
+                given_up: m.given_up,
+            })
+            .collect(),
+    })
+}
+
 #[server(endpoint = "admin/money_exceptions")]
 pub async fn money_exceptions() -> Result<MoneyWatch, ServerFnError> {
     use cloudrouter_core::{insights, money::format_cny};

@@ -193,3 +193,43 @@ fn message(from: &Mailbox, mail: &Due) -> Result<Message, String> {
         .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).header(ContentTransferEncoding::Base64).body(body))
         .map_err(|e| e.to_string())
 }
+
+/// A mail that failed at least once (for the staff Operations page).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Trouble {
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub kind: String,
+    pub to_addr: String,
+    pub attempts: i32,
+    /// The mail server's last answer.
+    pub last_error: String,
+    /// Given up after [`MAX_ATTEMPTS`] (else it is retried).
+    pub given_up: bool,
+}
+
+/// How mail is going over the last day.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxHealth {
+    pub sent: i64,
+    pub waiting: i64,
+    pub given_up: i64,
+    /// The latest mails with an error, sent since or not, newest first (at most 20).
+    pub troubles: Vec<Trouble>,
+}
+
+pub async fn health(pool: &PgPool) -> Result<OutboxHealth, sqlx::Error> {
+    let (sent, waiting, given_up): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE sent_at IS NOT NULL), count(*) FILTER (WHERE sent_at IS NULL AND failed_at IS NULL),
+                count(*) FILTER (WHERE failed_at IS NOT NULL)
+         FROM mail_outbox WHERE created_at > now() - interval '1 day' OR (sent_at IS NULL AND failed_at IS NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let troubles = sqlx::query_as(
+        "SELECT created_at, kind, to_addr, attempts, last_error, failed_at IS NOT NULL AS given_up FROM mail_outbox
+         WHERE last_error IS NOT NULL AND created_at > now() - interval '1 day' ORDER BY id DESC LIMIT 20",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(OutboxHealth { sent, waiting, given_up, troubles })
+}

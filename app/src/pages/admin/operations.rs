@@ -1,10 +1,10 @@
 //! Staff: usage across all customers, each upstream's share of traffic, success and latency, and
 //! the money to watch: requests charged above their hold and balances below zero.
 
-use crate::api::insight::{money_exceptions, upstream_lines, usage_charts};
+use crate::api::insight::{mail_health, money_exceptions, upstream_lines, usage_charts};
 use crate::components::loaded::Loaded;
 use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
-use crate::i18n::t;
+use crate::i18n::{t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -20,6 +20,7 @@ pub fn Operations() -> impl IntoView {
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, true));
     let upstreams = Resource::new(range, upstream_lines);
     let money = Resource::new(|| (), |_| money_exceptions());
+    let mail = Resource::new(|| (), |_| mail_health());
     view! {
         <Title text=t("Operations") />
         <h1 class="page-title">{t("Operations")}</h1>
@@ -85,6 +86,31 @@ pub fn Operations() -> impl IntoView {
                     </tbody>
                 </table>
             </div>
+        </Loaded>
+        <h2 class="section-title mt-8">{t("Mail")}</h2>
+        <p class="muted mt-1 text-sm">{t("Sign-up confirmations, password resets and notices in the last day. A mail that fails is retried for about two hours, then given up.")}</p>
+        <Loaded resource=mail let:m>
+            <p class="mt-3 text-sm" data-testid="ops-mail">
+                {tf("{} sent · {} waiting · {} given up", &[&m.sent, &m.waiting, &m.given_up])}
+            </p>
+            {(!m.troubles.is_empty()).then(|| view! {
+                <div class="card mt-3 overflow-x-auto p-0">
+                    <table class="table">
+                        <thead><tr><th>{t("Time")}</th><th>{t("Mail")}</th><th>{t("To")}</th><th class="text-right">{t("Attempts")}</th><th>{t("Last error")}</th></tr></thead>
+                        <tbody>
+                            {m.troubles.into_iter().map(|f| view! {
+                                <tr data-testid="ops-mail-trouble">
+                                    <td class="whitespace-nowrap">{f.at}</td>
+                                    <td>{f.kind}</td>
+                                    <td>{f.to}</td>
+                                    <td class="text-right tabular-nums">{f.attempts}{f.given_up.then(|| t(" (given up)"))}</td>
+                                    <td class="text-xs">{f.error}</td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </div>
+            })}
         </Loaded>
         <h2 class="section-title mt-8">{t("All customers")}</h2>
         <Loaded resource=charts let:c>
