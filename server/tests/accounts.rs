@@ -61,13 +61,7 @@ async fn weak_password_and_bad_email_are_refused_before_anything_is_mailed(pool:
 
 /// The answer to a request as an outsider sees it: status, the redirect and the body.
 async fn outsider_view(app: &TestApp, name: &str, form: &[(&str, &str)]) -> (StatusCode, Option<String>, String) {
-    let res = client()
-        .post(format!("{}/api/{name}", app.base))
-        .header("accept", "application/json")
-        .form(form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.post(&client(), name, form).await;
     let location = res.headers().get("location").or(res.headers().get("serverfnredirect")).map(|v| v.to_str().unwrap().to_string());
     (res.status(), location, res.text().await.unwrap())
 }

@@ -99,13 +99,7 @@ async fn session_cookie_is_secure_on_a_plain_http_public_url(pool: PgPool) {
     let c = browser();
     app.request_signup(&c, "sam@example.com").await;
     let token = app.mail.nth_to("sam@example.com", 1).await.token("/signup/confirm").unwrap();
-    let res = c
-        .post(format!("{}/api/confirm_signup", app.base))
-        .header("accept", "application/json")
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = app.post(&c, "confirm_signup", &[("token", &token)]).await;
     assert!(res.status().is_success(), "{}", res.status());
     let cookie = res.headers().get("set-cookie").expect("a session cookie").to_str().unwrap().to_string();
     assert!(cookie.contains("Secure"), "{cookie}");

@@ -102,12 +102,22 @@ fn link_token() -> String {
     use_query_map().with_untracked(|q| q.get("token")).unwrap_or_default()
 }
 
-/// A link that no longer works, with the way to get a new one.
+/// A page opened from a mailed link: `children` (its form, which posts the token) while the link
+/// works; otherwise says so, with the way to get a new one.
 #[component]
-fn DeadLink(again: &'static str, again_label: &'static str) -> impl IntoView {
+fn MailedLink(token: String, reset: bool, again: &'static str, again_label: &'static str, children: ChildrenFn) -> impl IntoView {
+    let works = Resource::new(move || (), move |_| link_works(token.clone(), reset));
     view! {
-        <p role="alert" class="alert-error">{t("This link has expired or was already used. Ask for a new one.")}</p>
-        <p class="mt-4 text-center text-sm"><a href=again class="link">{again_label}</a></p>
+        <Loaded resource=works let:works>
+            {if works {
+                children().into_any()
+            } else {
+                view! {
+                    <p role="alert" class="alert-error">{t("This link has expired or was already used. Ask for a new one.")}</p>
+                    <p class="mt-4 text-center text-sm"><a href=again class="link">{again_label}</a></p>
+                }.into_any()
+            }}
+        </Loaded>
     }
 }
 
@@ -116,26 +126,16 @@ fn DeadLink(again: &'static str, again_label: &'static str) -> impl IntoView {
 #[component]
 pub fn ConfirmSignup() -> impl IntoView {
     let action = ServerAction::<ConfirmSignup>::new();
-    let token = link_token();
-    let works = Resource::new(move || (), {
-        let token = token.clone();
-        move |_| link_works(token.clone(), false)
-    });
+    let token = StoredValue::new(link_token());
     view! {
         <AuthCard title=t("Create your account") subtitle=t("Your email address is confirmed by this link.")>
-            <Loaded resource=works let:works>
-                {let token = token.clone(); if works {
-                    view! {
-                        <ActionForm action attr:class="space-y-4">
-                            <input type="hidden" name="token" value=token />
-                            <ActionError value=action.value() />
-                            <SubmitButton label=t("Finish creating my account") pending=action.pending() />
-                        </ActionForm>
-                    }.into_any()
-                } else {
-                    view! { <DeadLink again="/signup" again_label=t("Sign up again") /> }.into_any()
-                }}
-            </Loaded>
+            <MailedLink token=token.get_value() reset=false again="/signup" again_label=t("Sign up again")>
+                <ActionForm action attr:class="space-y-4">
+                    <input type="hidden" name="token" value=token.get_value() />
+                    <ActionError value=action.value() />
+                    <SubmitButton label=t("Finish creating my account") pending=action.pending() />
+                </ActionForm>
+            </MailedLink>
         </AuthCard>
     }
 }
@@ -172,29 +172,19 @@ pub fn ResetSent() -> impl IntoView {
 #[component]
 pub fn ResetPassword() -> impl IntoView {
     let action = ServerAction::<ResetPassword>::new();
-    let token = link_token();
-    let works = Resource::new(move || (), {
-        let token = token.clone();
-        move |_| link_works(token.clone(), true)
-    });
+    let token = StoredValue::new(link_token());
     view! {
         <AuthCard title=t("Choose a new password") subtitle=t("Changing it signs you out everywhere.")>
-            <Loaded resource=works let:works>
-                {let token = token.clone(); if works {
-                    view! {
-                        <ActionForm action attr:class="space-y-4">
-                            <input type="hidden" name="token" value=token />
-                            <Field label=t("New password") name="password" kind="password" autocomplete="new-password"
-                                hint=t("At least 10 characters, mixing letters with digits or symbols.") />
-                            <Field label=t("Repeat password") name="confirm" kind="password" autocomplete="new-password" />
-                            <ActionError value=action.value() />
-                            <SubmitButton label=t("Set the new password") pending=action.pending() />
-                        </ActionForm>
-                    }.into_any()
-                } else {
-                    view! { <DeadLink again="/password/forgot" again_label=t("Ask for a new link") /> }.into_any()
-                }}
-            </Loaded>
+            <MailedLink token=token.get_value() reset=true again="/password/forgot" again_label=t("Ask for a new link")>
+                <ActionForm action attr:class="space-y-4">
+                    <input type="hidden" name="token" value=token.get_value() />
+                    <Field label=t("New password") name="password" kind="password" autocomplete="new-password"
+                        hint=t("At least 10 characters, mixing letters with digits or symbols.") />
+                    <Field label=t("Repeat password") name="confirm" kind="password" autocomplete="new-password" />
+                    <ActionError value=action.value() />
+                    <SubmitButton label=t("Set the new password") pending=action.pending() />
+                </ActionForm>
+            </MailedLink>
         </AuthCard>
     }
 }

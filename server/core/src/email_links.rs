@@ -39,6 +39,9 @@ pub struct ToSend<T> {
     pub mail: T,
 }
 
+/// The condition on `email_links` of a link that still works.
+const WORKS: &str = "used_at IS NULL AND expires_at > now()";
+
 fn token_hash(token: &str) -> String {
     hex::encode(sha256(token.trim().as_bytes()))
 }
@@ -91,10 +94,9 @@ struct Link {
 
 /// Takes a link of `purpose` that works (unused, unexpired) in `tx`, locking it.
 async fn take_link(tx: &mut sqlx::PgConnection, token: &str, purpose: &str) -> Result<Link, AccountError> {
-    sqlx::query_as::<_, Link>(
-        "SELECT email, user_id, password_hash, locale FROM email_links
-         WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
-    )
+    sqlx::query_as::<_, Link>(&format!(
+        "SELECT email, user_id, password_hash, locale FROM email_links WHERE token_hash = $1 AND purpose = $2 AND {WORKS} FOR UPDATE"
+    ))
     .bind(token_hash(token))
     .bind(purpose)
     .fetch_optional(&mut *tx)
@@ -104,7 +106,7 @@ async fn take_link(tx: &mut sqlx::PgConnection, token: &str, purpose: &str) -> R
 
 /// Whether a link would still work (the page says so before asking for anything).
 pub async fn link_works(pool: &PgPool, token: &str, reset: bool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM email_links WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now())")
+    sqlx::query_scalar(&format!("SELECT EXISTS (SELECT 1 FROM email_links WHERE token_hash = $1 AND purpose = $2 AND {WORKS})"))
         .bind(token_hash(token))
         .bind(if reset { "reset" } else { "signup" })
         .fetch_one(pool)
@@ -159,7 +161,7 @@ pub async fn request_password_reset(pool: &PgPool, email: &str, addr: IpAddr) ->
 /// the account, and marks the address confirmed. The caller signs in again (with the second
 /// factor, if the account has one).
 pub async fn reset_password(pool: &PgPool, slots: &HashSlots, token: &str, new: &str) -> Result<(), AccountError> {
-    let email: String = sqlx::query_scalar("SELECT email FROM email_links WHERE token_hash = $1 AND purpose = 'reset' AND used_at IS NULL AND expires_at > now()")
+    let email: String = sqlx::query_scalar(&format!("SELECT email FROM email_links WHERE token_hash = $1 AND purpose = 'reset' AND {WORKS}"))
         .bind(token_hash(token))
         .fetch_optional(pool)
         .await?

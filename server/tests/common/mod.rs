@@ -55,14 +55,13 @@ pub fn client() -> Client {
 }
 
 impl TestApp {
+    /// Posts to server function `name` as the hydrated app does; the whole answer.
+    pub async fn post(&self, c: &Client, name: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        c.post(format!("{}/api/{name}", self.base)).header("accept", "application/json").form(form).send().await.unwrap()
+    }
+
     pub async fn call(&self, c: &Client, name: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
-        let res = c
-            .post(format!("{}/api/{name}", self.base))
-            .header("accept", "application/json")
-            .form(form)
-            .send()
-            .await
-            .unwrap();
+        let res = self.post(c, name, form).await;
         (res.status(), res.text().await.unwrap())
     }
 
