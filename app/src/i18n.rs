@@ -182,72 +182,9 @@ pub fn label(code: &str) -> String {
         "client_closed" => "client closed",
         "idle_timeout" => "idle timeout",
         "reversal_due" => "reversal due",
+        "shutdown" => "cut by a restart",
         code => code,
     })
-}
-
-/// English sentences with values that the core crate writes (errors, ledger notes, refund
-/// reasons). `tm` recognises them and fills the Chinese template with the same values.
-#[cfg(feature = "ssr")]
-const CORE_TEMPLATES: &[&str] = &[
-    "The paid amount {} does not match the order amount {}.",
-    "Insufficient balance: {} needed, {} available.",
-    "insufficient balance: available {}",
-    "Unknown channel {}.",
-    "unknown channel: {}",
-    "Please enter the {}.",
-    "The {} is too long (at most {} characters).",
-    "the {}-day refund window of the {} plan closed on {}",
-    "Top-up {} via {}",
-    "Payment {} via {}",
-    "{} plan subscription (order {})",
-    "{} plan renewal (order {})",
-    "Refund of order {} ({} plan) to balance",
-    "Trial credit, valid until {}",
-    "{} plan allowance (USD list price) for the cycle starting {}",
-    "Plan allowance removed: {}",
-    "A staff adjustment may move at most {}.",
-    "{} is above {}: confirm the amount to apply it.",
-];
-
-/// A message that came from the core crate in English, in the current language: a fixed one
-/// through the table, one with values through `CORE_TEMPLATES` (each value read with `label`, so
-/// "Alipay" or "refunded" inside a note is translated too). Anything else (a note staff typed)
-/// stays as it is.
-#[cfg(feature = "ssr")]
-pub fn tm(en: &str) -> String {
-    if lang() == Lang::En {
-        return en.to_string();
-    }
-    if let Some(zh) = zh(en) {
-        return zh.to_string();
-    }
-    CORE_TEMPLATES
-        .iter()
-        .find_map(|template| {
-            let values: Vec<String> = placeholders(template, en)?.into_iter().map(label).collect();
-            Some(tf(template, &values.iter().map(|v| v as &dyn Display).collect::<Vec<_>>()))
-        })
-        .unwrap_or_else(|| en.to_string())
-}
-
-/// The values that fill the `{}` of `template` to make `text`, if it has that shape.
-#[cfg(feature = "ssr")]
-fn placeholders<'a>(template: &str, text: &'a str) -> Option<Vec<&'a str>> {
-    let mut literals = template.split("{}");
-    let mut rest = text.strip_prefix(literals.next()?)?;
-    let literals: Vec<&str> = literals.collect();
-    let mut values = Vec::with_capacity(literals.len());
-    for (i, literal) in literals.iter().enumerate() {
-        let end = if i + 1 == literals.len() {
-            rest.strip_suffix(literal)?.len()
-        } else {
-            rest.find(literal)?
-        };
-        values.push(&rest[..end]);
-        rest = &rest[end + literal.len()..];
-    }
-    (!values.is_empty()).then_some(values)
 }
 
 include!("i18n_zh.rs");
@@ -264,30 +201,6 @@ mod tests {
         assert_eq!(Lang::from_tag("en;q=0.5,zh;q=0.9"), Lang::Zh);
         assert_eq!(Lang::from_tag("fr,de"), Lang::En);
         assert_eq!(Lang::from_tag(""), Lang::En);
-    }
-
-    #[cfg(feature = "ssr")]
-    #[test]
-    fn core_messages_are_translated_with_their_values() {
-        for template in CORE_TEMPLATES {
-            assert!(zh(template).is_some(), "{template}");
-        }
-        Owner::new().with(|| {
-            provide_lang(Lang::Zh);
-            assert_eq!(tm("Top-up R20260101-0001 via Alipay"), "充值 R20260101-0001（支付宝）");
-            assert_eq!(tm("Plan allowance removed: refunded"), "套餐额度已清除：已退款");
-            assert_eq!(tm("Order not found."), "订单不存在。");
-            assert_eq!(
-                tm("the 7-day refund window of the Starter plan closed on 2026-12-02 10:00"),
-                "7 天退款期（Starter 套餐）已于 2026-12-02 10:00 结束"
-            );
-            assert_eq!(tm("Paid back in cash"), "Paid back in cash");
-            assert_eq!(tm("¥5000.00 is above ¥1000.00: confirm the amount to apply it."), "¥5000.00 超过 ¥1000.00：请确认金额后再提交。");
-            assert_eq!(tm("The order was refunded: only money kept can be invoiced."), "订单已退款：只能为未退还的款项开具发票。");
-            assert_eq!(label("reversal_due"), "待红冲");
-            assert_eq!(label("created"), "待支付");
-            assert_eq!(label("claude-sonnet-4-6"), "claude-sonnet-4-6");
-        });
     }
 
     /// Every literal the console passes to `t` or `tf`, read from its source files.
@@ -345,10 +258,9 @@ mod tests {
         assert!(missing.is_empty(), "{} strings without Chinese:\n{missing:#?}", missing.len());
     }
 
-    #[cfg(feature = "ssr")]
     #[test]
     fn every_template_keeps_its_placeholders() {
-        for en in shown_strings().iter().map(|(en, _)| en.as_str()).chain(CORE_TEMPLATES.iter().copied()) {
+        for en in shown_strings().iter().map(|(en, _)| en.as_str()) {
             if let Some(zh) = zh(en) {
                 assert_eq!(en.matches("{}").count(), zh.matches("{}").count(), "{en}");
             }

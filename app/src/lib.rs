@@ -5,6 +5,8 @@
 pub mod api;
 pub mod app;
 pub mod components;
+#[cfg(feature = "ssr")]
+pub mod core_words;
 pub mod i18n;
 pub mod pages;
 #[cfg(feature = "ssr")]

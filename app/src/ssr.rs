@@ -199,32 +199,25 @@ pub fn internal<E: std::fmt::Display>(e: E) -> ServerFnError {
 
 /// A billing rule the caller broke, in the caller's language (database errors stay generic).
 pub fn billing_error(e: cloudrouter_core::billing::BillingError) -> ServerFnError {
-    use crate::i18n::{label, tf, tm};
-    use cloudrouter_core::billing::BillingError;
-    ServerFnError::new(match e {
-        BillingError::Db(e) => return internal(e),
-        // The status and the reason are codes and fragments of their own, translated apart.
-        BillingError::OrderNotOpen(status) => tf("This order can no longer be changed (it is {}).", &[&label(&status)]),
-        BillingError::RefundNotEligible(reason) => tf("This subscription is not eligible for a refund: {}", &[&tm(&reason)]),
-        other => tm(&other.to_string()),
-    })
-}
-
-/// Yuan for display, exact: at least two decimals, more only when the micro-units need them
-/// ("¥12.50", "¥0.000315").
-pub fn cny(micros: i64) -> String {
-    trim_money(cloudrouter_core::money::format_cny(micros))
-}
-
-pub fn usd(micros: i64) -> String {
-    trim_money(cloudrouter_core::money::format_usd(micros))
-}
-
-fn trim_money(mut s: String) -> String {
-    while s.ends_with('0') && s.len() - s.find('.').unwrap_or(s.len()) > 3 {
-        s.pop();
+    match e {
+        cloudrouter_core::billing::BillingError::Db(e) => internal(e),
+        other => ServerFnError::new(crate::core_words::billing_error(&other)),
     }
-    s
+}
+
+/// A payment method a form names; one this product does not know is "not available".
+pub fn payment_method(m: &str) -> Result<cloudrouter_core::billing::orders::PaymentMethod, ServerFnError> {
+    m.parse().map_err(|_| billing_error(cloudrouter_core::billing::BillingError::InvalidMethod))
+}
+
+/// Yuan as people read it: two decimals, more only when the micro-units need them
+/// ("¥12.50", "¥0.000315"); see `MicroCny::short`.
+pub fn cny(m: cloudrouter_core::money::MicroCny) -> String {
+    m.short()
+}
+
+pub fn usd(m: cloudrouter_core::money::MicroUsd) -> String {
+    m.short()
 }
 
 /// An id from a form; anything else is answered with `not_found` ("No such order.").
@@ -247,17 +240,5 @@ pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     match crate::i18n::lang() {
         crate::i18n::Lang::En => t.format("%Y-%m-%d %H:%M UTC").to_string(),
         crate::i18n::Lang::Zh => t.format("%Y年%-m月%-d日 %H:%M UTC").to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn money_shows_exact_digits_with_two_decimals_at_least() {
-        assert_eq!(super::cny(12_500_000), "¥12.50");
-        assert_eq!(super::cny(315), "¥0.000315");
-        assert_eq!(super::cny(0), "¥0.00");
-        assert_eq!(super::cny(-1_500_000), "-¥1.50");
-        assert_eq!(super::usd(5_000_000), "$5.00");
     }
 }

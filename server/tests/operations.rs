@@ -5,7 +5,8 @@
 mod common;
 
 use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::ledger::{self, LedgerKind};
+use cloudrouter_core::billing::ledger::{self, LedgerKind, Memo};
+use cloudrouter_core::money::MicroCny;
 use cloudrouter_core::accounts;
 use common::{spawn_app, spawn_app_with, TestApp};
 use serde_json::{json, Value};
@@ -71,7 +72,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// A customer with credit and a key on `channel`.
 async fn customer_key(pool: &PgPool, email: &str, channel: &str) -> String {
     let user = accounts::create_user(pool, email, common::PASSWORD).await.unwrap();
-    ledger::adjust(pool, user.id, 10_000_000, LedgerKind::Credit, "test credit", None).await.unwrap();
+    ledger::adjust(pool, user.id, MicroCny::units(10), LedgerKind::Credit, &Memo::Staff { text: Some("test credit".into()) }, None).await.unwrap();
     let (_, secret) = keys::create(pool, user.id, NewKey { name: "ops".into(), channel: channel.into(), ..Default::default() }).await.unwrap();
     secret
 }

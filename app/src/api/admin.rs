@@ -43,7 +43,8 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, ServerFnError> {
 fn upstream_error(e: cloudrouter_core::upstreams::UpstreamError) -> ServerFnError {
     match e {
         cloudrouter_core::upstreams::UpstreamError::Db(e) => crate::ssr::internal(e),
-        other => ServerFnError::new(crate::i18n::tm(&other.to_string())),
+        cloudrouter_core::upstreams::UpstreamError::UnknownChannel(c) => ServerFnError::new(crate::i18n::tf("unknown channel: {}", &[&c])),
+        other => ServerFnError::new(crate::i18n::tr(&other.to_string())),
     }
 }
 
@@ -67,7 +68,7 @@ pub async fn get_user(id: String) -> Result<UserListItem, ServerFnError> {
             &[
                 &tr(&s.plan_name),
                 &s.cycle_end.format("%Y-%m-%d"),
-                &crate::ssr::usd((s.allowance_micro_usd - s.allowance_used_micro_usd).max(0)),
+                &crate::ssr::usd(s.allowance_left_micro_usd().max(cloudrouter_core::money::MicroUsd::ZERO)),
                 &crate::ssr::usd(s.allowance_micro_usd),
                 &s.pending_plan_code.map(|p| tf("; changing to {} next cycle", &[&p])).unwrap_or_default(),
             ],
@@ -168,7 +169,7 @@ pub async fn adjust_balance(
     use cloudrouter_core::billing::adjustments::{self, Adjustment};
     let staff = crate::ssr::require_staff().await?;
     let state = crate::ssr::state()?;
-    let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+    let micros = cloudrouter_core::money::MicroCny::parse(&amount)
         .map_err(|_| ServerFnError::new(t("Enter an amount in yuan, like 100 or -12.50.")))?;
     let adj = Adjustment {
         user_id: parse_id(&id)?,
@@ -179,7 +180,7 @@ pub async fn adjust_balance(
         confirmed: confirm.is_some(),
     };
     let done = adjustments::apply(&state.pool, &state.staff_limits, staff.id, &adj).await.map_err(crate::ssr::billing_error)?;
-    let balance = crate::ssr::cny(done.entry.balance_after_micros);
+    let balance = done.entry.balance_after.short();
     Ok(if done.replayed { tf("Already applied: this form was submitted before. Balance after it: {}.", &[&balance]) } else { tf("Balance is now {}.", &[&balance]) })
 }
 

@@ -91,8 +91,8 @@ pub fn pay_methods(state: &crate::ssr::ConsoleState) -> Vec<PayMethod> {
         .payments
         .methods()
         .into_iter()
-        .filter(|m| !label(m).is_empty())
-        .map(|m| (m.to_string(), label(m).to_string()))
+        .filter(|m| !label(m.as_str()).is_empty())
+        .map(|m| (m.to_string(), label(m.as_str()).to_string()))
         .collect()
 }
 
@@ -127,8 +127,8 @@ pub mod convert {
             .collect::<Vec<_>>()
             .join(" · ");
         PlanView {
-            price: (p.purchasable && p.price_micros > 0).then(|| crate::i18n::tf("{} / month", &[&cny(p.price_micros)])),
-            allowance: (p.allowance_micro_usd > 0).then(|| crate::i18n::tf("{} of list-price usage / month", &[&usd(p.allowance_micro_usd)])),
+            price: (p.purchasable && p.price_micros.is_positive()).then(|| crate::i18n::tf("{} / month", &[&cny(p.price_micros)])),
+            allowance: p.allowance_micro_usd.is_positive().then(|| crate::i18n::tf("{} of list-price usage / month", &[&usd(p.allowance_micro_usd)])),
             channels: p.channels.iter().map(|c| crate::i18n::tr(c)).collect::<Vec<_>>().join(", "),
             limits: if limits.is_empty() { crate::i18n::t("Standard limits").into() } else { limits },
             refund: match p.refund_window_days {
@@ -146,9 +146,10 @@ pub mod convert {
     }
 
     pub fn subscription(s: Subscription) -> SubscriptionView {
-        let left = (s.allowance_micro_usd - s.allowance_used_micro_usd).max(0);
+        let left = s.allowance_left_micro_usd().max(cloudrouter_core::money::MicroUsd::ZERO);
+        let (used, all) = (s.allowance_used_micro_usd.micros(), s.allowance_micro_usd.micros());
         SubscriptionView {
-            used_percent: if s.allowance_micro_usd > 0 { ((s.allowance_used_micro_usd.min(s.allowance_micro_usd) * 100) / s.allowance_micro_usd) as u32 } else { 0 },
+            used_percent: if all > 0 { ((used.min(all) * 100) / all) as u32 } else { 0 },
             cycle: format!("{} – {}", s.cycle_start.format("%Y-%m-%d"), s.cycle_end.format("%Y-%m-%d")),
             cycle_end: when(s.cycle_end),
             price: cny(s.price_micros),
@@ -167,10 +168,10 @@ pub mod convert {
             amount: cny(o.amount_micros),
             created: when(o.created_at),
             paid: o.paid_at.map(when),
-            kind: o.kind,
+            kind: o.kind.to_string(),
             plan: o.plan_code,
-            status: o.status,
-            method: o.method,
+            status: o.status.to_string(),
+            method: o.method.to_string(),
             reference: o.reference,
             invoice_status,
         }
@@ -178,11 +179,11 @@ pub mod convert {
 }
 
 #[cfg(feature = "ssr")]
-use crate::ssr::billing_error;
+use crate::ssr::{billing_error, payment_method};
 
 #[server(endpoint = "plans")]
 pub async fn plans_page() -> Result<PlansData, ServerFnError> {
-    use cloudrouter_core::{billing, ledger};
+    use cloudrouter_core::billing::{self, ledger};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let pool = state.pool.clone();
@@ -201,7 +202,7 @@ pub async fn plans_page() -> Result<PlansData, ServerFnError> {
 #[server(endpoint = "plans/subscribe")]
 pub async fn subscribe(plan: String, method: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let order = cloudrouter_core::billing::purchases::create_subscription(&crate::ssr::pool()?, user.id, &plan, &method)
+    let order = cloudrouter_core::billing::purchases::create_subscription(&crate::ssr::pool()?, user.id, &plan, payment_method(&method)?)
         .await
         .map_err(billing_error)?;
     leptos_axum::redirect(&format!("/console/pay/{}", order.id));
@@ -225,9 +226,11 @@ pub async fn cancel_plan_change() -> Result<String, ServerFnError> {
 #[server(endpoint = "topup")]
 pub async fn top_up(amount: String, method: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+    let amount = cloudrouter_core::money::MicroCny::parse(&amount)
         .map_err(|_| ServerFnError::new(crate::i18n::t("Enter an amount in yuan, like 100 or 49.90.")))?;
-    let order = cloudrouter_core::billing::purchases::create_topup(&crate::ssr::pool()?, user.id, micros, &method).await.map_err(billing_error)?;
+    let order = cloudrouter_core::billing::purchases::create_topup(&crate::ssr::pool()?, user.id, amount, payment_method(&method)?)
+        .await
+        .map_err(billing_error)?;
     leptos_axum::redirect(&format!("/console/pay/{}", order.id));
     Ok(())
 }
@@ -267,11 +270,11 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
 /// crate's English sentence.
 #[cfg(feature = "ssr")]
 fn refund_view(q: cloudrouter_core::billing::refunds::RefundQuote) -> RefundView {
-    use crate::i18n::{t, tf, tm, tr};
+    use crate::i18n::{t, tf, tr};
     use crate::ssr::{cny, usd};
     let suggested = if q.negotiated { t(" (suggested; the final amount is agreed with our team)") } else { "" };
     let days = tf("{} × {} / {} remaining days = {}", &[&cny(q.paid_micros), &q.remaining_days, &q.cycle_days, &cny(q.days_amount_micros)]);
-    let deduction = (q.deduction_micros > 0).then(|| {
+    let deduction = q.deduction_micros.is_positive().then(|| {
         tf(
             "less {} for {} of allowance used beyond the elapsed days' share ({} of {}) = {}",
             &[&cny(q.deduction_micros), &usd(q.excess_micro_usd), &usd(q.elapsed_share_micro_usd), &usd(q.allowance_micro_usd), &cny(q.amount_micros)],
@@ -282,7 +285,7 @@ fn refund_view(q: cloudrouter_core::billing::refunds::RefundQuote) -> RefundView
         eligible: q.eligible,
         negotiated: q.negotiated,
         repeat: q.repeat,
-        reason: q.reason.as_deref().map(tm),
+        reason: q.reason.as_ref().map(crate::core_words::ineligible),
         amount: cny(q.amount_micros),
         explanation: format!("{days}{}", if deduction.is_some() { "" } else { suggested }),
         deduction: deduction.map(|d| format!("{d}{suggested}")),
@@ -332,20 +335,22 @@ pub struct PaymentView {
 
 #[server(endpoint = "pay")]
 pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
+    use cloudrouter_core::billing::orders::{OrderKind, OrderStatus, PaymentMethod};
     use cloudrouter_core::billing::{orders, payments::Checkout};
     use crate::i18n::{t, tf, tr};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     let order = orders::get(&state.pool, user.id, id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(crate::i18n::t("No such order.")))?;
-    let balance = cloudrouter_core::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
-    let what = match (order.kind.as_str(), &order.plan_name) {
-        ("topup", _) => t("Balance top-up").to_string(),
+    let balance = cloudrouter_core::billing::ledger::balance_info(&state.pool, user.id).await.map_err(crate::ssr::internal)?;
+    let what = match (order.kind, &order.plan_name) {
+        (OrderKind::Topup, _) => t("Balance top-up").to_string(),
         (_, Some(plan)) => tf("{} plan, one month", &[&tr(plan)]),
         _ => t("Order").to_string(),
     };
     let (mut redirect, mut instructions, mut wechat_qr) = (None, vec![], None);
-    if order.status == "created" && order.method == "wechat" {
+    let open = order.status == OrderStatus::Created;
+    if open && order.method == PaymentMethod::Wechat {
         if let Some(w) = state.payments.wechat() {
             wechat_qr = Some(match w.native_code_url(&order).await {
                 Ok(code_url) => crate::ssr::qr_svg(&code_url),
@@ -355,8 +360,8 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
                 }
             });
         }
-    } else if order.status == "created" && order.method != "sandbox" {
-        if let Some(provider) = state.payments.get(&order.method) {
+    } else if open && order.method != PaymentMethod::Sandbox {
+        if let Some(provider) = state.payments.get(order.method) {
             match provider.checkout(&order, &format!("{}/console/billing", state.public_base_url)) {
                 Checkout::Redirect(url) => redirect = Some(url),
                 Checkout::Instructions { bank_name, account_name, account_number, reference, amount } => {
@@ -372,8 +377,8 @@ pub async fn pay_page(id: String) -> Result<PaymentView, ServerFnError> {
         }
     }
     Ok(PaymentView {
-        sandbox: order.method == "sandbox",
-        can_pay_from_balance: order.kind != "topup" && order.status == "created" && balance.available_micros >= order.amount_micros,
+        sandbox: order.method == PaymentMethod::Sandbox,
+        can_pay_from_balance: order.kind != OrderKind::Topup && open && balance.available_micros >= order.amount_micros,
         what,
         redirect,
         instructions,

@@ -59,7 +59,7 @@ pub async fn billing_queues() -> Result<QueuesView, ServerFnError> {
         transfers.push(QueueItem {
             id: o.id.to_string(),
             who: email(o.user_id).await,
-            what: format!("{} {}", label(&o.kind), o.plan_code.clone().unwrap_or_default()),
+            what: format!("{} {}", label(o.kind.as_str()), o.plan_code.clone().unwrap_or_default()),
             amount: cny(o.amount_micros),
             when: when(o.created_at),
             detail: o.reference.clone(),
@@ -139,7 +139,7 @@ pub async fn decide_refund(id: String, approve: bool, amount: String, note: Stri
     if approve {
         let amount = match amount.trim() {
             "" => None,
-            a => Some(cloudrouter_core::money::parse_decimal(a).map_err(|_| ServerFnError::new(t("Enter the refund amount in yuan.")))?),
+            a => Some(cloudrouter_core::money::MicroCny::parse(a).map_err(|_| ServerFnError::new(t("Enter the refund amount in yuan.")))?),
         };
         refunds::approve(&pool, staff.id, id, amount, note.trim()).await.map_err(billing_error)?;
         Ok(t("Refund approved.").into())
@@ -177,9 +177,9 @@ pub async fn decide_trial(id: String, approve: bool, amount: String, days: Strin
     let id = crate::ssr::parse_uuid(&id, "No such trial application.")?;
     let pool = crate::ssr::pool()?;
     if approve {
-        let micros = cloudrouter_core::money::parse_decimal(amount.trim())
+        let micros = cloudrouter_core::money::MicroCny::parse(&amount)
             .ok()
-            .filter(|m| *m > 0)
+            .filter(|m| m.is_positive())
             .ok_or_else(|| ServerFnError::new(t("Enter the trial amount in yuan.")))?;
         let days: i64 = days.trim().parse().ok().filter(|d| (1..=365).contains(d)).ok_or_else(|| ServerFnError::new(t("Expiry must be 1 to 365 days.")))?;
         trials::approve(&pool, staff.id, id, micros, chrono::Utc::now() + chrono::Duration::days(days)).await.map_err(billing_error)?;
@@ -257,10 +257,9 @@ pub mod cloudrouter_plan {
 
     #[cfg(feature = "ssr")]
     pub fn form(p: cloudrouter_core::billing::plans::Plan) -> PlanForm {
-        use cloudrouter_core::money::to_decimal_string;
         PlanForm {
-            price_yuan: to_decimal_string(p.price_micros),
-            allowance_usd: to_decimal_string(p.allowance_micro_usd),
+            price_yuan: p.price_micros.decimal(),
+            allowance_usd: p.allowance_micro_usd.decimal(),
             channels: p.channels.join(", "),
             rpm_limit: p.rpm_limit.map(|v| v.to_string()).unwrap_or_default(),
             concurrency_limit: p.concurrency_limit.map(|v| v.to_string()).unwrap_or_default(),
@@ -281,12 +280,13 @@ pub async fn update_plan(
     rpm_limit: String,
     concurrency_limit: String,
 ) -> Result<String, ServerFnError> {
-    use cloudrouter_core::{billing::plans, money::parse_decimal};
+    use cloudrouter_core::billing::plans;
+    use cloudrouter_core::money::{MicroCny, MicroUsd};
     let staff = crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let mut plan = plans::get(&pool, &code).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(t("No such plan.")))?;
     let amount = |s: &str, what: &'static str| {
-        parse_decimal(s.trim()).ok().filter(|v| *v >= 0).ok_or_else(|| ServerFnError::new(tf("{} must be a non-negative amount.", &[&t(what)])))
+        cloudrouter_core::money::parse_decimal(s).ok().filter(|v| *v >= 0).ok_or_else(|| ServerFnError::new(tf("{} must be a non-negative amount.", &[&t(what)])))
     };
     let limit = |s: &str| -> Result<Option<i32>, ServerFnError> {
         match s.trim() {
@@ -294,8 +294,8 @@ pub async fn update_plan(
             s => s.parse().ok().filter(|v: &i32| *v > 0).map(Some).ok_or_else(|| ServerFnError::new(t("Limits must be positive whole numbers."))),
         }
     };
-    plan.price_micros = amount(&price_yuan, "The price")?;
-    plan.allowance_micro_usd = amount(&allowance_usd, "The allowance")?;
+    plan.price_micros = MicroCny::from_micros(amount(&price_yuan, "The price")?);
+    plan.allowance_micro_usd = MicroUsd::from_micros(amount(&allowance_usd, "The allowance")?);
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;

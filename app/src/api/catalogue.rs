@@ -41,7 +41,7 @@ pub struct CatalogueView {
 #[cfg(feature = "ssr")]
 async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
     use crate::ssr::{cny, internal, usd};
-    use cloudrouter_core::{catalogue, money};
+    use cloudrouter_core::catalogue;
     let pool = crate::ssr::pool()?;
     let channels = catalogue::list_channels(&pool).await.map_err(internal)?;
     let models = catalogue::list_models(&pool).await.map_err(internal)?;
@@ -49,8 +49,8 @@ async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
         channels: channels
             .into_iter()
             .map(|c| ChannelPrice {
-                rate: cny(c.rate_micros_per_usd),
-                rate_yuan: money::to_decimal_string(c.rate_micros_per_usd),
+                rate: cny(c.rate_micros_per_usd.per_dollar()),
+                rate_yuan: c.rate_micros_per_usd.per_dollar().decimal(),
                 code: c.code,
                 name: c.name,
                 capacity: c.concurrency_capacity,
@@ -116,9 +116,9 @@ pub async fn admin_catalogue() -> Result<CatalogueView, ServerFnError> {
 #[server(endpoint = "admin/channel")]
 pub async fn update_channel(code: String, rate: String, capacity: String, affinity_wait_ms: String) -> Result<String, ServerFnError> {
     let staff = crate::ssr::require_staff().await?;
-    let rate = cloudrouter_core::money::parse_decimal(rate.trim())
+    let rate = cloudrouter_core::money::CnyPerUsd::parse(&rate)
         .ok()
-        .filter(|r| *r > 0)
+        .filter(|r| r.micros() > 0)
         .ok_or_else(|| ServerFnError::new(t("The rate must be a positive amount of yuan per dollar, like 0.6.")))?;
     let capacity: i32 = capacity.trim().parse().ok().filter(|c| *c > 0).ok_or_else(|| ServerFnError::new(t("Capacity must be a positive whole number.")))?;
     let wait: i32 = affinity_wait_ms
@@ -133,7 +133,7 @@ pub async fn update_channel(code: String, rate: String, capacity: String, affini
         return Err(ServerFnError::new(t("No such channel.")));
     }
     crate::ssr::commit_audited(tx, staff.id, "channel.update", &format!("channel:{code}"), serde_json::json!({"rate_micros_per_usd": rate, "capacity": capacity, "affinity_wait_ms": wait})).await?;
-    Ok(tf("Channel {} now charges {} per $1.", &[&label(&code), &crate::ssr::cny(rate)]))
+    Ok(tf("Channel {} now charges {} per $1.", &[&label(&code), &crate::ssr::cny(rate.per_dollar())]))
 }
 
 /// Forgets where conversations were moved (cache-aware routing), for one customer (`user_id`) or
@@ -160,14 +160,14 @@ pub async fn update_model(
     cache_read: String,
     enabled: Option<String>,
 ) -> Result<String, ServerFnError> {
-    use cloudrouter_core::{catalogue, money};
+    use cloudrouter_core::{catalogue, money::MicroUsd};
     let staff = crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let mut model = catalogue::get_model(&pool, &id).await.map_err(crate::ssr::internal)?.ok_or_else(|| ServerFnError::new(t("No such model.")))?;
-    let price = |s: &str| -> Result<i64, ServerFnError> {
-        money::parse_decimal(s.trim().trim_start_matches('$'))
+    let price = |s: &str| -> Result<MicroUsd, ServerFnError> {
+        MicroUsd::parse(s.trim().trim_start_matches('$'))
             .ok()
-            .filter(|p| *p >= 0)
+            .filter(|p| !p.is_negative())
             .ok_or_else(|| ServerFnError::new(t("Prices are dollar amounts per million tokens, like 3 or 0.30.")))
     };
     model.input_price = price(&input)?;

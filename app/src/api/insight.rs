@@ -60,6 +60,7 @@ pub struct DebtLine {
 mod build {
     use super::*;
     use crate::ssr::{cny, usd};
+    use cloudrouter_core::money::{MicroCny, MicroUsd};
     use chrono::{DateTime, Utc};
     use cloudrouter_core::insights::{GroupBy, LatencyPoint, Range, SeriesPoint};
     use std::collections::BTreeMap;
@@ -202,7 +203,7 @@ mod build {
             cache_read_share: super::percent(cloudrouter_core::insights::cache_read_share(read, input)),
             range: range_code.to_string(),
             by: by.to_string(),
-            spend: bars(crate::i18n::t("Spend"), &range, &buckets, points, |p| p.charge_micros, cny, names),
+            spend: bars(crate::i18n::t("Spend"), &range, &buckets, points, |p| p.charge_micros.micros(), |v| cny(MicroCny::from_micros(v)), names),
             tokens: bars(
                 crate::i18n::t("Tokens"),
                 &range,
@@ -221,8 +222,8 @@ mod build {
     impl ChartsView {
         /// The spend summary also says what it was worth at list price.
         fn with_list_price(mut self, points: &[SeriesPoint], range: &Range) -> Self {
-            let cost: i64 = points.iter().map(|p| p.cost_micro_usd).sum();
-            let charge: i64 = points.iter().map(|p| p.charge_micros).sum();
+            let cost: MicroUsd = points.iter().map(|p| p.cost_micro_usd).sum();
+            let charge: MicroCny = points.iter().map(|p| p.charge_micros).sum();
             self.spend.summary = crate::i18n::tf("{} ({} at list price) in {}", &[&cny(charge), &usd(cost), &range_days(range)]);
             self
         }
@@ -332,7 +333,7 @@ pub async fn mail_health() -> Result<MailWatch, ServerFnError> {
 
 #[server(endpoint = "admin/money_exceptions")]
 pub async fn money_exceptions() -> Result<MoneyWatch, ServerFnError> {
-    use cloudrouter_core::{insights, money::format_cny};
+    use cloudrouter_core::insights;
     crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let overages = insights::recent_overages(&pool, 50).await.map_err(crate::ssr::internal)?;
@@ -346,14 +347,14 @@ pub async fn money_exceptions() -> Result<MoneyWatch, ServerFnError> {
                 user_id: o.user_id.to_string(),
                 email: o.email,
                 model: o.served_model.unwrap_or_default(),
-                held: format_cny(o.held_micros),
-                charged: format_cny(o.charge_micros),
-                above: format_cny(o.charge_micros - o.held_micros),
+                held: o.held_micros.exact(),
+                charged: o.charge_micros.exact(),
+                above: (o.charge_micros - o.held_micros).exact(),
             })
             .collect(),
         debts: debts
             .into_iter()
-            .map(|d| DebtLine { user_id: d.user_id.to_string(), email: d.email, balance: format_cny(d.balance_micros) })
+            .map(|d| DebtLine { user_id: d.user_id.to_string(), email: d.email, balance: d.balance_micros.exact() })
             .collect(),
     })
 }

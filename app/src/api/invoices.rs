@@ -53,7 +53,7 @@ pub fn invoice_view(i: cloudrouter_core::billing::invoices::Invoice) -> InvoiceV
         issued_on: i.issued_on.map(|d| d.to_string()),
         has_pdf: i.has_pdf,
         // a request closed by a refund carries the core's sentence; staff reasons stay as typed
-        reject_reason: i.reject_reason.as_deref().map(crate::i18n::tm),
+        reject_reason: i.reject_reason.as_deref().map(crate::i18n::tr),
         created: crate::ssr::when(i.created_at),
         reversal_amount: i.reversal_amount_micros.map(crate::ssr::cny),
         reversal: i.reversal_number.map(|n| crate::i18n::tf("No. {}, {}", &[&n, &i.reversal_issued_on.map(|d| d.to_string()).unwrap_or_default()])),
@@ -72,9 +72,9 @@ pub async fn invoices_page() -> Result<InvoicesData, ServerFnError> {
     Ok(InvoicesData {
         orders: orders
             .into_iter()
-            .filter(|o| o.status == "paid" && !taken.contains(&o.id))
+            .filter(|o| o.status == cloudrouter_core::billing::orders::OrderStatus::Paid && !taken.contains(&o.id))
             .map(|o| InvoiceableOrder {
-                label: format!("{} · {} · {}", o.reference, crate::i18n::label(&o.kind), crate::ssr::cny(o.amount_micros)),
+                label: format!("{} · {} · {}", o.reference, crate::i18n::label(o.kind.as_str()), crate::ssr::cny(o.amount_micros)),
                 id: o.id.to_string(),
             })
             .collect(),

@@ -90,7 +90,7 @@ async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, 
     let f = cloudrouter_core::billing::funds(pool, user_id, now).await.map_err(internal)?;
     let subscribed = cloudrouter_core::billing::subscriptions::current(pool, user_id, now).await.map_err(internal)?.is_some();
     let mut parts = vec![];
-    if f.trial_micros > 0 {
+    if f.trial_micros.is_positive() {
         parts.push(crate::i18n::tf("trial credit {}", &[&cny(f.trial_micros)]));
     }
     if subscribed {
@@ -116,7 +116,7 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
         keys: keys.into_iter().map(key_view).collect(),
         channels: channels
             .into_iter()
-            .map(|c| ChannelOption { label: crate::i18n::tf("{} — {} per $1", &[&crate::i18n::tr(&c.name), &crate::ssr::cny(c.rate_micros_per_usd)]), code: c.code })
+            .map(|c| ChannelOption { label: crate::i18n::tf("{} — {} per $1", &[&crate::i18n::tr(&c.name), &crate::ssr::cny(c.rate_micros_per_usd.per_dollar())]), code: c.code })
             .collect(),
         models: models.into_iter().filter(|m| m.enabled).map(|m| m.id).collect(),
     })
@@ -140,9 +140,9 @@ pub async fn create_key(
     let spend_limit_micros = match spend_limit.trim() {
         "" => None,
         s => Some(
-            cloudrouter_core::money::parse_decimal(s)
+            cloudrouter_core::money::MicroCny::parse(s)
                 .ok()
-                .filter(|v| *v > 0)
+                .filter(|v| v.is_positive())
                 .ok_or_else(|| ServerFnError::new(crate::i18n::t("The spending limit must be a positive amount in yuan, like 50 or 12.5.")))?,
         ),
     };

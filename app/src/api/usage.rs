@@ -26,7 +26,8 @@ pub struct OverviewData {
 #[server(endpoint = "overview")]
 pub async fn overview() -> Result<OverviewData, ServerFnError> {
     use crate::ssr::{cny, internal};
-    use cloudrouter_core::{insights, keys, ledger, upstreams};
+    use cloudrouter_core::billing::ledger;
+    use cloudrouter_core::{insights, keys, upstreams};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let pool = &state.pool;
@@ -43,7 +44,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         balance: cny(balance.balance_micros),
         held: cny(balance.held_micros),
         allowance_left: subscribed.then(|| crate::ssr::usd(funds.allowance_left_micro_usd)),
-        trial: (funds.trial_micros > 0).then(|| cny(funds.trial_micros)),
+        trial: funds.trial_micros.is_positive().then(|| cny(funds.trial_micros)),
         active_keys: keys.iter().filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)).count(),
         requests_24h: day.requests,
         errors_24h: day.errors,
@@ -170,7 +171,7 @@ pub fn usage_line(r: cloudrouter_core::usage::UsageRecord, key_name: String) -> 
         cost_usd: usd(r.cost_micro_usd),
         charge: cny(r.charge_micros),
         status: r.status,
-        outcome: r.outcome,
+        outcome: r.outcome.to_string(),
         latency_ms: r.latency_ms,
         ttft_ms: r.ttft_ms,
     }
@@ -225,7 +226,7 @@ pub struct BillingData {
 #[cfg(feature = "ssr")]
 pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnError> {
     use crate::ssr::{cny, internal, when};
-    use cloudrouter_core::ledger;
+    use cloudrouter_core::billing::ledger;
     let pool = crate::ssr::pool()?;
     let info = ledger::balance_info(&pool, user_id).await.map_err(internal)?;
     let entries = ledger::entries(&pool, user_id, 200).await.map_err(internal)?;
@@ -235,17 +236,14 @@ pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnErr
         available: cny(info.available_micros),
         entries: entries
             .into_iter()
-            .map(|e| {
-                // Plan allowance rows count list-price dollars, the others yuan.
-                let money = if e.unit() == "USD" { crate::ssr::usd } else { cny };
-                LedgerLine {
-                    time: when(e.created_at),
-                    amount: money(e.amount_micros),
-                    balance_after: money(e.balance_after_micros),
-                    note: crate::i18n::tm(&e.note),
-                    kind: e.kind,
-                    source: e.source,
-                }
+            .map(|e| LedgerLine {
+                time: when(e.created_at),
+                // plan allowance rows count list-price dollars, the others yuan
+                amount: e.amount.short(),
+                balance_after: e.balance_after.short(),
+                note: crate::core_words::memo(&e),
+                kind: e.kind.to_string(),
+                source: e.source.to_string(),
             })
             .collect(),
     })

@@ -14,9 +14,10 @@ use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::demo::{FakeBehavior, FakeUpstream};
 use cloudrouter_core::gateway::{Gateway, GatewayConfig};
 use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::ledger::{self, LedgerKind};
+use cloudrouter_core::billing::ledger::{self, LedgerKind, Memo};
 use cloudrouter_core::upstreams::{self, NewUpstream};
-use cloudrouter_core::{db, money};
+use cloudrouter_core::db;
+use cloudrouter_core::money::{CnyPerUsd, MicroCny};
 
 #[path = "shared/cli.rs"]
 mod cli;
@@ -37,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let port: u16 = arg(&args, "--port").and_then(|p| p.parse().ok()).unwrap_or(0);
-    let balance = money::parse_decimal(&arg(&args, "--balance").unwrap_or_else(|| "1000".into()))?;
+    let balance = MicroCny::parse(&arg(&args, "--balance").unwrap_or_else(|| "1000".into()))?;
 
     let admin = db::connect(&server_url).await?;
     let dbname = format!("cr_testbed_{}", cloudrouter_core::util::random_base62(10).to_lowercase());
@@ -75,11 +76,11 @@ async fn main() -> anyhow::Result<()> {
     }
     // generous capacity for load tests
     for c in ["value", "smart", "stable"] {
-        let rate: i64 = sqlx::query_scalar("SELECT rate_micros_per_usd FROM channels WHERE code = $1").bind(c).fetch_one(&pool).await?;
+        let rate: CnyPerUsd = sqlx::query_scalar("SELECT rate_micros_per_usd FROM channels WHERE code = $1").bind(c).fetch_one(&pool).await?;
         cloudrouter_core::catalogue::update_channel(&pool, c, rate, 100_000, 0).await?;
     }
     let user = cloudrouter_core::accounts::create_user(&pool, "testbed@example.com", "correct horse battery staple 9").await?;
-    ledger::adjust(&pool, user.id, balance, LedgerKind::Credit, "testbed", None).await?;
+    ledger::adjust(&pool, user.id, balance, LedgerKind::Credit, &Memo::Staff { text: Some("testbed".into()) }, None).await?;
     let (_, key_json) = keys::create(&pool, user.id, NewKey { name: "json".into(), channel: "value".into(), ..Default::default() }).await?;
     let (_, key_sse) = keys::create(&pool, user.id, NewKey { name: "sse".into(), channel: "smart".into(), ..Default::default() }).await?;
     let (_, key_haiku) = keys::create(
@@ -126,8 +127,8 @@ async fn main() -> anyhow::Result<()> {
     let ok = ledger::verify(&pool, user.id).await?;
     eprintln!(
         "testbed: {n} usage records, charged {}, balance {}, ledger consistent: {ok}",
-        money::format_cny(charged),
-        money::format_cny(ledger::balance(&pool, user.id).await?)
+        MicroCny::from_micros(charged).exact(),
+        ledger::balance(&pool, user.id).await?.exact()
     );
     pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE {dbname} WITH (FORCE)")).execute(&admin).await;

@@ -15,8 +15,8 @@ use crate::billing::BillingError;
 use crate::crypto::Crypto;
 use crate::gateway::{ApiError, Gateway};
 use crate::keys::{self, KeyError, NewKey};
-use crate::ledger;
-use crate::money;
+use crate::billing::ledger;
+use crate::money::MicroCny;
 use crate::upstreams::{self, NewUpstream, UpstreamError};
 use crate::usage::{self, UsageFilter};
 use crate::util::{random_base62, sha256};
@@ -298,7 +298,7 @@ async fn user_json(pool: &PgPool, id: Uuid) -> Result<serde_json::Value, ApiErro
         "role": u.role.as_str(),
         "status": if u.suspended { "suspended" } else { "active" },
         "created_at": u.created_at,
-        "balance": money::to_decimal_string(b.balance_micros),
+        "balance": b.balance_micros.decimal(),
         "balance_micros": b.balance_micros,
         "held_micros": b.held_micros,
         "available_micros": b.available_micros,
@@ -343,7 +343,7 @@ async fn credit(
         }
         (h, f) => h.or(f).unwrap_or_default(),
     };
-    let amount = money::parse_decimal(&b.amount).map_err(|e| bad(format!("amount: {e}")))?;
+    let amount = MicroCny::parse(&b.amount).map_err(|e| bad(format!("amount: {e}")))?;
     let adj = Adjustment { user_id: id, amount_micros: amount, description: b.description, staff_note: b.note, idempotency_key: key, confirmed: b.confirm };
     let done = adjustments::apply(&st.pool, &st.limits, s.user_id, &adj).await.map_err(|e| match e {
         BillingError::UnknownUser => not_found("user"),
@@ -355,8 +355,8 @@ async fn credit(
     })?;
     Ok(Json(json!({
         "entry": done.entry,
-        "balance": money::to_decimal_string(done.entry.balance_after_micros),
-        "balance_micros": done.entry.balance_after_micros,
+        "balance": done.entry.balance_after.decimal(),
+        "balance_micros": done.entry.balance_after,
         "replayed": done.replayed,
     })))
 }
@@ -385,7 +385,7 @@ async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath
         return Err(not_found("user"));
     }
     let spend_limit_micros = match &b.spend_limit {
-        Some(s) => Some(money::parse_decimal(s).map_err(|e| bad(format!("spend_limit: {e}")))?),
+        Some(s) => Some(MicroCny::parse(s).map_err(|e| bad(format!("spend_limit: {e}")))?),
         None => None,
     };
     let expires_at = sane_time(b.expires_at, "expires_at")?;

@@ -1,5 +1,6 @@
 //! The model catalogue (staff-editable list prices) and the channels (rates and capacity).
 
+use crate::money::{CnyPerUsd, MicroUsd};
 use crate::pricing::{LongContext, ModelPrices, TokenPrices};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,30 +12,30 @@ pub struct Model {
     pub display_name: String,
     pub family: String,
     /// micro-USD per million tokens
-    pub input_price: i64,
-    pub output_price: i64,
-    pub cache_write_5m_price: i64,
-    pub cache_write_1h_price: i64,
-    pub cache_read_price: i64,
+    pub input_price: MicroUsd,
+    pub output_price: MicroUsd,
+    pub cache_write_5m_price: MicroUsd,
+    pub cache_write_1h_price: MicroUsd,
+    pub cache_read_price: MicroUsd,
     /// Above this many input tokens (of every kind) the whole request is priced at the
     /// `long_context_*` prices; None: no long-context pricing.
     #[serde(default)]
     pub long_context_threshold_tokens: Option<i64>,
     #[serde(default)]
-    pub long_context_input_price: i64,
+    pub long_context_input_price: MicroUsd,
     #[serde(default)]
-    pub long_context_output_price: i64,
+    pub long_context_output_price: MicroUsd,
     #[serde(default)]
-    pub long_context_cache_write_5m_price: i64,
+    pub long_context_cache_write_5m_price: MicroUsd,
     #[serde(default)]
-    pub long_context_cache_write_1h_price: i64,
+    pub long_context_cache_write_1h_price: MicroUsd,
     #[serde(default)]
-    pub long_context_cache_read_price: i64,
+    pub long_context_cache_read_price: MicroUsd,
     /// micro-USD per 1,000 server-tool requests
     #[serde(default)]
-    pub web_search_price_per_1k: i64,
+    pub web_search_price_per_1k: MicroUsd,
     #[serde(default)]
-    pub web_fetch_price_per_1k: i64,
+    pub web_fetch_price_per_1k: MicroUsd,
     pub fallbacks: Vec<String>,
     /// Other names the API accepts for this model (e.g. `claude-sonnet-4-5` for
     /// `claude-sonnet-4-5-20250929`). Requests may use them; only `id` is listed, priced and recorded.
@@ -78,7 +79,7 @@ pub struct Channel {
     pub name: String,
     pub description: String,
     /// micro-CNY charged per 1 USD of list price
-    pub rate_micros_per_usd: i64,
+    pub rate_micros_per_usd: CnyPerUsd,
     pub concurrency_capacity: i32,
     pub sort: i32,
     /// How long a request waits for its conversation's saturated upstream before moving to
@@ -162,7 +163,7 @@ pub async fn list_channels(pool: &PgPool) -> Result<Vec<Channel>, sqlx::Error> {
 pub async fn update_channel(
     conn: impl sqlx::PgExecutor<'_>,
     code: &str,
-    rate_micros_per_usd: i64,
+    rate_micros_per_usd: CnyPerUsd,
     concurrency_capacity: i32,
     affinity_wait_ms: i32,
 ) -> Result<bool, sqlx::Error> {

@@ -2,6 +2,7 @@
 //! its SHA-256 is stored. Every change fires a NOTIFY (trigger in the migration) so that every
 //! gateway instance drops its cached copy at once.
 
+use crate::money::MicroCny;
 use crate::util::{random_base62, sha256};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ pub const SECRET_PREFIX: &str = "cr-";
 pub struct NewKey {
     pub name: String,
     pub channel: String,
-    pub spend_limit_micros: Option<i64>,
+    pub spend_limit_micros: Option<MicroCny>,
     pub expires_at: Option<DateTime<Utc>>,
     /// Empty = every enabled model.
     pub allowed_models: Vec<String>,
@@ -32,8 +33,8 @@ pub struct KeySummary {
     pub channel: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
-    pub spent_micros: i64,
-    pub spend_limit_micros: Option<i64>,
+    pub spent_micros: MicroCny,
+    pub spend_limit_micros: Option<MicroCny>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub allowed_models: Vec<String>,
@@ -62,7 +63,7 @@ pub struct KeyAuth {
     pub key_id: Uuid,
     pub user_id: Uuid,
     pub channel: String,
-    pub spend_limit_micros: Option<i64>,
+    pub spend_limit_micros: Option<MicroCny>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub allowed_models: Vec<String>,
@@ -107,7 +108,7 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, user_id: Uuid, new: NewKey
     if name.is_empty() || name.chars().count() > 100 {
         return Err(KeyError::InvalidName);
     }
-    if new.spend_limit_micros.is_some_and(|v| v < 0)
+    if new.spend_limit_micros.is_some_and(MicroCny::is_negative)
         || new.rpm_limit.is_some_and(|v| v <= 0)
         || new.concurrency_limit.is_some_and(|v| v <= 0)
     {

@@ -1,3 +1,4 @@
+pub mod text_enum;
 pub mod accounts;
 pub mod db;
 
@@ -10,7 +11,6 @@ pub mod email_links;
 pub mod gateway;
 pub mod insights;
 pub mod keys;
-pub mod ledger;
 pub mod mail;
 pub mod money;
 pub mod pricing;

@@ -18,17 +18,17 @@
 //! A model with a long-context threshold prices a whole request at its long-context prices when
 //! the request's input (uncached + cache writes + cache reads) exceeds the threshold.
 
-use crate::money::div_round_half_up;
+use crate::money::{div_round_half_up, CnyPerUsd, MicroCny, MicroUsd};
 use serde::{Deserialize, Serialize};
 
-/// Token prices, micro-USD per million tokens.
+/// Token prices, USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct TokenPrices {
-    pub input: i64,
-    pub output: i64,
-    pub cache_write_5m: i64,
-    pub cache_write_1h: i64,
-    pub cache_read: i64,
+    pub input: MicroUsd,
+    pub output: MicroUsd,
+    pub cache_write_5m: MicroUsd,
+    pub cache_write_1h: MicroUsd,
+    pub cache_read: MicroUsd,
 }
 
 /// Every list price of one model.
@@ -37,10 +37,10 @@ pub struct ModelPrices {
     pub tokens: TokenPrices,
     /// Prices of a request whose input exceeds `threshold_tokens` (whole request).
     pub long_context: Option<LongContext>,
-    /// micro-USD per 1,000 web search requests
-    pub web_search_per_1k: i64,
-    /// micro-USD per 1,000 web fetch requests
-    pub web_fetch_per_1k: i64,
+    /// USD per 1,000 web search requests
+    pub web_search_per_1k: MicroUsd,
+    /// USD per 1,000 web fetch requests
+    pub web_fetch_per_1k: MicroUsd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,19 +50,20 @@ pub struct LongContext {
 }
 
 impl TokenPrices {
-    /// Anthropic's standard multipliers from input and output prices (USD / MTok in micro-USD).
-    pub fn standard(input: i64, output: i64) -> Self {
+    /// Anthropic's standard multipliers from input and output prices (USD / MTok).
+    pub fn standard(input: MicroUsd, output: MicroUsd) -> Self {
+        let i = input.micros();
         TokenPrices {
             input,
             output,
-            cache_write_5m: input * 5 / 4,
-            cache_write_1h: input * 2,
-            cache_read: input / 10,
+            cache_write_5m: MicroUsd::from_micros(i * 5 / 4),
+            cache_write_1h: MicroUsd::from_micros(i * 2),
+            cache_read: MicroUsd::from_micros(i / 10),
         }
     }
 
     /// The highest per-token price of anything that counts as input.
-    pub fn max_input(&self) -> i64 {
+    pub fn max_input(&self) -> MicroUsd {
         self.input.max(self.cache_write_5m).max(self.cache_write_1h).max(self.cache_read)
     }
 
@@ -148,22 +149,23 @@ impl ServerToolUse {
 /// The result of pricing one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Price {
-    pub cost_micro_usd: i64,
-    pub charge_micros: i64,
+    pub cost_micro_usd: MicroUsd,
+    pub charge_micros: MicroCny,
 }
 
 /// Exact cost in pico-USD.
 pub fn exact_cost_pico_usd(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices) -> i128 {
     let t = |n: i64| n.max(0) as i128;
+    let m = |price: MicroUsd| price.micros() as i128;
     let tp = p.for_input(u.total_input());
-    t(u.input_tokens) * tp.input as i128
-        + t(u.output_tokens) * tp.output as i128
-        + t(u.cache_write_5m_tokens) * tp.cache_write_5m as i128
-        + t(u.cache_write_1h_tokens) * tp.cache_write_1h as i128
-        + t(u.cache_read_tokens) * tp.cache_read as i128
+    t(u.input_tokens) * m(tp.input)
+        + t(u.output_tokens) * m(tp.output)
+        + t(u.cache_write_5m_tokens) * m(tp.cache_write_5m)
+        + t(u.cache_write_1h_tokens) * m(tp.cache_write_1h)
+        + t(u.cache_read_tokens) * m(tp.cache_read)
         // micro-USD per 1000 requests = 1000 pico-USD per request per micro-USD
-        + t(tools.web_search_requests) * p.web_search_per_1k as i128 * 1000
-        + t(tools.web_fetch_requests) * p.web_fetch_per_1k as i128 * 1000
+        + t(tools.web_search_requests) * m(p.web_search_per_1k) * 1000
+        + t(tools.web_fetch_requests) * m(p.web_fetch_per_1k) * 1000
 }
 
 fn clamp_i64(v: i128) -> i64 {
@@ -171,11 +173,11 @@ fn clamp_i64(v: i128) -> i64 {
 }
 
 /// Cost (micro-USD) and charge (micro-CNY) of a request.
-pub fn price(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices, rate_micros_per_usd: i64) -> Price {
+pub fn price(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices, rate: CnyPerUsd) -> Price {
     let pico = exact_cost_pico_usd(u, tools, p);
     Price {
-        cost_micro_usd: clamp_i64(div_round_half_up(pico, 1_000_000)),
-        charge_micros: clamp_i64(div_round_half_up(pico * rate_micros_per_usd.max(0) as i128, 1_000_000_000_000)),
+        cost_micro_usd: MicroUsd::from_micros(clamp_i64(div_round_half_up(pico, 1_000_000))),
+        charge_micros: MicroCny::from_micros(clamp_i64(div_round_half_up(pico * rate.micros().max(0) as i128, 1_000_000_000_000))),
     }
 }
 
@@ -185,14 +187,14 @@ pub fn price(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices, rate_micros
 /// and `max_tokens` of output. Input the body does not carry (documents and images by URL, web
 /// fetch) and server tools are not foreseen: the charge can exceed the hold (see the README,
 /// "Money").
-pub fn estimate_hold(body_len: usize, max_tokens: u64, p: &ModelPrices, rate_micros_per_usd: i64) -> i64 {
+pub fn estimate_hold(body_len: usize, max_tokens: u64, p: &ModelPrices, rate: CnyPerUsd) -> MicroCny {
     let input = body_len as i128 + 4096;
     let tp = p.for_input(input.min(i64::MAX as i128) as i64);
-    let pico = input * tp.max_input() as i128 + (max_tokens.min(10_000_000) as i128) * tp.output as i128;
+    let pico = input * tp.max_input().micros() as i128 + (max_tokens.min(10_000_000) as i128) * tp.output.micros() as i128;
     // round up: a hold must cover the charge
     let den: i128 = 1_000_000_000_000;
-    let v = (pico * rate_micros_per_usd.max(0) as i128 + den - 1) / den;
-    clamp_i64(v).max(1)
+    let v = (pico * rate.micros().max(0) as i128 + den - 1) / den;
+    MicroCny::from_micros(clamp_i64(v).max(1))
 }
 
 /// Usage as Anthropic reports it (JSON `usage`, `message_start.message.usage`,
@@ -290,7 +292,7 @@ mod tests {
     use super::*;
 
     fn sonnet() -> ModelPrices {
-        ModelPrices::flat(TokenPrices::standard(3_000_000, 15_000_000))
+        ModelPrices::flat(TokenPrices::standard(MicroUsd::from_micros(3_000_000), MicroUsd::from_micros(15_000_000)))
     }
 
     const NO_TOOLS: ServerToolUse = ServerToolUse { web_search_requests: 0, web_fetch_requests: 0 };
@@ -298,22 +300,22 @@ mod tests {
     #[test]
     fn standard_multipliers() {
         let p = sonnet().tokens;
-        assert_eq!(p.cache_write_5m, 3_750_000);
-        assert_eq!(p.cache_write_1h, 6_000_000);
-        assert_eq!(p.cache_read, 300_000);
+        assert_eq!(p.cache_write_5m, MicroUsd::from_micros(3_750_000));
+        assert_eq!(p.cache_write_1h, MicroUsd::from_micros(6_000_000));
+        assert_eq!(p.cache_read, MicroUsd::from_micros(300_000));
     }
 
     #[test]
     fn plain_input_output() {
         // 1000 in × $3/M + 500 out × $15/M = $0.003 + $0.0075 = $0.0105
         let u = TokenUsage { input_tokens: 1000, output_tokens: 500, ..Default::default() };
-        let p = price(&u, &NO_TOOLS, &sonnet(), 1_000_000);
-        assert_eq!(p.cost_micro_usd, 10_500);
-        assert_eq!(p.charge_micros, 10_500);
+        let p = price(&u, &NO_TOOLS, &sonnet(), CnyPerUsd::from_micros(1_000_000));
+        assert_eq!(p.cost_micro_usd.micros(), 10_500);
+        assert_eq!(p.charge_micros.micros(), 10_500);
         // value channel ¥0.6/$ → ¥0.0063
-        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), 600_000).charge_micros, 6_300);
+        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), CnyPerUsd::from_micros(600_000)).charge_micros.micros(), 6_300);
         // stable ¥5/$ → ¥0.0525
-        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), 5_000_000).charge_micros, 52_500);
+        assert_eq!(price(&u, &NO_TOOLS, &sonnet(), CnyPerUsd::from_micros(5_000_000)).charge_micros.micros(), 52_500);
     }
 
     #[test]
@@ -326,25 +328,25 @@ mod tests {
             cache_read_tokens: 10_000,
         };
         // 10×3 + 20×15 + 1000×3.75 + 2000×6 + 10000×0.3 = 30+300+3750+12000+3000 = 19080 µ$
-        let p = price(&u, &NO_TOOLS, &sonnet(), 1_000_000);
-        assert_eq!(p.cost_micro_usd, 19_080);
-        assert_eq!(p.charge_micros, 19_080);
+        let p = price(&u, &NO_TOOLS, &sonnet(), CnyPerUsd::from_micros(1_000_000));
+        assert_eq!(p.cost_micro_usd.micros(), 19_080);
+        assert_eq!(p.charge_micros.micros(), 19_080);
     }
 
     #[test]
     fn rounding_once_half_up() {
         // Haiku 5.5: $0.10/M in → 1 token = 0.1 µ$. 5 tokens = 0.5 µ$ → rounds up to 1.
-        let h = ModelPrices::flat(TokenPrices { cache_read: 10_000, ..TokenPrices::standard(100_000, 500_000) });
+        let h = ModelPrices::flat(TokenPrices { cache_read: MicroUsd::from_micros(10_000), ..TokenPrices::standard(MicroUsd::from_micros(100_000), MicroUsd::from_micros(500_000)) });
         let u = TokenUsage { input_tokens: 5, ..Default::default() };
-        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000), Price { cost_micro_usd: 1, charge_micros: 1 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, CnyPerUsd::from_micros(1_000_000)), Price { cost_micro_usd: MicroUsd::from_micros(1), charge_micros: MicroCny::from_micros(1) });
         let u = TokenUsage { input_tokens: 4, ..Default::default() };
-        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000), Price { cost_micro_usd: 0, charge_micros: 0 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, CnyPerUsd::from_micros(1_000_000)), Price { cost_micro_usd: MicroUsd::from_micros(0), charge_micros: MicroCny::from_micros(0) });
         // charge uses the exact cost: 7 tokens = 0.7 µ$, ×5 = 3.5 → 4 µ¥ (not round(0.7)=1 ×5 = 5)
         let u = TokenUsage { input_tokens: 7, ..Default::default() };
-        assert_eq!(price(&u, &NO_TOOLS, &h, 5_000_000), Price { cost_micro_usd: 1, charge_micros: 4 });
+        assert_eq!(price(&u, &NO_TOOLS, &h, CnyPerUsd::from_micros(5_000_000)), Price { cost_micro_usd: MicroUsd::from_micros(1), charge_micros: MicroCny::from_micros(4) });
         // cache reads at 0.01/M: 100 tokens = 1 µ$
         let u = TokenUsage { cache_read_tokens: 100, ..Default::default() };
-        assert_eq!(price(&u, &NO_TOOLS, &h, 1_000_000).cost_micro_usd, 1);
+        assert_eq!(price(&u, &NO_TOOLS, &h, CnyPerUsd::from_micros(1_000_000)).cost_micro_usd.micros(), 1);
     }
 
     #[test]
@@ -386,16 +388,16 @@ mod tests {
     fn hold_covers_worst_case() {
         let p = sonnet();
         let body = 2000usize;
-        let hold = estimate_hold(body, 1000, &p, 5_000_000);
+        let hold = estimate_hold(body, 1000, &p, CnyPerUsd::from_micros(5_000_000));
         let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
-        assert!(hold >= price(&worst, &NO_TOOLS, &p, 5_000_000).charge_micros);
-        assert!(hold > 0);
+        assert!(hold >= price(&worst, &NO_TOOLS, &p, CnyPerUsd::from_micros(5_000_000)).charge_micros);
+        assert!(hold > MicroCny::from_micros(0));
     }
 
     fn sonnet_long_context() -> ModelPrices {
         ModelPrices {
-            long_context: Some(LongContext { threshold_tokens: 200_000, prices: TokenPrices::standard(6_000_000, 22_500_000) }),
-            web_search_per_1k: 10_000_000,
+            long_context: Some(LongContext { threshold_tokens: 200_000, prices: TokenPrices::standard(MicroUsd::from_micros(6_000_000), MicroUsd::from_micros(22_500_000)) }),
+            web_search_per_1k: MicroUsd::from_micros(10_000_000),
             ..sonnet()
         }
     }
@@ -406,11 +408,11 @@ mod tests {
         // exactly at the threshold: standard prices
         let at = TokenUsage { input_tokens: 100_000, cache_read_tokens: 100_000, output_tokens: 1000, ..Default::default() };
         // 100k×3 + 100k×0.3 + 1000×15 = 345 000 µ$
-        assert_eq!(price(&at, &NO_TOOLS, &p, 1_000_000).cost_micro_usd, 345_000);
+        assert_eq!(price(&at, &NO_TOOLS, &p, CnyPerUsd::from_micros(1_000_000)).cost_micro_usd.micros(), 345_000);
         // one token more (a cache write counts as input): everything at long-context prices
         let above = TokenUsage { cache_write_5m_tokens: 1, ..at };
         // 100k×6 + 100k×0.6 + 1×7.5 + 1000×22.5 = 682 507.5 → 682 508 µ$
-        assert_eq!(price(&above, &NO_TOOLS, &p, 1_000_000).cost_micro_usd, 682_508);
+        assert_eq!(price(&above, &NO_TOOLS, &p, CnyPerUsd::from_micros(1_000_000)).cost_micro_usd.micros(), 682_508);
     }
 
     #[test]
@@ -419,7 +421,7 @@ mod tests {
         let u = TokenUsage { input_tokens: 1000, output_tokens: 100, ..Default::default() };
         let tools = ServerToolUse { web_search_requests: 3, web_fetch_requests: 2 };
         // 1000×3 + 100×15 + 3 × $0.01 = 3000 + 1500 + 30 000 µ$ (fetches are free by default)
-        assert_eq!(price(&u, &tools, &p, 1_000_000).cost_micro_usd, 34_500);
+        assert_eq!(price(&u, &tools, &p, CnyPerUsd::from_micros(1_000_000)).cost_micro_usd.micros(), 34_500);
         let r: UsageReport = serde_json::from_str(r#"{"server_tool_use":{"web_search_requests":2}}"#).unwrap();
         let mut r2 = r;
         r2.merge(&serde_json::from_str(r#"{"server_tool_use":{"web_search_requests":5,"web_fetch_requests":1}}"#).unwrap());
@@ -430,8 +432,8 @@ mod tests {
     fn hold_of_a_long_body_uses_long_context_prices() {
         let p = sonnet_long_context();
         let body = 300_000usize;
-        let hold = estimate_hold(body, 1000, &p, 1_000_000);
+        let hold = estimate_hold(body, 1000, &p, CnyPerUsd::from_micros(1_000_000));
         let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
-        assert!(hold >= price(&worst, &NO_TOOLS, &p, 1_000_000).charge_micros);
+        assert!(hold >= price(&worst, &NO_TOOLS, &p, CnyPerUsd::from_micros(1_000_000)).charge_micros);
     }
 }

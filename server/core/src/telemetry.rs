@@ -114,7 +114,7 @@ pub struct Finished<'a> {
     pub latency: Duration,
     pub ttft: Option<Duration>,
     pub tokens: &'a TokenUsage,
-    pub charge_micros: i64,
+    pub charge_micros: crate::money::MicroCny,
 }
 
 /// The handles of one (channel, model).
@@ -194,8 +194,8 @@ pub fn request_finished(f: &Finished<'_>) {
             c.increment(n as u64);
         }
     }
-    if f.charge_micros > 0 {
-        s.charge.increment(f.charge_micros as u64);
+    if f.charge_micros.is_positive() {
+        s.charge.increment(f.charge_micros.micros() as u64);
     }
 }
 

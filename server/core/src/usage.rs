@@ -17,6 +17,8 @@
 //! shutdown everything queued is flushed. Records never contain prompts or replies.
 
 use crate::pricing::{ServerToolUse, TokenUsage};
+use crate::money::{MicroCny, MicroUsd};
+use crate::text_enum::text_enum;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -25,6 +27,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
+
+text_enum! {
+    /// How a request ended.
+    pub enum Outcome {
+        Ok = "ok",
+        /// The upstream answered an error (or sent an error event mid-stream).
+        UpstreamError = "upstream_error",
+        /// Refused or failed by the gateway itself (no upstream answered).
+        GatewayError = "gateway_error",
+        /// The upstream's stream broke off.
+        UpstreamCut = "upstream_cut",
+        /// The client went away before the end.
+        ClientClosed = "client_closed",
+        /// The upstream sent nothing for longer than the idle timeout.
+        IdleTimeout = "idle_timeout",
+        /// The instance shut down with the stream still open.
+        Shutdown = "shutdown",
+    }
+}
 
 /// One request as the gateway writes it and as the console and admin API read it back.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
@@ -45,8 +66,7 @@ pub struct UsageRecord {
     /// HTTP status returned to the client (200 also for a stream that was cut later).
     pub status: i32,
     pub error_type: Option<String>,
-    /// ok | upstream_error | gateway_error | upstream_cut | client_closed | idle_timeout
-    pub outcome: String,
+    pub outcome: Outcome,
     pub attempts: i32,
     #[sqlx(flatten)]
     #[serde(flatten)]
@@ -54,12 +74,12 @@ pub struct UsageRecord {
     #[sqlx(flatten)]
     #[serde(flatten)]
     pub server_tools: ServerToolUse,
-    pub cost_micro_usd: i64,
-    /// Micro-CNY charged for this request (trial credit, allowance and balance together).
-    pub charge_micros: i64,
-    /// Micro-CNY reserved before forwarding. A charge above it (input the body did not carry,
+    pub cost_micro_usd: MicroUsd,
+    /// Charged for this request (trial credit, allowance and balance together).
+    pub charge_micros: MicroCny,
+    /// Reserved before forwarding. A charge above it (input the body did not carry,
     /// server tools) is charged in full all the same: the difference is the request's overage.
-    pub held_micros: i64,
+    pub held_micros: MicroCny,
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
     /// Answered by the conversation's sticky upstream (cache-aware routing).
@@ -325,7 +345,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut streams = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut errs: Vec<Option<&str>> = Vec::with_capacity(n);
-    let mut outcomes: Vec<&str> = Vec::with_capacity(n);
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
     let mut tin = Vec::with_capacity(n);
     let mut tout = Vec::with_capacity(n);
@@ -357,7 +377,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         streams.push(r.stream);
         statuses.push(r.status);
         errs.push(r.error_type.as_deref());
-        outcomes.push(&r.outcome);
+        outcomes.push(r.outcome);
         attempts.push(r.attempts);
         tin.push(r.tokens.input_tokens);
         tout.push(r.tokens.output_tokens);
@@ -373,17 +393,18 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         ttft.push(r.ttft_ms);
         affinity.push(r.affinity);
         let u = by_user.entry(r.user_id).or_insert((0, 0, 0, 0));
-        u.0 += r.charge_micros;
-        if r.charge_micros > 0 {
+        let (charged, held_for_it) = (r.charge_micros.micros(), r.held_micros.micros());
+        u.0 += charged;
+        if charged > 0 {
             u.1 += 1;
         }
         if r.off_plan {
-            u.2 += r.charge_micros;
+            u.2 += charged;
         }
-        u.3 += (r.charge_micros - r.held_micros).max(0);
+        u.3 += (charged - held_for_it).max(0);
         if let Some(k) = r.key_id {
             let e = by_key.entry(k).or_insert((0, r.created_at));
-            e.0 += r.charge_micros;
+            e.0 += charged;
             e.1 = e.1.max(r.created_at);
         }
     }

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::ledger::{self, LedgerError, LedgerKind};
+use cloudrouter_core::billing::ledger::{self, LedgerError, LedgerKind};
 use cloudrouter_core::upstreams::{self, NewUpstream};
 use cloudrouter_core::{admin_api, catalogue, demo};
 use sqlx::PgPool;
@@ -14,11 +14,11 @@ async fn catalogue_is_seeded(pool: PgPool) {
     let models = catalogue::list_models(&pool).await.unwrap();
     let get = |id: &str| models.iter().find(|m| m.id == id).unwrap().clone();
     let s = get("claude-sonnet-4-5-20250929");
-    assert_eq!((s.input_price, s.output_price, s.cache_write_5m_price, s.cache_write_1h_price, s.cache_read_price), (3_000_000, 15_000_000, 3_750_000, 6_000_000, 300_000));
+    assert_eq!((s.input_price.micros(), s.output_price.micros(), s.cache_write_5m_price.micros(), s.cache_write_1h_price.micros(), s.cache_read_price.micros()), (3_000_000, 15_000_000, 3_750_000, 6_000_000, 300_000));
     let h = get("claude-haiku-5-5");
-    assert_eq!((h.input_price, h.output_price, h.cache_read_price), (100_000, 500_000, 10_000));
-    assert_eq!(get("claude-opus-5-5").input_price, 4_000_000);
-    assert_eq!(get("claude-opus-4-1").output_price, 75_000_000);
+    assert_eq!((h.input_price.micros(), h.output_price.micros(), h.cache_read_price.micros()), (100_000, 500_000, 10_000));
+    assert_eq!(get("claude-opus-5-5").input_price, usd(4_000_000));
+    assert_eq!(get("claude-opus-4-1").output_price, usd(75_000_000));
     assert!(models.iter().all(|m| m.id.starts_with("claude-")));
     for m in &models {
         for f in &m.fallbacks {
@@ -47,7 +47,7 @@ async fn catalogue_is_seeded(pool: PgPool) {
     assert!(catalogue::upsert_model(&pool, &o).await.is_err(), "alias equal to a model id");
 
     let ch = catalogue::list_channels(&pool).await.unwrap();
-    let rates: Vec<(&str, i64)> = ch.iter().map(|c| (c.code.as_str(), c.rate_micros_per_usd)).collect();
+    let rates: Vec<(&str, i64)> = ch.iter().map(|c| (c.code.as_str(), c.rate_micros_per_usd.micros())).collect();
     assert_eq!(rates, vec![("value", 600_000), ("smart", 1_000_000), ("stable", 5_000_000)]);
 }
 
@@ -58,7 +58,7 @@ async fn keys_lifecycle(pool: PgPool) {
     let (k, secret) = keys::create(
         &pool,
         u,
-        NewKey { name: "ci".into(), channel: "value".into(), spend_limit_micros: Some(5_000_000), allowed_models: vec!["claude-haiku-5-5".into()], ..Default::default() },
+        NewKey { name: "ci".into(), channel: "value".into(), spend_limit_micros: Some(cny(5_000_000)), allowed_models: vec!["claude-haiku-5-5".into()], ..Default::default() },
     )
     .await
     .unwrap();
@@ -88,33 +88,33 @@ async fn keys_lifecycle(pool: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn ledger_adjustments(pool: PgPool) {
     let u = customer(&pool, "0").await;
-    assert_eq!(ledger::balance(&pool, u).await.unwrap(), 0);
-    let e = ledger::adjust(&pool, u, 12_500_000, LedgerKind::Credit, "top-up", None).await.unwrap();
-    assert_eq!(e.balance_after_micros, 12_500_000);
-    let e = ledger::adjust(&pool, u, -2_500_000, LedgerKind::Debit, "correction", None).await.unwrap();
-    assert_eq!(e.balance_after_micros, 10_000_000);
+    assert_eq!(ledger::balance(&pool, u).await.unwrap(), cny(0));
+    let e = ledger::adjust(&pool, u, cny(12_500_000), LedgerKind::Credit, &memo("top-up"), None).await.unwrap();
+    assert_eq!(e.balance_after.micros(), 12_500_000);
+    let e = ledger::adjust(&pool, u, cny(-2_500_000), LedgerKind::Debit, &memo("correction"), None).await.unwrap();
+    assert_eq!(e.balance_after.micros(), 10_000_000);
     assert!(matches!(
-        ledger::adjust(&pool, u, -10_000_001, LedgerKind::Debit, "too much", None).await,
-        Err(LedgerError::Insufficient { available: 10_000_000 })
+        ledger::adjust(&pool, u, cny(-10_000_001), LedgerKind::Debit, &memo("too much"), None).await,
+        Err(LedgerError::Insufficient { available }) if available == cny(10_000_000)
     ));
-    assert!(matches!(ledger::adjust(&pool, u, 0, LedgerKind::Credit, "", None).await, Err(LedgerError::ZeroAmount)));
-    assert!(matches!(ledger::adjust(&pool, uuid::Uuid::new_v4(), 1, LedgerKind::Credit, "", None).await, Err(LedgerError::UnknownUser)));
+    assert!(matches!(ledger::adjust(&pool, u, cny(0), LedgerKind::Credit, &memo(""), None).await, Err(LedgerError::ZeroAmount)));
+    assert!(matches!(ledger::adjust(&pool, uuid::Uuid::new_v4(), cny(1), LedgerKind::Credit, &memo(""), None).await, Err(LedgerError::UnknownUser)));
     // concurrent credits and debits keep balance = ledger
     let futs: Vec<_> = (0..40)
         .map(|i| {
             let pool = pool.clone();
             async move {
                 let amt = if i % 2 == 0 { 1_000_000 } else { -1_500_000 };
-                ledger::adjust(&pool, u, amt, LedgerKind::Adjustment, "", None).await.is_ok()
+                ledger::adjust(&pool, u, cny(amt), LedgerKind::Adjustment, &memo(""), None).await.is_ok()
             }
         })
         .collect();
     futures::future::join_all(futs).await;
-    assert!(ledger::balance(&pool, u).await.unwrap() >= 0);
+    assert!(!ledger::balance(&pool, u).await.unwrap().is_negative());
     assert!(ledger::verify(&pool, u).await.unwrap());
     let entries = ledger::entries(&pool, u, 1000).await.unwrap();
     assert_eq!(entries.last().unwrap().note, "top-up");
-    assert_eq!(entries[0].balance_after_micros, ledger::balance(&pool, u).await.unwrap());
+    assert_eq!(cny(entries[0].balance_after.micros()), ledger::balance(&pool, u).await.unwrap());
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -208,7 +208,7 @@ async fn admin_api_end_to_end(pool: PgPool) {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["balance"], "10.000000");
     let e = ledger::entries(&pool, uid.parse().unwrap(), 10).await.unwrap();
     assert_eq!(e[0].actor_id, Some(staff.id));
-    assert_eq!(e[0].kind, "debit");
+    assert_eq!(e[0].kind.as_str(), "debit");
 
     let v: serde_json::Value = c.get(format!("{base}/users/{uid}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!((v["email"].as_str(), v["balance"].as_str(), v["status"].as_str()), (Some("new@example.com"), Some("10.000000"), Some("active")));
@@ -290,4 +290,57 @@ async fn usage_rows_need_their_user(pool: PgPool) {
     // and a deleted user cannot be named afterwards
     let e = insert(vec!["r5"], vec![b]).execute(&pool).await.unwrap_err();
     assert_eq!(code(e).as_deref(), Some("23503"));
+}
+
+/// Rows written before ledger memos existed carry English notes; migration 0019 gives each the
+/// memo its note stands for, so the console words old rows in Chinese too.
+#[sqlx::test(migrations = false)]
+async fn old_ledger_notes_become_memos(pool: PgPool) {
+    use cloudrouter_core::billing::ledger::{EndReason, Memo};
+    let all = sqlx::migrate!("../../migrations");
+    let mut before = sqlx::migrate!("../../migrations");
+    before.migrations = all.migrations.iter().filter(|m| m.version < 19).cloned().collect::<Vec<_>>().into();
+    before.run(&pool).await.unwrap();
+    let u = cloudrouter_core::accounts::create_user(&pool, "old@example.com", "correct horse battery staple 9").await.unwrap();
+    let notes = [
+        ("credit", "wallet", "Top-up CR-7K3M9Q via WeChat Pay"),
+        ("purchase", "wallet", "Pro plan subscription (order CR-AAAAAA)"),
+        ("refund", "wallet", "Refund of order CR-AAAAAA (Pro plan) to balance"),
+        ("grant", "trial", "Trial credit, valid until 2026-12-02 10:00 UTC"),
+        ("grant", "allowance", "Pro plan allowance (USD list price) for the cycle starting 2026-11-01"),
+        ("expiry", "allowance", "Plan allowance removed: renewal not paid"),
+        ("expiry", "allowance", "Unused plan allowance of the ended cycle"),
+        ("credit", "wallet", "Credit from CloudRouter support"),
+        ("debit", "wallet", "Paid back in cash"),
+        ("usage", "wallet", "API usage"),
+    ];
+    for (kind, source, note) in notes {
+        sqlx::query("INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note) VALUES ($1, 1, 1, $2, $3, $4)")
+            .bind(u.id)
+            .bind(kind)
+            .bind(source)
+            .bind(note)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    all.run(&pool).await.unwrap();
+    let mut memos: Vec<Option<Memo>> = ledger::entries(&pool, u.id, 100).await.unwrap().into_iter().map(|e| e.memo).collect();
+    memos.reverse();
+    let until = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().to_utc();
+    assert_eq!(
+        memos,
+        vec![
+            Some(Memo::Topup { order: "CR-7K3M9Q".into(), method: PaymentMethod::Wechat }),
+            Some(Memo::Subscription { plan: "Pro".into(), order: "CR-AAAAAA".into() }),
+            Some(Memo::Refund { order: "CR-AAAAAA".into(), plan: "Pro".into() }),
+            Some(Memo::TrialGranted { until }),
+            Some(Memo::AllowanceGranted { plan: "Pro".into(), cycle_start: chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap() }),
+            Some(Memo::AllowanceRemoved { reason: EndReason::RenewalNotPaid }),
+            Some(Memo::AllowanceLapsed),
+            Some(Memo::Staff { text: None }),
+            Some(Memo::Staff { text: Some("Paid back in cash".into()) }),
+            None,
+        ]
+    );
 }

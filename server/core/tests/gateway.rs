@@ -5,7 +5,7 @@ use common::*;
 use cloudrouter_core::demo::{FakeBehavior, PinnedUsage};
 use cloudrouter_core::gateway::GatewayConfig;
 use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::ledger;
+use cloudrouter_core::billing::ledger;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
@@ -73,15 +73,15 @@ async fn json_passthrough_metering_and_charge(pool: PgPool) {
         (u.tokens.input_tokens, u.tokens.output_tokens, u.tokens.cache_write_5m_tokens, u.tokens.cache_write_1h_tokens, u.tokens.cache_read_tokens),
         (1000, 500, 1000, 2000, 10_000)
     );
-    assert_eq!(u.cost_micro_usd, PINNED_COST);
-    assert_eq!(u.charge_micros, PINNED_COST * 5, "stable channel ¥5/$");
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - PINNED_COST * 5);
+    assert_eq!(u.cost_micro_usd, usd(PINNED_COST));
+    assert_eq!(u.charge_micros, cny(PINNED_COST * 5), "stable channel ¥5/$");
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000 - PINNED_COST * 5));
     assert!(ledger::verify(&pool, user).await.unwrap());
     let e = ledger::entries(&pool, user, 10).await.unwrap();
-    assert_eq!(e[0].kind, "usage");
-    assert_eq!(e[0].amount_micros, -PINNED_COST * 5);
+    assert_eq!(e[0].kind.as_str(), "usage");
+    assert_eq!(e[0].amount.micros(), -PINNED_COST * 5);
     let ks = keys::list(&pool, user).await.unwrap();
-    assert_eq!(ks[0].spent_micros, PINNED_COST * 5);
+    assert_eq!(ks[0].spent_micros, cny(PINNED_COST * 5));
     assert!(ks[0].last_used_at.is_some());
     gw.stop().await;
 }
@@ -120,7 +120,7 @@ async fn stream_passthrough_is_incremental_and_metered(pool: PgPool) {
     let u = &usage_rows(&pool, user).await[0];
     assert_eq!((u.stream, u.outcome.as_str()), (true, "ok"));
     assert_eq!((u.tokens.input_tokens, u.tokens.output_tokens, u.tokens.cache_write_1h_tokens, u.tokens.cache_read_tokens), (1000, 500, 2000, 10_000));
-    assert_eq!(u.charge_micros, PINNED_COST * 6 / 10, "value channel ¥0.6/$");
+    assert_eq!(u.charge_micros, cny(PINNED_COST * 6 / 10), "value channel ¥0.6/$");
     assert!(u.ttft_ms.is_some());
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
@@ -251,12 +251,12 @@ async fn balance_and_spend_limit(pool: PgPool) {
     assert!(m.contains("Insufficient balance"), "{m}");
 
     let rich = customer(&pool, "1000").await;
-    let capped = key_with(&pool, rich, NewKey { name: "c".into(), channel: "stable".into(), spend_limit_micros: Some(10_000), ..Default::default() }).await;
+    let capped = key_with(&pool, rich, NewKey { name: "c".into(), channel: "stable".into(), spend_limit_micros: Some(cny(10_000)), ..Default::default() }).await;
     let (s, t, m, _) = error_of(post(&gw.base, &capped, &body(SONNET, false)).await).await;
     assert_eq!((s, t.as_str()), (402, "billing_error"));
     assert!(m.contains("spending limit"), "{m}");
     gw.sync().await;
-    assert_eq!(ledger::balance(&pool, rich).await.unwrap(), 1_000_000_000);
+    assert_eq!(ledger::balance(&pool, rich).await.unwrap(), cny(1_000_000_000));
     gw.stop().await;
 }
 
@@ -294,7 +294,7 @@ async fn rpm_and_concurrency_limits(pool: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn channel_capacity_is_shared_across_instances(pool: PgPool) {
     let (_up, _) = fake("a", &pool, FakeBehavior { first_byte_delay: Duration::from_millis(400), ..Default::default() }, 0).await;
-    cloudrouter_core::catalogue::update_channel(&pool, "value", 600_000, 3, 0).await.unwrap();
+    cloudrouter_core::catalogue::update_channel(&pool, "value", CnyPerUsd::from_micros(600_000), 3, 0).await.unwrap();
     let a = Gw::start(&pool, fast_config()).await;
     let b = Gw::start(&pool, fast_config()).await;
     let user = customer(&pool, "100").await;
@@ -340,14 +340,14 @@ async fn failover_on_every_retryable_failure(pool: PgPool) {
         assert_eq!(u.upstream_id, Some(good_id));
         // dead, bad, good — until the failure-rate rule opens the circuits of dead and bad
         assert!((1..=3).contains(&u.attempts));
-        assert_eq!(u.charge_micros, PINNED_COST, "billed once, for the attempt that answered");
+        assert_eq!(u.charge_micros, cny(PINNED_COST), "billed once, for the attempt that answered");
     }
     assert_eq!(rows.last().unwrap().attempts, 3, "first request: dead, bad, good");
     assert!(good.requests() >= 12);
     let h = gw.gw.health();
     let dead_h = h.iter().find(|x| x.id == dead_id).unwrap();
     assert_eq!(dead_h.success_rate, Some(0.0));
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - 12 * PINNED_COST);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000 - 12 * PINNED_COST));
     gw.stop().await;
 }
 
@@ -371,8 +371,8 @@ async fn exhausted_errors_and_pass_through(pool: PgPool) {
     assert_eq!((s, t.as_str(), m.as_str()), (400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum"));
     assert_eq!(up.requests(), n + 1);
     gw.sync().await;
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000, "failed requests cost nothing");
-    assert!(usage_rows(&pool, user).await.iter().all(|u| u.charge_micros == 0));
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000), "failed requests cost nothing");
+    assert!(usage_rows(&pool, user).await.iter().all(|u| u.charge_micros.micros() == 0));
     gw.stop().await;
 }
 
@@ -459,7 +459,7 @@ async fn mid_stream_cut_and_stall_end_with_error_event(pool: PgPool) {
     let expected = 1000 * 3 + 15 + 1000 * 3_750 / 1000 + 2000 * 6 + 10_000 * 3 / 10;
     for r in &rows {
         assert_eq!(r.tokens.output_tokens, 1);
-        assert_eq!(r.charge_micros, expected);
+        assert_eq!(r.charge_micros, cny(expected));
     }
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
@@ -490,7 +490,7 @@ async fn an_upstream_error_event_mid_stream_reaches_the_client_in_cloudrouters_w
     }
     gw.sync().await;
     let rows = usage_rows(&pool, user).await;
-    assert!(rows.iter().all(|r| r.outcome == "upstream_error" && r.error_type.as_deref() == Some("overloaded_error")), "{rows:?}");
+    assert!(rows.iter().all(|r| r.outcome == Outcome::UpstreamError && r.error_type.as_deref() == Some("overloaded_error")), "{rows:?}");
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
 }
@@ -511,8 +511,8 @@ async fn concurrent_spending_never_overspends_across_instances(pool: PgPool) {
     b.sync().await;
     let bal = ledger::balance(&pool, user).await.unwrap();
     let charge = 10 * 3 + 1000 * 15; // µ$ = µ¥ on smart
-    assert_eq!(bal, 300_000 - ok * charge);
-    assert!(bal >= 0);
+    assert_eq!(bal, cny(300_000 - ok * charge));
+    assert!(!bal.is_negative());
     assert!(ledger::verify(&pool, user).await.unwrap());
     a.stop().await;
     b.stop().await;
@@ -536,7 +536,7 @@ async fn graceful_shutdown_loses_no_usage(pool: PgPool) {
     gw.stop().await;
     let rows = usage_rows(&pool, user).await;
     assert_eq!(rows.len(), 30);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - 30 * PINNED_COST);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000 - 30 * PINNED_COST));
     assert!(ledger::verify(&pool, user).await.unwrap());
 }
 
@@ -634,15 +634,15 @@ async fn model_aliases_resolve_to_the_canonical_model(pool: PgPool) {
     assert_eq!(u.requested_model, HAIKU);
     assert_eq!(u.served_model.as_deref(), Some(HAIKU), "an alias echoed by the upstream is recorded as the model");
     assert_eq!(u.upstream_id, Some(up_id));
-    assert_eq!(u.cost_micro_usd, HAIKU_COST);
-    assert_eq!(u.charge_micros, HAIKU_COST * 5);
+    assert_eq!(u.cost_micro_usd, usd(HAIKU_COST));
+    assert_eq!(u.charge_micros, cny(HAIKU_COST * 5));
     let streamed = rows.iter().find(|u| u.stream).unwrap();
-    assert_eq!((streamed.requested_model.as_str(), streamed.cost_micro_usd), (HAIKU, HAIKU_COST));
+    assert_eq!((streamed.requested_model.as_str(), streamed.cost_micro_usd.micros()), (HAIKU, HAIKU_COST));
     let refused = rows.iter().find(|u| u.status == 403).unwrap();
-    assert_eq!(refused.charge_micros, 0);
+    assert_eq!(refused.charge_micros, cny(0));
     let sonnet = rows.iter().find(|u| u.requested_model == "claude-sonnet-4-5-20250929").unwrap();
-    assert_eq!((sonnet.status, sonnet.cost_micro_usd), (200, PINNED_COST));
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - (2 * HAIKU_COST + PINNED_COST) * 5);
+    assert_eq!((sonnet.status, sonnet.cost_micro_usd.micros()), (200, PINNED_COST));
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000 - (2 * HAIKU_COST + PINNED_COST) * 5));
     assert!(ledger::verify(&pool, user).await.unwrap());
 
     // /v1/models lists canonical ids only; an alias can be looked up and answers with the model

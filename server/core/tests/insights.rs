@@ -3,7 +3,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloudrouter_core::insights::{self, Cursor, GroupBy, LogFilter, Range, Scope, SeriesPoint, StatusFilter};
 use cloudrouter_core::pricing::TokenUsage;
-use cloudrouter_core::usage::{UsageRecord, UsageWriter, WriterConfig};
+use cloudrouter_core::money::{MicroCny, MicroUsd};
+use cloudrouter_core::usage::{Outcome, UsageRecord, UsageWriter, WriterConfig};
 use futures::StreamExt;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashSet};
@@ -50,13 +51,13 @@ fn rec(id: impl Into<String>, at: DateTime<Utc>, user: Uuid) -> Rec {
         stream: false,
         status: 200,
         error_type: None,
-        outcome: "ok".into(),
+        outcome: Outcome::Ok,
         attempts: 1,
         tokens: TokenUsage::default(),
         server_tools: Default::default(),
-        cost_micro_usd: 0,
-        charge_micros: 0,
-        held_micros: 0,
+        cost_micro_usd: MicroUsd::from_micros(0),
+        charge_micros: MicroCny::from_micros(0),
+        held_micros: MicroCny::from_micros(0),
         latency_ms: 100,
         ttft_ms: None,
         affinity: false,
@@ -90,13 +91,13 @@ impl Rec {
     fn status(mut self, status: i32) -> Rec {
         self.0.status = status;
         self.0.error_type = (status >= 400).then(|| "api_error".to_string());
-        self.0.outcome = if status >= 400 { "upstream_error".into() } else { "ok".into() };
+        self.0.outcome = if status >= 400 { Outcome::UpstreamError } else { Outcome::Ok };
         self
     }
     /// Tokens and cost that grow with `n` (so sums tell records apart).
     fn n(mut self, n: i64) -> Rec {
         self.0.tokens = TokenUsage { input_tokens: 100 + n, output_tokens: 7 * n, cache_write_5m_tokens: n % 5, cache_write_1h_tokens: n % 3, cache_read_tokens: 11 * (n % 4) };
-        self.0.cost_micro_usd = 1_000 + 13 * n;
+        self.0.cost_micro_usd = MicroUsd::from_micros(1_000 + 13 * n);
         self
     }
     /// The latency, and a time to first token for a stream (None: not a stream).
@@ -371,7 +372,7 @@ async fn daily_buckets_are_shanghai_days_and_zero_filled(pool: PgPool) {
     assert_eq!(w[0].bucket, today - Duration::days(6));
     assert_eq!((w[6].requests, w[6].errors), (2, 1));
     assert_eq!((w[5].bucket, w[5].requests), (today - Duration::days(1), 1));
-    assert!(w[..5].iter().all(|p| p.requests == 0 && p.cost_micro_usd == 0));
+    assert!(w[..5].iter().all(|p| p.requests == 0 && p.cost_micro_usd.micros() == 0));
     for (range, n) in [(Range::Day, 24), (Range::Month, 30), (Range::Quarter, 90)] {
         let s = insights::series(&pool, &Scope::default(), range, GroupBy::None, now()).await.unwrap();
         assert_eq!(s.len(), n);
@@ -551,13 +552,13 @@ fn csv_lines_quote_per_rfc4180() {
         stream: true,
         status: 529,
         error_type: Some("overloaded_error".into()),
-        outcome: "upstream_error".into(),
+        outcome: Outcome::UpstreamError,
         attempts: 2,
         tokens: TokenUsage { input_tokens: 10, output_tokens: 20, cache_write_5m_tokens: 1, cache_write_1h_tokens: 2, cache_read_tokens: 3 },
         server_tools: cloudrouter_core::pricing::ServerToolUse { web_search_requests: 4, web_fetch_requests: 0 },
-        cost_micro_usd: 1_234,
-        charge_micros: 1_500_000,
-        held_micros: 1_500_000,
+        cost_micro_usd: MicroUsd::from_micros(1_234),
+        charge_micros: MicroCny::from_micros(1_500_000),
+        held_micros: MicroCny::from_micros(1_500_000),
         latency_ms: 812,
         ttft_ms: None,
         affinity: false,

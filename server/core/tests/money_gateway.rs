@@ -7,7 +7,7 @@ use cloudrouter_core::demo::{FakeBehavior, PinnedUsage};
 use cloudrouter_core::gateway::sse::BYTES_PER_TOKEN_ESTIMATE;
 use cloudrouter_core::gateway::GatewayConfig;
 use cloudrouter_core::keys::NewKey;
-use cloudrouter_core::ledger;
+use cloudrouter_core::billing::ledger;
 use cloudrouter_core::usage::UsageRecord;
 use common::*;
 use sqlx::PgPool;
@@ -65,10 +65,10 @@ async fn stream_client_that_hangs_up_pays_for_the_whole_answer(pool: PgPool) {
     assert!(std::str::from_utf8(&first).unwrap().contains("message_start"));
     drop(r);
     let row = the_row(&pool, &gw, user).await;
-    assert_eq!(row.outcome, "client_closed");
+    assert_eq!(row.outcome.as_str(), "client_closed");
     assert_eq!((row.tokens.input_tokens, row.tokens.output_tokens), (1000, 500), "billed for the whole answer, not 1 token");
-    assert_eq!(row.charge_micros, PINNED_CHARGE);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 10_000_000 - PINNED_CHARGE);
+    assert_eq!(row.charge_micros, cny(PINNED_CHARGE));
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(10_000_000 - PINNED_CHARGE));
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
 }
@@ -90,8 +90,8 @@ async fn json_client_that_hangs_up_is_still_charged(pool: PgPool) {
     assert!(r.is_err(), "the client timed out");
     let row = the_row(&pool, &gw, user).await;
     assert_eq!(up.requests(), 1);
-    assert_eq!(row.outcome, "ok");
-    assert_eq!(row.charge_micros, PINNED_CHARGE);
+    assert_eq!(row.outcome.as_str(), "ok");
+    assert_eq!(row.charge_micros, cny(PINNED_CHARGE));
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
 }
@@ -106,12 +106,12 @@ async fn stream_cut_by_the_upstream_bills_the_output_read(pool: PgPool) {
     let text = post(&gw.base, &k, &body(SONNET, true)).await.text().await.unwrap();
     assert_eq!(event_names(&text).last().unwrap(), "error");
     let row = the_row(&pool, &gw, user).await;
-    assert_eq!(row.outcome, "upstream_cut");
+    assert_eq!(row.outcome.as_str(), "upstream_cut");
     let estimate = estimate_from(&text);
     // two or three deltas of 24 bytes: the fake's last event may not leave before the break
     assert!(estimate == 16 || estimate == 24, "{estimate}");
     assert_eq!(row.tokens.output_tokens, estimate, "not message_start's 1 token");
-    assert_eq!(row.charge_micros, 1000 * 3 + estimate * 15);
+    assert_eq!(row.charge_micros, cny(1000 * 3 + estimate * 15));
     gw.stop().await;
 }
 
@@ -124,7 +124,7 @@ async fn stream_that_stalls_bills_the_output_read(pool: PgPool) {
     let text = post(&gw.base, &k, &body(SONNET, true)).await.text().await.unwrap();
     assert!(text.contains("timeout_error"));
     let row = the_row(&pool, &gw, user).await;
-    assert_eq!(row.outcome, "idle_timeout");
+    assert_eq!(row.outcome.as_str(), "idle_timeout");
     assert_eq!(row.tokens.output_tokens, 16, "two deltas of 24 bytes");
     assert_eq!(row.tokens.output_tokens, estimate_from(&text));
     gw.stop().await;
@@ -148,7 +148,7 @@ async fn stream_cut_at_shutdown_bills_the_output_read(pool: PgPool) {
     let rows = usage_rows(&pool, user).await;
     assert_eq!(rows.len(), 1, "recorded before the instance stopped");
     let row = &rows[0];
-    assert_eq!(row.outcome, "shutdown");
+    assert_eq!(row.outcome.as_str(), "shutdown");
     let estimate = estimate_from(&text);
     assert!(estimate > 1, "some output was read: {text}");
     assert_eq!(row.tokens.output_tokens, estimate);
@@ -165,7 +165,7 @@ async fn drain_ends_at_its_timeout_and_bills_the_output_read(pool: PgPool) {
     r.chunk().await.unwrap().unwrap();
     drop(r);
     let row = the_row(&pool, &gw, user).await;
-    assert_eq!(row.outcome, "client_closed");
+    assert_eq!(row.outcome.as_str(), "client_closed");
     // read on for 0.7 s at one event per 0.15 s: a few deltas, not the whole answer
     assert!(row.tokens.output_tokens >= 8 && row.tokens.output_tokens < 500, "{}", row.tokens.output_tokens);
     assert_eq!(row.tokens.output_tokens % 8, 0, "whole deltas of 24 bytes");
@@ -186,12 +186,12 @@ async fn charge_above_the_hold_is_billed_in_full(pool: PgPool) {
     gw.sync().await;
     let row = &usage_rows(&pool, user).await[0];
     let full = 400_000 * 6 + 10 * 45 / 2; // µ$ = µ¥ on smart
-    assert_eq!(row.charge_micros, full, "the whole usage, at long-context prices");
-    assert!(row.held_micros > 0 && row.held_micros < full / 10, "the hold foresaw only the body: {}", row.held_micros);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_000_000 - full);
+    assert_eq!(row.charge_micros, cny(full), "the whole usage, at long-context prices");
+    assert!(row.held_micros.is_positive() && row.held_micros.micros() < full / 10, "the hold foresaw only the body: {}", row.held_micros);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_000_000 - full));
     let entries = ledger::entries(&pool, user, 10).await.unwrap();
     let above = entries.iter().find(|e| e.note == "API usage above the hold").expect("an overage ledger row");
-    assert_eq!(above.amount_micros, -(full - row.held_micros));
+    assert_eq!(above.amount.micros(), -(full - row.held_micros.micros()));
     assert!(ledger::verify(&pool, user).await.unwrap());
     gw.stop().await;
 }
@@ -206,23 +206,23 @@ async fn overage_takes_the_balance_below_zero_and_then_refuses(pool: PgPool) {
     assert_eq!(post(&gw.base, &k, &body(SONNET, false)).await.status(), 200);
     gw.sync().await;
     let full = 400_000 * 6 + 10 * 45 / 2;
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 500_000 - full, "a debt, not a discount");
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(500_000 - full), "a debt, not a discount");
     assert!(ledger::verify(&pool, user).await.unwrap());
     // staff see the request and the debt (Admin → Operations)
     let over = cloudrouter_core::insights::recent_overages(&pool, 10).await.unwrap();
     assert_eq!(over.len(), 1);
-    assert_eq!((over[0].user_id, over[0].charge_micros), (user, full));
-    assert!(over[0].held_micros < full);
+    assert_eq!((over[0].user_id, over[0].charge_micros.micros()), (user, full));
+    assert!(over[0].held_micros.micros() < full);
     let debts = cloudrouter_core::insights::debts(&pool).await.unwrap();
     assert_eq!(debts.len(), 1);
-    assert_eq!((debts[0].user_id, debts[0].balance_micros), (user, 500_000 - full));
+    assert_eq!((debts[0].user_id, debts[0].balance_micros.micros()), (user, 500_000 - full));
     let (s, t, _, _) = error_of(post(&gw.base, &k, &body(SONNET, false)).await).await;
     assert_eq!((s, t.as_str()), (402, "billing_error"), "nothing more until the debt is paid");
     // other debits still cannot take a balance below zero
-    assert!(ledger::adjust(&pool, user, -1, ledger::LedgerKind::Debit, "test", None).await.is_err());
+    assert!(ledger::adjust(&pool, user, cny(-1), ledger::LedgerKind::Debit, &memo("test"), None).await.is_err());
     // a top-up pays the debt first
-    ledger::adjust(&pool, user, 3_000_000, ledger::LedgerKind::Credit, "top-up", None).await.unwrap();
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 3_500_000 - full);
+    ledger::adjust(&pool, user, cny(3_000_000), ledger::LedgerKind::Credit, &memo("top-up"), None).await.unwrap();
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(3_500_000 - full));
     gw.stop().await;
 }
 
@@ -241,7 +241,7 @@ async fn web_searches_are_charged(pool: PgPool) {
     for row in &rows {
         assert_eq!(row.server_tools.web_search_requests, 3, "stream: {}", row.stream);
         // three searches at $10 per 1000
-        assert_eq!(row.charge_micros, PINNED_CHARGE + 30_000);
+        assert_eq!(row.charge_micros, cny(PINNED_CHARGE + 30_000));
     }
     gw.stop().await;
 }

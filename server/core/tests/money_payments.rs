@@ -7,7 +7,7 @@ use cloudrouter_core::billing::orders;
 use cloudrouter_core::billing::purchases::{self, PaidOutcome};
 use cloudrouter_core::billing::payments::{self, PaymentError, Payments, SandboxProvider};
 use cloudrouter_core::billing::{self, audit, BillingError};
-use cloudrouter_core::ledger;
+use cloudrouter_core::billing::ledger;
 use common::*;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ async fn staff(pool: &PgPool) -> Uuid {
 }
 
 async fn status(pool: &PgPool, order: Uuid) -> String {
-    orders::get_any(pool, order).await.unwrap().unwrap().status
+    orders::get_any(pool, order).await.unwrap().unwrap().status.to_string()
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn sandbox_is_off_by_default() {
     assert!(std::env::var_os("CLOUDROUTER_SANDBOX_PAYMENTS").is_none());
     let p = Payments::from_env(SECRET, "http://127.0.0.1:3000").unwrap();
     assert!(p.sandbox().is_none(), "no sandbox unless switched on");
-    assert!(!p.methods().contains(&"sandbox"));
+    assert!(!p.methods().contains(&PaymentMethod::Sandbox));
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -37,9 +37,9 @@ async fn notification_for_another_method_is_refused(pool: PgPool) {
     let user = customer(&pool, "0").await;
     let sandbox = SandboxProvider::new(SECRET, "");
     let h = http::HeaderMap::new();
-    let by_alipay = purchases::create_topup(&pool, user, 100_000_000_000, "alipay").await.unwrap();
-    let by_bank = purchases::create_topup(&pool, user, 100_000_000_000, "bank").await.unwrap();
-    let by_sandbox = purchases::create_topup(&pool, user, 5_000_000, "sandbox").await.unwrap();
+    let by_alipay = purchases::create_topup(&pool, user, cny(100_000_000_000), PaymentMethod::Alipay).await.unwrap();
+    let by_bank = purchases::create_topup(&pool, user, cny(100_000_000_000), PaymentMethod::Bank).await.unwrap();
+    let by_sandbox = purchases::create_topup(&pool, user, cny(5_000_000), PaymentMethod::Sandbox).await.unwrap();
 
     // A correctly signed sandbox notification naming an Alipay or bank order pays nothing.
     for o in [&by_alipay, &by_bank] {
@@ -48,17 +48,17 @@ async fn notification_for_another_method_is_refused(pool: PgPool) {
         assert_eq!(status(&pool, o.id).await, "created");
     }
     // Nor does a verified Alipay or WeChat Pay payment naming an order of another method.
-    for (order, method) in [(&by_sandbox, "alipay"), (&by_alipay, "wechat"), (&by_bank, "alipay")] {
+    for (order, method) in [(&by_sandbox, PaymentMethod::Alipay), (&by_alipay, PaymentMethod::Wechat), (&by_bank, PaymentMethod::Alipay)] {
         let r = purchases::mark_paid(&pool, order.id, method, "TRADE-1", order.amount_micros).await;
         assert!(matches!(r, Err(BillingError::InvalidMethod)), "{method} paid a {} order: {r:?}", order.method);
     }
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(0));
 
     // The provider the order was created for is accepted.
-    let r = payments::handle_notification(&pool, &sandbox, &h, sandbox.sign(by_sandbox.id, 5_000_000).as_bytes()).await.unwrap();
+    let r = payments::handle_notification(&pool, &sandbox, &h, sandbox.sign(by_sandbox.id, cny(5_000_000)).as_bytes()).await.unwrap();
     assert_eq!(r, PaidOutcome::Applied);
-    assert_eq!(purchases::mark_paid(&pool, by_alipay.id, "alipay", "ALI-1", by_alipay.amount_micros).await.unwrap(), PaidOutcome::Applied);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 100_005_000_000);
+    assert_eq!(purchases::mark_paid(&pool, by_alipay.id, PaymentMethod::Alipay, "ALI-1", by_alipay.amount_micros).await.unwrap(), PaidOutcome::Applied);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(100_005_000_000));
     assert!(billing::verify(&pool, user).await.unwrap());
 }
 
@@ -67,14 +67,14 @@ async fn staff_cannot_confirm_an_order_that_is_not_a_payable_bank_transfer(pool:
     let user = customer(&pool, "0").await;
     let boss = staff(&pool).await;
 
-    let cancelled = purchases::create_topup(&pool, user, 50_000_000, "bank").await.unwrap();
+    let cancelled = purchases::create_topup(&pool, user, cny(50_000_000), PaymentMethod::Bank).await.unwrap();
     orders::cancel(&pool, user, cancelled.id).await.unwrap();
-    let expired = purchases::create_topup(&pool, user, 60_000_000, "bank").await.unwrap();
+    let expired = purchases::create_topup(&pool, user, cny(60_000_000), PaymentMethod::Bank).await.unwrap();
     orders::expire_stale(&pool, expired.expires_at).await.unwrap();
     assert_eq!(status(&pool, expired.id).await, "expired");
-    let cancelled_online = purchases::create_topup(&pool, user, 70_000_000, "alipay").await.unwrap();
+    let cancelled_online = purchases::create_topup(&pool, user, cny(70_000_000), PaymentMethod::Alipay).await.unwrap();
     orders::cancel(&pool, user, cancelled_online.id).await.unwrap();
-    let open_online = purchases::create_topup(&pool, user, 80_000_000, "wechat").await.unwrap();
+    let open_online = purchases::create_topup(&pool, user, cny(80_000_000), PaymentMethod::Wechat).await.unwrap();
 
     for o in [&cancelled, &expired] {
         let r = purchases::confirm_bank_transfer(&pool, boss, o.id).await;
@@ -84,17 +84,17 @@ async fn staff_cannot_confirm_an_order_that_is_not_a_payable_bank_transfer(pool:
         let r = purchases::confirm_bank_transfer(&pool, boss, o.id).await;
         assert!(matches!(r, Err(BillingError::InvalidMethod)), "{r:?}");
     }
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0, "no money from confirmations that were refused");
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(0), "no money from confirmations that were refused");
     for o in [&cancelled, &expired, &cancelled_online, &open_online] {
         assert_ne!(status(&pool, o.id).await, "paid");
     }
     assert!(audit::list(&pool, 10).await.unwrap().is_empty(), "nothing confirmed, nothing audited");
 
     // A payable bank transfer is confirmed once; confirming it again changes nothing.
-    let open = purchases::create_topup(&pool, user, 90_000_000, "bank").await.unwrap();
+    let open = purchases::create_topup(&pool, user, cny(90_000_000), PaymentMethod::Bank).await.unwrap();
     assert_eq!(purchases::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::Applied);
     assert_eq!(purchases::confirm_bank_transfer(&pool, boss, open.id).await.unwrap(), PaidOutcome::AlreadyPaid);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 90_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(90_000_000));
     assert_eq!(audit::list(&pool, 10).await.unwrap().len(), 1);
 }
 

@@ -10,7 +10,8 @@ use cloudrouter_core::billing::purchases::{self, PaidOutcome};
 use cloudrouter_core::billing::subscriptions::{self, Subscription};
 use cloudrouter_core::billing::{self, audit, refunds, trials, BillingError};
 use cloudrouter_core::crypto::Crypto;
-use cloudrouter_core::{accounts, admin_api, ledger};
+use cloudrouter_core::billing::ledger;
+use cloudrouter_core::{accounts, admin_api};
 use common::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -30,8 +31,8 @@ async fn staff_member(pool: &PgPool) -> (Uuid, String) {
 }
 
 async fn subscribe(pool: &PgPool, user: Uuid, plan: &str, now: DateTime<Utc>) -> Subscription {
-    let o = purchases::create_subscription(pool, user, plan, "sandbox").await.unwrap();
-    let r = purchases::mark_paid_at(pool, o.id, "sandbox", &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
+    let o = purchases::create_subscription(pool, user, plan, PaymentMethod::Sandbox).await.unwrap();
+    let r = purchases::mark_paid_at(pool, o.id, PaymentMethod::Sandbox, &format!("SBX-{}", o.id), o.amount_micros, now).await.unwrap();
     assert_eq!(r, PaidOutcome::Applied);
     subscriptions::current(pool, user, now).await.unwrap().expect("subscribed")
 }
@@ -70,10 +71,10 @@ async fn refund_after_spending_the_allowance_deducts_the_excess(pool: PgPool) {
     subscribe(&pool, user, "pro", t0).await;
     spend(&pool, user, "value", 150_000_000).await;
     let q = refunds::quote(&pool, user, t0).await.unwrap().unwrap();
-    assert_eq!(q.amount_micros, 385_700_000 - 87_000_000, "{q:?}");
+    assert_eq!(q.amount_micros, cny(385_700_000 - 87_000_000), "{q:?}");
     assert!(q.eligible && !q.negotiated);
-    assert_eq!((q.days_amount_micros, q.deduction_micros), (385_700_000, 87_000_000));
-    assert_eq!((q.allowance_used_micro_usd(), q.elapsed_share_micro_usd, q.excess_micro_usd), (150_000_000, 5_000_000, 145_000_000));
+    assert_eq!((q.days_amount_micros.micros(), q.deduction_micros.micros()), (385_700_000, 87_000_000));
+    assert_eq!((q.allowance_used_micro_usd().micros(), q.elapsed_share_micro_usd.micros(), q.excess_micro_usd.micros()), (150_000_000, 5_000_000, 145_000_000));
     assert_eq!(
         q.explanation,
         "¥399.00 × 29 / 30 remaining days = ¥385.70, less ¥87.00 for $145.00 of allowance used beyond the elapsed days' share ($5.00 of $150.00) = ¥298.70"
@@ -87,13 +88,13 @@ async fn refund_after_spending_the_allowance_deducts_the_excess(pool: PgPool) {
     spend(&pool, mixed, "value", 100_000_000).await;
     spend(&pool, mixed, "stable", 50_000_000).await;
     let q = refunds::quote(&pool, mixed, t0).await.unwrap().unwrap();
-    assert_eq!(q.amount_micros, 385_700_000 - 299_670_000, "{q:?}");
-    let uses: Vec<(&str, i64, i64)> = q.allowance_use.iter().map(|c| (c.channel.as_str(), c.used_micro_usd, c.payg_micros)).collect();
+    assert_eq!(q.amount_micros, cny(385_700_000 - 299_670_000), "{q:?}");
+    let uses: Vec<(&str, i64, i64)> = q.allowance_use.iter().map(|c| (c.channel.as_str(), c.used_micro_usd.micros(), c.payg_micros.micros())).collect();
     assert_eq!(uses, [("stable", 50_000_000, 250_000_000), ("value", 100_000_000, 60_000_000)]);
     // the request keeps the figures the customer saw
     let r = refunds::request(&pool, mixed, t0, "").await.unwrap();
     let stored = refunds::request_quote(&pool, r.id).await.unwrap().unwrap();
-    assert_eq!((stored.days_amount_micros, stored.deduction_micros, r.amount_micros), (385_700_000, 299_670_000, 86_030_000));
+    assert_eq!((stored.days_amount_micros.micros(), stored.deduction_micros.micros(), r.amount_micros.micros()), (385_700_000, 299_670_000, 86_030_000));
     verify(&pool, mixed).await;
 }
 
@@ -106,7 +107,7 @@ async fn refund_within_the_elapsed_share_of_the_allowance_keeps_the_days_based_a
     subscribe(&pool, user, "pro", t0).await;
     spend(&pool, user, "stable", 70_000_000).await;
     let q = refunds::quote(&pool, user, day14).await.unwrap().unwrap();
-    assert_eq!((q.used_days, q.amount_micros), (14, 212_800_000));
+    assert_eq!((q.used_days, q.amount_micros.micros()), (14, 212_800_000));
     assert_eq!(q.explanation, "¥399.00 × 16 / 30 remaining days = ¥212.80");
 }
 
@@ -118,7 +119,7 @@ async fn refund_never_goes_below_zero_when_the_excess_is_worth_more_than_the_unu
     subscribe(&pool, user, "pro", t0).await;
     spend(&pool, user, "stable", 150_000_000).await;
     let q = refunds::quote(&pool, user, t0).await.unwrap().unwrap();
-    assert_eq!(q.amount_micros, 0, "{q:?}");
+    assert_eq!(q.amount_micros, cny(0), "{q:?}");
     assert!(!q.eligible, "nothing left to refund: {q:?}");
     assert!(matches!(refunds::request(&pool, user, t0, "").await, Err(BillingError::RefundNotEligible(_))));
 }
@@ -129,19 +130,19 @@ async fn refund_requested_first_then_allowance_spent_while_waiting_is_deducted_a
     let user = customer(&pool, "0").await;
     subscribe(&pool, user, "pro", t0).await;
     let r = refunds::request(&pool, user, t0, "").await.unwrap();
-    assert_eq!(r.amount_micros, 385_700_000);
+    assert_eq!(r.amount_micros, cny(385_700_000));
     // the customer spends the whole allowance before staff get to the request
     spend(&pool, user, "value", 150_000_000).await;
     // staff see what approval would pay now, with the allowance used
     let (pending, live) = refunds::list_pending(&pool).await.unwrap().pop().unwrap();
     assert_eq!(pending.id, r.id);
-    assert_eq!((live.days_amount_micros, live.deduction_micros, live.amount_micros), (385_700_000, 87_000_000, 298_700_000));
-    assert_eq!(live.allowance_used_micro_usd(), 150_000_000);
+    assert_eq!((live.days_amount_micros.micros(), live.deduction_micros.micros(), live.amount_micros.micros()), (385_700_000, 87_000_000, 298_700_000));
+    assert_eq!(live.allowance_used_micro_usd(), usd(150_000_000));
     let (boss, _) = staff_member(&pool).await;
     refunds::approve(&pool, boss, r.id, None, "ok").await.unwrap();
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 385_700_000 - 87_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(385_700_000 - 87_000_000));
     let fin = refunds::request_quote(&pool, r.id).await.unwrap().unwrap();
-    assert_eq!(fin.deduction_micros, 87_000_000, "the final figures are kept on the request");
+    assert_eq!(fin.deduction_micros, cny(87_000_000), "the final figures are kept on the request");
     let log = audit::list(&pool, 5).await.unwrap();
     let a = log.iter().find(|e| e.action == "refund.approve").unwrap();
     assert_eq!((a.details["deduction_micros"].as_i64(), a.details["allowance_used_micro_usd"].as_i64()), (Some(87_000_000), Some(150_000_000)));
@@ -159,17 +160,17 @@ async fn second_no_questions_refund_of_the_same_plan_goes_to_staff_as_negotiated
 
     // buys Pro again with the refund (paid now) and asks again
     let t1 = Utc::now();
-    let o = purchases::create_subscription(&pool, user, "pro", "balance").await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "pro", PaymentMethod::Balance).await.unwrap();
     purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     let q = refunds::quote(&pool, user, t1).await.unwrap().unwrap();
     assert!(q.eligible && q.negotiated && q.repeat, "{q:?}");
     assert!(q.window_ends_at.is_none());
     let r = refunds::request(&pool, user, t1, "again").await.unwrap();
     assert!(matches!(refunds::approve(&pool, boss, r.id, None, "").await, Err(BillingError::AmountRequired)));
-    refunds::approve(&pool, boss, r.id, Some(100_000_000), "agreed").await.unwrap();
+    refunds::approve(&pool, boss, r.id, Some(cny(100_000_000)), "agreed").await.unwrap();
 
     // another plan still has its own no-questions refund
-    let o = purchases::create_subscription(&pool, user, "starter", "balance").await.unwrap();
+    let o = purchases::create_subscription(&pool, user, "starter", PaymentMethod::Balance).await.unwrap();
     purchases::pay_with_balance(&pool, user, o.id).await.unwrap();
     let q = refunds::quote(&pool, user, Utc::now()).await.unwrap().unwrap();
     assert!(q.eligible && !q.negotiated, "{q:?}");
@@ -209,7 +210,7 @@ impl StaffApi {
 }
 
 async fn wallet_rows(pool: &PgPool, user: Uuid) -> Vec<ledger::LedgerEntry> {
-    ledger::entries(pool, user, 100).await.unwrap().into_iter().filter(|e| e.source == "wallet").collect()
+    ledger::entries(pool, user, 100).await.unwrap().into_iter().filter(|e| e.source == ledger::FundingSource::Wallet).collect()
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -222,12 +223,12 @@ async fn staff_credit_retried_with_the_same_idempotency_key_applies_once(pool: P
     assert_eq!((s1, s2), (200, 200), "{first} {again}");
     assert_eq!(first["entry"]["id"], again["entry"]["id"], "the original result, not a second credit");
     assert_eq!(wallet_rows(&pool, user).await.len(), 1);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 50_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(50_000_000));
     // the key in the body works as well as the header
     let (s, _) = api.credit(user, None, json!({"amount": "5", "note": "x", "idempotency_key": "body-key-0001"})).await;
     let (s_again, _) = api.credit(user, None, json!({"amount": "5", "note": "x", "idempotency_key": "body-key-0001"})).await;
     assert_eq!((s, s_again), (200, 200));
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 55_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(55_000_000));
     verify(&pool, user).await;
 }
 
@@ -242,8 +243,8 @@ async fn staff_credit_reusing_a_key_for_another_amount_or_user_is_refused(pool: 
     assert_eq!(s, 409, "{v}");
     let (s, v) = api.credit(other, Some("key-0000-0001"), json!({"amount": "50", "note": "goodwill"})).await;
     assert_eq!(s, 409, "{v}");
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 50_000_000);
-    assert_eq!(ledger::balance(&pool, other).await.unwrap(), 0);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(50_000_000));
+    assert_eq!(ledger::balance(&pool, other).await.unwrap(), cny(0));
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -252,7 +253,7 @@ async fn staff_credit_without_an_idempotency_key_is_refused(pool: PgPool) {
     let user = customer(&pool, "0").await;
     let (s, v) = api.credit(user, None, json!({"amount": "50", "note": "goodwill"})).await;
     assert_eq!(s, 422, "{v}");
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(0));
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -273,14 +274,14 @@ async fn staff_credit_above_the_threshold_needs_an_explicit_confirmation(pool: P
     let (s, v) = api.credit(user, Some("big-0000-0001"), json!({"amount": "5000", "note": "enterprise prepayment"})).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["type"], "confirmation_required", "{v}");
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 0);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(0));
     // the same key, now confirmed: applied once
     let (s, v) = api.credit(user, Some("big-0000-0001"), json!({"amount": "5000", "note": "enterprise prepayment", "confirm": true})).await;
     assert_eq!(s, 200, "{v}");
     // ¥1,000 itself is not above the threshold
     let (s, _) = api.credit(user, Some("big-0000-0002"), json!({"amount": "1000", "note": "prepayment"})).await;
     assert_eq!(s, 200);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 6_000_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(6_000_000_000));
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -311,7 +312,7 @@ async fn staff_credit_submitted_twice_at_once_from_the_console_applies_once(pool
     let (boss, _) = staff_member(&pool).await;
     let adj = Adjustment {
         user_id: user,
-        amount_micros: 30_000_000,
+        amount_micros: cny(30_000_000),
         description: String::new(),
         staff_note: "double click".into(),
         idempotency_key: "form-3c1e0a9b-5d7f".into(),
@@ -322,8 +323,8 @@ async fn staff_credit_submitted_twice_at_once_from_the_console_applies_once(pool
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.entry, b.entry);
     assert!(a.replayed != b.replayed);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 30_000_000);
-    assert_eq!(a.entry.note, adjustments::DEFAULT_CREDIT, "a standard wording for the customer");
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(30_000_000));
+    assert_eq!((a.entry.memo.clone(), a.entry.note.as_str()), (Some(ledger::Memo::Staff { text: None }), ledger::STAFF_CREDIT), "a standard wording for the customer");
     assert_eq!(audit::list(&pool, 10).await.unwrap().iter().filter(|e| e.action == "balance.adjust").count(), 1);
     // another staff member cannot reuse the key
     let (other, _) = staff_member(&pool).await;
@@ -340,7 +341,7 @@ async fn refund_approval_submitted_twice_at_once_pays_once(pool: PgPool) {
     let r = refunds::request(&pool, user, t0, "").await.unwrap();
     let (a, b) = tokio::join!(refunds::approve(&pool, boss, r.id, None, "ok"), refunds::approve(&pool, boss, r.id, None, "ok"));
     assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
-    assert_eq!(wallet_rows(&pool, user).await.iter().filter(|e| e.kind == "refund").count(), 1);
+    assert_eq!(wallet_rows(&pool, user).await.iter().filter(|e| e.kind == ledger::LedgerKind::Refund).count(), 1);
     verify(&pool, user).await;
 }
 
@@ -348,12 +349,12 @@ async fn refund_approval_submitted_twice_at_once_pays_once(pool: PgPool) {
 async fn bank_transfer_confirmed_twice_at_once_credits_once(pool: PgPool) {
     let user = customer(&pool, "0").await;
     let (boss, _) = staff_member(&pool).await;
-    let order = purchases::create_topup(&pool, user, 2_000_000_000, "bank").await.unwrap();
+    let order = purchases::create_topup(&pool, user, cny(2_000_000_000), PaymentMethod::Bank).await.unwrap();
     let (a, b) = tokio::join!(purchases::confirm_bank_transfer(&pool, boss, order.id), purchases::confirm_bank_transfer(&pool, boss, order.id));
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| *o == PaidOutcome::AlreadyPaid);
     assert_eq!(outcomes, [PaidOutcome::Applied, PaidOutcome::AlreadyPaid]);
-    assert_eq!(ledger::balance(&pool, user).await.unwrap(), 2_000_000_000);
+    assert_eq!(ledger::balance(&pool, user).await.unwrap(), cny(2_000_000_000));
     assert_eq!(audit::list(&pool, 10).await.unwrap().iter().filter(|e| e.action == "order.confirm_bank_transfer").count(), 1);
     verify(&pool, user).await;
 }
@@ -364,9 +365,9 @@ async fn trial_approval_submitted_twice_at_once_grants_once(pool: PgPool) {
     let (boss, _) = staff_member(&pool).await;
     let app = trials::apply(&pool, user, "Building a coding assistant").await.unwrap();
     let exp = Utc::now() + Duration::days(14);
-    let (a, b) = tokio::join!(trials::approve(&pool, boss, app.id, 20_000_000, exp), trials::approve(&pool, boss, app.id, 20_000_000, exp));
+    let (a, b) = tokio::join!(trials::approve(&pool, boss, app.id, cny(20_000_000), exp), trials::approve(&pool, boss, app.id, cny(20_000_000), exp));
     assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
-    assert_eq!(billing::funds(&pool, user, Utc::now()).await.unwrap().trial_micros, 20_000_000);
+    assert_eq!(billing::funds(&pool, user, Utc::now()).await.unwrap().trial_micros, cny(20_000_000));
     verify(&pool, user).await;
 }
 
@@ -421,7 +422,7 @@ async fn refunding_an_invoiced_order_marks_the_invoice_for_reversal(pool: PgPool
     refunds::approve(&pool, boss, r.id, None, "ok").await.unwrap();
     let inv = invoices::get(&pool, inv.id).await.unwrap().unwrap();
     assert_eq!(inv.status, "reversal_due", "{inv:?}");
-    assert_eq!(inv.reversal_amount_micros, Some(385_700_000), "the refunded amount is reversed");
+    assert_eq!(inv.reversal_amount_micros, Some(cny(385_700_000)), "the refunded amount is reversed");
     assert_eq!(invoices::reversals_due(&pool).await.unwrap().iter().map(|i| i.id).collect::<Vec<_>>(), [inv.id]);
     // staff record the red-letter invoice, once
     let on = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();

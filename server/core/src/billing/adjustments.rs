@@ -10,9 +10,9 @@
 //! shows the customer-facing description; the staff's internal note (required) goes only to the
 //! audit log.
 
-use super::{audit, format_cny_short, BillingError};
-use crate::ledger::{self, LedgerEntry, LedgerError, LedgerKind};
-use crate::money::{parse_decimal, MICROS};
+use super::{audit, BillingError};
+use super::ledger::{self, LedgerEntry, LedgerError, LedgerKind, Memo};
+use crate::money::MicroCny;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -20,25 +20,25 @@ use uuid::Uuid;
 /// default ¥100,000; `CLOUDROUTER_STAFF_CONFIRM_ABOVE_CNY`, default ¥1,000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StaffLimits {
-    /// The most one adjustment may credit or debit (micro-CNY).
-    pub max_adjustment_micros: i64,
-    /// Adjustments moving more than this need an explicit confirmation (micro-CNY).
-    pub confirm_above_micros: i64,
+    /// The most one adjustment may credit or debit.
+    pub max_adjustment_micros: MicroCny,
+    /// Adjustments moving more than this need an explicit confirmation.
+    pub confirm_above_micros: MicroCny,
 }
 
 impl Default for StaffLimits {
     fn default() -> Self {
-        StaffLimits { max_adjustment_micros: 100_000 * MICROS, confirm_above_micros: 1_000 * MICROS }
+        StaffLimits { max_adjustment_micros: MicroCny::units(100_000), confirm_above_micros: MicroCny::units(1_000) }
     }
 }
 
 impl StaffLimits {
     pub fn from_env() -> Result<StaffLimits, String> {
         let d = StaffLimits::default();
-        let read = |name: &str, default: i64| -> Result<i64, String> {
+        let read = |name: &str, default: MicroCny| -> Result<MicroCny, String> {
             match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
                 None => Ok(default),
-                Some(v) => parse_decimal(&v).ok().filter(|m| *m > 0).ok_or_else(|| format!("{name} must be a positive amount in yuan, e.g. 1000")),
+                Some(v) => MicroCny::parse(&v).ok().filter(|m| m.is_positive()).ok_or_else(|| format!("{name} must be a positive amount in yuan, e.g. 1000")),
             }
         };
         let limits = StaffLimits {
@@ -53,8 +53,8 @@ impl StaffLimits {
 #[derive(Debug, Clone)]
 pub struct Adjustment {
     pub user_id: Uuid,
-    /// Signed micro-CNY: positive credits, negative debits.
-    pub amount_micros: i64,
+    /// Signed: positive credits, negative debits.
+    pub amount_micros: MicroCny,
     /// What the customer's ledger says (empty: a standard wording).
     pub description: String,
     /// Why, for staff only (required; kept in the audit log).
@@ -70,10 +70,6 @@ pub struct Adjusted {
     pub entry: LedgerEntry,
     pub replayed: bool,
 }
-
-/// The customer-facing description when staff leave it empty (translated in the console).
-pub const DEFAULT_CREDIT: &str = "Credit from CloudRouter support";
-pub const DEFAULT_DEBIT: &str = "Correction by CloudRouter support";
 
 const ACTION: &str = "balance.adjust";
 
@@ -91,17 +87,17 @@ pub async fn apply(pool: &PgPool, limits: &StaffLimits, staff_id: Uuid, a: &Adju
     if note.is_empty() || note.chars().count() > 1000 {
         return Err(BillingError::StaffNoteRequired);
     }
+    // empty: the console's standard wording for a credit or a debit
     let description = match a.description.trim() {
-        "" if a.amount_micros > 0 => DEFAULT_CREDIT,
-        "" => DEFAULT_DEBIT,
+        "" => None,
         d if d.chars().count() > 200 => return Err(BillingError::Invalid("Please keep the description under 200 characters.".into())),
-        d => d,
+        d => Some(d.to_string()),
     };
-    if a.amount_micros == 0 {
+    if a.amount_micros.is_zero() {
         return Err(BillingError::ZeroAmount);
     }
-    if a.amount_micros.unsigned_abs() > limits.max_adjustment_micros.unsigned_abs() {
-        return Err(BillingError::AdjustmentTooLarge(format_cny_short(limits.max_adjustment_micros)));
+    if a.amount_micros.abs() > limits.max_adjustment_micros {
+        return Err(BillingError::AdjustmentTooLarge(limits.max_adjustment_micros));
     }
     // what a repeat must ask for to get this answer back
     let request = serde_json::json!({"user_id": a.user_id, "amount_micros": a.amount_micros, "staff_id": staff_id});
@@ -123,24 +119,23 @@ pub async fn apply(pool: &PgPool, limits: &StaffLimits, staff_id: Uuid, a: &Adju
         if action != ACTION || asked != request {
             return Err(BillingError::IdempotencyKeyReused);
         }
-        let entry = serde_json::from_value(answer).map_err(|e| BillingError::Db(sqlx::Error::Decode(Box::new(e))))?;
+        // the answer names the ledger row the key made
+        let id = answer.get("id").and_then(|v| v.as_i64()).ok_or(BillingError::IdempotencyKeyReused)?;
+        let entry = ledger::entry(&mut tx, id).await?;
         return Ok(Adjusted { entry, replayed: true });
     }
-    if a.amount_micros.unsigned_abs() > limits.confirm_above_micros.unsigned_abs() && !a.confirmed {
+    if a.amount_micros.abs() > limits.confirm_above_micros && !a.confirmed {
         // nothing is kept: the key stays free for the confirmed submission
-        return Err(BillingError::ConfirmationRequired {
-            amount: format_cny_short(a.amount_micros),
-            threshold: format_cny_short(limits.confirm_above_micros),
-        });
+        return Err(BillingError::ConfirmationRequired { amount: a.amount_micros, threshold: limits.confirm_above_micros });
     }
-    let kind = if a.amount_micros > 0 { LedgerKind::Credit } else { LedgerKind::Debit };
-    let entry = ledger::adjust_in(&mut tx, a.user_id, a.amount_micros, kind, description, Some(staff_id)).await.map_err(|e| match e {
+    let kind = if a.amount_micros.is_positive() { LedgerKind::Credit } else { LedgerKind::Debit };
+    let memo = Memo::Staff { text: description.clone() };
+    let entry = ledger::adjust_in(&mut tx, a.user_id, a.amount_micros, kind, &memo, Some(staff_id)).await.map_err(|e| match e {
         LedgerError::UnknownUser => BillingError::UnknownUser,
         LedgerError::ZeroAmount => BillingError::ZeroAmount,
-        LedgerError::Insufficient { available } => BillingError::InsufficientBalance {
-            needed: format_cny_short(-a.amount_micros),
-            available: format_cny_short(available.max(0)),
-        },
+        LedgerError::Insufficient { available } => {
+            BillingError::InsufficientBalance { needed: -a.amount_micros, available: available.max(MicroCny::ZERO) }
+        }
         LedgerError::Db(e) => BillingError::Db(e),
     })?;
     audit::record(
@@ -156,7 +151,7 @@ pub async fn apply(pool: &PgPool, limits: &StaffLimits, staff_id: Uuid, a: &Adju
     .await?;
     sqlx::query("UPDATE staff_idempotency SET response = $2 WHERE key = $1")
         .bind(key)
-        .bind(serde_json::to_value(&entry).unwrap_or_default())
+        .bind(serde_json::json!({"id": entry.id}))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

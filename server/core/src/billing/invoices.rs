@@ -9,7 +9,9 @@
 //! the refunded amount is owed, and staff record it with [`record_reversal`] → `reversed`.
 //! States: requested → issued | rejected; issued → reversal_due → reversed.
 
+use super::orders::OrderStatus;
 use super::{audit, BillingError};
+use crate::money::MicroCny;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -62,21 +64,21 @@ pub enum InvoiceDetails {
     VatSpecial { company: String, tax_id: String, address: String, phone: String, bank: String, account: String, email: String },
 }
 
-fn check_email(e: &str) -> Result<(), String> {
+fn check_email(e: &str) -> Result<(), BillingError> {
     let e = e.trim();
     match e.split_once('@') {
         Some((a, d)) if !a.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.') && e.len() <= 254 && !e.contains(' ') => Ok(()),
-        _ => Err("Please enter a valid email address for the invoice.".into()),
+        _ => Err(BillingError::Invalid("Please enter a valid email address for the invoice.".into())),
     }
 }
 
-fn check_text(v: &str, what: &str, max: usize) -> Result<(), String> {
+fn check_text(v: &str, what: &'static str, max: usize) -> Result<(), BillingError> {
     let n = v.trim().chars().count();
     if n == 0 {
-        return Err(format!("Please enter the {what}."));
+        return Err(BillingError::MissingField(what));
     }
     if n > max {
-        return Err(format!("The {what} is too long (at most {max} characters)."));
+        return Err(BillingError::TooLong { what, max });
     }
     Ok(())
 }
@@ -90,7 +92,7 @@ impl InvoiceDetails {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BillingError> {
         match self {
             InvoiceDetails::Personal { name, email } => {
                 check_text(name, "name", 100)?;
@@ -98,16 +100,16 @@ impl InvoiceDetails {
             }
             InvoiceDetails::VatSpecial { company, tax_id, address, phone, bank, account, email } => {
                 check_text(company, "company name", 200)?;
-                validate_credit_code(tax_id)?;
+                validate_credit_code(tax_id).map_err(BillingError::Invalid)?;
                 check_text(address, "registered address", 300)?;
                 let digits = phone.chars().filter(|c| c.is_ascii_digit()).count();
                 if !(7..=20).contains(&digits) || !phone.trim().chars().all(|c| c.is_ascii_digit() || " -+()".contains(c)) {
-                    return Err("Please enter a valid registered phone number.".into());
+                    return Err(BillingError::Invalid("Please enter a valid registered phone number.".into()));
                 }
                 check_text(bank, "bank name", 200)?;
                 let acct: String = account.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
                 if !(5..=40).contains(&acct.len()) || !acct.chars().all(|c| c.is_ascii_digit()) {
-                    return Err("Please enter a valid bank account number (digits only).".into());
+                    return Err(BillingError::Invalid("Please enter a valid bank account number (digits only).".into()));
                 }
                 check_email(email)
             }
@@ -138,7 +140,7 @@ pub struct Invoice {
     pub user_id: Uuid,
     pub order_id: Uuid,
     pub order_reference: String,
-    pub amount_micros: i64,
+    pub amount_micros: MicroCny,
     /// personal | vat_special
     pub kind: String,
     pub details: InvoiceDetails,
@@ -150,7 +152,7 @@ pub struct Invoice {
     pub reject_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     /// The refunded amount a red-letter invoice reverses (reversal_due, reversed).
-    pub reversal_amount_micros: Option<i64>,
+    pub reversal_amount_micros: Option<MicroCny>,
     pub reversal_number: Option<String>,
     pub reversal_issued_on: Option<NaiveDate>,
 }
@@ -161,7 +163,7 @@ struct Row {
     user_id: Uuid,
     order_id: Uuid,
     order_reference: String,
-    amount_micros: i64,
+    amount_micros: MicroCny,
     kind: String,
     details: serde_json::Value,
     status: String,
@@ -170,7 +172,7 @@ struct Row {
     has_pdf: bool,
     reject_reason: Option<String>,
     created_at: DateTime<Utc>,
-    reversal_amount_micros: Option<i64>,
+    reversal_amount_micros: Option<MicroCny>,
     reversal_number: Option<String>,
     reversal_issued_on: Option<NaiveDate>,
 }
@@ -210,15 +212,15 @@ fn rows(v: Vec<Row>) -> Result<Vec<Invoice>, sqlx::Error> {
 /// Requests an invoice for one of the user's paid orders.
 pub async fn request(pool: &PgPool, user_id: Uuid, order_id: Uuid, details: InvoiceDetails) -> Result<Invoice, BillingError> {
     let details = details.normalized();
-    details.validate().map_err(BillingError::Invalid)?;
+    details.validate()?;
     let mut tx = pool.begin().await?;
-    let (status, amount): (String, i64) = sqlx::query_as("SELECT status, amount_micros FROM orders WHERE id = $1 AND user_id = $2 FOR UPDATE")
+    let (status, amount): (OrderStatus, MicroCny) = sqlx::query_as("SELECT status, amount_micros FROM orders WHERE id = $1 AND user_id = $2 FOR UPDATE")
         .bind(order_id)
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(BillingError::OrderNotFound)?;
-    if status != "paid" || amount <= 0 {
+    if status != OrderStatus::Paid || !amount.is_positive() {
         return Err(BillingError::OrderNotInvoiceable);
     }
     let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM invoices WHERE order_id = $1 AND status <> 'rejected')")
@@ -276,7 +278,7 @@ pub const REFUNDED_REASON: &str = "The order was refunded: only money kept can b
 pub(crate) async fn on_order_refunded(
     tx: &mut PgConnection,
     order_id: Uuid,
-    refunded_micros: i64,
+    refunded_micros: MicroCny,
     now: DateTime<Utc>,
 ) -> Result<RefundedInvoices, sqlx::Error> {
     let closed = sqlx::query_scalar(
@@ -301,7 +303,7 @@ pub(crate) async fn on_order_refunded(
 pub async fn record_reversal(pool: &PgPool, staff_id: Uuid, id: Uuid, number: &str, issued_on: NaiveDate) -> Result<(), BillingError> {
     let number = check_number(number)?;
     let mut tx = pool.begin().await?;
-    let (status, amount): (String, Option<i64>) =
+    let (status, amount): (String, Option<MicroCny>) =
         sqlx::query_as("SELECT status, reversal_amount_micros FROM invoices WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_optional(&mut *tx)

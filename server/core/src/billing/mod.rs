@@ -3,7 +3,7 @@
 //!
 //! Money rules: integer micro-units only (micro-CNY, and micro-USD for allowances); every change of
 //! a balance, trial credit or allowance is a ledger row written in the same transaction (see
-//! [`crate::ledger`] for the per-source running balances). The funding order of API usage —
+//! [`crate::billing::ledger`] for the per-source running balances). The funding order of API usage —
 //! trial credit → plan allowance → wallet — lives in SQL (`migrations/0004_billing.sql`), because
 //! the gateway settles through `cr_lease_balance` / `cr_settle`; see `docs/billing.md`.
 //!
@@ -16,6 +16,7 @@ pub mod audit;
 pub mod clock;
 pub mod enquiries;
 pub mod invoices;
+pub mod ledger;
 pub mod orders;
 pub mod payments;
 pub mod plans;
@@ -25,7 +26,9 @@ pub mod renewals;
 pub mod subscriptions;
 pub mod trials;
 
-use crate::ledger::{FundingSource, LedgerKind};
+use ledger::{Amount, FundingSource, LedgerKind, Memo};
+use crate::money::{MicroCny, MicroUsd};
+use orders::OrderStatus;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -50,17 +53,17 @@ pub enum BillingError {
     #[error("Order not found.")]
     OrderNotFound,
     #[error("This order can no longer be changed (it is {0}).")]
-    OrderNotOpen(String),
+    OrderNotOpen(OrderStatus),
     #[error("The paid amount {paid} does not match the order amount {expected}.")]
-    AmountMismatch { expected: String, paid: String },
+    AmountMismatch { expected: MicroCny, paid: MicroCny },
     #[error("Top-ups must be between ¥1 and ¥100,000.")]
     TopupOutOfRange,
     #[error("This payment method is not available.")]
     InvalidMethod,
     #[error("Insufficient balance: {needed} needed, {available} available.")]
-    InsufficientBalance { needed: String, available: String },
+    InsufficientBalance { needed: MicroCny, available: MicroCny },
     #[error("This subscription is not eligible for a refund: {0}")]
-    RefundNotEligible(String),
+    RefundNotEligible(refunds::Ineligible),
     #[error("A refund request for this subscription is already pending.")]
     RefundPending,
     #[error("Refund request not found.")]
@@ -77,8 +80,15 @@ pub enum BillingError {
     AlreadyInvoiced,
     #[error("Only paid orders can be invoiced.")]
     OrderNotInvoiceable,
+    /// A rule of a form, as one fixed English sentence (the console looks it up in its table).
     #[error("{0}")]
     Invalid(String),
+    #[error("Please enter the {0}.")]
+    MissingField(&'static str),
+    #[error("The {what} is too long (at most {max} characters).")]
+    TooLong { what: &'static str, max: usize },
+    #[error("Unknown channel {0}.")]
+    UnknownChannel(String),
     #[error("You have already applied for a trial.")]
     TrialAlreadyApplied,
     #[error("Trial application not found.")]
@@ -88,9 +98,9 @@ pub enum BillingError {
     #[error("The amount must not be zero.")]
     ZeroAmount,
     #[error("A staff adjustment may move at most {0}.")]
-    AdjustmentTooLarge(String),
+    AdjustmentTooLarge(MicroCny),
     #[error("{amount} is above {threshold}: confirm the amount to apply it.")]
-    ConfirmationRequired { amount: String, threshold: String },
+    ConfirmationRequired { amount: MicroCny, threshold: MicroCny },
     #[error("Write an internal note saying why the balance changes.")]
     StaffNoteRequired,
     #[error("An idempotency key of 8 to 100 letters, digits, '-' or '_' is required.")]
@@ -111,16 +121,16 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// What a customer can spend right now, for the console overview.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Funds {
-    /// Unexpired trial credit, micro-CNY.
-    pub trial_micros: i64,
-    /// The current cycle's allowance left, micro-USD at list price.
-    pub allowance_left_micro_usd: i64,
-    /// Wallet balance, micro-CNY.
-    pub balance_micros: i64,
+    /// Unexpired trial credit.
+    pub trial_micros: MicroCny,
+    /// The current cycle's allowance left, at list price.
+    pub allowance_left_micro_usd: MicroUsd,
+    /// Wallet balance.
+    pub balance_micros: MicroCny,
 }
 
 pub async fn funds(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>) -> Result<Funds, sqlx::Error> {
-    let (t, a, b): (i64, i64, i64) = sqlx::query_as(
+    let (t, a, b): (MicroCny, MicroUsd, MicroCny) = sqlx::query_as(
         "SELECT COALESCE((SELECT sum(remaining_micros) FROM trial_applications \
                            WHERE user_id = $1 AND status = 'approved' AND expires_at > $2), 0)::BIGINT, \
                 COALESCE((SELECT sum(allowance_micro_usd - allowance_used_micro_usd) FROM subscriptions \
@@ -158,7 +168,7 @@ pub async fn run_jobs(pool: &PgPool, now: DateTime<Utc>) -> Result<JobsReport, B
 /// Checks every money invariant of one user: the wallet equals its ledger, the trial credit and
 /// the allowance left equal their ledger rows, and every running balance is consistent.
 pub async fn verify(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    if !crate::ledger::verify(pool, user_id).await? {
+    if !crate::billing::ledger::verify(pool, user_id).await? {
         return Ok(false);
     }
     let ok: bool = sqlx::query_scalar(
@@ -179,7 +189,7 @@ pub async fn verify(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
 // ---------------------------------------------------------------------------------------------
 
 /// Takes the user's money lock (the `balances` row, created if missing) and returns the balance.
-pub(crate) async fn lock_user(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, BillingError> {
+pub(crate) async fn lock_user(tx: &mut PgConnection, user_id: Uuid) -> Result<MicroCny, BillingError> {
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(user_id)
         .fetch_one(&mut *tx)
@@ -198,8 +208,8 @@ pub(crate) async fn lock_user(tx: &mut PgConnection, user_id: Uuid) -> Result<i6
 }
 
 /// Wallet balance minus what gateways hold in leases (call after [`lock_user`]).
-pub(crate) async fn wallet_available(tx: &mut PgConnection, user_id: Uuid) -> Result<i64, BillingError> {
-    let (b, h): (i64, i64) = sqlx::query_as(
+pub(crate) async fn wallet_available(tx: &mut PgConnection, user_id: Uuid) -> Result<MicroCny, BillingError> {
+    let (b, h): (MicroCny, MicroCny) = sqlx::query_as(
         "SELECT COALESCE((SELECT balance_micros FROM balances WHERE user_id = $1), 0), \
                 COALESCE((SELECT sum(amount_micros) FROM balance_leases WHERE user_id = $1), 0)::BIGINT",
     )
@@ -214,87 +224,58 @@ pub(crate) async fn wallet_available(tx: &mut PgConnection, user_id: Uuid) -> Re
 pub(crate) async fn wallet_entry(
     tx: &mut PgConnection,
     user_id: Uuid,
-    amount: i64,
+    amount: MicroCny,
     kind: LedgerKind,
-    note: &str,
+    memo: &Memo,
     actor: Option<Uuid>,
-) -> Result<i64, BillingError> {
-    if amount == 0 {
+) -> Result<MicroCny, BillingError> {
+    if amount.is_zero() {
         return Ok(sqlx::query_scalar("SELECT balance_micros FROM balances WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
             .await?);
     }
-    let after: i64 = sqlx::query_scalar(
+    let after: MicroCny = sqlx::query_scalar(
         "UPDATE balances SET balance_micros = balance_micros + $2, updated_at = now() WHERE user_id = $1 RETURNING balance_micros",
     )
     .bind(user_id)
     .bind(amount)
     .fetch_one(&mut *tx)
     .await?;
-    pot_entry(tx, user_id, FundingSource::Wallet, amount, after, kind, note, actor).await?;
+    pot_entry(tx, user_id, FundingSource::Wallet, Amount::Cny(amount), Amount::Cny(after), kind, memo, actor).await?;
     Ok(after)
 }
 
-/// Appends a ledger row of any source with its running balance `after`.
+/// Appends a ledger row of any source with its running balance `after`, both in the source's unit
+/// (micro-USD for the allowance, micro-CNY otherwise; see [`FundingSource::amount`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pot_entry(
     tx: &mut PgConnection,
     user_id: Uuid,
     source: FundingSource,
-    amount: i64,
-    after: i64,
+    amount: Amount,
+    after: Amount,
     kind: LedgerKind,
-    note: &str,
+    memo: &Memo,
     actor: Option<Uuid>,
 ) -> Result<(), BillingError> {
-    if amount == 0 {
+    debug_assert_eq!(std::mem::discriminant(&source.amount(0)), std::mem::discriminant(&amount), "a row keeps its source's unit");
+    if amount.micros() == 0 {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note, actor_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, memo, note, actor_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(user_id)
-    .bind(amount)
-    .bind(after)
-    .bind(kind.as_str())
-    .bind(source.as_str())
-    .bind(note)
+    .bind(amount.micros())
+    .bind(after.micros())
+    .bind(kind)
+    .bind(source)
+    .bind(sqlx::types::Json(memo))
+    .bind(memo.english(amount.micros() > 0))
     .bind(actor)
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// "¥399.00" for whole fen amounts, otherwise the full six decimals.
-pub fn format_cny_short(micros: i64) -> String {
-    if micros % 10_000 == 0 {
-        short(micros, "¥")
-    } else {
-        crate::money::format_cny(micros)
-    }
-}
-
-/// "$145.00" for whole cents, otherwise the full six decimals.
-pub fn format_usd_short(micros: i64) -> String {
-    if micros % 10_000 == 0 {
-        short(micros, "$")
-    } else {
-        crate::money::format_usd(micros)
-    }
-}
-
-fn short(micros: i64, symbol: &str) -> String {
-    let a = micros.unsigned_abs();
-    format!("{}{symbol}{}.{:02}", if micros < 0 { "-" } else { "" }, a / 1_000_000, (a % 1_000_000) / 10_000)
-}
-
-/// Decimal yuan with two places ("399.00") for providers that take amounts in yuan; None when the
-/// amount is not a whole number of fen.
-pub(crate) fn yuan_2dp(micros: i64) -> Option<String> {
-    if micros < 0 || micros % 10_000 != 0 {
-        return None;
-    }
-    Some(format!("{}.{:02}", micros / 1_000_000, (micros % 1_000_000) / 10_000))
 }

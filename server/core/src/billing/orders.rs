@@ -6,14 +6,16 @@
 
 use super::plans::Plan;
 use super::BillingError;
+use crate::money::MicroCny;
+use crate::text_enum::text_enum;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-pub const MIN_TOPUP_MICROS: i64 = 1_000_000;
-pub const MAX_TOPUP_MICROS: i64 = 100_000 * 1_000_000;
+pub const MIN_TOPUP: MicroCny = MicroCny::units(1);
+pub const MAX_TOPUP: MicroCny = MicroCny::units(100_000);
 /// How long an online payment order stays payable.
 pub const ONLINE_ORDER_TTL_HOURS: i64 = 2;
 /// How long a bank-transfer order waits for the transfer.
@@ -23,16 +25,13 @@ pub const BANK_ORDER_TTL_DAYS: i64 = 7;
 pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,
-    /// subscription | renewal | topup
-    pub kind: String,
+    pub kind: OrderKind,
     pub plan_code: Option<String>,
     /// The plan's name as sold (from the order's snapshot).
     pub plan_name: Option<String>,
-    pub amount_micros: i64,
-    /// created | paid | cancelled | expired | refunded
-    pub status: String,
-    /// alipay | wechat | bank | sandbox | balance
-    pub method: String,
+    pub amount_micros: MicroCny,
+    pub status: OrderStatus,
+    pub method: PaymentMethod,
     /// Human reference, e.g. "CR-7K3M9Q" (quote it on a bank transfer).
     pub reference: String,
     pub created_at: DateTime<Utc>,
@@ -42,16 +41,35 @@ pub struct Order {
     pub provider_trade_no: Option<String>,
 }
 
-pub const METHODS: [&str; 5] = ["alipay", "wechat", "bank", "sandbox", "balance"];
+text_enum! {
+    pub enum OrderKind {
+        Subscription = "subscription",
+        Renewal = "renewal",
+        Topup = "topup",
+    }
+}
 
-pub fn method_label(method: &str) -> &'static str {
-    match method {
-        "alipay" => "Alipay",
-        "wechat" => "WeChat Pay",
-        "bank" => "bank transfer",
-        "sandbox" => "sandbox payment",
-        "balance" => "balance",
-        _ => "payment",
+text_enum! {
+    /// See the module doc for the transitions.
+    pub enum OrderStatus {
+        Created = "created",
+        Paid = "paid",
+        Cancelled = "cancelled",
+        Expired = "expired",
+        Refunded = "refunded",
+    }
+}
+
+text_enum! {
+    /// How an order is (to be) paid.
+    pub enum PaymentMethod {
+        Alipay = "alipay",
+        Wechat = "wechat",
+        Bank = "bank",
+        /// Test money, demo mode only.
+        Sandbox = "sandbox",
+        /// From the customer's wallet.
+        Balance = "balance",
     }
 }
 
@@ -71,11 +89,11 @@ pub fn new_reference() -> String {
 pub(crate) async fn insert_order(
     tx: &mut PgConnection,
     user_id: Uuid,
-    kind: &str,
+    kind: OrderKind,
     plan: Option<&Plan>,
     subscription_id: Option<Uuid>,
-    amount: i64,
-    method: &str,
+    amount: MicroCny,
+    method: PaymentMethod,
     expires_at: DateTime<Utc>,
 ) -> Result<Order, BillingError> {
     for _ in 0..8 {
@@ -176,7 +194,7 @@ pub async fn pending_bank_transfers(pool: &PgPool) -> Result<Vec<Order>, sqlx::E
 pub(crate) async fn close_open(tx: &mut PgConnection, id: Uuid, to: Closed, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET status = $2, closed_at = $3 WHERE id = $1 AND status = 'created'")
         .bind(id)
-        .bind(to.as_str())
+        .bind(to.status())
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -190,17 +208,17 @@ pub(crate) enum Closed {
 }
 
 impl Closed {
-    fn as_str(self) -> &'static str {
+    fn status(self) -> OrderStatus {
         match self {
-            Closed::Cancelled => "cancelled",
-            Closed::Expired => "expired",
+            Closed::Cancelled => OrderStatus::Cancelled,
+            Closed::Expired => OrderStatus::Expired,
         }
     }
 }
 
 /// The money arrived: `created` (or a late `cancelled`/`expired`) → `paid`. What it buys is
 /// applied by [`super::purchases`], in the same transaction.
-pub(crate) async fn record_payment(tx: &mut PgConnection, id: Uuid, method: &str, trade_no: Option<&str>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub(crate) async fn record_payment(tx: &mut PgConnection, id: Uuid, method: PaymentMethod, trade_no: Option<&str>, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET status = 'paid', method = $2, provider_trade_no = $3, paid_at = $4, closed_at = NULL WHERE id = $1")
         .bind(id)
         .bind(method)

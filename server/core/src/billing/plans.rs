@@ -3,6 +3,7 @@
 //! purchase or renewal).
 
 use super::BillingError;
+use crate::money::{MicroCny, MicroUsd};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -16,9 +17,9 @@ pub struct Plan {
     /// Who it is for (FAQ Q4), e.g. "Personal learning / light usage".
     pub audience: String,
     /// Micro-CNY per monthly cycle; 0 for pay-as-you-go; enterprise is priced by contract.
-    pub price_micros: i64,
+    pub price_micros: MicroCny,
     /// Usage included per cycle, in micro-USD of list price.
-    pub allowance_micro_usd: i64,
+    pub allowance_micro_usd: MicroUsd,
     pub channels: Vec<String>,
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
@@ -57,10 +58,10 @@ impl Plan {
         if self.name.trim().is_empty() {
             return bad("The plan needs a name.");
         }
-        if self.price_micros < 0 || self.allowance_micro_usd < 0 {
+        if self.price_micros.is_negative() || self.allowance_micro_usd.is_negative() {
             return bad("Price and allowance must not be negative.");
         }
-        if self.purchasable && self.price_micros == 0 {
+        if self.purchasable && self.price_micros.is_zero() {
             return bad("A plan that can be bought online needs a price.");
         }
         if self.rpm_limit.is_some_and(|v| v <= 0) || self.concurrency_limit.is_some_and(|v| v <= 0) {
@@ -100,7 +101,7 @@ async fn upsert(tx: &mut sqlx::PgConnection, p: &Plan) -> Result<(), BillingErro
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(c) = unknown {
-        return Err(BillingError::Invalid(format!("Unknown channel {c}.")));
+        return Err(BillingError::UnknownChannel(c));
     }
     sqlx::query(
         "INSERT INTO plans (code, name, description, audience, price_micros, allowance_micro_usd, channels, rpm_limit, \

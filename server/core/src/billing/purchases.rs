@@ -12,9 +12,10 @@
 //!   a top-up is credited; a plan that can no longer start (e.g. a subscription is already active)
 //!   leaves the money on the balance.
 
-use super::orders::{self, Order};
+use super::orders::{self, Order, OrderKind, OrderStatus, PaymentMethod};
+use crate::money::MicroCny;
 use super::{audit, lock_user, plans, subscriptions, wallet_available, wallet_entry, BillingError};
-use crate::ledger::LedgerKind;
+use super::ledger::{LedgerKind, Memo};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -28,8 +29,8 @@ pub enum PaidOutcome {
     AlreadyPaid,
 }
 
-fn ttl(method: &str) -> Duration {
-    if method == "bank" {
+fn ttl(method: PaymentMethod) -> Duration {
+    if method == PaymentMethod::Bank {
         Duration::days(orders::BANK_ORDER_TTL_DAYS)
     } else {
         Duration::hours(orders::ONLINE_ORDER_TTL_HOURS)
@@ -37,10 +38,7 @@ fn ttl(method: &str) -> Duration {
 }
 
 /// A subscription purchase. Refused while a subscription is active (that is a plan change).
-pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, method: &str) -> Result<Order, BillingError> {
-    if !orders::METHODS.contains(&method) {
-        return Err(BillingError::InvalidMethod);
-    }
+pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, method: PaymentMethod) -> Result<Order, BillingError> {
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
     let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
@@ -50,7 +48,7 @@ pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, 
     if subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
         return Err(BillingError::AlreadySubscribed);
     }
-    let o = orders::insert_order(&mut tx, user_id, "subscription", Some(&plan), None, plan.price_micros, method, Utc::now() + ttl(method)).await?;
+    let o = orders::insert_order(&mut tx, user_id, OrderKind::Subscription, Some(&plan), None, plan.price_micros, method, Utc::now() + ttl(method)).await?;
     tx.commit().await?;
     Ok(o)
 }
@@ -62,13 +60,13 @@ pub async fn offer_subscription(pool: &PgPool, staff_id: Uuid, user_id: Uuid, pl
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
     let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
-    if plan.price_micros == 0 {
+    if plan.price_micros.is_zero() {
         return Err(BillingError::Invalid("This plan has no price: set one under Plans & prices first.".into()));
     }
     if subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
         return Err(BillingError::AlreadySubscribed);
     }
-    let o = orders::insert_order(&mut tx, user_id, "subscription", Some(&plan), None, plan.price_micros, "bank", Utc::now() + ttl("bank")).await?;
+    let o = orders::insert_order(&mut tx, user_id, OrderKind::Subscription, Some(&plan), None, plan.price_micros, PaymentMethod::Bank, Utc::now() + ttl(PaymentMethod::Bank)).await?;
     orders::set_offered_by(&mut tx, o.id, staff_id).await?;
     audit::record(&mut tx, staff_id, "order.offer", &format!("user:{user_id}"), serde_json::json!({"order": o.id, "plan": plan.code, "amount_micros": o.amount_micros}))
         .await?;
@@ -77,19 +75,19 @@ pub async fn offer_subscription(pool: &PgPool, staff_id: Uuid, user_id: Uuid, pl
 }
 
 /// A top-up of the balance (¥1 – ¥100,000).
-pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount_micros: i64, method: &str) -> Result<Order, BillingError> {
-    if !orders::METHODS.contains(&method) || method == "balance" {
+pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount: MicroCny, method: PaymentMethod) -> Result<Order, BillingError> {
+    if method == PaymentMethod::Balance {
         return Err(BillingError::InvalidMethod);
     }
-    if !(orders::MIN_TOPUP_MICROS..=orders::MAX_TOPUP_MICROS).contains(&amount_micros) {
+    if !(orders::MIN_TOPUP..=orders::MAX_TOPUP).contains(&amount) {
         return Err(BillingError::TopupOutOfRange);
     }
-    if amount_micros % 10_000 != 0 {
+    if amount.two_places().is_none() {
         return Err(BillingError::Invalid("Top-ups are in whole fen (at most two decimal places).".into()));
     }
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
-    let o = orders::insert_order(&mut tx, user_id, "topup", None, None, amount_micros, method, Utc::now() + ttl(method)).await?;
+    let o = orders::insert_order(&mut tx, user_id, OrderKind::Topup, None, None, amount, method, Utc::now() + ttl(method)).await?;
     tx.commit().await?;
     Ok(o)
 }
@@ -100,44 +98,44 @@ pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount_micros: i64, meth
 pub(crate) async fn fulfil(
     tx: &mut PgConnection,
     order: &Order,
-    method: &str,
+    method: PaymentMethod,
     trade_no: Option<&str>,
     now: DateTime<Utc>,
     actor: Option<Uuid>,
 ) -> Result<(), BillingError> {
-    let label = orders::method_label(method);
-    if method != "balance" {
-        let note = match order.kind.as_str() {
-            "topup" => format!("Top-up {} via {label}", order.reference),
-            _ => format!("Payment {} via {label}", order.reference),
+    if method != PaymentMethod::Balance {
+        let order_ref = order.reference.clone();
+        let memo = match order.kind {
+            OrderKind::Topup => Memo::Topup { order: order_ref, method },
+            _ => Memo::Payment { order: order_ref, method },
         };
-        wallet_entry(tx, order.user_id, order.amount_micros, LedgerKind::Credit, &note, actor).await?;
+        wallet_entry(tx, order.user_id, order.amount_micros, LedgerKind::Credit, &memo, actor).await?;
     }
-    match order.kind.as_str() {
-        "subscription" => {
+    match order.kind {
+        OrderKind::Subscription => {
             let plan = orders::order_plan(tx, order.id).await?;
             let active = subscriptions::active_for_update(tx, order.user_id).await?;
             if let (Some(plan), None) = (plan, active) {
-                let note = format!("{} plan subscription (order {})", plan.name, order.reference);
-                wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &note, actor).await?;
+                let memo = Memo::Subscription { plan: plan.name.clone(), order: order.reference.clone() };
+                wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &memo, actor).await?;
                 subscriptions::activate(tx, order.user_id, &plan, order.id, now).await?;
             } else {
                 tracing::warn!(order = %order.id, "subscription order paid while another subscription is active; the payment stays on the balance");
             }
         }
-        "renewal" => {
+        OrderKind::Renewal => {
             let plan = orders::order_plan(tx, order.id).await?;
             let sub = subscriptions::active_for_update(tx, order.user_id).await?;
             match (plan, sub) {
                 (Some(plan), Some(sub)) if sub.renewal_order_id == Some(order.id) => {
-                    let note = format!("{} plan renewal (order {})", plan.name, order.reference);
-                    wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &note, actor).await?;
+                    let memo = Memo::Renewal { plan: plan.name.clone(), order: order.reference.clone() };
+                    wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &memo, actor).await?;
                     subscriptions::roll_cycle(tx, &sub, &plan, order.id, sub.cycle_end.max(now)).await?;
                 }
                 _ => tracing::warn!(order = %order.id, "renewal paid after the subscription ended; the payment stays on the balance"),
             }
         }
-        _ => {}
+        OrderKind::Topup => {}
     }
     orders::record_payment(tx, order.id, method, trade_no, now).await?;
     Ok(())
@@ -146,13 +144,13 @@ pub(crate) async fn fulfil(
 async fn mark_paid_inner(
     pool: &PgPool,
     order_id: Uuid,
-    method: &str,
+    method: PaymentMethod,
     trade_no: &str,
-    amount_micros: Option<i64>,
+    amount: Option<MicroCny>,
     now: DateTime<Utc>,
     staff: Option<Uuid>,
 ) -> Result<PaidOutcome, BillingError> {
-    if !orders::METHODS.contains(&method) || method == "balance" {
+    if method == PaymentMethod::Balance {
         return Err(BillingError::InvalidMethod);
     }
     let user_id: Uuid = sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
@@ -166,25 +164,22 @@ async fn mark_paid_inner(
     // Only the provider the order was created for can pay it: a signed notification from another
     // provider (or the sandbox) naming this order is refused, whatever it says was paid.
     if order.method != method {
-        tracing::warn!(order = %order.id, order_method = %order.method, method, "payment refused: the order was created for another method");
+        tracing::warn!(order = %order.id, order_method = %order.method, %method, "payment refused: the order was created for another method");
         return Err(BillingError::InvalidMethod);
     }
-    if order.status == "paid" || order.status == "refunded" {
+    if matches!(order.status, OrderStatus::Paid | OrderStatus::Refunded) {
         if order.provider_trade_no.as_deref() != Some(trade_no) {
             tracing::warn!(order = %order.id, trade_no, "a second payment was notified for an order already paid; refund it at the provider");
         }
         return Ok(PaidOutcome::AlreadyPaid);
     }
     // A provider's late payment is real money and is taken; staff confirm only what is still payable.
-    if staff.is_some() && order.status != "created" {
+    if staff.is_some() && order.status != OrderStatus::Created {
         return Err(BillingError::OrderNotOpen(order.status));
     }
-    if let Some(a) = amount_micros {
-        if a != order.amount_micros {
-            return Err(BillingError::AmountMismatch {
-                expected: super::format_cny_short(order.amount_micros),
-                paid: super::format_cny_short(a),
-            });
+    if let Some(paid) = amount {
+        if paid != order.amount_micros {
+            return Err(BillingError::AmountMismatch { expected: order.amount_micros, paid });
         }
     }
     fulfil(&mut tx, &order, method, Some(trade_no), now, staff).await?;
@@ -206,23 +201,23 @@ async fn mark_paid_inner(
 pub async fn mark_paid(
     pool: &PgPool,
     order_id: Uuid,
-    method: &str,
+    method: PaymentMethod,
     provider_trade_no: &str,
-    amount_micros: i64,
+    amount: MicroCny,
 ) -> Result<PaidOutcome, BillingError> {
-    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount_micros), Utc::now(), None).await
+    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount), Utc::now(), None).await
 }
 
 /// [`mark_paid`] at a given time (tests drive cycles with a controllable clock).
 pub async fn mark_paid_at(
     pool: &PgPool,
     order_id: Uuid,
-    method: &str,
+    method: PaymentMethod,
     provider_trade_no: &str,
-    amount_micros: i64,
+    amount: MicroCny,
     now: DateTime<Utc>,
 ) -> Result<PaidOutcome, BillingError> {
-    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount_micros), now, None).await
+    mark_paid_inner(pool, order_id, method, provider_trade_no, Some(amount), now, None).await
 }
 
 /// Pays a subscription or renewal order from the balance (minus what in-flight requests hold).
@@ -234,26 +229,23 @@ pub async fn pay_with_balance_at(pool: &PgPool, user_id: Uuid, order_id: Uuid, n
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
     let order = orders::order_for_update(&mut tx, order_id).await?.filter(|o| o.user_id == user_id).ok_or(BillingError::OrderNotFound)?;
-    if order.status == "paid" {
+    if order.status == OrderStatus::Paid {
         return Ok(PaidOutcome::AlreadyPaid);
     }
-    if order.status != "created" {
+    if order.status != OrderStatus::Created {
         return Err(BillingError::OrderNotOpen(order.status));
     }
-    if order.kind == "topup" {
+    if order.kind == OrderKind::Topup {
         return Err(BillingError::InvalidMethod);
     }
     let available = wallet_available(&mut tx, user_id).await?;
     if available < order.amount_micros {
-        return Err(BillingError::InsufficientBalance {
-            needed: super::format_cny_short(order.amount_micros),
-            available: super::format_cny_short(available.max(0)),
-        });
+        return Err(BillingError::InsufficientBalance { needed: order.amount_micros, available: available.max(MicroCny::ZERO) });
     }
-    if order.kind == "subscription" && subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
+    if order.kind == OrderKind::Subscription && subscriptions::active_for_update(&mut tx, user_id).await?.is_some() {
         return Err(BillingError::AlreadySubscribed);
     }
-    fulfil(&mut tx, &order, "balance", None, now, None).await?;
+    fulfil(&mut tx, &order, PaymentMethod::Balance, None, now, None).await?;
     tx.commit().await?;
     Ok(PaidOutcome::Applied)
 }
@@ -263,6 +255,6 @@ pub async fn pay_with_balance_at(pool: &PgPool, user_id: Uuid, order_id: Uuid, n
 /// refused (`OrderNotOpen`), another method is refused (`InvalidMethod`).
 pub async fn confirm_bank_transfer(pool: &PgPool, staff_id: Uuid, order_id: Uuid) -> Result<PaidOutcome, BillingError> {
     let o = orders::get_any(pool, order_id).await?.ok_or(BillingError::OrderNotFound)?;
-    mark_paid_inner(pool, order_id, "bank", &format!("bank:{}", o.reference), None, Utc::now(), Some(staff_id)).await
+    mark_paid_inner(pool, order_id, PaymentMethod::Bank, &format!("bank:{}", o.reference), None, Utc::now(), Some(staff_id)).await
 }
 

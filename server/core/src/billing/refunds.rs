@@ -25,12 +25,12 @@
 //!   the balance through the ledger (`refund` row; paying back through the original Alipay/WeChat
 //!   route is done by staff at the provider, out of scope here).
 
-use super::orders::{self, Order};
+use super::orders::{self, Order, OrderStatus};
 use super::plans::Plan;
 use super::subscriptions::{self, Subscription};
-use super::{audit, format_cny_short, format_usd_short, invoices, lock_user, wallet_entry, BillingError};
-use crate::ledger::LedgerKind;
-use crate::money::div_round_half_up;
+use super::{audit, invoices, lock_user, wallet_entry, BillingError};
+use super::ledger::{EndReason, LedgerKind, Memo};
+use crate::money::{div_round_half_up, MicroCny, MicroUsd};
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -41,16 +41,16 @@ pub struct RefundQuote {
     pub subscription_id: Uuid,
     pub order_id: Uuid,
     pub plan_name: String,
-    pub paid_micros: i64,
+    pub paid_micros: MicroCny,
     pub cycle_days: i64,
     pub used_days: i64,
     pub remaining_days: i64,
-    pub amount_micros: i64,
+    pub amount_micros: MicroCny,
     pub eligible: bool,
     /// Amount set by staff (Ultra): `amount_micros` is only the pro-rated suggestion.
     pub negotiated: bool,
     /// Why not eligible.
-    pub reason: Option<String>,
+    pub reason: Option<Ineligible>,
     /// When the no-questions window closes (None when negotiated).
     pub window_ends_at: Option<DateTime<Utc>>,
     /// "¥399.00 × 23 / 30 remaining days = ¥305.90"
@@ -58,30 +58,30 @@ pub struct RefundQuote {
     // The deduction for allowance use (defaults: quotes stored before these existed).
     /// paid × remaining / cycle days, to the fen.
     #[serde(default)]
-    pub days_amount_micros: i64,
-    /// The cycle's allowance (micro-USD).
+    pub days_amount_micros: MicroCny,
+    /// The cycle's allowance.
     #[serde(default)]
-    pub allowance_micro_usd: i64,
+    pub allowance_micro_usd: MicroUsd,
     /// What the allowance paid for, per channel.
     #[serde(default)]
     pub allowance_use: Vec<ChannelUse>,
-    /// allowance × used days / cycle days, for display (micro-USD, rounded half up).
+    /// allowance × used days / cycle days, for display (rounded half up).
     #[serde(default)]
-    pub elapsed_share_micro_usd: i64,
-    /// Allowance used beyond that share, for display (micro-USD, rounded half up).
+    pub elapsed_share_micro_usd: MicroUsd,
+    /// Allowance used beyond that share, for display (rounded half up).
     #[serde(default)]
-    pub excess_micro_usd: i64,
-    /// Deducted from the days-based amount (micro-CNY, whole fen).
+    pub excess_micro_usd: MicroUsd,
+    /// Deducted from the days-based amount (whole fen).
     #[serde(default)]
-    pub deduction_micros: i64,
+    pub deduction_micros: MicroCny,
     /// The customer already had the no-questions refund of this plan: this one is negotiated.
     #[serde(default)]
     pub repeat: bool,
 }
 
 impl RefundQuote {
-    /// Allowance used in the cycle (micro-USD).
-    pub fn allowance_used_micro_usd(&self) -> i64 {
+    /// Allowance used in the cycle.
+    pub fn allowance_used_micro_usd(&self) -> MicroUsd {
         self.allowance_use.iter().map(|c| c.used_micro_usd).sum()
     }
 }
@@ -90,25 +90,59 @@ impl RefundQuote {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct ChannelUse {
     pub channel: String,
-    /// Allowance drawn (micro-USD of list price).
-    pub used_micro_usd: i64,
-    /// What those requests would have cost pay-as-you-go (micro-CNY).
-    pub payg_micros: i64,
+    /// Allowance drawn (list price).
+    pub used_micro_usd: MicroUsd,
+    /// What those requests would have cost pay-as-you-go.
+    pub payg_micros: MicroCny,
+}
+
+/// Why a subscription cannot be refunded now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Ineligible {
+    Ended,
+    /// The cycle's payment is not a paid order (refunded already, or not paid).
+    NotRefundable,
+    WindowClosed { days: i32, plan: String, closed_at: DateTime<Utc> },
+    NoDaysLeft,
+    /// The allowance used beyond the elapsed days is worth more than the unused days.
+    NothingLeft,
+    Pending,
+}
+
+impl std::fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ineligible::Ended => f.write_str("the subscription has ended"),
+            Ineligible::NotRefundable => f.write_str("the payment of this cycle is not refundable"),
+            Ineligible::WindowClosed { days, plan, closed_at } => write!(
+                f,
+                "the {days}-day refund window of the {plan} plan closed on {}",
+                closed_at.with_timezone(&shanghai()).format("%Y-%m-%d %H:%M")
+            ),
+            Ineligible::NoDaysLeft => f.write_str("no unused days are left in this cycle"),
+            Ineligible::NothingLeft => f.write_str(
+                "the allowance used beyond the elapsed days is worth more than the unused days: nothing is left to refund",
+            ),
+            Ineligible::Pending => f.write_str("a refund request is already pending"),
+        }
+    }
 }
 
 /// The allowance-use deduction (see the module doc): (elapsed share, excess, deduction).
-fn deduction(allowance: i64, uses: &[ChannelUse], cycle_days: i64, used_days: i64) -> (i64, i64, i64) {
-    let used: i128 = uses.iter().map(|c| c.used_micro_usd as i128).sum();
-    let payg: i128 = uses.iter().map(|c| c.payg_micros as i128).sum();
+fn deduction(allowance: MicroUsd, uses: &[ChannelUse], cycle_days: i64, used_days: i64) -> (MicroUsd, MicroUsd, MicroCny) {
+    let used: i128 = uses.iter().map(|c| c.used_micro_usd.micros() as i128).sum();
+    let payg: i128 = uses.iter().map(|c| c.payg_micros.micros() as i128).sum();
+    let allowance = allowance.micros() as i128;
     let (d, e) = (cycle_days as i128, used_days as i128);
-    let share = div_round_half_up(allowance as i128 * e, d) as i64;
-    let excess_d = (used * d - allowance as i128 * e).max(0);
+    let share = MicroUsd::from_micros(div_round_half_up(allowance * e, d) as i64);
+    let excess_d = (used * d - allowance * e).max(0);
     if used == 0 || excess_d == 0 {
-        return (share, 0, 0);
+        return (share, MicroUsd::ZERO, MicroCny::ZERO);
     }
-    let excess = div_round_half_up(excess_d, d) as i64;
+    let excess = MicroUsd::from_micros(div_round_half_up(excess_d, d) as i64);
     let fen = div_round_half_up(excess_d * payg, used * d * 10_000);
-    (share, excess, i64::try_from(fen * 10_000).unwrap_or(i64::MAX))
+    (share, excess, MicroCny::from_micros(i64::try_from(fen * 10_000).unwrap_or(i64::MAX)))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow)]
@@ -117,7 +151,7 @@ pub struct RefundRequest {
     pub user_id: Uuid,
     pub subscription_id: Uuid,
     pub order_id: Uuid,
-    pub amount_micros: i64,
+    pub amount_micros: MicroCny,
     /// pending | approved | rejected
     pub status: String,
     pub reason: String,
@@ -152,45 +186,41 @@ pub fn compute(
     let used_days = ((local_date(now) - start).num_days() + 1).clamp(0, cycle_days);
     let remaining_days = cycle_days - used_days;
     let paid = order.amount_micros;
-    let days_amount = div_round_half_up(paid as i128 * remaining_days as i128, cycle_days as i128 * 10_000) as i64 * 10_000;
+    let days_amount =
+        MicroCny::from_micros(div_round_half_up(paid.micros() as i128 * remaining_days as i128, cycle_days as i128 * 10_000) as i64 * 10_000);
     let (share, excess, deduction) = deduction(sub.allowance_micro_usd, uses, cycle_days, used_days);
-    let amount = (days_amount - deduction).max(0);
+    let amount = (days_amount - deduction).max(MicroCny::ZERO);
     let negotiated = refund_window_days.is_none() || repeat;
     let paid_at = order.paid_at.unwrap_or(sub.cycle_start);
     let window_ends_at = if negotiated { None } else { refund_window_days.map(|d| paid_at + Duration::days(d as i64)) };
     let mut reason = None;
     if sub.status != "active" {
-        reason = Some("the subscription has ended".to_string());
-    } else if order.status != "paid" {
-        reason = Some("the payment of this cycle is not refundable".to_string());
+        reason = Some(Ineligible::Ended);
+    } else if order.status != OrderStatus::Paid {
+        reason = Some(Ineligible::NotRefundable);
     } else if let Some(end) = window_ends_at {
         if now >= end {
-            reason = Some(format!(
-                "the {}-day refund window of the {} plan closed on {}",
-                refund_window_days.unwrap_or(0),
-                sub.plan_name,
-                end.with_timezone(&shanghai()).format("%Y-%m-%d %H:%M")
-            ));
+            reason = Some(Ineligible::WindowClosed { days: refund_window_days.unwrap_or(0), plan: sub.plan_name.clone(), closed_at: end });
         }
     }
     if reason.is_none() && !negotiated {
         if remaining_days == 0 {
-            reason = Some("no unused days are left in this cycle".to_string());
-        } else if amount == 0 {
-            reason = Some("the allowance used beyond the elapsed days is worth more than the unused days: nothing is left to refund".to_string());
+            reason = Some(Ineligible::NoDaysLeft);
+        } else if amount.is_zero() {
+            reason = Some(Ineligible::NothingLeft);
         }
     }
-    let days_part = format!("{} × {} / {} remaining days = {}", format_cny_short(paid), remaining_days, cycle_days, format_cny_short(days_amount));
+    let days_part = format!("{} × {} / {} remaining days = {}", paid.short(), remaining_days, cycle_days, days_amount.short());
     let explanation = format!(
         "{days_part}{}{}",
-        if deduction > 0 {
+        if deduction.is_positive() {
             format!(
                 ", less {} for {} of allowance used beyond the elapsed days' share ({} of {}) = {}",
-                format_cny_short(deduction),
-                format_usd_short(excess),
-                format_usd_short(share),
-                format_usd_short(sub.allowance_micro_usd),
-                format_cny_short(amount)
+                deduction.short(),
+                excess.short(),
+                share.short(),
+                sub.allowance_micro_usd.short(),
+                amount.short()
             )
         } else {
             String::new()
@@ -254,7 +284,7 @@ async fn quote_tx(tx: &mut PgConnection, sub: &Subscription, now: DateTime<Utc>)
         .await?;
     if pending && q.eligible {
         q.eligible = false;
-        q.reason = Some("a refund request is already pending".into());
+        q.reason = Some(Ineligible::Pending);
     }
     Ok(q)
 }
@@ -281,10 +311,10 @@ pub async fn request(pool: &PgPool, user_id: Uuid, now: DateTime<Utc>, reason: &
     let sub = subscriptions::active_for_update(&mut tx, user_id).await?.ok_or(BillingError::NoSubscription)?;
     let q = quote_tx(&mut tx, &sub, now).await?;
     if !q.eligible {
-        if q.reason.as_deref() == Some("a refund request is already pending") {
+        if q.reason == Some(Ineligible::Pending) {
             return Err(BillingError::RefundPending);
         }
-        return Err(BillingError::RefundNotEligible(q.reason.unwrap_or_default()));
+        return Err(BillingError::RefundNotEligible(q.reason.unwrap_or(Ineligible::NotRefundable)));
     }
     let r = sqlx::query_as::<_, RefundRequest>(&format!(
         "INSERT INTO refund_requests (user_id, subscription_id, order_id, amount_micros, quote, reason, created_at) \
@@ -340,7 +370,7 @@ pub async fn request_quote(pool: &PgPool, id: Uuid) -> Result<Option<RefundQuote
 /// negotiated refunds; otherwise the quote is made again with the days as of the request and the
 /// allowance use as of now. Ends the subscription, credits the balance, closes or marks for
 /// reversal the order's invoices, and stores the final quote on the request.
-pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Option<i64>, note: &str) -> Result<(), BillingError> {
+pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Option<MicroCny>, note: &str) -> Result<(), BillingError> {
     let (user_id, sub_id, order_id): (Uuid, Uuid, Uuid) =
         sqlx::query_as("SELECT user_id, subscription_id, order_id FROM refund_requests WHERE id = $1")
             .bind(id)
@@ -358,7 +388,7 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
         .bind(order_id)
         .fetch_one(&mut *tx)
         .await?;
-    let (status, quoted, quote, requested_at): (String, i64, serde_json::Value, DateTime<Utc>) =
+    let (status, quoted, quote, requested_at): (String, MicroCny, serde_json::Value, DateTime<Utc>) =
         sqlx::query_as("SELECT status, amount_micros, quote, created_at FROM refund_requests WHERE id = $1 FOR UPDATE")
             .bind(id)
             .fetch_one(&mut *tx)
@@ -375,19 +405,19 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
         (None, true) => return Err(BillingError::AmountRequired),
         (None, false) => fin.amount_micros,
     };
-    if amount < 0 || amount > order.amount_micros {
+    if amount.is_negative() || amount > order.amount_micros {
         return Err(BillingError::InvalidAmount);
     }
-    if order.status != "paid" {
+    if order.status != OrderStatus::Paid {
         return Err(BillingError::OrderNotOpen(order.status));
     }
     if sub.status == "active" {
-        subscriptions::end(&mut tx, &sub, "refunded", "refunded", now).await?;
+        subscriptions::end(&mut tx, &sub, "refunded", EndReason::Refunded, now).await?;
     }
     orders::record_refund(&mut tx, order.id, now).await?;
     let inv = invoices::on_order_refunded(&mut tx, order.id, amount, now).await?;
-    let ledger_note = format!("Refund of order {} ({} plan) to balance", order.reference, sub.plan_name);
-    wallet_entry(&mut tx, user_id, amount, LedgerKind::Refund, &ledger_note, Some(staff_id)).await?;
+    let memo = Memo::Refund { order: order.reference.clone(), plan: sub.plan_name.clone() };
+    wallet_entry(&mut tx, user_id, amount, LedgerKind::Refund, &memo, Some(staff_id)).await?;
     sqlx::query(
         "UPDATE refund_requests SET status = 'approved', amount_micros = $2, staff_note = $3, decided_by = $4, decided_at = $5, quote = $6 WHERE id = $1",
     )

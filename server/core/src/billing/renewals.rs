@@ -17,7 +17,8 @@
 //! re-checking that it is still due (`FOR UPDATE SKIP LOCKED`), so the job is idempotent and safe
 //! when several server instances run it at once.
 
-use super::orders;
+use super::ledger::EndReason;
+use super::orders::{self, OrderKind, PaymentMethod};
 use super::subscriptions::{self, Subscription, RENEWAL_GRACE_DAYS};
 use super::{lock_user, plans, purchases, wallet_available, BillingError};
 use chrono::{DateTime, Duration, Utc};
@@ -62,7 +63,7 @@ pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<C
         };
         if sub.renewal_order_id.is_some() {
             if now >= sub.cycle_end + Duration::days(RENEWAL_GRACE_DAYS) {
-                subscriptions::end(&mut tx, &sub, "ended", "renewal not paid", now).await?;
+                subscriptions::end(&mut tx, &sub, "ended", EndReason::RenewalNotPaid, now).await?;
                 report.ended += 1;
             }
             tx.commit().await?;
@@ -75,7 +76,7 @@ pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<C
                 .fetch_one(&mut *tx)
                 .await?;
         if refund_pending {
-            subscriptions::end(&mut tx, &sub, "ended", "refund requested", now).await?;
+            subscriptions::end(&mut tx, &sub, "ended", EndReason::RefundRequested, now).await?;
             report.ended += 1;
             tx.commit().await?;
             continue;
@@ -83,18 +84,18 @@ pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<C
         let code = sub.pending_plan_code.clone().unwrap_or_else(|| sub.plan_code.clone());
         let plan = plans::get_tx(&mut tx, &code).await?.filter(|p| p.purchasable || sub.by_contract);
         let Some(plan) = plan else {
-            subscriptions::end(&mut tx, &sub, "ended", "plan no longer offered", now).await?;
+            subscriptions::end(&mut tx, &sub, "ended", EndReason::PlanWithdrawn, now).await?;
             report.ended += 1;
             tx.commit().await?;
             continue;
         };
         let available = wallet_available(&mut tx, user_id).await?;
         if available >= plan.price_micros {
-            let order = orders::insert_order(&mut tx, user_id, "renewal", Some(&plan), Some(sub.id), plan.price_micros, "balance", now + Duration::hours(1))
+            let order = orders::insert_order(&mut tx, user_id, OrderKind::Renewal, Some(&plan), Some(sub.id), plan.price_micros, PaymentMethod::Balance, now + Duration::hours(1))
                 .await?;
             subscriptions::set_renewal_order(&mut tx, sub.id, order.id).await?;
             // paid at the boundary, however late this job runs: the new cycle follows the old
-            purchases::fulfil(&mut tx, &order, "balance", None, sub.cycle_end, None).await?;
+            purchases::fulfil(&mut tx, &order, PaymentMethod::Balance, None, sub.cycle_end, None).await?;
             report.renewed += 1;
             if plan.code != sub.plan_code {
                 report.plan_changes += 1;
@@ -103,11 +104,11 @@ pub async fn run_cycle_boundaries(pool: &PgPool, now: DateTime<Utc>) -> Result<C
             let order = orders::insert_order(
                 &mut tx,
                 user_id,
-                "renewal",
+                OrderKind::Renewal,
                 Some(&plan),
                 Some(sub.id),
                 plan.price_micros,
-                "balance",
+                PaymentMethod::Balance,
                 sub.cycle_end + Duration::days(RENEWAL_GRACE_DAYS),
             )
             .await?;

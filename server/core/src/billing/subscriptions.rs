@@ -8,7 +8,8 @@
 use super::orders::{self, Closed};
 use super::plans::{self, Plan};
 use super::{lock_user, pot_entry, BillingError};
-use crate::ledger::{FundingSource, LedgerKind};
+use super::ledger::{Amount, EndReason, FundingSource, LedgerKind, Memo};
+use crate::money::{MicroCny, MicroUsd};
 use chrono::{DateTime, Duration, Months, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -24,9 +25,9 @@ pub struct Subscription {
     pub plan_code: String,
     pub plan_name: String,
     /// Snapshot at purchase: what this cycle cost.
-    pub price_micros: i64,
-    pub allowance_micro_usd: i64,
-    pub allowance_used_micro_usd: i64,
+    pub price_micros: MicroCny,
+    pub allowance_micro_usd: MicroUsd,
+    pub allowance_used_micro_usd: MicroUsd,
     pub cycle_start: DateTime<Utc>,
     pub cycle_end: DateTime<Utc>,
     /// active | ended | refunded
@@ -39,13 +40,13 @@ pub struct Subscription {
     /// An unpaid renewal order (during the grace period).
     pub renewal_order_id: Option<Uuid>,
     pub ended_at: Option<DateTime<Utc>>,
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// Set up by staff on custom terms: renews on its plan even if that plan is not for sale.
     pub by_contract: bool,
 }
 
 impl Subscription {
-    pub fn allowance_left_micro_usd(&self) -> i64 {
+    pub fn allowance_left_micro_usd(&self) -> MicroUsd {
         self.allowance_micro_usd - self.allowance_used_micro_usd
     }
 }
@@ -168,21 +169,22 @@ async fn write_cycle(
         .fetch_one(&mut *tx)
         .await?;
     orders::link_subscription(tx, order_id, sub.id).await?;
-    let note = format!("{} plan allowance (USD list price) for the cycle starting {}", plan.name, start.format("%Y-%m-%d"));
-    pot_entry(tx, sub.user_id, FundingSource::Allowance, plan.allowance_micro_usd, plan.allowance_micro_usd, LedgerKind::Grant, &note, None)
+    let memo = Memo::AllowanceGranted { plan: plan.name.clone(), cycle_start: start.date_naive() };
+    let granted = Amount::Usd(plan.allowance_micro_usd);
+    pot_entry(tx, sub.user_id, FundingSource::Allowance, granted, granted, LedgerKind::Grant, &memo, None)
         .await?;
     Ok(sub)
 }
 
 /// Removes the unused allowance of the current cycle (ledger `expiry` row).
-async fn expire_allowance(tx: &mut PgConnection, sub: &Subscription, why: &str) -> Result<(), BillingError> {
+async fn expire_allowance(tx: &mut PgConnection, sub: &Subscription, why: Memo) -> Result<(), BillingError> {
     let left = sub.allowance_left_micro_usd();
-    if left > 0 {
+    if left.is_positive() {
         sqlx::query("UPDATE subscriptions SET allowance_used_micro_usd = allowance_micro_usd WHERE id = $1")
             .bind(sub.id)
             .execute(&mut *tx)
             .await?;
-        pot_entry(tx, sub.user_id, FundingSource::Allowance, -left, 0, LedgerKind::Expiry, why, None).await?;
+        pot_entry(tx, sub.user_id, FundingSource::Allowance, Amount::Usd(-left), Amount::Usd(MicroUsd::ZERO), LedgerKind::Expiry, &why, None).await?;
     }
     Ok(())
 }
@@ -195,7 +197,7 @@ pub(crate) async fn roll_cycle(
     order_id: Uuid,
     start: DateTime<Utc>,
 ) -> Result<Subscription, BillingError> {
-    expire_allowance(tx, sub, "Unused plan allowance of the ended cycle").await?;
+    expire_allowance(tx, sub, Memo::AllowanceLapsed).await?;
     let sql = format!(
         "UPDATE subscriptions SET plan_code = $2, plan_name = $3, plan_snapshot = $4, price_micros = $5, \
          allowance_micro_usd = $6, allowance_used_micro_usd = 0, cycle_start = $7, cycle_end = $8, order_id = $9, \
@@ -216,10 +218,10 @@ pub(crate) async fn end(
     tx: &mut PgConnection,
     sub: &Subscription,
     status: &str,
-    reason: &str,
+    reason: EndReason,
     now: DateTime<Utc>,
 ) -> Result<(), BillingError> {
-    expire_allowance(tx, sub, &format!("Plan allowance removed: {reason}")).await?;
+    expire_allowance(tx, sub, Memo::AllowanceRemoved { reason }).await?;
     if let Some(o) = sub.renewal_order_id {
         orders::close_open(tx, o, Closed::Expired, now).await?;
     }

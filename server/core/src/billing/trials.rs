@@ -3,7 +3,8 @@
 //! `docs/billing.md`) and whatever is unused at expiry is removed with a ledger `expiry` row.
 
 use super::{audit, lock_user, pot_entry, BillingError};
-use crate::ledger::{FundingSource, LedgerKind};
+use super::ledger::{Amount, FundingSource, LedgerKind, Memo};
+use crate::money::MicroCny;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -20,9 +21,9 @@ pub struct TrialApplication {
     pub reason: String,
     /// pending | approved | declined | expired
     pub status: String,
-    pub amount_micros: Option<i64>,
+    pub amount_micros: Option<MicroCny>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub remaining_micros: i64,
+    pub remaining_micros: MicroCny,
     pub staff_note: String,
     pub created_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -78,8 +79,8 @@ async fn user_of(pool: &PgPool, id: Uuid) -> Result<Uuid, BillingError> {
 }
 
 /// Approves with credit `amount_micros` (¥0.01 – ¥10,000) usable until `expires_at` (staff).
-pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: i64, expires_at: DateTime<Utc>) -> Result<(), BillingError> {
-    if !(10_000..=10_000_000_000).contains(&amount_micros) {
+pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: MicroCny, expires_at: DateTime<Utc>) -> Result<(), BillingError> {
+    if !(MicroCny::from_micros(10_000)..=MicroCny::units(10_000)).contains(&amount_micros) {
         return Err(BillingError::Invalid("The trial credit must be between ¥0.01 and ¥10,000.".into()));
     }
     if expires_at <= Utc::now() {
@@ -102,8 +103,8 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: i64
     .bind(staff_id)
     .execute(&mut *tx)
     .await?;
-    let note = format!("Trial credit, valid until {}", expires_at.format("%Y-%m-%d %H:%M UTC"));
-    pot_entry(&mut tx, user_id, FundingSource::Trial, amount_micros, amount_micros, LedgerKind::Grant, &note, Some(staff_id)).await?;
+    let granted = Amount::Cny(amount_micros);
+    pot_entry(&mut tx, user_id, FundingSource::Trial, granted, granted, LedgerKind::Grant, &Memo::TrialGranted { until: expires_at }, Some(staff_id)).await?;
     audit::record(
         &mut tx,
         staff_id,
@@ -149,7 +150,7 @@ pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, BillingErr
     for (id, user_id) in due {
         let mut tx = pool.begin().await?;
         lock_user(&mut tx, user_id).await?;
-        let left: Option<i64> = sqlx::query_scalar(
+        let left: Option<MicroCny> = sqlx::query_scalar(
             "SELECT remaining_micros FROM trial_applications WHERE id = $1 AND status = 'approved' AND expires_at <= $2 FOR UPDATE",
         )
         .bind(id)
@@ -158,7 +159,7 @@ pub async fn expire(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, BillingErr
         .await?;
         let Some(left) = left else { continue };
         sqlx::query("UPDATE trial_applications SET status = 'expired', remaining_micros = 0 WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        pot_entry(&mut tx, user_id, FundingSource::Trial, -left, 0, LedgerKind::Expiry, "Unused trial credit expired", None).await?;
+        pot_entry(&mut tx, user_id, FundingSource::Trial, Amount::Cny(-left), Amount::Cny(MicroCny::ZERO), LedgerKind::Expiry, &Memo::TrialExpired, None).await?;
         tx.commit().await?;
         n += 1;
     }

@@ -140,7 +140,7 @@ impl Shared {
     async fn hold(&self, t: &mut Ticket, key: &KeyAuth, channel: &Channel, models: &[Arc<Model>], body_len: usize, max_tokens: u64) -> Result<(), ApiError> {
         let prices = models.iter().map(|m| m.prices()).reduce(ModelPrices::max).unwrap_or_default();
         let hold = pricing::estimate_hold(body_len, max_tokens, &prices, channel.rate_micros_per_usd);
-        let needs = || crate::money::format_cny(hold);
+        let needs = || hold.exact();
         if key.spend_limit_micros.is_some() {
             match self.leases.reserve(Budget::Key(key.key_id), hold).await {
                 Ok(Some(h)) => t.key_hold = Some(h),

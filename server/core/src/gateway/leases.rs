@@ -10,6 +10,7 @@
 //! key's lease if the key has a spending limit); on completion the actual charge is settled through
 //! the usage writer and the rest of the hold returns to the lease; on failure all of it does.
 
+use crate::money::MicroCny;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ pub(crate) enum Budget {
 
 #[derive(Default)]
 struct MoneyState {
-    free: i64,
+    free: MicroCny,
     inflight: u32,
     last_used: Option<Instant>,
 }
@@ -78,12 +79,12 @@ pub(crate) struct Leases {
 /// unsettled returns all of it (a failed request costs nothing).
 pub(crate) struct MoneyHold {
     lease: Arc<MoneyLease>,
-    amount: i64,
+    amount: MicroCny,
     settled: bool,
 }
 
 impl MoneyHold {
-    pub(crate) fn amount(&self) -> i64 {
+    pub(crate) fn amount(&self) -> MicroCny {
         self.amount
     }
 
@@ -91,16 +92,16 @@ impl MoneyHold {
     /// the database lease); the rest of the hold returns to the local lease at once. A charge
     /// above the hold takes the excess from the lease's free part, which may go below zero: the
     /// local lease never counts more than the database lease still holds.
-    pub(crate) fn settle(mut self, charged: i64) {
+    pub(crate) fn settle(mut self, charged: MicroCny) {
         self.release(charged);
     }
 
-    fn release(&mut self, charged: i64) {
+    fn release(&mut self, charged: MicroCny) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         let mut st = self.lease.st.lock().unwrap();
-        st.free += self.amount - charged.max(0);
+        st.free += self.amount - charged.max(MicroCny::ZERO);
         st.inflight = st.inflight.saturating_sub(1);
         st.last_used = Some(Instant::now());
     }
@@ -108,7 +109,7 @@ impl MoneyHold {
 
 impl Drop for MoneyHold {
     fn drop(&mut self) {
-        self.release(0);
+        self.release(MicroCny::ZERO);
     }
 }
 
@@ -143,7 +144,7 @@ impl Leases {
     }
 
     /// Reserves `amount` micro-CNY of a budget. None when the budget cannot cover it.
-    pub(crate) async fn reserve(&self, b: Budget, amount: i64) -> Result<Option<MoneyHold>, sqlx::Error> {
+    pub(crate) async fn reserve(&self, b: Budget, amount: MicroCny) -> Result<Option<MoneyHold>, sqlx::Error> {
         let lease = self.money_lease(b);
         for _ in 0..4 {
             {
@@ -161,12 +162,12 @@ impl Leases {
                 let st = lease.st.lock().unwrap();
                 amount - st.free
             };
-            if need <= 0 {
+            if !need.is_positive() {
                 continue;
             }
             // take a few requests' worth at once (at least ¥1), never less than needed
-            let want = need.max(amount.saturating_mul(8)).max(1_000_000);
-            let granted: i64 = match b {
+            let want = need.max(MicroCny::from_micros(amount.micros().saturating_mul(8))).max(MicroCny::units(1));
+            let granted: MicroCny = match b {
                 Budget::User(u) | Budget::UserOffPlan(u) => sqlx::query_scalar("SELECT cr_lease_balance($1, $2, $3, $4, $5)")
                     .bind(self.instance_id)
                     .bind(u)
@@ -183,7 +184,7 @@ impl Leases {
                     .fetch_one(&self.pool)
                     .await?,
             };
-            if granted <= 0 {
+            if !granted.is_positive() {
                 return Ok(None);
             }
             lease.st.lock().unwrap().free += granted;
@@ -224,7 +225,7 @@ impl Leases {
                 .bind(chunk)
                 .fetch_one(&self.pool)
                 .await?;
-            if granted <= 0 {
+            if !granted.is_positive() {
                 return Ok(None);
             }
             lease.st.lock().unwrap().held += granted;
@@ -290,13 +291,13 @@ impl Leases {
             let give = {
                 let mut st = lease.st.lock().unwrap();
                 let idle = st.last_used.is_none_or(|t| now.duration_since(t) >= MONEY_IDLE_RETURN);
-                if st.free > 0 && (all || (st.inflight == 0 && idle)) {
+                if st.free.is_positive() && (all || (st.inflight == 0 && idle)) {
                     std::mem::take(&mut st.free)
                 } else {
-                    0
+                    MicroCny::ZERO
                 }
             };
-            if give > 0 {
+            if give.is_positive() {
                 let q = match b {
                     Budget::User(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2 AND NOT off_plan",
                     Budget::UserOffPlan(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2 AND off_plan",
@@ -352,7 +353,7 @@ impl Leases {
                 .execute(&self.pool)
                 .await?;
             for l in self.money.lock().unwrap().values() {
-                l.st.lock().unwrap().free = 0;
+                l.st.lock().unwrap().free = MicroCny::ZERO;
             }
             for l in self.slots.lock().unwrap().values() {
                 let mut st = l.st.lock().unwrap();

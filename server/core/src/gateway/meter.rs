@@ -13,7 +13,8 @@ use crate::catalogue::Model;
 use crate::keys::KeyAuth;
 use crate::pricing::{self, ModelPrices, UsageReport};
 use crate::telemetry;
-use crate::usage::UsageRecord;
+use crate::money::{CnyPerUsd, MicroCny, MicroUsd};
+use crate::usage::{Outcome, UsageRecord};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
@@ -38,7 +39,7 @@ pub(super) struct Ticket {
     user_id: Uuid,
     key_id: Uuid,
     channel: String,
-    pub(super) rate: i64,
+    pub(super) rate: CnyPerUsd,
     endpoint: &'static str,
     pub(super) stream: bool,
     pub(super) requested_model: String,
@@ -53,7 +54,7 @@ pub(super) struct Ticket {
     pub(super) attempts: i32,
     pub(super) status: i32,
     error_type: Option<String>,
-    pub(super) outcome: &'static str,
+    pub(super) outcome: Outcome,
     pub(super) usage: UsageReport,
     pub(super) ttft: Option<Duration>,
     /// answered by the conversation's sticky upstream
@@ -72,7 +73,7 @@ impl Ticket {
             user_id: key.user_id,
             key_id: key.key_id,
             channel: key.channel.clone(),
-            rate: 0,
+            rate: CnyPerUsd::default(),
             endpoint,
             stream: false,
             requested_model: String::new(),
@@ -86,7 +87,7 @@ impl Ticket {
             attempts: 0,
             status: 0,
             error_type: None,
-            outcome: "gateway_error",
+            outcome: Outcome::GatewayError,
             usage: UsageReport::default(),
             ttft: None,
             affinity: false,
@@ -119,7 +120,7 @@ impl Ticket {
             }
             Err(_) => self.served_model = Some(model.id.clone()),
         }
-        self.outcome = "ok";
+        self.outcome = Outcome::Ok;
     }
 
     pub(super) fn finish(&mut self) {
@@ -153,13 +154,13 @@ impl Ticket {
                 let pr = pricing::price(&tokens, &server_tools, &p, self.rate);
                 (pr.cost_micro_usd, pr.charge_micros)
             }
-            _ => (0, 0),
+            _ => (MicroUsd::ZERO, MicroCny::ZERO),
         };
         // The whole charge is billed even above the hold (the usage record keeps both): the
         // leases take the excess from this instance's slice, the wallet may go below zero.
-        let held = self.user_hold.as_ref().map_or(0, MoneyHold::amount);
+        let held = self.user_hold.as_ref().map_or(MicroCny::ZERO, MoneyHold::amount);
         if charge > held {
-            tracing::info!(request_id = %self.rid, charge, held, "charge above the hold");
+            tracing::info!(request_id = %self.rid, charge = charge.micros(), held = held.micros(), "charge above the hold");
         }
         if let Some(h) = self.user_hold.take() {
             h.settle(charge);
@@ -182,7 +183,7 @@ impl Ticket {
             stream: self.stream,
             status: self.status,
             error_type: self.error_type.take(),
-            outcome: self.outcome.to_string(),
+            outcome: self.outcome,
             attempts: self.attempts,
             tokens,
             server_tools,
@@ -202,14 +203,14 @@ impl Ticket {
             model = ?rec.requested_model, served = rec.served_model.as_deref().unwrap_or(""),
             upstream_id = rec.upstream_id.map(|u| u.to_string()).unwrap_or_default(), stream = rec.stream,
             status = rec.status, outcome = %rec.outcome, attempts = rec.attempts, latency_ms = rec.latency_ms,
-            ttft_ms = rec.ttft_ms.unwrap_or(-1), charge_micros = rec.charge_micros, "request finished"
+            ttft_ms = rec.ttft_ms.unwrap_or(-1), charge_micros = rec.charge_micros.micros(), "request finished"
         );
         telemetry::request_finished(&telemetry::Finished {
             channel: &rec.channel,
             model: label_model.as_deref().map_or("unknown", |m| m.id.as_str()),
             endpoint: self.endpoint,
             status: rec.status,
-            outcome: self.outcome,
+            outcome: self.outcome.as_str(),
             latency,
             ttft: self.ttft,
             tokens: &rec.tokens,
@@ -237,9 +238,9 @@ pub(super) struct StreamMeter {
 
 impl StreamMeter {
     /// Bills what the scanner read (the final usage, or the estimate of `billable_usage`).
-    fn settle(mut self, outcome: &'static str) {
+    fn settle(mut self, outcome: Outcome) {
         self.ticket.outcome = outcome;
-        if outcome == "upstream_error" {
+        if outcome == Outcome::UpstreamError {
             self.ticket.error_type = self.scanner.error_type.clone();
         }
         self.ticket.usage = self.scanner.billable_usage();
@@ -263,7 +264,7 @@ impl StreamMeter {
                 _ = closing.wait_for(|c| *c) => break,
             }
         }
-        self.settle("client_closed");
+        self.settle(Outcome::ClientClosed);
     }
 }
 
@@ -305,10 +306,10 @@ impl MeteredStream {
 
     /// Ends the stream early: settles, and tells the client with an error event unless the
     /// upstream already ended the stream its own way.
-    fn cut(&mut self, outcome: &'static str, error: ApiError) -> Option<Bytes> {
+    fn cut(&mut self, outcome: Outcome, error: ApiError) -> Option<Bytes> {
         let mut m = self.meter.take()?;
-        if outcome != "shutdown" {
-            m.breaker.failure(outcome);
+        if outcome != Outcome::Shutdown {
+            m.breaker.failure(outcome.as_str());
         }
         let event = (!(m.scanner.saw_error || m.scanner.saw_stop)).then(|| {
             m.ticket.error_type = Some(error.kind.to_string());
@@ -333,7 +334,7 @@ impl Stream for MeteredStream {
         };
         if this.cut_now.as_mut().poll(cx).is_ready() {
             return Poll::Ready(
-                this.cut("shutdown", ApiError::new(overloaded(), "The server is restarting; the stream was cut. Please retry.")).map(Ok),
+                this.cut(Outcome::Shutdown, ApiError::new(overloaded(), "The server is restarting; the stream was cut. Please retry.")).map(Ok),
             );
         }
         match upstream_client::poll_data(&mut m.body, cx) {
@@ -366,21 +367,21 @@ impl Stream for MeteredStream {
                 }
             }
             Poll::Ready(Some(Err(_))) => {
-                Poll::Ready(this.cut("upstream_cut", ApiError::new(StatusCode::BAD_GATEWAY, "The upstream connection was interrupted")).map(Ok))
+                Poll::Ready(this.cut(Outcome::UpstreamCut, ApiError::new(StatusCode::BAD_GATEWAY, "The upstream connection was interrupted")).map(Ok))
             }
             Poll::Ready(None) => {
                 if m.scanner.saw_stop || m.scanner.saw_error {
-                    let outcome = if m.scanner.saw_error { "upstream_error" } else { "ok" };
+                    let outcome = if m.scanner.saw_error { Outcome::UpstreamError } else { Outcome::Ok };
                     if let Some(m) = this.meter.take() {
                         m.settle(outcome);
                     }
                     Poll::Ready(None)
                 } else {
-                    Poll::Ready(this.cut("upstream_cut", ApiError::new(StatusCode::BAD_GATEWAY, "The upstream stream ended early")).map(Ok))
+                    Poll::Ready(this.cut(Outcome::UpstreamCut, ApiError::new(StatusCode::BAD_GATEWAY, "The upstream stream ended early")).map(Ok))
                 }
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(this.cut("idle_timeout", ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The upstream stream stalled")).map(Ok)),
+                Poll::Ready(()) => Poll::Ready(this.cut(Outcome::IdleTimeout, ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The upstream stream stalled")).map(Ok)),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -396,7 +397,7 @@ impl Drop for MeteredStream {
             Ok(rt) if !*self.closing.borrow() => {
                 rt.spawn(m.drain(self.drain_timeout, self.idle_timeout, self.closing.clone()));
             }
-            _ => m.settle("client_closed"),
+            _ => m.settle(Outcome::ClientClosed),
         }
     }
 }

@@ -5,7 +5,7 @@ use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::demo::{FakeBehavior, FakeUpstream};
 use cloudrouter_core::gateway::{Gateway, GatewayConfig};
 use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::ledger::{self, LedgerKind};
+use cloudrouter_core::billing::ledger::{self, LedgerKind, Memo};
 use cloudrouter_core::upstreams::{self, NewUpstream};
 use sqlx::PgPool;
 use std::time::Duration;
@@ -87,9 +87,10 @@ pub async fn customer(pool: &PgPool, balance: &str) -> Uuid {
     let u = cloudrouter_core::accounts::create_user(pool, &format!("c{n}-{}@example.com", Uuid::new_v4()), "correct horse battery staple 9")
         .await
         .unwrap();
-    let amount = cloudrouter_core::money::parse_decimal(balance).unwrap();
-    if amount > 0 {
-        ledger::adjust(pool, u.id, amount, LedgerKind::Credit, "test top-up", None).await.unwrap();
+    let amount = MicroCny::parse(balance).unwrap();
+    if amount.is_positive() {
+        let memo = Memo::Staff { text: Some("test top-up".into()) };
+        ledger::adjust(pool, u.id, amount, LedgerKind::Credit, &memo, None).await.unwrap();
     }
     u.id
 }
@@ -159,4 +160,27 @@ pub fn rsa_pair() -> (rsa::RsaPrivateKey, String, String) {
     let sk = k.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
     let pk = k.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
     (k, sk, pk)
+}
+
+// not every test file needs each of these
+#[allow(unused_imports)]
+pub use cloudrouter_core::billing::orders::PaymentMethod;
+#[allow(unused_imports)]
+pub use cloudrouter_core::money::{CnyPerUsd, MicroCny, MicroUsd};
+#[allow(unused_imports)]
+pub use cloudrouter_core::usage::Outcome;
+
+/// Micro-CNY, for amounts written as test literals.
+pub fn cny(micros: i64) -> MicroCny {
+    MicroCny::from_micros(micros)
+}
+
+/// Micro-USD, for amounts written as test literals.
+pub fn usd(micros: i64) -> MicroUsd {
+    MicroUsd::from_micros(micros)
+}
+
+/// A staff ledger row's memo with the given text.
+pub fn memo(text: &str) -> Memo {
+    Memo::Staff { text: Some(text.into()) }
 }

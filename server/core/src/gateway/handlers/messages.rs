@@ -57,7 +57,7 @@ async fn serve(gw: Arc<Shared>, mut t: Ticket, key: Arc<KeyAuth>, parts: http::r
     let got = match gw.forward(plan, &mut t.attempts, t.started).await {
         Ok(got) => got,
         Err(unanswered) => {
-            t.outcome = "upstream_error";
+            t.outcome = crate::usage::Outcome::UpstreamError;
             if let Unanswered::Refused { target, model, .. } = &unanswered {
                 t.upstream_id = Some(target.upstream.id);
                 t.served_model = Some(model.id.clone());
