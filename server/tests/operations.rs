@@ -402,6 +402,16 @@ async fn assert_books(pool: &PgPool, email: &str, ids: &[String]) {
     assert_eq!((balance, wallet), (10_000_000 - charges, 10_000_000 - charges), "balance = Σ ledger");
 }
 
+/// A server process that is killed when dropped, so that a failing test leaves none running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).into_iter().flatten().map(Result::unwrap) {
@@ -444,33 +454,40 @@ async fn sigkill_loses_no_usage_record_and_a_replay_charges_each_request_once(po
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let email = "sigkill@example.com";
 
-    let mut first = server_process(&pool, addr, &env, std::process::Stdio::null()).await;
+    let mut first = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
     assert_eq!(wait_ready(addr).await, Some(200));
     let key = customer_key(&pool, email, "value").await;
     let mut ids = answered(addr, &key, 25).await;
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
     let written: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_records").fetch_one(&pool).await.unwrap();
     assert_eq!(written, 0, "nothing was flushed before the kill (the test's premise)");
     let first_spool = spool.with_extension("first");
     copy_tree(&spool, &first_spool);
 
-    let mut second = server_process(&pool, addr, &env, std::process::Stdio::null()).await;
+    let mut second = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
     assert_eq!(wait_ready(addr).await, Some(200));
     assert_books(&pool, email, &ids).await;
 
     ids.extend(answered(addr, &key, 10).await);
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
     // the first process's spool once more, every record of it committed by now
     copy_tree(&first_spool, &spool);
-    let third = server_process(&pool, addr, &env, std::process::Stdio::null()).await;
+    let mut third = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
     assert_eq!(wait_ready(addr).await, Some(200));
     assert_books(&pool, email, &ids).await;
 
-    assert!(std::process::Command::new("kill").args(["-TERM", &third.id().to_string()]).status().unwrap().success());
-    let stopped = tokio::task::spawn_blocking(move || third.wait_with_output().unwrap()).await.unwrap();
-    assert!(stopped.status.success());
+    assert!(std::process::Command::new("kill").args(["-TERM", &third.0.id().to_string()]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..300 {
+        exited = third.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited.is_some_and(|s| s.success()), "a clean stop: {exited:?}");
     assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new(), "a clean stop leaves an empty spool");
     let _ = std::fs::remove_dir_all(&spool);
     let _ = std::fs::remove_dir_all(&first_spool);
