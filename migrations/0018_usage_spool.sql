@@ -10,7 +10,7 @@
 -- writers of the same record (ON CONFLICT waits for the first's commit) charge it once. The
 -- writer passes, per row, whether its charge was held from the off-plan lease (not a column).
 
--- The deployment's identity: names its spool's subdirectory, so that a spool directory shared by
+-- The deployment's identity: names its spool files, so that a spool directory shared by
 -- two databases never replays one's records into the other.
 CREATE TABLE deployment (
     id       UUID PRIMARY KEY DEFAULT gen_random_uuid(),

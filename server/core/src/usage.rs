@@ -3,11 +3,11 @@
 //! The gateway never writes to Postgres on the request path. Each finished request hands one
 //! [`UsageRecord`] to the [`UsageWriter`], which appends it to this instance's spool file (one
 //! `write`, see [`spool`]: a killed process loses no record) and queues it on a bounded channel
-//! drained by one task. After the first
-//! row the task lets rows gather for `flush_interval` (sooner when `batch_rows` are already queued,
-//! when someone waits in `sync`, or at shutdown) without polling the channel, so submitting a row
-//! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one call of
-//! `cr_write_usage` (migrations 0010, 0013), one transaction in one round trip:
+//! drained by one task. After the first row the task lets rows gather for `flush_interval` (sooner
+//! when `batch_rows` are already queued, when someone waits in `sync`, or at shutdown) without
+//! polling the channel, so submitting a row wakes nothing; then it flushes up to `batch_rows` rows
+//! at a time. One flush is one call of `cr_write_usage` (migrations 0010, 0013, 0018), one
+//! transaction in one round trip:
 //!
 //! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)` that skips a request id
 //!    already stored (migration 0018),
@@ -26,7 +26,6 @@
 mod spool;
 
 use crate::pricing::{ServerToolUse, TokenUsage};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use spool::Spool;
@@ -129,7 +128,7 @@ pub struct WriterConfig {
     /// How long shutdown (or a replay at start) keeps retrying a failing flush before giving up;
     /// the records stay in the spool.
     pub shutdown_deadline: Duration,
-    /// The spool's directory; each database has its own subdirectory in it.
+    /// The spool's directory (its files are named after the database and the instance).
     pub spool_dir: PathBuf,
 }
 
@@ -174,8 +173,8 @@ impl UsageWriter {
     /// replayed.
     pub async fn start(pool: PgPool, instance_id: Uuid, cfg: WriterConfig) -> anyhow::Result<UsageWriter> {
         let me = spool::Owner { deployment: spool::deployment(&pool).await?, instance: instance_id };
-        let spool = Spool::open(cfg.spool_dir.clone(), me).with_context(|| {
-            format!("cannot open the usage spool in {} (CLOUDROUTER_SPOOL_DIR: a writable local directory)", cfg.spool_dir.display())
+        let spool = Spool::open(cfg.spool_dir.clone(), me).map_err(|e| {
+            anyhow::anyhow!("cannot open the usage spool in {}: {e}; set CLOUDROUTER_SPOOL_DIR to a writable directory on a local disk", cfg.spool_dir.display())
         })?;
         replay(&pool, me, &cfg).await?;
         spool.spawn_syncer(cfg.flush_interval);
@@ -251,10 +250,11 @@ fn writer_stopped(seg: Option<u64>) {
 /// and deletes their files.
 async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::Result<()> {
     let dir = &cfg.spool_dir;
-    for orphan in spool::orphans(dir, me).with_context(|| format!("cannot read the usage spool in {}", dir.display()))? {
+    let orphans = spool::orphans(dir, me).map_err(|e| anyhow::anyhow!("cannot read the usage spool in {}: {e}", dir.display()))?;
+    for orphan in orphans {
         let mut read = 0;
         for path in &orphan.segments {
-            let (mut records, unreadable) = spool::read_segment(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (mut records, unreadable) = spool::read_segment(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             if unreadable > 0 {
                 tracing::warn!(path = %path.display(), lines = unreadable, "skipped unreadable lines of a usage spool (a torn last line: its process died mid-write)");
             }
@@ -265,7 +265,6 @@ async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::
                     anyhow::bail!("cannot write the usage records spooled in {}; they stay there for the next start", path.display());
                 }
             }
-            std::fs::remove_file(path).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
         }
         tracing::warn!(instance = %orphan.instance, records = read, "replayed the usage spool of an instance that stopped without flushing it");
         orphan.finish();

@@ -113,6 +113,16 @@ async fn a_record_written_again_is_neither_stored_nor_charged_again(pool: PgPool
 }
 
 #[sqlx::test(migrations = "../../migrations")]
+async fn a_spool_directory_that_cannot_be_made_stops_the_start(pool: PgPool) {
+    let spool = SpoolDir::new();
+    std::fs::create_dir_all(&spool.0).unwrap();
+    std::fs::write(spool.0.join("a-file"), b"not a directory").unwrap();
+    let cfg = WriterConfig { spool_dir: spool.0.join("a-file").join("spool"), ..WriterConfig::default() };
+    let err = UsageWriter::start(pool, Uuid::new_v4(), cfg).await.err().expect("refused");
+    assert!(err.to_string().contains("CLOUDROUTER_SPOOL_DIR"), "{err}");
+}
+
+#[sqlx::test(migrations = "../../migrations")]
 async fn the_spool_a_dead_instance_left_is_replayed_when_a_writer_starts(pool: PgPool) {
     let spool = SpoolDir::new();
     let (user, key) = customer_with_key(&pool).await;

@@ -338,8 +338,11 @@ pub(crate) struct Orphan {
 }
 
 impl Orphan {
-    /// Deletes the lock file, once every segment is replayed and deleted.
+    /// Deletes the spool once every segment is replayed (the lock file last, still locked).
     pub(crate) fn finish(self) {
+        for path in &self.segments {
+            remove_or_warn(path);
+        }
         if let Some((path, _lock)) = self.lock {
             remove_or_warn(&path);
         }
@@ -542,7 +545,6 @@ mod tests {
         assert!(orphans(&dir.0, dead).unwrap().is_empty(), "an instance's own spool is not an orphan");
         for o in found {
             assert_eq!(read_segment(&o.segments[0]).unwrap().0[0].id, record(1).id);
-            fs::remove_file(&o.segments[0]).unwrap();
             o.finish();
         }
         assert_eq!(files(&dir.0).len(), 4, "the live spool and the other database's stay");
