@@ -1,6 +1,6 @@
 //! What operators and load balancers call on the assembled app: `/healthz`, `/readyz` (normal,
 //! draining, database gone and back) and the token-protected `/metrics`, whose counters follow a
-//! real request through the demo upstream.
+//! real request through the demo upstream; and what the built server does on SIGTERM and SIGKILL.
 
 mod common;
 
@@ -78,8 +78,12 @@ async fn customer_key(pool: &PgPool, email: &str, channel: &str) -> String {
 }
 
 async fn message(app: &TestApp, key: &str, model: &str) -> reqwest::Response {
+    message_to(&app.base, key, model).await
+}
+
+async fn message_to(base: &str, key: &str, model: &str) -> reqwest::Response {
     http()
-        .post(format!("{}/v1/messages", app.base))
+        .post(format!("{base}/v1/messages"))
         .header("x-api-key", key)
         .header("anthropic-version", "2023-06-01")
         .json(&json!({"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hello"}]}))
@@ -354,4 +358,138 @@ async fn json_logs_have_one_access_line_per_request_and_no_bodies_or_secrets(poo
     for secret in [prompt, answer_text.as_str(), key.as_str()] {
         assert!(!logs.contains(secret), "{secret:?} is in the logs");
     }
+}
+
+/// `n` messages at once to the server on `addr`: the request ids of the answers, all 200.
+async fn answered(addr: std::net::SocketAddr, key: &str, n: usize) -> Vec<String> {
+    let base = format!("http://{addr}");
+    let answers = futures::future::join_all((0..n).map(|_| message_to(&base, key, MODEL))).await;
+    answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status(), 200);
+            r.headers()["request-id"].to_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// The customer of `email` (credited ¥10 by `customer_key`) has exactly one usage record for
+/// each request of `ids`, each charged, and nothing else; the usage ledger rows add up to those
+/// charges (none missing, none taken twice) and `balance = Σ wallet ledger = ¥10 − charges`.
+async fn assert_books(pool: &PgPool, email: &str, ids: &[String]) {
+    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(pool).await.unwrap();
+    let (records, answered, uncharged, charges): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE id = ANY($2)), count(*) FILTER (WHERE charge_micros <= 0), \
+         COALESCE(sum(charge_micros), 0)::BIGINT FROM usage_records WHERE user_id = $1",
+    )
+    .bind(user)
+    .bind(ids)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(answered, ids.len() as i64, "{} of {} answered requests have no usage record", ids.len() as i64 - answered, ids.len());
+    assert_eq!((records, uncharged), (answered, 0), "one charged record per answered request, nothing else");
+    let (balance, wallet, usage): (i64, i64, i64) = sqlx::query_as(
+        "SELECT balance_micros, \
+                (SELECT COALESCE(sum(amount_micros), 0)::BIGINT FROM ledger_entries WHERE user_id = $1 AND source = 'wallet'), \
+                (SELECT COALESCE(-sum(amount_micros), 0)::BIGINT FROM ledger_entries WHERE user_id = $1 AND kind = 'usage') \
+           FROM balances WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(usage, charges, "the usage ledger charges each record once");
+    assert_eq!((balance, wallet), (10_000_000 - charges, 10_000_000 - charges), "balance = Σ ledger");
+}
+
+/// A server process that is killed when dropped, so that a failing test leaves none running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).into_iter().flatten().map(Result::unwrap) {
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().map(Result::unwrap) {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// `server` as deployed, killed with SIGKILL while the usage writer still held every record of
+/// the requests it had answered (a ten-minute flush interval): the next start replays the spool
+/// the dead process left before it serves, so each answered request has exactly one usage record
+/// and one charge. Records in a spool that were committed already (an instance killed between a
+/// flush and the spool's truncation; simulated by putting the first process's spool back after
+/// it was replayed) are replayed without a second record or charge, next to ones that were not.
+#[sqlx::test(migrations = false)]
+async fn sigkill_loses_no_usage_record_and_a_replay_charges_each_request_once(pool: PgPool) {
+    let spool = std::env::temp_dir().join(format!("cloudrouter-sigkill-{}", uuid::Uuid::new_v4()));
+    let spool_var = spool.to_str().unwrap().to_string();
+    let env = [
+        ("CLOUDROUTER_USAGE_FLUSH_MS", "600000"),
+        ("CLOUDROUTER_SPOOL_DIR", spool_var.as_str()),
+        ("CLOUDROUTER_UNREADY_DELAY_MS", "0"),
+        ("RUST_LOG", "warn"),
+    ];
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let email = "sigkill@example.com";
+
+    let mut first = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
+    assert_eq!(wait_ready(addr).await, Some(200));
+    let key = customer_key(&pool, email, "value").await;
+    let mut ids = answered(addr, &key, 25).await;
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_records").fetch_one(&pool).await.unwrap();
+    assert_eq!(written, 0, "nothing was flushed before the kill (the test's premise)");
+    let first_spool = spool.with_extension("first");
+    copy_tree(&spool, &first_spool);
+
+    let mut second = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
+    assert_eq!(wait_ready(addr).await, Some(200));
+    assert_books(&pool, email, &ids).await;
+
+    ids.extend(answered(addr, &key, 10).await);
+    second.0.kill().unwrap();
+    second.0.wait().unwrap();
+    // the first process's spool once more, every record of it committed by now
+    copy_tree(&first_spool, &spool);
+    let mut third = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
+    assert_eq!(wait_ready(addr).await, Some(200));
+    assert_books(&pool, email, &ids).await;
+
+    assert!(std::process::Command::new("kill").args(["-TERM", &third.0.id().to_string()]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..300 {
+        exited = third.0.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited.is_some_and(|s| s.success()), "a clean stop: {exited:?}");
+    assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new(), "a clean stop leaves an empty spool");
+    let _ = std::fs::remove_dir_all(&spool);
+    let _ = std::fs::remove_dir_all(&first_spool);
 }

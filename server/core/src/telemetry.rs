@@ -41,6 +41,7 @@ pub const USAGE_FLUSH_DURATION: &str = "cloudrouter_usage_flush_duration_seconds
 pub const USAGE_FLUSH_FAILURES: &str = "cloudrouter_usage_flush_failures_total";
 pub const USAGE_WRITTEN: &str = "cloudrouter_usage_records_written_total";
 pub const USAGE_LOST: &str = "cloudrouter_usage_records_lost_total";
+pub const USAGE_SPOOL_FAILURES: &str = "cloudrouter_usage_spool_write_failures_total";
 pub const DB_POOL_SIZE: &str = "cloudrouter_db_pool_connections";
 pub const DB_POOL_IDLE: &str = "cloudrouter_db_pool_idle_connections";
 
@@ -98,7 +99,8 @@ fn describe() {
     describe_histogram!(USAGE_FLUSH_DURATION, Unit::Seconds, "Duration of each usage flush attempt, by result");
     describe_counter!(USAGE_FLUSH_FAILURES, "Usage flush attempts that failed (each is retried)");
     describe_counter!(USAGE_WRITTEN, "Usage records written and settled");
-    describe_counter!(USAGE_LOST, "Usage records lost, by reason (rejected by the database, shutdown deadline, writer stopped)");
+    describe_counter!(USAGE_LOST, "Usage records lost, by reason (rejected by the database, writer stopped)");
+    describe_counter!(USAGE_SPOOL_FAILURES, "Usage records that could not be written to the spool (kept in memory only: a killed process loses them)");
     describe_gauge!(DB_POOL_SIZE, "Database connections open in the pool");
     describe_gauge!(DB_POOL_IDLE, "Database connections idle in the pool");
 }
@@ -210,8 +212,12 @@ pub fn usage_flush(rows: usize, took: Duration, ok: bool) {
     }
 }
 
-/// Usage records lost: `rejected` (by the database), `shutdown` (flush still failing at the
-/// deadline), `writer_stopped`.
+/// Usage records lost: `rejected` (by the database), `writer_stopped`.
 pub fn usage_lost(reason: &'static str, rows: usize) {
     metrics::counter!(USAGE_LOST, "reason" => reason).increment(rows as u64);
+}
+
+/// A usage record that could not be written to the spool.
+pub fn usage_spool_failed() {
+    metrics::counter!(USAGE_SPOOL_FAILURES).increment(1);
 }

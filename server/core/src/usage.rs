@@ -1,28 +1,38 @@
 //! Usage records and their settlement.
 //!
 //! The gateway never writes to Postgres on the request path. Each finished request hands one
-//! [`UsageRecord`] to the [`UsageWriter`]: a bounded channel drained by one task. After the first
-//! row the task lets rows gather for `flush_interval` (sooner when `batch_rows` are already queued,
-//! when someone waits in `sync`, or at shutdown) without polling the channel, so submitting a row
-//! wakes nothing; then it flushes up to `batch_rows` rows at a time. One flush is one call of
-//! `cr_write_usage` (migrations 0010, 0013), one transaction in one round trip:
+//! [`UsageRecord`] to the [`UsageWriter`], which appends it to this instance's spool file (one
+//! `write`, see [`spool`]: a killed process loses no record) and queues it on a bounded channel
+//! drained by one task. After the first row the task lets rows gather for `flush_interval` (sooner
+//! when `batch_rows` are already queued, when someone waits in `sync`, or at shutdown) without
+//! polling the channel, so submitting a row wakes nothing; then it flushes up to `batch_rows` rows
+//! at a time. One flush is one call of `cr_write_usage` (migrations 0010, 0013, 0018), one
+//! transaction in one round trip:
 //!
-//! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`,
-//! 2. the charges, summed per user: one balance update and one `usage` ledger row per user
-//!    (`cr_settle`), consuming this instance's balance lease,
+//! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)` that skips a request id
+//!    already stored (migration 0018),
+//! 2. the charges of the rows stored, summed per user: one balance update and one `usage` ledger
+//!    row per user (`cr_settle`), consuming this instance's balance lease,
 //! 3. the per-key spend and last use, and the key leases.
 //!
-//! A failed flush is retried with the same rows (nothing is dequeued destructively); while it is
-//! failing the bounded channel fills and applies back-pressure instead of growing memory. On
-//! shutdown everything queued is flushed. Records never contain prompts or replies.
+//! So writing a record twice (a replayed spool, a retry after a lost commit acknowledgement)
+//! stores and charges it once. A failed flush is retried with the same rows (nothing is dequeued
+//! destructively); while it is failing the bounded channel fills and applies back-pressure instead
+//! of growing memory. Once committed, the records are marked done in the spool. On shutdown
+//! everything queued is flushed; what cannot be stays in the spool. At start, before serving,
+//! the spools of instances that are gone are replayed ([`UsageWriter::start`]). Records never
+//! contain prompts or replies.
+
+mod spool;
 
 use crate::pricing::{ServerToolUse, TokenUsage};
 use crate::money::{MicroCny, MicroUsd};
 use crate::text_enum::text_enum;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use spool::Spool;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -125,13 +135,21 @@ pub async fn list(pool: &PgPool, f: &UsageFilter) -> Result<Vec<UsageRecord>, sq
     .await
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Where the spool is kept unless configured (`CLOUDROUTER_SPOOL_DIR`), next to the run
+/// script's other state.
+pub const DEFAULT_SPOOL_DIR: &str = ".cloudrouter/spool";
+
+#[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub batch_rows: usize,
+    /// Also the spool's sync cadence: records reach the disk at most this long after they are written.
     pub flush_interval: Duration,
     pub queue_capacity: usize,
-    /// How long shutdown keeps retrying a failing flush before giving up (and logging the loss).
+    /// How long shutdown (or a replay at start) keeps retrying a failing flush before giving up;
+    /// the records stay in the spool.
     pub shutdown_deadline: Duration,
+    /// The spool's directory (its files are named after the database and the instance).
+    pub spool_dir: PathBuf,
 }
 
 impl Default for WriterConfig {
@@ -141,6 +159,7 @@ impl Default for WriterConfig {
             flush_interval: Duration::from_millis(50),
             queue_capacity: 50_000,
             shutdown_deadline: Duration::from_secs(30),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
         }
     }
 }
@@ -149,7 +168,8 @@ impl Default for WriterConfig {
 /// cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Rec(UsageRecord),
+    /// a record, and the spool segment it was written to (None: it is not in the spool)
+    Rec(UsageRecord, Option<u64>),
     Barrier(oneshot::Sender<()>),
 }
 
@@ -160,46 +180,53 @@ type Control = Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>;
 #[derive(Clone)]
 pub struct UsageWriter {
     tx: mpsc::Sender<Msg>,
+    spool: Arc<Spool>,
     /// cuts the writer's gathering pause short when someone waits (`sync`)
     hurry: Arc<tokio::sync::Notify>,
     ctl: Arc<Mutex<Control>>,
 }
 
 impl UsageWriter {
-    /// Starts the writer task. `instance_id` names this gateway instance's leases.
-    pub fn start(pool: PgPool, instance_id: Uuid, cfg: WriterConfig) -> UsageWriter {
+    /// Opens this instance's spool, writes and settles what gone instances left in the spool
+    /// directory (so before anything is served), then starts the writer task. `instance_id`
+    /// names this gateway instance's leases and spool. Fails when the spool cannot be opened or
+    /// replayed.
+    pub async fn start(pool: PgPool, instance_id: Uuid, cfg: WriterConfig) -> anyhow::Result<UsageWriter> {
+        let me = spool::Owner { deployment: spool::deployment(&pool).await?, instance: instance_id };
+        let spool = Spool::open(cfg.spool_dir.clone(), me).map_err(|e| {
+            anyhow::anyhow!("cannot open the usage spool in {}: {e}; set CLOUDROUTER_SPOOL_DIR to a writable directory on a local disk", cfg.spool_dir.display())
+        })?;
+        replay(&pool, me, &cfg).await?;
+        spool.spawn_syncer(cfg.flush_interval);
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let hurry = Arc::new(tokio::sync::Notify::new());
-        let handle = tokio::spawn(run(pool, instance_id, cfg, rx, stop_rx, hurry.clone()));
-        UsageWriter { tx, hurry, ctl: Arc::new(Mutex::new(Some((stop_tx, handle)))) }
+        let handle = tokio::spawn(run(pool, instance_id, cfg, spool.clone(), rx, stop_rx, hurry.clone()));
+        Ok(UsageWriter { tx, spool, hurry, ctl: Arc::new(Mutex::new(Some((stop_tx, handle)))) })
     }
 
-    /// Queues a record without waiting (spawns a waiting send when the queue is full).
+    /// Spools a record and queues it without waiting (spawns a waiting send when the queue is full).
     pub fn submit(&self, rec: UsageRecord) {
-        match self.tx.try_send(Msg::Rec(rec)) {
+        let seg = self.spool.append(&rec);
+        match self.tx.try_send(Msg::Rec(rec, seg)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(rec)) => {
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     if tx.send(rec).await.is_err() {
-                        crate::telemetry::usage_lost("writer_stopped", 1);
-                        tracing::error!("usage writer stopped; a usage record was lost");
+                        writer_stopped(seg);
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                crate::telemetry::usage_lost("writer_stopped", 1);
-                tracing::error!("usage writer stopped; a usage record was lost");
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => writer_stopped(seg),
         }
     }
 
-    /// Queues a record, waiting for room.
+    /// Spools a record and queues it, waiting for room.
     pub async fn send(&self, rec: UsageRecord) {
-        if self.tx.send(Msg::Rec(rec)).await.is_err() {
-            crate::telemetry::usage_lost("writer_stopped", 1);
-            tracing::error!("usage writer stopped; a usage record was lost");
+        let seg = self.spool.append(&rec);
+        if self.tx.send(Msg::Rec(rec, seg)).await.is_err() {
+            writer_stopped(seg);
         }
     }
 
@@ -227,19 +254,73 @@ impl UsageWriter {
     }
 }
 
+/// A record came after the writer stopped: it is lost unless it is in the spool (`seg`), whose
+/// files then stay for the next start.
+fn writer_stopped(seg: Option<u64>) {
+    if seg.is_some() {
+        tracing::warn!("usage writer stopped; a usage record stays in the spool for the next start");
+    } else {
+        crate::telemetry::usage_lost("writer_stopped", 1);
+        tracing::error!("usage writer stopped; a usage record was lost");
+    }
+}
+
+/// Writes and settles the records that gone instances left in the spool directory, each under
+/// its own instance's id (settlement consumes that instance's leases if they are not reaped yet),
+/// and deletes their files.
+async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::Result<()> {
+    let dir = &cfg.spool_dir;
+    let orphans = spool::orphans(dir, me).map_err(|e| anyhow::anyhow!("cannot read the usage spool in {}: {e}", dir.display()))?;
+    for orphan in orphans {
+        let mut read = 0;
+        for path in &orphan.segments {
+            let (mut records, unreadable) = spool::read_segment(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            if unreadable > 0 {
+                tracing::warn!(path = %path.display(), lines = unreadable, "skipped unreadable lines of a usage spool (a torn last line: its process died mid-write)");
+            }
+            read += records.len();
+            while !records.is_empty() {
+                let mut batch: Vec<UsageRecord> = records.drain(..records.len().min(cfg.batch_rows)).collect();
+                if !flush_with_retry(pool, orphan.instance, &mut batch, Some(cfg.shutdown_deadline)).await {
+                    anyhow::bail!("cannot write the usage records spooled in {}; they stay there for the next start", path.display());
+                }
+            }
+        }
+        tracing::warn!(instance = %orphan.instance, records = read, "replayed the usage spool of an instance that stopped without flushing it");
+        orphan.finish();
+    }
+    Ok(())
+}
+
+/// Counts records per spool segment (consecutive records mostly share one).
+fn count_segment(done: &mut Vec<(u64, u64)>, seg: u64) {
+    match done.last_mut() {
+        Some((n, count)) if *n == seg => *count += 1,
+        _ => done.push((seg, 1)),
+    }
+}
+
 async fn run(
     pool: PgPool,
     instance: Uuid,
     cfg: WriterConfig,
+    spool: Arc<Spool>,
     mut rx: mpsc::Receiver<Msg>,
     mut stop: oneshot::Receiver<()>,
     hurry: Arc<tokio::sync::Notify>,
 ) {
     let mut batch: Vec<UsageRecord> = Vec::with_capacity(cfg.batch_rows);
+    // the batch's records per spool segment, marked committed after the flush
+    let mut segments: Vec<(u64, u64)> = Vec::new();
     let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut stopping = false;
-    let take = |m: Msg, batch: &mut Vec<UsageRecord>, barriers: &mut Vec<oneshot::Sender<()>>| match m {
-        Msg::Rec(r) => batch.push(r),
+    let take = |m: Msg, batch: &mut Vec<UsageRecord>, segments: &mut Vec<(u64, u64)>, barriers: &mut Vec<oneshot::Sender<()>>| match m {
+        Msg::Rec(r, seg) => {
+            batch.push(r);
+            if let Some(seg) = seg {
+                count_segment(segments, seg);
+            }
+        }
         Msg::Barrier(b) => barriers.push(b),
     };
     loop {
@@ -249,7 +330,7 @@ async fn run(
             // wakes no task (one wake per batch instead of one per request). A full batch
             // already queued, a waiting `sync` or a stop ends the pause at once.
             tokio::select! {
-                r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut barriers), None => stopping = true },
+                r = rx.recv() => match r { Some(m) => take(m, &mut batch, &mut segments, &mut barriers), None => stopping = true },
                 _ = &mut stop => stopping = true,
             }
             if !stopping && barriers.is_empty() && rx.len() + batch.len() < cfg.batch_rows {
@@ -262,13 +343,14 @@ async fn run(
         }
         while batch.len() < cfg.batch_rows {
             match rx.try_recv() {
-                Ok(m) => take(m, &mut batch, &mut barriers),
+                Ok(m) => take(m, &mut batch, &mut segments, &mut barriers),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            flush_with_retry(&pool, instance, &mut batch, stopping, cfg.shutdown_deadline).await;
+        if !batch.is_empty() && flush_with_retry(&pool, instance, &mut batch, stopping.then_some(cfg.shutdown_deadline)).await {
+            spool.committed(&segments);
         }
+        segments.clear();
         for b in barriers.drain(..) {
             let _ = b.send(());
         }
@@ -276,9 +358,15 @@ async fn run(
             break;
         }
     }
+    let left = spool.close();
+    if left > 0 {
+        tracing::error!(records = left, "usage records not written at shutdown stay in the spool for the next start");
+    }
 }
 
-async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, stopping: bool, deadline: Duration) {
+/// Flushes `batch` until it is written (true), retrying failures; with `give_up_after`, stops
+/// retrying after that long (false; the records stay in the spool).
+async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, give_up_after: Option<Duration>) -> bool {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;
@@ -289,7 +377,7 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
         match r {
             Ok(()) => {
                 batch.clear();
-                return;
+                return true;
             }
             Err(e) => {
                 failures += 1;
@@ -313,14 +401,13 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
                         }
                     }
                     if batch.is_empty() {
-                        return;
+                        return true;
                     }
                 }
-                if stopping && started.elapsed() > deadline {
-                    crate::telemetry::usage_lost("shutdown", batch.len());
-                    tracing::error!(rows = batch.len(), "usage flush still failing at shutdown; records lost");
+                if give_up_after.is_some_and(|d| started.elapsed() > d) {
+                    tracing::error!(rows = batch.len(), "usage flush still failing; giving up");
                     batch.clear();
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -329,7 +416,8 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
     }
 }
 
-/// Writes a batch and settles its charges in one transaction (one statement).
+/// Writes a batch and settles the charges of the records not stored before, in one transaction
+/// (one statement).
 pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
     let n = rows.len();
     // strings are bound by reference: the batch is kept as it is for a retry
@@ -360,10 +448,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     let mut lat = Vec::with_capacity(n);
     let mut ttft: Vec<Option<i32>> = Vec::with_capacity(n);
     let mut affinity = Vec::with_capacity(n);
-    // per-user and per-key sums, ordered so that concurrent instances lock rows in the same order
-    // user → (charge, charged requests, charge held off-plan, charge above the holds)
-    let mut by_user: BTreeMap<Uuid, (i64, i32, i64, i64)> = BTreeMap::new();
-    let mut by_key: BTreeMap<Uuid, (i64, DateTime<Utc>)> = BTreeMap::new();
+    let mut off_plan = Vec::with_capacity(n);
     for r in rows {
         ids.push(&r.id);
         created.push(r.created_at);
@@ -392,26 +477,12 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
         lat.push(r.latency_ms);
         ttft.push(r.ttft_ms);
         affinity.push(r.affinity);
-        let u = by_user.entry(r.user_id).or_insert((0, 0, 0, 0));
-        let (charged, held_for_it) = (r.charge_micros.micros(), r.held_micros.micros());
-        u.0 += charged;
-        if charged > 0 {
-            u.1 += 1;
-        }
-        if r.off_plan {
-            u.2 += charged;
-        }
-        u.3 += (charged - held_for_it).max(0);
-        if let Some(k) = r.key_id {
-            let e = by_key.entry(k).or_insert((0, r.created_at));
-            e.0 += charged;
-            e.1 = e.1.max(r.created_at);
-        }
+        off_plan.push(r.off_plan);
     }
-    let charged: Vec<(Uuid, (i64, i32, i64, i64))> = by_user.into_iter().filter(|(_, (a, ..))| *a > 0).collect();
+    // the per-user and per-key sums are taken in SQL over the rows stored (migration 0018)
     sqlx::query(
         "SELECT cr_write_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36)",
+         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
     )
     .bind(instance)
     .bind(&ids)
@@ -441,14 +512,7 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     .bind(&lat)
     .bind(&ttft)
     .bind(&affinity)
-    .bind(charged.iter().map(|c| c.0).collect::<Vec<Uuid>>())
-    .bind(charged.iter().map(|c| c.1 .0).collect::<Vec<i64>>())
-    .bind(charged.iter().map(|c| c.1 .1).collect::<Vec<i32>>())
-    .bind(charged.iter().map(|c| c.1 .2).collect::<Vec<i64>>())
-    .bind(charged.iter().map(|c| c.1 .3).collect::<Vec<i64>>())
-    .bind(by_key.keys().copied().collect::<Vec<Uuid>>())
-    .bind(by_key.values().map(|v| v.0).collect::<Vec<i64>>())
-    .bind(by_key.values().map(|v| v.1).collect::<Vec<DateTime<Utc>>>())
+    .bind(&off_plan)
     .execute(pool)
     .await?;
     Ok(())

@@ -118,7 +118,9 @@ async fn write(pool: &PgPool, rows: &[UsageRecord], batch: usize) {
         pool.clone(),
         Uuid::new_v4(),
         WriterConfig { batch_rows: batch, flush_interval: std::time::Duration::from_millis(5), ..WriterConfig::default() },
-    );
+    )
+    .await
+    .unwrap();
     for r in rows {
         w.send(r.clone()).await;
     }

@@ -1,6 +1,7 @@
-//! The gateway's settings: timeouts, retry budget, circuit breakers, usage batching, read once
-//! from `CLOUDROUTER_*` variables.
+//! The gateway's settings: timeouts, retry budget, circuit breakers, usage batching and spool,
+//! read once from `CLOUDROUTER_*` variables.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Gateway settings; `from_env` reads `CLOUDROUTER_*` variables, falling back to the defaults.
@@ -39,6 +40,9 @@ pub struct GatewayConfig {
     /// `CLOUDROUTER_USAGE_FLUSH_MS`, 50).
     pub usage_batch_rows: usize,
     pub usage_flush_interval: Duration,
+    /// Where usage records are spooled until they are committed (`CLOUDROUTER_SPOOL_DIR`,
+    /// `.cloudrouter/spool`): a local disk of this machine, kept across restarts.
+    pub usage_spool_dir: PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -59,6 +63,7 @@ impl Default for GatewayConfig {
             account_out_for: Duration::from_secs(1800),
             usage_batch_rows: 500,
             usage_flush_interval: Duration::from_millis(50),
+            usage_spool_dir: PathBuf::from(crate::usage::DEFAULT_SPOOL_DIR),
         }
     }
 }
@@ -86,6 +91,7 @@ impl GatewayConfig {
             account_out_for: ms("CLOUDROUTER_ACCOUNT_OUT_MS", d.account_out_for),
             usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS").map(|v| v.max(1) as usize).unwrap_or(d.usage_batch_rows),
             usage_flush_interval: ms("CLOUDROUTER_USAGE_FLUSH_MS", d.usage_flush_interval),
+            usage_spool_dir: std::env::var_os("CLOUDROUTER_SPOOL_DIR").filter(|v| !v.is_empty()).map_or(d.usage_spool_dir, PathBuf::from),
         }
     }
 }

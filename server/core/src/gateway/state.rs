@@ -112,15 +112,18 @@ impl Shared {
     /// NOTIFY listener and the lease maintenance task.
     pub(super) async fn start(pool: PgPool, crypto: Crypto, config: GatewayConfig) -> anyhow::Result<Arc<Shared>> {
         let leases = Leases::register(pool.clone()).await?;
+        // replays the spools of instances that are gone before anything is served
         let usage = UsageWriter::start(
             pool.clone(),
             leases.instance_id,
             WriterConfig {
                 batch_rows: config.usage_batch_rows,
                 flush_interval: config.usage_flush_interval,
+                spool_dir: config.usage_spool_dir.clone(),
                 ..WriterConfig::default()
             },
-        );
+        )
+        .await?;
         let proxy = Arc::new(Matcher::from_env());
         let client = upstream_client::client(config.connect_timeout, proxy.clone())?;
         let keys = moka::future::Cache::builder()
