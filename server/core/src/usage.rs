@@ -2,7 +2,7 @@
 //!
 //! The gateway never writes to Postgres on the request path. Each finished request hands one
 //! [`UsageRecord`] to the [`UsageWriter`], which appends it to this instance's spool file (one
-//! `write`, see [`spool`]: a killed process loses no record) and queues it on a bounded channel
+//! `write` of a compact frame, see [`spool`]: a killed process loses no record) and queues it on a bounded channel
 //! drained by one task. After the first row the task lets rows gather for `flush_interval` (sooner
 //! when `batch_rows` are already queued, when someone waits in `sync`, or at shutdown) without
 //! polling the channel, so submitting a row wakes nothing; then it flushes up to `batch_rows` rows
@@ -274,9 +274,9 @@ async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::
     for orphan in orphans {
         let mut read = 0;
         for path in &orphan.segments {
-            let (mut records, unreadable) = spool::read_segment(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            if unreadable > 0 {
-                tracing::warn!(path = %path.display(), lines = unreadable, "skipped unreadable lines of a usage spool (a torn last line: its process died mid-write)");
+            let (mut records, torn) = spool::read_segment(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            if torn > 0 {
+                tracing::warn!(path = %path.display(), bytes = torn, "skipped the unreadable end of a usage spool (a torn last record: its process died mid-write)");
             }
             read += records.len();
             while !records.is_empty() {

@@ -9,7 +9,6 @@ use cloudrouter_core::pricing::TokenUsage;
 use cloudrouter_core::usage::{UsageRecord, UsageWriter, WriterConfig};
 use common::*;
 use sqlx::PgPool;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -126,30 +125,31 @@ async fn a_spool_directory_that_cannot_be_made_stops_the_start(pool: PgPool) {
 async fn the_spool_a_dead_instance_left_is_replayed_when_a_writer_starts(pool: PgPool) {
     let spool = SpoolDir::new();
     let (user, key) = customer_with_key(&pool).await;
-    // committed before its instance died
-    let w = writer(&pool, &spool.0).await;
-    w.send(record("req_1", user, key, 1_000)).await;
-    w.shutdown().await;
+    // a writer that flushes only when asked, and its segment's bytes
+    let cfg = WriterConfig { spool_dir: spool.0.clone(), flush_interval: Duration::from_secs(3600), ..WriterConfig::default() };
+    let live = UsageWriter::start(pool.clone(), Uuid::new_v4(), cfg).await.unwrap();
+    let segment = || {
+        let path = std::fs::read_dir(&spool.0).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "spool")).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    live.send(record("req_1", user, key, 1_000)).await;
+    let mut dead_bytes = segment();
+    live.sync().await;
+    live.send(record("req_2", user, key, 2_000)).await;
+    live.send(record("req_3", user, key, 4_000)).await;
+    dead_bytes.extend(segment());
 
-    // the dead instance's spool: the committed record, one that was not, and a torn last line
+    // a dead instance's spool: a record committed before it died, one that was not, and one cut
+    // in the middle (killed mid-write)
     let deployment: Uuid = sqlx::query_scalar("SELECT id FROM deployment").fetch_one(&pool).await.unwrap();
-    let dead = Uuid::new_v4();
-    let path = spool.0.join(format!("{deployment}.{dead}.0.jsonl"));
-    let mut file = std::fs::File::create(&path).unwrap();
-    for r in [record("req_1", user, key, 1_000), record("req_2", user, key, 2_000), record("req_3", user, key, 4_000)] {
-        let mut line = serde_json::to_value(&r).unwrap();
-        line["off_plan"] = false.into();
-        let line = serde_json::to_vec(&line).unwrap();
-        let cut = if r.id == "req_3" { line.len() / 2 } else { line.len() };
-        file.write_all(&line[..cut]).unwrap();
-        if r.id != "req_3" {
-            file.write_all(b"\n").unwrap();
-        }
-    }
-    drop(file);
+    let dead = spool.0.join(format!("{deployment}.{}.0.spool", Uuid::new_v4()));
+    std::fs::write(&dead, &dead_bytes[..dead_bytes.len() - 10]).unwrap();
 
     let next = writer(&pool, &spool.0).await;
     assert_eq!(books(&pool, user, key).await, (vec!["req_1".into(), "req_2".into()], [3_000, 3_000, 10_000_000 - 3_000, 10_000_000 - 3_000, 3_000]));
-    assert!(!path.exists(), "a replayed spool is deleted");
+    assert!(!dead.exists(), "a replayed spool is deleted");
+    // the live writer still holds req_2 (replayed already: not charged again) and req_3
+    live.shutdown().await;
     next.shutdown().await;
+    assert_eq!(books(&pool, user, key).await, (vec!["req_1".into(), "req_2".into(), "req_3".into()], [7_000, 7_000, 10_000_000 - 7_000, 10_000_000 - 7_000, 7_000]));
 }

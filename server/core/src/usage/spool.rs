@@ -1,7 +1,7 @@
 //! The usage spool: a durable copy of the usage records the writer has not committed yet.
 //!
 //! Each record is appended to a file of this instance's as it is handed to the writer: one
-//! `write` of one JSON line, no `fsync`. Once in the kernel's page cache it survives the process
+//! `write` of one checksummed frame (`encoding`), no `fsync`. Once in the kernel's page cache it survives the process
 //! (SIGKILL, the OOM killer, an abort), and the next instance to start on the same directory writes
 //! and settles it. The page cache is put on disk (`fdatasync`, off the request path) one flush
 //! interval after the first record written since the last sync, so a power loss or a kernel crash
@@ -13,7 +13,7 @@
 //! - `<deployment>.<instance>.lock`: locked (`flock`) by its instance while it runs; the kernel
 //!   releases the lock of a process that dies. It is made under another name and renamed once
 //!   locked, so it is never seen unlocked while its instance lives.
-//! - `<deployment>.<instance>.<n>.jsonl`: the segments, one record per line.
+//! - `<deployment>.<instance>.<n>.spool`: the segments, one frame per record.
 //!
 //! After each flush the writer tells the spool which records are committed. A segment whose every
 //! record is committed is emptied (the one being written) or deleted (an older one). The segment
@@ -23,10 +23,11 @@
 //! At start, before serving, [`orphans`] finds the spools whose instance is gone for the writer to
 //! replay. Replay is idempotent (`cr_write_usage` neither stores nor charges a record whose request
 //! id is stored already), so records committed before their instance died, or a spool replayed
-//! twice, are charged once. A torn last line (the process died mid-write) is skipped.
+//! twice, are charged once. A torn last frame (the process died mid-write) is skipped.
+
+mod encoding;
 
 use super::UsageRecord;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -35,23 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The segment being written is sealed past this size (about 1,500 records).
+/// The segment being written is sealed past this size (a few thousand records).
 const SEGMENT_BYTES: u64 = 1 << 20;
-
-/// One line: the record, and what settlement needs that the record's own serialisation leaves out.
-#[derive(Serialize)]
-struct LineOut<'a> {
-    #[serde(flatten)]
-    rec: &'a UsageRecord,
-    off_plan: bool,
-}
-
-#[derive(Deserialize)]
-struct LineIn {
-    #[serde(flatten)]
-    rec: UsageRecord,
-    off_plan: bool,
-}
 
 struct Segment {
     n: u64,
@@ -76,8 +62,8 @@ struct State {
     /// older segments with records not committed yet
     sealed: Vec<Segment>,
     next: u64,
-    /// the serialisation buffer, reused: no allocation per record
-    line: Vec<u8>,
+    /// the encoding buffer, reused: no allocation per record
+    frame: Vec<u8>,
     /// written since the last sync (the syncer has been woken)
     unsynced: bool,
     /// a file was made since the last sync: the directory is synced too
@@ -106,7 +92,7 @@ impl Owner {
     }
 
     fn segment(&self, dir: &Path, n: u64) -> PathBuf {
-        dir.join(format!("{}.{}.{n}.jsonl", self.deployment, self.instance))
+        dir.join(format!("{}.{}.{n}.spool", self.deployment, self.instance))
     }
 
     /// The owner of a spool file, and its segment number (None for the lock file).
@@ -116,7 +102,7 @@ impl Owner {
         let owner = Owner { deployment: deployment.parse().ok()?, instance: instance.parse().ok()? };
         match rest {
             "lock" => Some((owner, None)),
-            _ => Some((owner, Some(rest.strip_suffix(".jsonl")?.parse().ok()?))),
+            _ => Some((owner, Some(rest.strip_suffix(".spool")?.parse().ok()?))),
         }
     }
 }
@@ -158,7 +144,7 @@ impl Spool {
             current,
             sealed: vec![],
             next: 1,
-            line: Vec::with_capacity(1024),
+            frame: Vec::with_capacity(1024),
             unsynced: false,
             new_file: true,
             failing: false,
@@ -179,16 +165,11 @@ impl Spool {
         if st.closed {
             return None;
         }
-        st.line.clear();
-        let written = serde_json::to_writer(&mut st.line, &LineOut { rec, off_plan: rec.off_plan })
-            .map_err(io::Error::from)
-            .and_then(|()| {
-                st.line.push(b'\n');
-                (&*st.current.file).write_all(&st.line)
-            });
+        st.frame.clear();
+        encoding::encode(rec, &mut st.frame);
         let seg = &mut st.current;
-        if let Err(e) = written {
-            // a partial line is cut off, so that the next record starts on a line of its own
+        if let Err(e) = (&*seg.file).write_all(&st.frame) {
+            // a partial frame is cut off, so that the next record's frame follows a whole one
             let _ = seg.file.set_len(seg.len);
             if !std::mem::replace(&mut st.failing, true) {
                 tracing::error!(error = %e, dir = %self.dir.display(), "cannot write usage records to the spool; they are kept in memory only until it works again");
@@ -197,7 +178,7 @@ impl Spool {
             crate::telemetry::usage_spool_failed();
             return None;
         }
-        seg.len += st.line.len() as u64;
+        seg.len += st.frame.len() as u64;
         seg.pending += 1;
         seg.unsynced = true;
         let n = seg.n;
@@ -383,23 +364,14 @@ pub(crate) fn orphans(dir: &Path, me: Owner) -> io::Result<Vec<Orphan>> {
     Ok(out)
 }
 
-/// The records of a segment, and how many of its lines could not be read (a torn last line; a
-/// deleted segment, replayed meanwhile by another instance, reads as empty).
+/// The records of a segment, and how many bytes at its end could not be read (a torn last frame;
+/// a deleted segment, replayed meanwhile by another instance, reads as empty).
 pub(crate) fn read_segment(path: &Path) -> io::Result<(Vec<UsageRecord>, usize)> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], 0)),
-        Err(e) => return Err(e),
-    };
-    let mut records = vec![];
-    let mut unreadable = 0;
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<LineIn>(line) {
-            Ok(l) => records.push(UsageRecord { off_plan: l.off_plan, ..l.rec }),
-            Err(_) => unreadable += 1,
-        }
+    match fs::read(path) {
+        Ok(bytes) => Ok(encoding::decode(&bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((vec![], 0)),
+        Err(e) => Err(e),
     }
-    Ok((records, unreadable))
 }
 
 #[cfg(test)]
@@ -476,13 +448,13 @@ mod tests {
         for r in &written {
             assert_eq!(spool.append(r), Some(0));
         }
-        assert_eq!(files(&dir.0), [name(me, "0.jsonl"), name(me, "lock")]);
+        assert_eq!(files(&dir.0), [name(me, "0.spool"), name(me, "lock")]);
         let read = read_segment(&me.segment(&dir.0, 0)).unwrap();
-        assert_eq!(read, (written, 0), "off_plan included, though the record's own JSON leaves it out");
+        assert_eq!(read, (written, 0), "every field, off_plan (which settlement needs) included");
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped() {
+    fn a_torn_last_frame_is_skipped() {
         let dir = TempDir::new();
         let me = owner(Uuid::new_v4());
         let spool = Spool::open(dir.0.clone(), me).unwrap();
@@ -492,9 +464,10 @@ mod tests {
         }
         // killed in the middle of writing a third record
         let path = me.segment(&dir.0, 0);
-        let line = serde_json::to_vec(&LineOut { rec: &record(2), off_plan: false }).unwrap();
-        OpenOptions::new().append(true).open(&path).unwrap().write_all(&line[..line.len() / 2]).unwrap();
-        assert_eq!(read_segment(&path).unwrap(), (written, 1));
+        let mut frame = vec![];
+        encoding::encode(&record(2), &mut frame);
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&frame[..frame.len() / 2]).unwrap();
+        assert_eq!(read_segment(&path).unwrap(), (written, frame.len() / 2));
     }
 
     #[test]
@@ -515,10 +488,10 @@ mod tests {
             n += 1;
         }
         spool.committed(&[(0, n - 1)]);
-        assert_eq!(files(&dir.0), [name(me, "0.jsonl"), name(me, "1.jsonl"), name(me, "lock")], "past the size, a new segment");
+        assert_eq!(files(&dir.0), [name(me, "0.spool"), name(me, "1.spool"), name(me, "lock")], "past the size, a new segment");
         assert_eq!(spool.append(&record(0)), Some(1));
         spool.committed(&[(0, 1)]);
-        assert_eq!(files(&dir.0), [name(me, "1.jsonl"), name(me, "lock")], "the sealed segment, all committed, is deleted");
+        assert_eq!(files(&dir.0), [name(me, "1.spool"), name(me, "lock")], "the sealed segment, all committed, is deleted");
         assert_eq!(read_segment(&me.segment(&dir.0, 1)).unwrap().0.len(), 1);
         spool.committed(&[(1, 1)]);
         assert_eq!(fs::metadata(me.segment(&dir.0, 1)).unwrap().len(), 0);
