@@ -10,7 +10,8 @@
 //! (bench/RESULTS.md, 2026-11-30, "Usage spool").
 
 use crate::pricing::{ServerToolUse, TokenUsage};
-use crate::usage::UsageRecord;
+use crate::money::{MicroCny, MicroUsd};
+use crate::usage::{Outcome, UsageRecord};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64;
@@ -99,14 +100,43 @@ impl Field for bool {
     }
 }
 
+fn put_str(s: &str, out: &mut Vec<u8>) {
+    u32::try_from(s.len()).unwrap_or(u32::MAX).put(out);
+    out.extend_from_slice(s.as_bytes());
+}
+
 impl Field for String {
     fn put(&self, out: &mut Vec<u8>) {
-        u32::try_from(self.len()).unwrap_or(u32::MAX).put(out);
-        out.extend_from_slice(self.as_bytes());
+        put_str(self, out);
     }
     fn take(r: &mut Reader<'_>) -> Option<Self> {
         let len = u32::take(r)? as usize;
         String::from_utf8(r.bytes(len)?.to_vec()).ok()
+    }
+}
+
+/// Amounts as their micro-units.
+macro_rules! micro_amount {
+    ($($t:ty),*) => {$(
+        impl Field for $t {
+            fn put(&self, out: &mut Vec<u8>) {
+                self.micros().put(out);
+            }
+            fn take(r: &mut Reader<'_>) -> Option<Self> {
+                i64::take(r).map(<$t>::from_micros)
+            }
+        }
+    )*};
+}
+micro_amount!(MicroCny, MicroUsd);
+
+/// The outcome as its one spelling: a frame written by another version still reads back.
+impl Field for Outcome {
+    fn put(&self, out: &mut Vec<u8>) {
+        put_str(self.as_str(), out);
+    }
+    fn take(r: &mut Reader<'_>) -> Option<Self> {
+        String::take(r)?.parse().ok()
     }
 }
 
@@ -270,13 +300,13 @@ mod tests {
             stream: full,
             status: 200,
             error_type: (!full).then(|| "api_error".into()),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             attempts: 2,
             tokens: TokenUsage { input_tokens: n, output_tokens: -1, cache_write_5m_tokens: i64::MAX, cache_write_1h_tokens: i64::MIN, cache_read_tokens: 3 },
             server_tools: ServerToolUse { web_search_requests: 1, web_fetch_requests: 2 },
-            cost_micro_usd: 62,
-            charge_micros: 451,
-            held_micros: 400,
+            cost_micro_usd: MicroUsd::from_micros(62),
+            charge_micros: MicroCny::from_micros(451),
+            held_micros: MicroCny::from_micros(400),
             latency_ms: i32::MAX,
             ttft_ms: full.then_some(3),
             affinity: !full,
