@@ -27,6 +27,13 @@ pub struct Config {
     /// "draining" while everything still serves, before new connections are refused, so that a
     /// load balancer's health check sees the instance go first.
     pub unready_delay: std::time::Duration,
+    /// `CLOUDROUTER_DB_POOL_SIZE` (20 by default): Postgres connections this instance opens at
+    /// most; with N instances the database needs N times this (and Postgres' default allows 100).
+    pub db_pool_size: u32,
+    /// `CLOUDROUTER_USAGE_RETENTION_MONTHS` (13 by default; 0 keeps everything): whole months of
+    /// request records kept; older monthly partitions are dropped, the hourly and daily rollups
+    /// (charts, totals, the status page) are kept. See docs/gateway.md, "Retention".
+    pub usage_retention_months: u32,
     /// Settings that were set but do not parse: the server refuses to start on them rather than
     /// quietly running on a default (see [`Config::check_parsed`]).
     pub unparsed: Vec<String>,
@@ -71,25 +78,27 @@ impl Config {
     pub fn from_vars(addr: SocketAddr, lookup: impl Fn(&str) -> Option<String>) -> Config {
         let var = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let mut unparsed = vec![];
-        let hash_slots = match var("CLOUDROUTER_HASH_SLOTS").map(|v| (v.trim().parse::<usize>(), v)) {
-            Some((Ok(n), _)) if n > 0 => n,
-            Some((_, v)) => {
-                unparsed.push(format!("CLOUDROUTER_HASH_SLOTS={v:?} is not a whole number above 0"));
-                1
-            }
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // a set value that does not parse (or is out of range) is noted, and the default taken
+        let mut number = |name: &str, range: std::ops::RangeInclusive<u64>, default: u64| match var(name) {
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if range.contains(&n) => n,
+                _ => {
+                    unparsed.push(format!("{name}={v:?} is not a whole number from {} to {}", range.start(), range.end()));
+                    default
+                }
+            },
+            None => default,
         };
-        let unready_delay = match var("CLOUDROUTER_UNREADY_DELAY_MS").map(|v| (v.trim().parse::<u64>(), v)) {
-            Some((Ok(ms), _)) => std::time::Duration::from_millis(ms),
-            Some((_, v)) => {
-                unparsed.push(format!("CLOUDROUTER_UNREADY_DELAY_MS={v:?} is not a whole number of milliseconds"));
-                std::time::Duration::ZERO
-            }
-            None => std::time::Duration::from_millis(2000),
-        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let hash_slots = number("CLOUDROUTER_HASH_SLOTS", 1..=1024, cores) as usize;
+        let unready_delay = std::time::Duration::from_millis(number("CLOUDROUTER_UNREADY_DELAY_MS", 0..=600_000, 2000));
+        let db_pool_size = number("CLOUDROUTER_DB_POOL_SIZE", 2..=1000, 20) as u32;
+        let usage_retention_months = number("CLOUDROUTER_USAGE_RETENTION_MONTHS", 0..=1200, 13) as u32;
         Config {
             metrics_token: var("CLOUDROUTER_METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
             unready_delay,
+            db_pool_size,
+            usage_retention_months,
             database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/cloudrouter".into()),
             public_url: var("CLOUDROUTER_PUBLIC_URL").unwrap_or_else(|| format!("http://{addr}")),
             secret: var("CLOUDROUTER_SECRET").map(|s| s.trim().to_string()).unwrap_or_default(),

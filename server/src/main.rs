@@ -42,7 +42,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", cli::USAGE);
         return Ok(());
     }
-    let pool = db::connect(&config.database_url).await?;
+    let pool = db::connect(&config.database_url, config.db_pool_size).await?;
     db::migrate(&pool).await?;
     match command {
         Command::AdminCreate { email, password } => {

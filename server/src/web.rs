@@ -34,9 +34,10 @@ pub async fn session_store(pool: &PgPool) -> Result<PostgresStore, sqlx::Error> 
     Ok(store)
 }
 
-/// Housekeeping for the console's tables: expired sessions and spent sign-in throttles.
-/// Every instance runs it; the deletes are idempotent.
-pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
+/// Housekeeping: expired sessions, spent sign-in throttles and links, and the monthly partitions
+/// of usage records (the months ahead, and retention). Every instance runs it; each step is
+/// idempotent.
+pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore, usage_retention_months: u32) {
     use tower_sessions::ExpiredDeletion;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -50,6 +51,14 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore) {
             }
             if let Err(e) = cloudrouter_core::email_links::prune(&pool).await {
                 tracing::warn!(error = %e, "pruning ended sign-up and reset links failed");
+            }
+            match cloudrouter_core::usage::partitions::maintain(&pool, usage_retention_months).await {
+                Ok(dropped) => {
+                    for month in dropped {
+                        tracing::info!(partition = %month, keep_months = usage_retention_months, "usage records past retention dropped");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "maintaining the monthly usage partitions failed"),
             }
         }
     });

@@ -4,10 +4,8 @@
 
 mod common;
 
-use cloudrouter_core::keys::{self, NewKey};
-use cloudrouter_core::billing::ledger::{self, LedgerKind, Memo};
-use cloudrouter_core::money::MicroCny;
-use cloudrouter_core::accounts;
+use common::books::{answered, assert_books, customer_key, figures, http, lost, message_to, MODEL};
+use common::process::{copy_tree, database_url, files_under, free_addr, probe, temp_dir, wait_ready, ServerProcess};
 use common::{spawn_app, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -15,11 +13,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "scrape-token-for-tests-0123456789";
-const MODEL: &str = "claude-haiku-4-5-20251001";
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 async fn get(app: &TestApp, path: &str) -> (u16, String) {
     let r = http().get(format!("{}{path}", app.base)).send().await.unwrap();
@@ -69,29 +62,6 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(text, name).get(&want).copied().unwrap_or(0.0)
 }
 
-/// A customer with credit and a key on `channel`.
-async fn customer_key(pool: &PgPool, email: &str, channel: &str) -> String {
-    let user = accounts::create_user(pool, email, common::PASSWORD).await.unwrap();
-    ledger::adjust(pool, user.id, MicroCny::units(10), LedgerKind::Credit, &Memo::Staff { text: Some("test credit".into()) }, None).await.unwrap();
-    let (_, secret) = keys::create(pool, user.id, NewKey { name: "ops".into(), channel: channel.into(), ..Default::default() }).await.unwrap();
-    secret
-}
-
-async fn message(app: &TestApp, key: &str, model: &str) -> reqwest::Response {
-    message_to(&app.base, key, model).await
-}
-
-async fn message_to(base: &str, key: &str, model: &str) -> reqwest::Response {
-    http()
-        .post(format!("{base}/v1/messages"))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model": model, "max_tokens": 32, "messages": [{"role": "user", "content": "hello"}]}))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = false)]
 async fn healthz_and_readyz_answer_without_a_session(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -115,7 +85,7 @@ async fn readyz_is_503_draining_once_shutdown_begins_while_the_rest_still_serves
     assert_eq!(get(&app, "/readyz").await, (503, "draining\n".into()));
     assert_eq!(get(&app, "/healthz").await.0, 200, "the process is still up");
     // a load balancer may still send a request before it notices: it is served
-    assert_eq!(message(&app, &key, MODEL).await.status(), 200);
+    assert_eq!(message_to(&app.base, &key, MODEL).await.status(), 200);
     assert_eq!(get(&app, "/readyz").await.0, 503, "and the instance stays unready");
 }
 
@@ -187,12 +157,12 @@ async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_
     // other tests in this binary share the process's recorder: compare with a scrape before
     let (_, before) = scrape(&app, Some(TOKEN)).await;
 
-    let r = message(&app, &key, MODEL).await;
+    let r = message_to(&app.base, &key, MODEL).await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     // free text from the client never becomes a label
     let odd = "my-own-model-name-xyz";
-    assert_eq!(message(&app, &key, odd).await.status().as_u16() / 100, 4);
+    assert_eq!(message_to(&app.base, &key, odd).await.status().as_u16() / 100, 4);
     app.built.gateway.sync_usage().await;
     let (input, output, charge): (i64, i64, i64) = sqlx::query_as(
         "SELECT input_tokens, output_tokens, charge_micros FROM usage_records WHERE requested_model = $1",
@@ -232,58 +202,19 @@ async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_
     assert!(samples(&after, "cloudrouter_usage_flush_rows_count").values().sum::<f64>() >= 1.0, "flush batch sizes\n{after}");
 }
 
-/// `server` as deployed (the built binary) on `addr` over the test's database, with `env` added.
-async fn server_process(pool: &PgPool, addr: std::net::SocketAddr, env: &[(&str, &str)], stdout: std::process::Stdio) -> std::process::Child {
-    cloudrouter_core::db::migrate(pool).await.unwrap();
-    let admin = std::env::var("DATABASE_URL").unwrap();
-    let db = pool.connect_options().get_database().unwrap().to_string();
-    std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env("DATABASE_URL", format!("{}/{db}", &admin[..admin.rfind('/').unwrap()]))
-        .env("LEPTOS_SITE_ADDR", addr.to_string())
-        .env("CLOUDROUTER_SECRET", "sigterm-test-secret-4f9a2c7e1b8d3a6f")
-        .envs(env.iter().copied())
-        .stdout(stdout)
-        .spawn()
-        .unwrap()
-}
-
-/// A GET on a fresh connection (what a load balancer's health check sees); None if refused.
-async fn probe(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
-    match c.get(format!("http://{addr}{path}")).send().await {
-        Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
-        Err(_) => None,
-    }
-}
-
-/// Waits (up to 30 s) for `/readyz` to answer 200; its last status.
-async fn wait_ready(addr: std::net::SocketAddr) -> Option<u16> {
-    let mut up = None;
-    for _ in 0..300 {
-        up = probe(addr, "/readyz").await.map(|r| r.0);
-        if up == Some(200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    up
-}
-
 /// `server` as deployed, stopped with SIGTERM: `/readyz` turns 503 `draining` at once while the
 /// process still accepts connections for `CLOUDROUTER_UNREADY_DELAY_MS`; then connections are
 /// refused and the process exits cleanly.
 #[sqlx::test(migrations = false)]
 async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: PgPool) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let delay = Duration::from_millis(1500);
     let delay_ms = delay.as_millis().to_string();
-    let mut child = server_process(&pool, addr, &[("CLOUDROUTER_UNREADY_DELAY_MS", &delay_ms), ("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000"), ("RUST_LOG", "warn")], std::process::Stdio::null()).await;
+    let mut server = ServerProcess::ready(&database_url(&pool), &[("CLOUDROUTER_UNREADY_DELAY_MS", &delay_ms), ("CLOUDROUTER_SHUTDOWN_GRACE_MS", "1000"), ("RUST_LOG", "warn")]).await;
+    let addr = server.addr;
     let probe = |path: &'static str| probe(addr, path);
-    assert_eq!(wait_ready(addr).await, Some(200), "the server became ready");
 
     let term = Instant::now();
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    server.sigterm();
     let mut draining = None;
     while term.elapsed() < delay {
         if let Some(r) = probe("/readyz").await {
@@ -311,15 +242,7 @@ async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: Pg
     }
     let refused_at = refused_at.expect("connections refused after the delay");
     assert!(refused_at >= delay - Duration::from_millis(100), "refused only after the unready delay: {refused_at:?}");
-    let mut exited = None;
-    for _ in 0..200 {
-        if let Some(s) = child.try_wait().unwrap() {
-            exited = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
+    let exited = server.exited(Duration::from_secs(10)).await;
     assert!(exited.is_some_and(|s| s.success()), "the server exits cleanly: {exited:?}");
 }
 
@@ -328,8 +251,8 @@ async fn sigterm_makes_the_server_unready_before_it_refuses_connections(pool: Pg
 /// prompt, the answer or the key's secret.
 #[sqlx::test(migrations = false)]
 async fn json_logs_have_one_access_line_per_request_and_no_bodies_or_secrets(pool: PgPool) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let child = server_process(&pool, addr, &[("CLOUDROUTER_LOG_FORMAT", "json"), ("RUST_LOG", "info,sqlx=warn")], std::process::Stdio::piped()).await;
+    let server = ServerProcess::spawn(&database_url(&pool), free_addr(), &[("CLOUDROUTER_LOG_FORMAT", "json"), ("RUST_LOG", "info,sqlx=warn")], std::process::Stdio::piped());
+    let addr = server.addr;
     assert_eq!(wait_ready(addr).await, Some(200));
     let key = customer_key(&pool, "logs@example.com", "smart").await;
     let prompt = "the secret prompt 5b1e9c";
@@ -345,7 +268,8 @@ async fn json_logs_have_one_access_line_per_request_and_no_bodies_or_secrets(poo
     let rid = res.headers()["request-id"].to_str().unwrap().to_string();
     let answer: Value = res.json().await.unwrap();
     let answer_text = answer["content"][0]["text"].as_str().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    server.sigterm();
+    let child = server.into_child();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     let logs = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
@@ -360,82 +284,6 @@ async fn json_logs_have_one_access_line_per_request_and_no_bodies_or_secrets(poo
     }
 }
 
-/// `n` messages at once to the server on `addr`: the request ids of the answers, all 200.
-async fn answered(addr: std::net::SocketAddr, key: &str, n: usize) -> Vec<String> {
-    let base = format!("http://{addr}");
-    let answers = futures::future::join_all((0..n).map(|_| message_to(&base, key, MODEL))).await;
-    answers
-        .iter()
-        .map(|r| {
-            assert_eq!(r.status(), 200);
-            r.headers()["request-id"].to_str().unwrap().to_string()
-        })
-        .collect()
-}
-
-/// The customer of `email` (credited ¥10 by `customer_key`) has exactly one usage record for
-/// each request of `ids`, each charged, and nothing else; the usage ledger rows add up to those
-/// charges (none missing, none taken twice) and `balance = Σ wallet ledger = ¥10 − charges`.
-async fn assert_books(pool: &PgPool, email: &str, ids: &[String]) {
-    let user: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(pool).await.unwrap();
-    let (records, answered, uncharged, charges): (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE id = ANY($2)), count(*) FILTER (WHERE charge_micros <= 0), \
-         COALESCE(sum(charge_micros), 0)::BIGINT FROM usage_records WHERE user_id = $1",
-    )
-    .bind(user)
-    .bind(ids)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(answered, ids.len() as i64, "{} of {} answered requests have no usage record", ids.len() as i64 - answered, ids.len());
-    assert_eq!((records, uncharged), (answered, 0), "one charged record per answered request, nothing else");
-    let (balance, wallet, usage): (i64, i64, i64) = sqlx::query_as(
-        "SELECT balance_micros, \
-                (SELECT COALESCE(sum(amount_micros), 0)::BIGINT FROM ledger_entries WHERE user_id = $1 AND source = 'wallet'), \
-                (SELECT COALESCE(-sum(amount_micros), 0)::BIGINT FROM ledger_entries WHERE user_id = $1 AND kind = 'usage') \
-           FROM balances WHERE user_id = $1",
-    )
-    .bind(user)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(usage, charges, "the usage ledger charges each record once");
-    assert_eq!((balance, wallet), (10_000_000 - charges, 10_000_000 - charges), "balance = Σ ledger");
-}
-
-/// A server process that is killed when dropped, so that a failing test leaves none running.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).into_iter().flatten().map(Result::unwrap) {
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().map(Result::unwrap) {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 /// `server` as deployed, killed with SIGKILL while the usage writer still held every record of
 /// the requests it had answered (a ten-minute flush interval): the next start replays the spool
 /// the dead process left before it serves, so each answered request has exactly one usage record
@@ -444,7 +292,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// it was replayed) are replayed without a second record or charge, next to ones that were not.
 #[sqlx::test(migrations = false)]
 async fn sigkill_loses_no_usage_record_and_a_replay_charges_each_request_once(pool: PgPool) {
-    let spool = std::env::temp_dir().join(format!("cloudrouter-sigkill-{}", uuid::Uuid::new_v4()));
+    let spool = temp_dir("sigkill");
     let spool_var = spool.to_str().unwrap().to_string();
     let env = [
         ("CLOUDROUTER_USAGE_FLUSH_MS", "600000"),
@@ -452,42 +300,31 @@ async fn sigkill_loses_no_usage_record_and_a_replay_charges_each_request_once(po
         ("CLOUDROUTER_UNREADY_DELAY_MS", "0"),
         ("RUST_LOG", "warn"),
     ];
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let db = database_url(&pool);
     let email = "sigkill@example.com";
 
-    let mut first = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
-    assert_eq!(wait_ready(addr).await, Some(200));
+    let mut first = ServerProcess::ready(&db, &env).await;
     let key = customer_key(&pool, email, "value").await;
-    let mut ids = answered(addr, &key, 25).await;
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    let mut ids = answered(&first.base(), &key, 25).await;
+    first.kill();
     let written: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_records").fetch_one(&pool).await.unwrap();
     assert_eq!(written, 0, "nothing was flushed before the kill (the test's premise)");
     let first_spool = spool.with_extension("first");
     copy_tree(&spool, &first_spool);
 
-    let mut second = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
-    assert_eq!(wait_ready(addr).await, Some(200));
-    assert_books(&pool, email, &ids).await;
+    let restarted = Instant::now();
+    let mut second = ServerProcess::ready(&db, &env).await;
+    figures("SIGKILL with every record unflushed", ids.len(), ids.len(), &Default::default(), lost(&pool, &ids).await, restarted.elapsed());
+    assert_eq!(assert_books(&pool, email, &ids).await, ids.len() as i64, "no record but the answered ones");
 
-    ids.extend(answered(addr, &key, 10).await);
-    second.0.kill().unwrap();
-    second.0.wait().unwrap();
+    ids.extend(answered(&second.base(), &key, 10).await);
+    second.kill();
     // the first process's spool once more, every record of it committed by now
     copy_tree(&first_spool, &spool);
-    let mut third = KillOnDrop(server_process(&pool, addr, &env, std::process::Stdio::null()).await);
-    assert_eq!(wait_ready(addr).await, Some(200));
-    assert_books(&pool, email, &ids).await;
+    let mut third = ServerProcess::ready(&db, &env).await;
+    assert_eq!(assert_books(&pool, email, &ids).await, ids.len() as i64, "no record but the answered ones");
 
-    assert!(std::process::Command::new("kill").args(["-TERM", &third.0.id().to_string()]).status().unwrap().success());
-    let mut exited = None;
-    for _ in 0..300 {
-        exited = third.0.try_wait().unwrap();
-        if exited.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let exited = third.stop().await;
     assert!(exited.is_some_and(|s| s.success()), "a clean stop: {exited:?}");
     assert_eq!(files_under(&spool), Vec::<std::path::PathBuf>::new(), "a clean stop leaves an empty spool");
     let _ = std::fs::remove_dir_all(&spool);

@@ -40,12 +40,12 @@ async fn main() -> anyhow::Result<()> {
     let port: u16 = arg(&args, "--port").and_then(|p| p.parse().ok()).unwrap_or(0);
     let balance = MicroCny::parse(&arg(&args, "--balance").unwrap_or_else(|| "1000".into()))?;
 
-    let admin = db::connect(&server_url).await?;
+    let admin = db::connect(&server_url, db::DEFAULT_POOL_SIZE).await?;
     let dbname = format!("cr_testbed_{}", cloudrouter_core::util::random_base62(10).to_lowercase());
     sqlx::query(&format!("CREATE DATABASE {dbname}")).execute(&admin).await?;
     let (base, _) = server_url.rsplit_once('/').unwrap_or((&server_url, ""));
     let database_url = format!("{base}/{dbname}");
-    let pool = db::connect(&database_url).await?;
+    let pool = db::connect(&database_url, db::DEFAULT_POOL_SIZE).await?;
     db::migrate(&pool).await?;
 
     let secret = std::env::var("CLOUDROUTER_SECRET").unwrap_or_else(|_| "testbed-secret".into());
@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let gw = Gateway::start(pool.clone(), crypto, GatewayConfig::from_env()).await?;
+    let gw = Gateway::start(pool.clone(), crypto, GatewayConfig::from_env()?).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let app = gw.router();

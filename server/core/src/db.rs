@@ -3,11 +3,14 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
 
-/// Connects with settings that suit both the console and the gateway: the gateway keeps its
-/// hot path off the database, so a modest pool serves many requests.
-pub async fn connect(database_url: &str) -> Result<PgPool, sqlx::Error> {
+/// The pool size that suits one instance: the gateway keeps its hot path off the database, so
+/// a modest pool serves many requests.
+pub const DEFAULT_POOL_SIZE: u32 = 20;
+
+/// Connects with at most `max_connections` connections (`CLOUDROUTER_DB_POOL_SIZE`).
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(20)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect(database_url)
         .await

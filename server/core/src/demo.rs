@@ -85,6 +85,9 @@ pub struct FakeState {
     body_limit: usize,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// requests inside `first_byte_delay` now, and the most there were at once
+    waiting: AtomicU64,
+    peak_waiting: AtomicU64,
     last: Mutex<Option<RecordedRequest>>,
     models_seen: Mutex<Vec<String>>,
     /// prefixes written to the prompt cache (`FakeBehavior::prompt_cache`), by hash
@@ -99,6 +102,8 @@ impl Default for FakeState {
             body_limit: 64 << 20,
             requests: AtomicU64::default(),
             failures: AtomicU64::default(),
+            waiting: AtomicU64::default(),
+            peak_waiting: AtomicU64::default(),
             last: Mutex::default(),
             models_seen: Mutex::default(),
             cached: Mutex::default(),
@@ -137,6 +142,12 @@ impl FakeUpstream {
 
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were inside `first_byte_delay` at once since the last call (what a
+    /// concurrency limit bounds); resets the count.
+    pub fn take_peak_in_flight(&self) -> u64 {
+        self.state.peak_waiting.swap(self.state.waiting.load(Ordering::SeqCst), Ordering::SeqCst)
     }
 
     pub fn last_request(&self) -> Option<RecordedRequest> {
@@ -181,8 +192,12 @@ pub fn fake_router(state: Arc<FakeState>) -> Router {
         .with_state(state)
 }
 
-/// Registers the demo upstream (serving every channel) when no upstream exists yet.
+/// Registers the demo upstream (serving every channel) when no upstream exists yet, and points an
+/// existing one at this instance.
 pub async fn ensure_demo_upstream(pool: &PgPool, crypto: &Crypto, base_url: &str) -> Result<(), UpstreamError> {
+    // the demo upstream is this process's own `/_demo`: after a restart on another address it
+    // must follow, or every demo call would fail over to nothing
+    sqlx::query("UPDATE upstreams SET base_url = $1, updated_at = now() WHERE is_demo AND base_url <> $1").bind(base_url).execute(pool).await?;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM upstreams").fetch_one(pool).await?;
     if n > 0 {
         return Ok(());
@@ -246,6 +261,16 @@ async fn intake(state: &FakeState, req: Request) -> Result<(Value, usize, FakeBe
     *state.last.lock().unwrap() = Some(rec.clone());
     let b = state.behavior.read().unwrap().clone();
     if !b.first_byte_delay.is_zero() {
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = state.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_waiting.fetch_max(now, Ordering::SeqCst);
+        // counted out even when the caller hangs up meanwhile
+        let _waiting = Waiting(&state.waiting);
         tokio::time::sleep(b.first_byte_delay).await;
     }
     let key = presented(&parts.headers);

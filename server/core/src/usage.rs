@@ -23,6 +23,7 @@
 //! the spools of instances that are gone are replayed ([`UsageWriter::start`]). Records never
 //! contain prompts or replies.
 
+pub mod partitions;
 mod spool;
 
 use crate::pricing::{ServerToolUse, TokenUsage};

@@ -659,3 +659,68 @@ async fn bench_page_queries() {
         n
     });
 }
+
+/// Every row of usage_records and which partition holds it.
+async fn partitions_of(pool: &PgPool) -> BTreeMap<String, String> {
+    sqlx::query_as::<_, (String, String)>("SELECT id, tableoid::regclass::text FROM usage_records").fetch_all(pool).await.unwrap().into_iter().collect()
+}
+
+/// The three rollups, as text: equal before and after means not one figure changed.
+async fn rollups(pool: &PgPool) -> Vec<String> {
+    let mut all = vec![];
+    for table in ["usage_hourly", "usage_hourly_global", "usage_daily_key"] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY 1")).fetch_all(pool).await.unwrap();
+        assert!(!rows.is_empty(), "{table} has rows");
+        all.extend(rows);
+    }
+    all
+}
+
+/// usage_records is partitioned by UTC month (migration 0020): a record lands in its month's
+/// partition, one whose month has no partition yet waits in the default one and moves into its
+/// month when maintenance creates it, and retention drops whole months past the limit while the
+/// rollups (charts, totals) keep every figure.
+#[sqlx::test(migrations = "../../migrations")]
+async fn usage_records_are_kept_by_month_and_retention_keeps_the_rollups(pool: PgPool) {
+    use chrono::Datelike;
+    let u = user(&pool, "old@example.com").await;
+    let today = Utc::now();
+    let month_name = |at: DateTime<Utc>| format!("usage_records_{:04}m{:02}", at.year(), at.month());
+    let ago = |days: i64| today - Duration::days(days);
+    let recs: Vec<UsageRecord> = [("now", 0), ("two-months", 62), ("fourteen-months", 430), ("twenty-months", 610)]
+        .iter()
+        .flat_map(|(name, days)| (0..3).map(move |i| rec(format!("{name}-{i}"), ago(*days) - Duration::minutes(i), u).n(i + 1).build()))
+        .collect();
+    write(&pool, &recs, 5).await;
+    let before = partitions_of(&pool).await;
+    assert_eq!(before["now-0"], month_name(today), "this month's partition exists from the migration on");
+    assert_eq!(before["fourteen-months-0"], "usage_records_default", "an old month waits in the default partition");
+    assert_rollups_exact(&pool).await;
+    let figures = rollups(&pool).await;
+
+    // keeping everything: the months of the waiting rows are created and the rows move in
+    let dropped = cloudrouter_core::usage::partitions::maintain(&pool, 0).await.unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
+    let moved = partitions_of(&pool).await;
+    for r in &recs {
+        assert_eq!(moved[&r.id], month_name(r.created_at), "{} is in its month", r.id);
+    }
+    assert_rollups_exact(&pool).await;
+    assert_eq!(rollups(&pool).await, figures, "moving rows between partitions changes no rollup");
+
+    // 13 months kept: the fourteen- and twenty-month-old months go, the rollups stay
+    let mut dropped = cloudrouter_core::usage::partitions::maintain(&pool, 13).await.unwrap();
+    dropped.sort();
+    let mut expected = vec![month_name(ago(610)), month_name(ago(430))];
+    expected.sort();
+    assert_eq!(dropped, expected);
+    let kept = partitions_of(&pool).await;
+    assert_eq!(kept.len(), 6, "{kept:?}");
+    assert!(kept.keys().all(|id| id.starts_with("now") || id.starts_with("two-months")), "{kept:?}");
+    assert_eq!(rollups(&pool).await, figures, "retention changes no rollup");
+    assert!(cloudrouter_core::usage::partitions::maintain(&pool, 13).await.unwrap().is_empty(), "a second run has nothing to do");
+
+    // the writer still stores and charges a record once: a duplicate of a kept one is skipped
+    write(&pool, &recs[..1], 5).await;
+    assert_eq!(partitions_of(&pool).await.len(), 6);
+}

@@ -4,6 +4,9 @@
 // Each test file uses a part of this.
 #![allow(dead_code)]
 
+pub mod books;
+pub mod postgres;
+pub mod process;
 pub mod smtp;
 
 use cloudrouter_core::db;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Gateway settings; `from_env` reads `CLOUDROUTER_*` variables, falling back to the defaults.
+/// Gateway settings; `from_env` reads `CLOUDROUTER_*` variables (unset ones take the defaults).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Largest accepted request body (`CLOUDROUTER_BODY_LIMIT_BYTES`, default 32 MiB).
@@ -69,29 +69,80 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
-    pub fn from_env() -> Self {
-        fn num(name: &str) -> Option<u64> {
-            std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-        }
-        let ms = |name: &str, d: Duration| num(name).map(Duration::from_millis).unwrap_or(d);
+    /// The settings from the environment; see [`GatewayConfig::from_vars`].
+    pub fn from_env() -> Result<Self, String> {
+        GatewayConfig::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// The settings from `lookup` (empty values are unset). A value that is set but does not
+    /// parse is an error naming it: a typo in a timeout must not quietly run on the default.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let bad = std::cell::RefCell::new(vec![]);
+        let num = |name: &str, min: u64, max: u64| -> Option<u64> {
+            let v = lookup(name).filter(|v| !v.trim().is_empty())?;
+            match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    bad.borrow_mut().push(format!("{name}={v:?} is not a whole number from {min} to {max}"));
+                    None
+                }
+            }
+        };
         let d = GatewayConfig::default();
-        GatewayConfig {
-            body_limit: num("CLOUDROUTER_BODY_LIMIT_BYTES").map(|v| v as usize).unwrap_or(d.body_limit),
+        let day_ms = 86_400_000;
+        let ms = |name: &str, d: Duration| num(name, 0, day_ms).map_or(d, Duration::from_millis);
+        let config = GatewayConfig {
+            body_limit: num("CLOUDROUTER_BODY_LIMIT_BYTES", 1024, 1 << 30).map_or(d.body_limit, |v| v as usize),
             connect_timeout: ms("CLOUDROUTER_CONNECT_TIMEOUT_MS", d.connect_timeout),
             first_byte_timeout: ms("CLOUDROUTER_FIRST_BYTE_TIMEOUT_MS", d.first_byte_timeout),
             response_timeout: ms("CLOUDROUTER_RESPONSE_TIMEOUT_MS", d.response_timeout),
             idle_timeout: ms("CLOUDROUTER_IDLE_TIMEOUT_MS", d.idle_timeout),
             drain_timeout: ms("CLOUDROUTER_DRAIN_TIMEOUT_MS", d.drain_timeout),
-            count_tokens_rpm: num("CLOUDROUTER_COUNT_TOKENS_RPM").map(|v| v.clamp(1, i32::MAX as u64) as i32).unwrap_or(d.count_tokens_rpm),
-            max_attempts: num("CLOUDROUTER_MAX_ATTEMPTS").map(|v| v.clamp(1, 10) as u32).unwrap_or(d.max_attempts),
             retry_budget: ms("CLOUDROUTER_RETRY_BUDGET_MS", d.retry_budget),
             grace_period: ms("CLOUDROUTER_SHUTDOWN_GRACE_MS", d.grace_period),
-            breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES").map(|v| v as u32).unwrap_or(d.breaker_failures),
             breaker_open_for: ms("CLOUDROUTER_BREAKER_OPEN_MS", d.breaker_open_for),
             account_out_for: ms("CLOUDROUTER_ACCOUNT_OUT_MS", d.account_out_for),
-            usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS").map(|v| v.max(1) as usize).unwrap_or(d.usage_batch_rows),
             usage_flush_interval: ms("CLOUDROUTER_USAGE_FLUSH_MS", d.usage_flush_interval),
-            usage_spool_dir: std::env::var_os("CLOUDROUTER_SPOOL_DIR").filter(|v| !v.is_empty()).map_or(d.usage_spool_dir, PathBuf::from),
-        }
+            count_tokens_rpm: num("CLOUDROUTER_COUNT_TOKENS_RPM", 1, i32::MAX as u64).map_or(d.count_tokens_rpm, |v| v as i32),
+            max_attempts: num("CLOUDROUTER_MAX_ATTEMPTS", 1, 10).map_or(d.max_attempts, |v| v as u32),
+            breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES", 1, 1000).map_or(d.breaker_failures, |v| v as u32),
+            usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS", 1, 100_000).map_or(d.usage_batch_rows, |v| v as usize),
+            usage_spool_dir: lookup("CLOUDROUTER_SPOOL_DIR").filter(|v| !v.is_empty()).map_or(d.usage_spool_dir, PathBuf::from),
+        };
+        let bad = bad.into_inner();
+        if bad.is_empty() { Ok(config) } else { Err(format!("gateway settings that do not parse: {}", bad.join("; "))) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<GatewayConfig, String> {
+        let vars: std::collections::HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        GatewayConfig::from_vars(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn unset_and_empty_settings_take_the_defaults() {
+        let c = from(&[("CLOUDROUTER_IDLE_TIMEOUT_MS", "")]).unwrap();
+        assert_eq!(c.idle_timeout, GatewayConfig::default().idle_timeout);
+        assert_eq!(c.max_attempts, 3);
+    }
+
+    #[test]
+    fn settings_that_parse_are_used() {
+        let c = from(&[("CLOUDROUTER_IDLE_TIMEOUT_MS", " 2500 "), ("CLOUDROUTER_MAX_ATTEMPTS", "5"), ("CLOUDROUTER_SPOOL_DIR", "/var/lib/x")]).unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_millis(2500));
+        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.usage_spool_dir, PathBuf::from("/var/lib/x"));
+    }
+
+    #[test]
+    fn a_setting_that_does_not_parse_or_is_out_of_range_is_refused_by_name() {
+        let e = from(&[("CLOUDROUTER_IDLE_TIMEOUT_MS", "60s"), ("CLOUDROUTER_MAX_ATTEMPTS", "0"), ("CLOUDROUTER_BREAKER_FAILURES", "-1")]).unwrap_err();
+        assert!(e.contains("CLOUDROUTER_IDLE_TIMEOUT_MS=\"60s\""), "{e}");
+        assert!(e.contains("CLOUDROUTER_MAX_ATTEMPTS=\"0\""), "{e}");
+        assert!(e.contains("CLOUDROUTER_BREAKER_FAILURES"), "{e}");
     }
 }
