@@ -200,6 +200,12 @@ async fn metrics_count_a_request_by_channel_and_catalogue_model_with_its_tokens_
     assert_eq!(delta("cloudrouter_request_duration_seconds_count", &count), 1.0, "latency histogram\n{after}");
     assert!(value(&after, "cloudrouter_usage_records_written_total", &[]) >= 2.0, "the writer counted its rows\n{after}");
     assert!(samples(&after, "cloudrouter_usage_flush_rows_count").values().sum::<f64>() >= 1.0, "flush batch sizes\n{after}");
+    let attempts = |text: &str| samples(text, "cloudrouter_upstream_attempts_total").values().sum::<f64>();
+    assert_eq!(attempts(&after) - attempts(&before), 1.0, "one attempt at the demo upstream (the unknown model sent none)\n{after}");
+    assert!(samples(&after, "cloudrouter_upstream_failures_total").values().all(|v| *v == 0.0), "{after}");
+    assert!(value(&after, "cloudrouter_money_leases", &[]) >= 1.0, "the customer's balance lease\n{after}");
+    assert!(value(&after, "cloudrouter_money_leased_unreserved_micro_cny", &[]) > 0.0, "{after}");
+    assert_eq!(value(&after, "cloudrouter_money_holds", &[]), 0.0, "no request holds money now\n{after}");
 }
 
 /// `server` as deployed, stopped with SIGTERM: `/readyz` turns 503 `draining` at once while the

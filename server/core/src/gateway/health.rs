@@ -28,6 +28,7 @@ struct Inner {
     latency_ewma_ms: Option<f64>,
     last_error: Option<String>,
     total: u64,
+    failed: u64,
 }
 
 pub(crate) struct Breaker {
@@ -51,6 +52,8 @@ pub struct UpstreamHealth {
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
     pub total_attempts: u64,
+    /// Attempts that failed (errors, timeouts, refusals of its account) since start.
+    pub total_failures: u64,
     /// Seconds until the next recovery probe while open.
     pub retry_in_secs: Option<u64>,
 }
@@ -66,6 +69,7 @@ impl Breaker {
                 latency_ewma_ms: None,
                 last_error: None,
                 total: 0,
+                failed: 0,
             }),
             threshold: threshold.max(1),
             open_for,
@@ -110,6 +114,7 @@ impl Breaker {
         }
         g.outcomes.push_back(ok);
         g.total += 1;
+        g.failed += u64::from(!ok);
     }
 
     pub(crate) fn success(&self, latency: Duration) {
@@ -176,6 +181,7 @@ impl Breaker {
             consecutive_failures: g.consecutive_failures,
             last_error: g.last_error.clone(),
             total_attempts: g.total,
+            total_failures: g.failed,
             retry_in_secs: retry_in,
         }
     }

@@ -126,7 +126,36 @@ impl Drop for SlotGuard {
     }
 }
 
+/// What this instance holds of the shared budgets right now (for `/metrics`).
+pub(crate) struct LeaseSummary {
+    /// money leases (per user, off-plan user and key) and the unreserved money in them
+    pub money_leases: usize,
+    pub money_free: MicroCny,
+    /// requests holding money from a lease now
+    pub holds: u64,
+    /// concurrency slots leased, and of those in use
+    pub slots_held: i64,
+    pub slots_in_use: i64,
+}
+
 impl Leases {
+    pub(crate) fn summary(&self) -> LeaseSummary {
+        let money: Vec<Arc<MoneyLease>> = self.money.lock().unwrap().values().cloned().collect();
+        let slots: Vec<Arc<SlotLease>> = self.slots.lock().unwrap().values().cloned().collect();
+        let mut s = LeaseSummary { money_leases: money.len(), money_free: MicroCny::ZERO, holds: 0, slots_held: 0, slots_in_use: 0 };
+        for m in money {
+            let st = m.st.lock().unwrap();
+            s.money_free = s.money_free.checked_add(st.free).unwrap_or(s.money_free);
+            s.holds += u64::from(st.inflight);
+        }
+        for l in slots {
+            let st = l.st.lock().unwrap();
+            s.slots_held += i64::from(st.held);
+            s.slots_in_use += i64::from(st.in_use);
+        }
+        s
+    }
+
     pub(crate) async fn register(pool: PgPool) -> Result<Arc<Leases>, sqlx::Error> {
         let instance_id = Uuid::new_v4();
         sqlx::query("INSERT INTO gateway_instances (id) VALUES ($1)").bind(instance_id).execute(&pool).await?;

@@ -168,9 +168,21 @@ impl Gateway {
                 _ => (0.0, 2.0),
             };
             let id = h.id.to_string();
-            metrics::gauge!(t::UPSTREAM_HEALTHY, "upstream" => h.name.clone(), "upstream_id" => id.clone()).set(healthy);
-            metrics::gauge!(t::UPSTREAM_CIRCUIT, "upstream" => h.name, "upstream_id" => id).set(state);
+            let labels = [("upstream", h.name), ("upstream_id", id)];
+            metrics::gauge!(t::UPSTREAM_HEALTHY, &labels).set(healthy);
+            metrics::gauge!(t::UPSTREAM_CIRCUIT, &labels).set(state);
+            metrics::counter!(t::UPSTREAM_ATTEMPTS, &labels).absolute(h.total_attempts);
+            metrics::counter!(t::UPSTREAM_FAILURES, &labels).absolute(h.total_failures);
+            if let Some(ms) = h.latency_ms {
+                metrics::gauge!(t::UPSTREAM_LATENCY, &labels).set(ms / 1000.0);
+            }
         }
+        let leases = self.inner.leases.summary();
+        metrics::gauge!(t::LEASES).set(leases.money_leases as f64);
+        metrics::gauge!(t::LEASE_FREE).set(leases.money_free.micros() as f64);
+        metrics::gauge!(t::HOLDS).set(leases.holds as f64);
+        metrics::gauge!(t::SLOTS, "state" => "held").set(leases.slots_held as f64);
+        metrics::gauge!(t::SLOTS, "state" => "in_use").set(leases.slots_in_use as f64);
         metrics::gauge!(t::IN_FLIGHT).set(self.in_flight() as f64);
         metrics::gauge!(t::DRAINING).set(if self.is_draining() { 1.0 } else { 0.0 });
         metrics::gauge!(t::USAGE_QUEUE).set(self.inner.usage.queued() as f64);
