@@ -97,7 +97,8 @@ pub async fn assert_books(pool: &PgPool, email: &str, ids: &[String]) -> i64 {
 /// refusals by status and type, usage records lost, and the time to recover.
 pub fn figures(fault: &str, requests: usize, answered: usize, refused: &BTreeMap<String, usize>, lost: i64, recovery: Duration) {
     let refused = if refused.is_empty() { "none".to_string() } else { refused.iter().map(|(k, n)| format!("{n}× {k}")).collect::<Vec<_>>().join(", ") };
-    eprintln!("FAULT\t{fault}\t{requests}\t{answered}\t{refused}\t{lost}\t{:.1} s", recovery.as_secs_f64());
+    // on a line of its own: libtest has printed "test name ... " without a newline
+    eprintln!("\nFAULT\t{fault}\t{requests}\t{answered}\t{refused}\t{lost}\t{:.1} s", recovery.as_secs_f64());
 }
 
 /// Answered request ids that have no usage record.
