@@ -77,9 +77,11 @@ pub fn spawn(pool: PgPool, crypto: Crypto, outbox: mail::Outbox, reporter: &Repo
                     }
                 }
             }
+            // until the next retry comes due, or a poll for what other instances queued
+            let next = sender.next_due().await.unwrap_or(POLL).min(POLL);
             tokio::select! {
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
     })
@@ -103,6 +105,18 @@ struct Due {
 }
 
 impl Sender {
+    /// How long until the earliest notice waiting for a retry comes due (None: none waits).
+    async fn next_due(&self) -> Option<Duration> {
+        let secs: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(next_at) - now())::float8 FROM alert_outbox WHERE done_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .flatten();
+        secs.map(|s| Duration::from_secs_f64(s.max(0.0)))
+    }
+
     /// Claims up to ten due notices and delivers them; how many were claimed.
     async fn deliver_due(&self) -> Result<usize, sqlx::Error> {
         let due: Vec<Due> = sqlx::query_as(
