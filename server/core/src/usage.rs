@@ -18,7 +18,9 @@
 //! So writing a record twice (a replayed spool, a retry after a lost commit acknowledgement)
 //! stores and charges it once. A failed flush is retried with the same rows (nothing is dequeued
 //! destructively); while it is failing the bounded channel fills and applies back-pressure instead
-//! of growing memory. Once committed, the records are marked done in the spool. On shutdown
+//! of growing memory; after three failures in a row (or a record the database rejects) staff are
+//! alerted (`alerts::Reporter`), and told again when it works. Once committed, the records are
+//! marked done in the spool. On shutdown
 //! everything queued is flushed; what cannot be stays in the spool. At start, before serving,
 //! the spools of instances that are gone are replayed ([`UsageWriter::start`]). Records never
 //! contain prompts or replies.
