@@ -148,7 +148,7 @@ pub async fn alert_settings() -> Result<AlertSettingsView, ServerFnError> {
     let s = customer::settings(&pool, user.id).await.map_err(crate::ssr::internal)?;
     let recent = customer::recent(&pool, user.id, 10).await.map_err(crate::ssr::internal)?;
     Ok(AlertSettingsView {
-        low_balance: s.low_balance.and_then(|a| a.two_places().or_else(|| Some(a.decimal()))).unwrap_or_default(),
+        low_balance: s.low_balance.map(|a| a.two_places().unwrap_or_else(|| a.decimal())).unwrap_or_default(),
         webhook_url: s.webhook_url,
         recent: recent.iter().map(|n| (n.created_at.format("%Y-%m-%d %H:%M UTC").to_string(), words::mail(n).0)).collect(),
     })
