@@ -34,6 +34,16 @@ pub struct Config {
     /// request records kept; older monthly partitions are dropped, the hourly and daily rollups
     /// (charts, totals, the status page) are kept. See docs/gateway.md, "Retention".
     pub usage_retention_months: u32,
+    /// `CLOUDROUTER_ALERT_WEBHOOK_URL`: where staff alerts are POSTed (signed with
+    /// `CLOUDROUTER_ALERT_WEBHOOK_SECRET`, required with it). See [`Config::alert_delivery`].
+    pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<String>,
+    /// `CLOUDROUTER_ALERT_EMAILS`: who is mailed staff alerts (comma-separated); every active
+    /// staff account when unset.
+    pub alert_emails: Vec<String>,
+    /// `CLOUDROUTER_ALERT_RETRY_MS` (30000): the first wait after a failed alert webhook, doubled
+    /// at each further failure (eight tries in all).
+    pub alert_retry: std::time::Duration,
     /// Settings that were set but do not parse: the server refuses to start on them rather than
     /// quietly running on a default (see [`Config::check_parsed`]).
     pub unparsed: Vec<String>,
@@ -94,7 +104,14 @@ impl Config {
         let unready_delay = std::time::Duration::from_millis(number("CLOUDROUTER_UNREADY_DELAY_MS", 0..=600_000, 2000));
         let db_pool_size = number("CLOUDROUTER_DB_POOL_SIZE", 2..=1000, 20) as u32;
         let usage_retention_months = number("CLOUDROUTER_USAGE_RETENTION_MONTHS", 0..=1200, 13) as u32;
+        let alert_retry = std::time::Duration::from_millis(number("CLOUDROUTER_ALERT_RETRY_MS", 1..=86_400_000, 30_000));
         Config {
+            alert_webhook_url: var("CLOUDROUTER_ALERT_WEBHOOK_URL").map(|v| v.trim().to_string()),
+            alert_webhook_secret: var("CLOUDROUTER_ALERT_WEBHOOK_SECRET").map(|v| v.trim().to_string()),
+            alert_emails: var("CLOUDROUTER_ALERT_EMAILS")
+                .map(|v| v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
+                .unwrap_or_default(),
+            alert_retry,
             metrics_token: var("CLOUDROUTER_METRICS_TOKEN").map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
             unready_delay,
             db_pool_size,
@@ -135,6 +152,29 @@ impl Config {
             }
         };
         Sender::new(transport, &from)
+    }
+
+    /// Where staff alerts go and how alerts are delivered; a webhook without a secret (or a
+    /// secret shorter than 16 characters, or a URL that is not http(s)) stops the server rather
+    /// than sending alerts nobody can verify. `render` writes an alert's mail.
+    pub fn alert_delivery(&self, render: cloudrouter_core::alerts::delivery::RenderMail) -> Result<cloudrouter_core::alerts::delivery::DeliveryConfig, String> {
+        use cloudrouter_core::alerts::delivery::{DeliveryConfig, Webhook};
+        let staff_webhook = match (&self.alert_webhook_url, &self.alert_webhook_secret) {
+            (None, _) => None,
+            (Some(_), None) => return Err("CLOUDROUTER_ALERT_WEBHOOK_URL is set without CLOUDROUTER_ALERT_WEBHOOK_SECRET, which signs each alert (e.g. `openssl rand -hex 32`)".into()),
+            (Some(_), Some(secret)) if secret.chars().count() < 16 => return Err("CLOUDROUTER_ALERT_WEBHOOK_SECRET is shorter than 16 characters".into()),
+            (Some(url), Some(secret)) => {
+                let ok = url.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+                if !ok {
+                    return Err(format!("CLOUDROUTER_ALERT_WEBHOOK_URL is not an http(s) URL: {url:?}"));
+                }
+                Some(Webhook { url: url.clone(), secret: secret.clone() })
+            }
+        };
+        if let Some(bad) = self.alert_emails.iter().find(|e| !cloudrouter_core::mail::is_address(e)) {
+            return Err(format!("CLOUDROUTER_ALERT_EMAILS holds {bad:?}, which is not a mail address"));
+        }
+        Ok(DeliveryConfig { staff_webhook, staff_emails: self.alert_emails.clone(), allow_private_webhooks: self.is_local(), retry_base: self.alert_retry, render })
     }
 
     /// The trusted proxies, parsed; a list that does not parse stops the server (a typo must not

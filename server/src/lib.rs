@@ -13,7 +13,7 @@ pub mod web;
 use crate::config::Config;
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::gateway::{self, Gateway, GatewayConfig};
-use cloudrouter_core::{admin_api, mail};
+use cloudrouter_core::{admin_api, alerts, mail};
 use cloudrouter_core::billing::{self, payments::{self, Payments}};
 use std::sync::Arc;
 use cloudrouter_core::demo;
@@ -36,6 +36,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     config.check_secret()?;
     let trusted_proxies = config.trusted_proxies()?;
     let mail_sender = config.mail()?;
+    let alert_delivery = config.alert_delivery(app::api::mails::alert)?;
     let crypto = Crypto::from_secret(&config.secret);
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     // before the gateway starts: the request path caches its metric handles
@@ -47,6 +48,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let staff_limits = billing::adjustments::StaffLimits::from_env()?;
     let outbox = mail::Outbox::new();
     mail::spawn_sender(pool.clone(), mail_sender, &outbox);
+    alerts::delivery::spawn(pool.clone(), crypto.clone(), outbox.clone(), &gateway.alerts(), alert_delivery);
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,

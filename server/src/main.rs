@@ -96,8 +96,11 @@ async fn rotate_secret(pool: &sqlx::PgPool, config: &Config, new_file: Option<&s
     if new == config.secret {
         return Err("the new secret is the current one".into());
     }
-    let (n, two_factor) = cloudrouter_core::upstreams::reencrypt_credentials(pool, &Crypto::from_secret(&config.secret), &Crypto::from_secret(new)).await?;
-    println!("{n} upstream credential(s) and {two_factor} two-factor secret(s) re-encrypted under the new secret.");
+    let done = cloudrouter_core::upstreams::reencrypt_credentials(pool, &Crypto::from_secret(&config.secret), &Crypto::from_secret(new)).await?;
+    println!(
+        "{} upstream credential(s), {} two-factor secret(s) and {} alert webhook secret(s) re-encrypted under the new secret.",
+        done.credentials, done.two_factor, done.webhooks
+    );
     eprintln!("Restart every instance with the new secret as CLOUDROUTER_SECRET (running ones cannot read the credentials any more).");
     Ok(())
 }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 mod common;
 
-use common::{client, spawn_app, spawn_app_with, TestApp, PASSWORD};
+use common::{app_code, client, spawn_app, spawn_app_with, TestApp, PASSWORD};
 
 #[sqlx::test(migrations = false)]
 async fn signup_signs_in_and_logout_signs_out(pool: PgPool) {
@@ -429,30 +429,6 @@ async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
 /// The harness's server secret, as the server derives its key from it (to read what it stored).
 fn crypto() -> cloudrouter_core::crypto::Crypto {
     cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
-}
-
-/// The code the authenticator app shows now for the account's secret, `steps` steps away.
-async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
-    use cloudrouter_core::totp;
-    let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
-    let secret = crypto().decrypt(&stored).unwrap();
-    totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
-}
-
-impl TestApp {
-    /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
-    async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
-        let (status, body) = self.call(c, "two_factor/begin", &[]).await;
-        assert!(status.is_success(), "{status} {body}");
-        let (_, view) = self.call(c, "two_factor", &[]).await;
-        assert!(view.contains("otpauth://totp/CloudRouter:"), "{view}");
-        // An earlier step's code, so that the test's next code (of the current step) is still new.
-        let code = app_code(&self.pool, email, "totp_pending_enc", -1).await;
-        let (status, body) = self.call(c, "two_factor/confirm", &[("code", &code)]).await;
-        assert!(status.is_success(), "{status} {body}");
-        let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
-        codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
-    }
 }
 
 #[sqlx::test(migrations = false)]

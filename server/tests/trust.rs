@@ -249,7 +249,7 @@ async fn secret_rotation_reencrypts_every_credential_or_none(pool: PgPool) {
 
     let out = rotate(&pool, STRONG_SECRET, &strong);
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstream credential(s) and 1 two-factor secret(s) re-encrypted"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 upstream credential(s), 1 two-factor secret(s) and 0 alert webhook secret(s) re-encrypted"), "{out:?}");
     let new = Crypto::from_secret(NEW);
     for (name, enc) in stored().await {
         assert_eq!(new.decrypt_str(&enc).unwrap(), format!("sk-ant-{name}-credential"));

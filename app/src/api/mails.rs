@@ -1,5 +1,6 @@
-//! The words of the mail the console sends, in the language of the request that asked for it.
-//! Which mail goes to whom is decided in core `email_links`; this only writes them.
+//! The words of the mail the console sends, in the language of the request that asked for it
+//! (alerts: in the recipient's saved language). Which mail goes to whom is decided in core
+//! (`email_links`, `alerts::delivery`); this only writes them.
 
 use crate::i18n::{t, tf};
 use cloudrouter_core::mail::Mail;
@@ -51,4 +52,15 @@ pub fn two_factor_turned_off(to: String) -> Mail {
         subject: t("Two-factor sign-in was turned off on your CloudRouter account").into(),
         body: t("CloudRouter support turned off two-factor sign-in on your account, as asked, and signed it out everywhere. Sign in with your password and turn it on again under Settings.\n\nIf you did not ask for this, reply to this mail or contact support at once.").into(),
     }
+}
+
+/// An alert's mail (subject, body) in `locale` (the account's saved language; English when
+/// unset); the alert sender calls it outside any request, so the language is provided here.
+pub fn alert(notice: &cloudrouter_core::alerts::Notice, locale: Option<&str>) -> (String, String) {
+    use leptos::prelude::{provide_context, Owner};
+    let lang = locale.and_then(crate::i18n::Lang::parse).unwrap_or_default();
+    Owner::new().with(|| {
+        provide_context(lang);
+        crate::api::alerts::words::mail(notice)
+    })
 }

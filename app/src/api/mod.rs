@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod alerts;
 pub mod billing;
 pub mod billing_admin;
 pub mod catalogue;
@@ -9,7 +10,7 @@ pub mod insight;
 pub mod invoices;
 pub mod keys;
 #[cfg(feature = "ssr")]
-mod mails;
+pub mod mails;
 pub mod usage;
 
 /// The readable part of a server function error, for showing in a form.

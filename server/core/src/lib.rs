@@ -3,6 +3,7 @@ pub mod accounts;
 pub mod db;
 
 pub mod admin_api;
+pub mod alerts;
 pub mod billing;
 pub mod catalogue;
 pub mod crypto;

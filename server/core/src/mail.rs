@@ -37,6 +37,12 @@ impl Outbox {
         Outbox::default()
     }
 
+    /// Wakes the sender, e.g. after committing mail queued in a transaction (the wake at
+    /// `queue` may come before the commit, and the sender then finds nothing until its next poll).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     pub async fn queue(&self, conn: impl sqlx::PgExecutor<'_>, mail: &Mail) -> Result<(), sqlx::Error> {
         sqlx::query("INSERT INTO mail_outbox (kind, to_addr, subject, body) VALUES ($1, $2, $3, $4)")
             .bind(mail.kind)
@@ -48,6 +54,11 @@ impl Outbox {
         self.wake.notify_one();
         Ok(())
     }
+}
+
+/// Whether `s` is a mail address (`name@example.com`, no display name).
+pub fn is_address(s: &str) -> bool {
+    s.parse::<lettre::Address>().is_ok()
 }
 
 /// Where mail goes.

@@ -262,15 +262,24 @@ pub enum RotateError {
     Unverified(String),
     #[error("the two-factor secret of {0} cannot be decrypted with the current secret; nothing was changed")]
     TwoFactorUndecryptable(String),
+    #[error("the alert webhook secret of {0} cannot be decrypted with the current secret; nothing was changed")]
+    WebhookUndecryptable(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// Re-encrypts every upstream credential, and every account's two-factor secret, from the `old`
-/// server secret to the `new` one, in one transaction with the rows locked: all or nothing, each
-/// credential read back under `new` before the commit. Returns how many credentials and how many
-/// two-factor secrets were re-encrypted.
-pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<(usize, usize), RotateError> {
+/// How many secrets of each sort a rotation re-encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reencrypted {
+    pub credentials: usize,
+    pub two_factor: usize,
+    pub webhooks: usize,
+}
+
+/// Re-encrypts every upstream credential, and every account's two-factor secret and alert
+/// webhook secret, from the `old` server secret to the `new` one, in one transaction with the rows
+/// locked: all or nothing, each credential read back under `new` before the commit.
+pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) -> Result<Reencrypted, RotateError> {
     let mut tx = pool.begin().await?;
     let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as("SELECT id, name, credential_enc FROM upstreams ORDER BY id FOR UPDATE")
         .fetch_all(&mut *tx)
@@ -284,8 +293,9 @@ pub async fn reencrypt_credentials(pool: &PgPool, old: &Crypto, new: &Crypto) ->
         sqlx::query("UPDATE upstreams SET credential_enc = $2, updated_at = now() WHERE id = $1").bind(id).bind(&again).execute(&mut *tx).await?;
     }
     let two_factor = crate::totp::reencrypt(&mut tx, old, new).await?;
+    let webhooks = crate::alerts::customer::reencrypt(&mut tx, old, new).await?;
     tx.commit().await?;
-    Ok((rows.len(), two_factor))
+    Ok(Reencrypted { credentials: rows.len(), two_factor, webhooks })
 }
 
 /// Enabled upstreams with decrypted credentials, for the gateway's routing table. An upstream

@@ -18,7 +18,9 @@
 //! So writing a record twice (a replayed spool, a retry after a lost commit acknowledgement)
 //! stores and charges it once. A failed flush is retried with the same rows (nothing is dequeued
 //! destructively); while it is failing the bounded channel fills and applies back-pressure instead
-//! of growing memory. Once committed, the records are marked done in the spool. On shutdown
+//! of growing memory; after three failures in a row (or a record the database rejects) staff are
+//! alerted (`alerts::Reporter`), and told again when it works. Once committed, the records are
+//! marked done in the spool. On shutdown
 //! everything queued is flushed; what cannot be stays in the spool. At start, before serving,
 //! the spools of instances that are gone are replayed ([`UsageWriter::start`]). Records never
 //! contain prompts or replies.
@@ -26,6 +28,7 @@
 pub mod partitions;
 mod spool;
 
+use crate::alerts::Reporter;
 use crate::pricing::{ServerToolUse, TokenUsage};
 use crate::money::{MicroCny, MicroUsd};
 use crate::text_enum::text_enum;
@@ -151,6 +154,8 @@ pub struct WriterConfig {
     pub shutdown_deadline: Duration,
     /// The spool's directory (its files are named after the database and the instance).
     pub spool_dir: PathBuf,
+    /// Told when flushes keep failing and when they work again (a staff alert).
+    pub alerts: Option<Reporter>,
 }
 
 impl Default for WriterConfig {
@@ -161,6 +166,7 @@ impl Default for WriterConfig {
             queue_capacity: 50_000,
             shutdown_deadline: Duration::from_secs(30),
             spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            alerts: None,
         }
     }
 }
@@ -282,7 +288,7 @@ async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::
             read += records.len();
             while !records.is_empty() {
                 let mut batch: Vec<UsageRecord> = records.drain(..records.len().min(cfg.batch_rows)).collect();
-                if !flush_with_retry(pool, orphan.instance, &mut batch, Some(cfg.shutdown_deadline)).await {
+                if !flush_with_retry(pool, orphan.instance, &mut batch, Some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
                     anyhow::bail!("cannot write the usage records spooled in {}; they stay there for the next start", path.display());
                 }
             }
@@ -348,7 +354,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() && flush_with_retry(&pool, instance, &mut batch, stopping.then_some(cfg.shutdown_deadline)).await {
+        if !batch.is_empty() && flush_with_retry(&pool, instance, &mut batch, stopping.then_some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
             spool.committed(&segments);
         }
         segments.clear();
@@ -365,24 +371,40 @@ async fn run(
     }
 }
 
+/// Consecutive failed flushes of one batch that raise the staff alert (a single failure is often a
+/// blip the retry absorbs).
+const ALERT_AFTER_FAILURES: u32 = 3;
+
 /// Flushes `batch` until it is written (true), retrying failures; with `give_up_after`, stops
-/// retrying after that long (false; the records stay in the spool).
-async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, give_up_after: Option<Duration>) -> bool {
+/// retrying after that long (false; the records stay in the spool). Staff are alerted
+/// (`alerts`) while it keeps failing or when the database rejects a record, and told when it
+/// works again.
+async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, give_up_after: Option<Duration>, alerts: Option<&Reporter>) -> bool {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;
-    loop {
+    let mut alerted = false;
+    let mut alert = |error: &str| {
+        if let Some(a) = alerts {
+            a.usage_flush_failing(instance, error);
+            alerted = true;
+        }
+    };
+    let written = loop {
         let attempt = std::time::Instant::now();
         let r = flush(pool, instance, batch).await;
         crate::telemetry::usage_flush(batch.len(), attempt.elapsed(), r.is_ok());
         match r {
             Ok(()) => {
                 batch.clear();
-                return true;
+                break true;
             }
             Err(e) => {
                 failures += 1;
                 tracing::warn!(rows = batch.len(), attempt = failures, error = %e, "usage flush failed; retrying");
+                if failures >= ALERT_AFTER_FAILURES {
+                    alert(&format!("usage flush failing ({failures} attempts): {e}"));
+                }
                 // A row the database rejects for itself (not a connection problem) must not block the
                 // others forever: after a few tries, flush one row at a time and set aside bad rows.
                 if failures >= 3 && matches!(e, sqlx::Error::Database(_)) {
@@ -396,25 +418,32 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
                             if matches!(e, sqlx::Error::Database(_)) {
                                 crate::telemetry::usage_lost("rejected", 1);
                                 tracing::error!(request_id = %one[0].id, error = %e, "usage record rejected by the database");
+                                alert(&format!("a usage record was rejected by the database and set aside: {e}"));
                             } else {
                                 batch.extend(one);
                             }
                         }
                     }
                     if batch.is_empty() {
-                        return true;
+                        break true;
                     }
                 }
                 if give_up_after.is_some_and(|d| started.elapsed() > d) {
                     tracing::error!(rows = batch.len(), "usage flush still failing; giving up");
                     batch.clear();
-                    return false;
+                    break false;
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    };
+    if written && alerted {
+        if let Some(a) = alerts {
+            a.usage_flush_ok(instance);
+        }
     }
+    written
 }
 
 /// Writes a batch and settles the charges of the records not stored before, in one transaction

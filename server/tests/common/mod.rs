@@ -17,6 +17,8 @@ use smtp::SmtpServer;
 use sqlx::PgPool;
 
 pub const PASSWORD: &str = "Sturdy-pass-2026";
+/// The server secret every test app runs with.
+pub const SECRET: &str = "test-server-secret";
 
 pub struct TestApp {
     pub base: String,
@@ -28,7 +30,7 @@ pub struct TestApp {
 /// The settings `server` would read, with the harness's fixed secret (it refuses to run without
 /// one) and the test's SMTP server.
 pub fn config(addr: std::net::SocketAddr, mail: &SmtpServer) -> Config {
-    Config { secret: "test-server-secret".into(), smtp_url: Some(mail.url.clone()), ..Config::from_env(addr) }
+    Config { secret: SECRET.into(), smtp_url: Some(mail.url.clone()), ..Config::from_env(addr) }
 }
 
 pub async fn spawn_app(pool: PgPool) -> TestApp {
@@ -103,5 +105,29 @@ impl TestApp {
 
     pub async fn me(&self, c: &Client) -> String {
         self.call(c, "me", &[]).await.1
+    }
+}
+
+/// The code the authenticator app shows now for the account's secret, `steps` steps away.
+pub async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
+    use cloudrouter_core::totp;
+    let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
+    let secret = cloudrouter_core::crypto::Crypto::from_secret(SECRET).decrypt(&stored).unwrap();
+    totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
+}
+
+impl TestApp {
+    /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
+    pub async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
+        let (status, body) = self.call(c, "two_factor/begin", &[]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let (_, view) = self.call(c, "two_factor", &[]).await;
+        assert!(view.contains("otpauth://totp/CloudRouter:"), "{view}");
+        // An earlier step's code, so that the test's next code (of the current step) is still new.
+        let code = app_code(&self.pool, email, "totp_pending_enc", -1).await;
+        let (status, body) = self.call(c, "two_factor/confirm", &[("code", &code)]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
     }
 }

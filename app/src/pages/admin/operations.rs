@@ -1,6 +1,8 @@
-//! Staff: usage across all customers, each upstream's share of traffic, success and latency, and
-//! the money to watch: requests charged above their hold and balances below zero.
+//! Staff: alerts (open first, then the latest resolved, and how their delivery goes), usage across
+//! all customers, each upstream's share of traffic, success and latency, and the money to watch:
+//! requests charged above their hold and balances below zero.
 
+use crate::api::alerts::staff_alerts;
 use crate::api::insight::{mail_health, money_exceptions, upstream_lines, usage_charts};
 use crate::components::loaded::Loaded;
 use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
@@ -21,6 +23,7 @@ pub fn Operations() -> impl IntoView {
     let upstreams = Resource::new(range, upstream_lines);
     let money = Resource::new(|| (), |_| money_exceptions());
     let mail = Resource::new(|| (), |_| mail_health());
+    let alerts = Resource::new(|| (), |_| staff_alerts());
     view! {
         <Title text=t("Operations") />
         <h1 class="page-title">{t("Operations")}</h1>
@@ -28,7 +31,33 @@ pub fn Operations() -> impl IntoView {
             <Tabs param="range" name=t("Time range") options=&RANGES current=range() base="/console/admin/operations".into() keep=vec![("by".into(), by())] />
             <Tabs param="by" name=t("Group by") options=&GROUPS current=by() base="/console/admin/operations".into() keep=vec![("range".into(), range())] />
         </div>
-        <h2 class="section-title mt-6">{t("Upstreams")}</h2>
+        <h2 class="section-title mt-6">{t("Alerts")}</h2>
+        <p class="muted mt-1 text-sm">{t("Each alert is sent once when it opens and once when its condition has stayed gone for a while, by mail and to the alert webhook.")}</p>
+        <Loaded resource=alerts let:a>
+            <p class="mt-3 text-sm" data-testid="ops-alert-delivery">
+                {tf("Delivery: {} waiting · {} retrying · {} given up", &[&a.waiting, &a.retrying, &a.given_up])}
+                {a.last_error.map(|e| view! { <span class="muted text-xs">" — "{e}</span> })}
+            </p>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>{t("Status")}</th><th>{t("Alert")}</th><th>{t("Subject")}</th><th>{t("Opened")}</th><th>{t("Resolved")}</th><th>{t("Detail")}</th></tr></thead>
+                    <tbody>
+                        {a.alerts.is_empty().then(|| view! { <tr><td colspan="6" class="muted">{t("None")}</td></tr> })}
+                        {a.alerts.into_iter().map(|l| view! {
+                            <tr data-testid="ops-alert" data-open=l.open.to_string()>
+                                <td>{if l.open { view! { <span class="badge">{t("open")}</span> }.into_any() } else { view! { <span class="muted">{t("resolved")}</span> }.into_any() }}</td>
+                                <td>{l.what}</td>
+                                <td>{l.subject}</td>
+                                <td class="whitespace-nowrap">{l.opened}</td>
+                                <td class="whitespace-nowrap">{l.resolved}</td>
+                                <td class="text-xs">{l.detail}</td>
+                            </tr>
+                        }).collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </Loaded>
+        <h2 class="section-title mt-8">{t("Upstreams")}</h2>
         <Loaded resource=upstreams let:list>
             <div class="card mt-3 overflow-x-auto p-0">
                 <table class="table">

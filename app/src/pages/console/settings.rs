@@ -1,5 +1,6 @@
 use crate::api::account::{two_factor, BeginTwoFactor, ChangePassword, ConfirmTwoFactor, DisableTwoFactor, RecoveryCodes, TwoFactorView};
-use crate::components::form::{ActionError, ActionMessage, Field, SubmitButton};
+use crate::api::alerts::{alert_settings, AlertSettingsView, RemoveAlertWebhook, SetAlertWebhook, SetLowBalance};
+use crate::components::form::{successes, ActionError, ActionMessage, Field, SubmitButton};
 use crate::components::layout::use_session_user;
 use crate::i18n::{t, tf};
 use leptos::prelude::*;
@@ -40,7 +41,79 @@ pub fn Settings() -> impl IntoView {
                 </ActionForm>
             </section>
             <TwoFactor />
+            <Alerts />
         </div>
+    }
+}
+
+/// Alerts: the low-balance threshold and the webhook (its signing secret shown once, right
+/// after it is made). Plain forms, so they work with JavaScript off.
+#[component]
+fn Alerts() -> impl IntoView {
+    let threshold = ServerAction::<SetLowBalance>::new();
+    let webhook = ServerAction::<SetAlertWebhook>::new();
+    let remove = ServerAction::<RemoveAlertWebhook>::new();
+    let (saved, set_hook, removed) = (successes(threshold.value()), successes(webhook.value()), successes(remove.value()));
+    let settings = Resource::new(move || (saved.get(), set_hook.get(), removed.get()), |_| alert_settings());
+    view! {
+        <section class="card lg:col-span-2" id="alerts">
+            <h2 class="section-title">{t("Alerts")}</h2>
+            <p class="muted mt-1 text-sm">{t("We mail you when your balance goes below your threshold, when you have used 80% and all of your plan's allowance, and when an API key reaches its spending limit: once each time, and again only after it was back above. A webhook gets the same alerts as signed JSON.")}</p>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match settings.await {
+                        Ok(s) => view! { <AlertForms s threshold webhook remove /> }.into_any(),
+                        Err(e) => view! { <p role="alert" class="alert-error mt-3">{crate::api::error_text(&e)}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn AlertForms(
+    s: AlertSettingsView,
+    threshold: ServerAction<SetLowBalance>,
+    webhook: ServerAction<SetAlertWebhook>,
+    remove: ServerAction<RemoveAlertWebhook>,
+) -> impl IntoView {
+    let secret = move || webhook.value().get().and_then(Result::ok);
+    view! {
+        <ActionForm action=threshold attr:class="mt-4 grid gap-4 sm:grid-cols-2 sm:items-end">
+            <Field label=t("Low-balance threshold (¥)") name="amount" value=s.low_balance required=false placeholder="50.00"
+                hint=t("Leave empty to turn the low-balance alert off.") />
+            <SubmitButton label=t("Save threshold") pending=threshold.pending() />
+        </ActionForm>
+        <div class="mt-2"><ActionMessage value=threshold.value() /></div>
+        {match s.webhook_url {
+            Some(url) => view! {
+                <p class="mt-6 text-sm" data-testid="alert-webhook">{t("Alerts are also sent to:")}" "<code class="break-all font-mono">{url}</code></p>
+                <ActionForm action=remove attr:class="mt-3">
+                    <button type="submit" class="btn-danger">{t("Remove webhook")}</button>
+                </ActionForm>
+            }.into_any(),
+            None => view! { <p class="muted mt-6 text-sm">{t("No webhook: alerts come by mail only.")}</p> }.into_any(),
+        }}
+        <ActionMessage value=remove.value() />
+        <ActionForm action=webhook attr:class="mt-4 grid gap-4 sm:grid-cols-2 sm:items-end">
+            <Field label=t("Webhook URL") name="url" kind="url" placeholder="https://example.com/cloudrouter-alerts"
+                hint=t("Setting it makes a new signing secret; the old one stops working.") />
+            <SubmitButton label=t("Set webhook") pending=webhook.pending() />
+        </ActionForm>
+        <ActionError value=Signal::derive(move || webhook.value().get().map(|r| r.map(|_| ()))) />
+        {move || secret().map(|secret| view! {
+            <div role="status" class="alert-ok mt-3">
+                <p>{t("Your signing secret, shown only now. Each alert carries a CloudRouter-Signature header: t=<unix time>,v1=<hex HMAC-SHA256 of “<t>.<body>” with this secret>. Reject a time more than 5 minutes off and an alert id you have seen.")}</p>
+                <code class="mt-2 block break-all font-mono" data-testid="alert-webhook-secret">{secret}</code>
+            </div>
+        })}
+        {(!s.recent.is_empty()).then(|| view! {
+            <h3 class="mt-6 font-semibold">{t("Latest alerts")}</h3>
+            <ul class="mt-2 space-y-1 text-sm">
+                {s.recent.into_iter().map(|(at, what)| view! { <li data-testid="alert-recent"><span class="muted">{at}</span>" · "{what}</li> }).collect_view()}
+            </ul>
+        })}
     }
 }
 

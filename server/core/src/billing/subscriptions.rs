@@ -180,6 +180,8 @@ async fn write_cycle(
 async fn expire_allowance(tx: &mut PgConnection, sub: &Subscription, why: Memo) -> Result<(), BillingError> {
     let left = sub.allowance_left_micro_usd();
     if left.is_positive() {
+        // not a use of the allowance: no "allowance used up" alert (migration 0021)
+        sqlx::query("SELECT set_config('cloudrouter.allowance_expiry', 'on', true)").execute(&mut *tx).await?;
         sqlx::query("UPDATE subscriptions SET allowance_used_micro_usd = allowance_micro_usd WHERE id = $1")
             .bind(sub.id)
             .execute(&mut *tx)

@@ -73,7 +73,8 @@ impl Shared {
         match self.leases.acquire_slot(channel_scope, channel.concurrency_capacity).await {
             Ok(Some(g)) => t.slots.push(g),
             Ok(None) => {
-                return Err(ApiError::new(overloaded(), format!("The {} channel is at capacity; please retry shortly", channel.name)).should_retry(true))
+                self.alerts.channel_at_capacity(&channel.code, &channel.name, &format!("the channel's capacity of {} concurrent requests is reached", channel.concurrency_capacity));
+                return Err(ApiError::new(overloaded(), format!("The {} channel is at capacity; please retry shortly", channel.name)).should_retry(true));
             }
             Err(e) => return Err(db_unavailable(e)),
         }
@@ -145,10 +146,11 @@ impl Shared {
             match self.leases.reserve(Budget::Key(key.key_id), hold).await {
                 Ok(Some(h)) => t.key_hold = Some(h),
                 Ok(None) => {
+                    self.alerts.key_limit_refused(key.key_id);
                     return Err(ApiError::new(
                         StatusCode::PAYMENT_REQUIRED,
                         format!("This API key's spending limit is reached (this request needs up to {})", needs()),
-                    ))
+                    ));
                 }
                 Err(e) => return Err(db_unavailable(e)),
             }

@@ -1,4 +1,4 @@
-//! The gateway's settings: timeouts, retry budget, circuit breakers, usage batching and spool,
+//! The gateway's settings: timeouts, retry budget, circuit breakers, usage batching and spool, alerts,
 //! read once from `CLOUDROUTER_*` variables.
 
 use std::path::PathBuf;
@@ -43,6 +43,9 @@ pub struct GatewayConfig {
     /// Where usage records are spooled until they are committed (`CLOUDROUTER_SPOOL_DIR`,
     /// `.cloudrouter/spool`): a local disk of this machine, kept across restarts.
     pub usage_spool_dir: PathBuf,
+    /// A staff alert resolves once its condition has stayed gone this long; one that comes back
+    /// within it sends nothing new (`CLOUDROUTER_ALERT_SETTLE_MS`, 2 min).
+    pub alert_settle: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -64,6 +67,7 @@ impl Default for GatewayConfig {
             usage_batch_rows: 500,
             usage_flush_interval: Duration::from_millis(50),
             usage_spool_dir: PathBuf::from(crate::usage::DEFAULT_SPOOL_DIR),
+            alert_settle: Duration::from_secs(120),
         }
     }
 }
@@ -108,6 +112,7 @@ impl GatewayConfig {
             breaker_failures: num("CLOUDROUTER_BREAKER_FAILURES", 1, 1000).map_or(d.breaker_failures, |v| v as u32),
             usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS", 1, 100_000).map_or(d.usage_batch_rows, |v| v as usize),
             usage_spool_dir: lookup("CLOUDROUTER_SPOOL_DIR").filter(|v| !v.is_empty()).map_or(d.usage_spool_dir, PathBuf::from),
+            alert_settle: ms("CLOUDROUTER_ALERT_SETTLE_MS", d.alert_settle),
         };
         let bad = bad.into_inner();
         if bad.is_empty() { Ok(config) } else { Err(format!("gateway settings that do not parse: {}", bad.join("; "))) }

@@ -115,6 +115,8 @@ impl Shared {
     /// `started` run out.
     pub(super) async fn forward(&self, plan: ForwardPlan<'_>, attempts: &mut i32, started: Instant) -> Result<Answer, Unanswered> {
         let mut last: Option<Failure> = None;
+        // a capped upstream was skipped for want of a slot
+        let mut busy = false;
         let deadline = started + self.config.retry_budget;
         // a stream and count_tokens answer at once; a JSON message only when it is complete
         let timeout = if plan.stream || plan.endpoint_count { self.config.first_byte_timeout } else { self.config.response_timeout };
@@ -131,6 +133,7 @@ impl Shared {
                     continue;
                 }
                 let Ok(slot) = self.target_slot(&target, if sticky { plan.affinity_wait } else { Duration::ZERO }).await else {
+                    busy = true;
                     continue;
                 };
                 *attempts += 1;
@@ -140,6 +143,11 @@ impl Shared {
                     Err(failure) => last = Some(failure),
                 }
             }
+        }
+        if busy && last.is_none() {
+            let cat = self.catalogue();
+            let name = cat.channels.get(plan.channel).map_or(plan.channel, |(c, _)| c.name.as_str());
+            self.alerts.channel_at_capacity(plan.channel, name, "every upstream of the channel is at its concurrency cap");
         }
         Err(Unanswered::Exhausted { last })
     }

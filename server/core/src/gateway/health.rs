@@ -3,6 +3,10 @@
 //! Closed → (N consecutive failures, or ≥ 50 % failures over the last 20 with ≥ 10 samples) →
 //! Open for a cool-down (doubling on each reopening, at most 8×) → Half-open: one real request
 //! is let through as a recovery probe; success closes the circuit, failure reopens it.
+//!
+//! A breaker with a [`Watch`] tells staff (`alerts::Reporter`, which never waits) when its circuit
+//! opens — after failures, or because the upstream's account refused — and when it closes again:
+//! only on those transitions, never per request.
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -35,6 +39,14 @@ pub(crate) struct Breaker {
     inner: Mutex<Inner>,
     threshold: u32,
     open_for: Duration,
+    watch: Option<Watch>,
+}
+
+/// Who is told about a breaker's transitions, and which upstream it guards.
+pub(crate) struct Watch {
+    pub(crate) alerts: crate::alerts::Reporter,
+    pub(crate) upstream: Uuid,
+    pub(crate) name: String,
 }
 
 /// Live health of one upstream, as seen by this gateway instance.
@@ -73,7 +85,13 @@ impl Breaker {
             }),
             threshold: threshold.max(1),
             open_for,
+            watch: None,
         }
+    }
+
+    /// Reports this breaker's openings and closings to staff.
+    pub(crate) fn watched(self, watch: Watch) -> Breaker {
+        Breaker { watch: Some(watch), ..self }
     }
 
     /// Cheap check used when ordering candidates (does not take the probe).
@@ -129,6 +147,10 @@ impl Breaker {
         if !matches!(g.state, State::Closed) {
             g.state = State::Closed;
             g.reopenings = 0;
+            drop(g);
+            if let Some(w) = &self.watch {
+                w.alerts.upstream_recovered(w.upstream);
+            }
         }
     }
 
@@ -141,6 +163,10 @@ impl Breaker {
         g.consecutive_failures += 1;
         g.last_error = Some(format!("out of rotation: {reason}"));
         g.state = State::Open { until: Instant::now() + open_for };
+        drop(g);
+        if let Some(w) = &self.watch {
+            w.alerts.upstream_account(w.upstream, &w.name, reason);
+        }
     }
 
     pub(crate) fn failure(&self, what: &str) {
@@ -159,6 +185,10 @@ impl Breaker {
             let factor = 1u32 << g.reopenings.min(3);
             g.state = State::Open { until: Instant::now() + self.open_for * factor };
             g.reopenings += 1;
+            drop(g);
+            if let Some(w) = &self.watch {
+                w.alerts.upstream_down(w.upstream, &w.name, what);
+            }
         }
     }
 

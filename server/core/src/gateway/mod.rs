@@ -117,6 +117,11 @@ impl Gateway {
         self.inner.usage.sync().await;
     }
 
+    /// This instance's alert reporter (its task also wakes the alert delivery).
+    pub fn alerts(&self) -> crate::alerts::Reporter {
+        self.inner.alerts.clone()
+    }
+
     /// This instance's id (names its leases).
     pub fn instance_id(&self) -> Uuid {
         self.inner.leases.instance_id

@@ -5,10 +5,11 @@
 
 use super::affinity;
 use super::config::GatewayConfig;
-use super::health::Breaker;
+use super::health::{Breaker, Watch};
 use super::leases::Leases;
 use super::request::X_API_KEY;
 use super::upstream_client;
+use crate::alerts::Reporter;
 use crate::catalogue::{self, Channel, Model};
 use crate::crypto::Crypto;
 use crate::keys::KeyAuth;
@@ -47,6 +48,8 @@ pub(super) struct Shared {
     pub(super) draining: AtomicBool,
     pub(super) leases: Arc<Leases>,
     pub(super) usage: UsageWriter,
+    /// staff alerts and customer key-limit notices, reported without waiting
+    pub(super) alerts: Reporter,
     pub(super) inflight: AtomicUsize,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -112,6 +115,7 @@ impl Shared {
     /// NOTIFY listener and the lease maintenance task.
     pub(super) async fn start(pool: PgPool, crypto: Crypto, config: GatewayConfig) -> anyhow::Result<Arc<Shared>> {
         let leases = Leases::register(pool.clone()).await?;
+        let (alerts, alerts_task) = Reporter::start(pool.clone(), config.alert_settle);
         // replays the spools of instances that are gone before anything is served
         let usage = UsageWriter::start(
             pool.clone(),
@@ -120,6 +124,7 @@ impl Shared {
                 batch_rows: config.usage_batch_rows,
                 flush_interval: config.usage_flush_interval,
                 spool_dir: config.usage_spool_dir.clone(),
+                alerts: Some(alerts.clone()),
                 ..WriterConfig::default()
             },
         )
@@ -151,8 +156,9 @@ impl Shared {
             draining: AtomicBool::new(false),
             leases,
             usage,
+            alerts,
             inflight: AtomicUsize::new(0),
-            tasks: Mutex::new(vec![]),
+            tasks: Mutex::new(vec![alerts_task]),
         });
         // listen before loading, so that no change between the two is missed
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
@@ -293,7 +299,10 @@ impl Shared {
         let mut targets = Vec::with_capacity(rows.len());
         let mut known = self.breakers.lock().unwrap();
         for t in rows {
-            let new_breaker = || Arc::new(Breaker::new(self.config.breaker_failures, self.config.breaker_open_for));
+            let new_breaker = || {
+                let watch = Watch { alerts: self.alerts.clone(), upstream: t.id, name: t.name.clone() };
+                Arc::new(Breaker::new(self.config.breaker_failures, self.config.breaker_open_for).watched(watch))
+            };
             let breakers = known
                 .entry(t.id)
                 .or_insert_with(|| Breakers { messages: new_breaker(), count_tokens: new_breaker() })
