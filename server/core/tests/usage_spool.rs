@@ -92,15 +92,16 @@ async fn books(pool: &PgPool, user: Uuid, key: Uuid) -> (Vec<String>, [i64; 5]) 
 async fn a_record_written_again_is_neither_stored_nor_charged_again(pool: PgPool) {
     let spool = SpoolDir::new();
     let (user, key) = customer_with_key(&pool).await;
+    let [r1, r2, r3] = [record("req_1", user, key, 1_000), record("req_2", user, key, 2_000), record("req_3", user, key, 4_000)];
     let first = writer(&pool, &spool.0).await;
-    for r in [record("req_1", user, key, 1_000), record("req_2", user, key, 2_000)] {
+    for r in [r1, r2.clone()] {
         first.send(r).await;
     }
     first.sync().await;
-    // another writer (a replay, a retry) with a record stored already, one new one, and that one
-    // twice in the same batch
+    // another writer (a replay, a retry: the same records, created_at included) with a record
+    // stored already, one new one, and that one twice in the same batch
     let second = writer(&pool, &spool.0).await;
-    for r in [record("req_2", user, key, 2_000), record("req_3", user, key, 4_000), record("req_3", user, key, 4_000)] {
+    for r in [r2, r3.clone(), r3] {
         second.send(r).await;
     }
     second.sync().await;
