@@ -40,7 +40,7 @@ CREATE TABLE status_hourly (
 -- The upsert of the counted rows of relation `rel` (a transition table or usage_records) with
 -- sign 1 or -1. The rows are first counted per (hour, channel, latency bucket, TTFT bucket), a few
 -- dozen groups per batch, and the 2 × 32 histogram counts are taken over those groups: 32 FILTER
--- counts per row, as 0005 does, would cost the usage writer ~5x more here.
+-- counts per row, as 0005 does, measured ~4x slower here on 500-row batches.
 CREATE FUNCTION cr_status_rollup_sql(rel TEXT, sign INT) RETURNS TEXT AS $$
 DECLARE
     lh TEXT; th TEXT; add_l TEXT; add_t TEXT;

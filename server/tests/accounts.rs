@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 mod common;
 
-use common::{client, spawn_app, spawn_app_with, TestApp, PASSWORD};
+use common::{app_code, client, crypto, spawn_app, spawn_app_with, TestApp, PASSWORD};
 
 #[sqlx::test(migrations = false)]
 async fn signup_signs_in_and_logout_signs_out(pool: PgPool) {
@@ -427,34 +427,6 @@ async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
 }
 
 /// The harness's server secret, as the server derives its key from it (to read what it stored).
-fn crypto() -> cloudrouter_core::crypto::Crypto {
-    cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
-}
-
-/// The code the authenticator app shows now for the account's secret, `steps` steps away.
-async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
-    use cloudrouter_core::totp;
-    let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
-    let secret = crypto().decrypt(&stored).unwrap();
-    totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
-}
-
-impl TestApp {
-    /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
-    async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
-        let (status, body) = self.call(c, "two_factor/begin", &[]).await;
-        assert!(status.is_success(), "{status} {body}");
-        let (_, view) = self.call(c, "two_factor", &[]).await;
-        assert!(view.contains("otpauth://totp/CloudRouter:"), "{view}");
-        // An earlier step's code, so that the test's next code (of the current step) is still new.
-        let code = app_code(&self.pool, email, "totp_pending_enc", -1).await;
-        let (status, body) = self.call(c, "two_factor/confirm", &[("code", &code)]).await;
-        assert!(status.is_success(), "{status} {body}");
-        let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
-        codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
-    }
-}
-
 #[sqlx::test(migrations = false)]
 async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -632,10 +604,11 @@ fn hostile_values() -> Vec<String> {
 const FIELDS: &[&str] = &[
     "account", "address", "allow_fallback", "allowance_usd", "amount", "api_key", "approve", "back", "bank", "base_url", "by", "cache_read",
     "cache_write_1h", "cache_write_5m", "capacity", "channel", "channels", "code", "company", "concurrency_cap", "concurrency_limit", "confirm",
-    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "input",
-    "issued_on", "kind", "lang", "message", "method", "models", "monthly_spend", "name", "new", "next", "note", "number", "order_id", "output",
-    "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit", "spend_limit", "status", "suspend",
-    "tax_id", "token", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
+    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "impact",
+    "input", "issued_on", "kind", "lang", "message", "message_en", "message_zh", "method", "models", "monthly_spend", "name", "new", "next", "note",
+    "number", "order_id", "output", "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit",
+    "spend_limit", "status", "suspend", "tax_id", "title_en", "title_zh", "token", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]",
+    "q[cursor]",
 ];
 
 fn enc(s: &str) -> String {
@@ -686,7 +659,8 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
         let pages = [
             "/", "/login", "/signup", "/signup/sent", "/signup/confirm", "/password/forgot", "/password/sent", "/password/reset", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
             "/console/pay/{v}", "/console/invoices", "/console/settings", "/console/admin", "/console/admin/users/{v}", "/console/admin/upstreams",
-            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/plans", "/console/admin/audit",
+            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/incidents", "/console/admin/plans", "/console/admin/audit",
+            "/status", "/status.json",
             "/console/usage.csv", "/console/invoices/{v}/pdf",
         ];
         for page in pages {

@@ -10,6 +10,7 @@ pub mod invoices;
 pub mod keys;
 #[cfg(feature = "ssr")]
 mod mails;
+pub mod status;
 pub mod usage;
 
 /// The readable part of a server function error, for showing in a form.

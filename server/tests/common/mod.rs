@@ -102,3 +102,39 @@ impl TestApp {
         self.call(c, "me", &[]).await.1
     }
 }
+
+pub fn crypto() -> cloudrouter_core::crypto::Crypto {
+    cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
+}
+
+/// The code the authenticator app shows now for the account's secret, `steps` steps away.
+pub async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
+    use cloudrouter_core::totp;
+    let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
+    let secret = crypto().decrypt(&stored).unwrap();
+    totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
+}
+
+impl TestApp {
+    /// Turns two-factor sign-in on for the signed-in `c` (as a person does in Settings); the recovery codes.
+    pub async fn enable_two_factor(&self, c: &Client, email: &str) -> Vec<String> {
+        let (status, body) = self.call(c, "two_factor/begin", &[]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let (_, view) = self.call(c, "two_factor", &[]).await;
+        assert!(view.contains("otpauth://totp/CloudRouter:"), "{view}");
+        // An earlier step's code, so that the test's next code (of the current step) is still new.
+        let code = app_code(&self.pool, email, "totp_pending_enc", -1).await;
+        let (status, body) = self.call(c, "two_factor/confirm", &[("code", &code)]).await;
+        assert!(status.is_success(), "{status} {body}");
+        let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Signs `c` up as `email`, makes the account staff and turns its two-factor sign-in on:
+    /// what staff functions ask of a caller.
+    pub async fn staff(&self, c: &Client, email: &str) {
+        self.signup(c, email).await;
+        cloudrouter_core::accounts::ensure_staff(&self.pool, email, PASSWORD).await.unwrap();
+        self.enable_two_factor(c, email).await;
+    }
+}
