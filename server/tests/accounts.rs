@@ -426,7 +426,6 @@ async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
     assert_eq!(page.status(), StatusCode::SEE_OTHER, "and a page load goes to sign-in");
 }
 
-/// The harness's server secret, as the server derives its key from it (to read what it stored).
 #[sqlx::test(migrations = false)]
 async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: PgPool) {
     let app = spawn_app(pool).await;

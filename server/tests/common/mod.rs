@@ -103,6 +103,7 @@ impl TestApp {
     }
 }
 
+/// The harness's server secret, as the server derives its key from it (to read what it stored).
 pub fn crypto() -> cloudrouter_core::crypto::Crypto {
     cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
 }

@@ -53,6 +53,8 @@ pub fn Incidents() -> impl IntoView {
             {t("What you post here appears on the public status page, in the reader's language (a text written in one language shows in both). Every post is in the audit log.")}
             " "<a class="link" href="/status">{t("Open the status page")}</a>
         </p>
+        // outside the list, which reloads after each post
+        <div class="mt-4 space-y-2"><ActionMessage value=open.value() /><ActionMessage value=update.value() /></div>
         <Loaded resource=list let:page>
             <section class="card mt-6 max-w-3xl">
                 <h2 class="section-title">{t("Post an incident")}</h2>
@@ -69,9 +71,7 @@ pub fn Incidents() -> impl IntoView {
                     <Messages />
                     <div class="sm:col-span-2"><button type="submit" class="btn-primary">{t("Post incident")}</button></div>
                 </ActionForm>
-                <div class="mt-3"><ActionMessage value=open.value() /></div>
             </section>
-            <div class="mt-3"><ActionMessage value=update.value() /></div>
             <h2 class="section-title mt-8">{t("Open incidents")}</h2>
             {if page.open.is_empty() {
                 view! { <p class="mt-3 text-sm text-slate-500">{t("None")}</p> }.into_any()
