@@ -1,5 +1,5 @@
 use crate::components::layout::{ConsoleLayout, PublicFrame, PublicLayout};
-use crate::pages::{admin, auth, console, landing, not_found::NotFound};
+use crate::pages::{admin, auth, console, landing, not_found::NotFound, status};
 use crate::i18n::{provide_lang, Lang};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -59,6 +59,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("password/forgot") view=auth::ForgotPassword ssr=SsrMode::Async />
                     <Route path=path!("password/sent") view=auth::ResetSent ssr=SsrMode::Async />
                     <Route path=path!("password/reset") view=auth::ResetPassword ssr=SsrMode::Async />
+                    <Route path=path!("status") view=status::StatusPage ssr=SsrMode::Async />
                 </ParentRoute>
                 <ParentRoute path=path!("console") view=ConsoleLayout ssr=SsrMode::Async>
                     <Route path=path!("") view=console::overview::Overview ssr=SsrMode::Async />
@@ -76,6 +77,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("admin/catalogue") view=admin::catalogue::Catalogue ssr=SsrMode::Async />
                     <Route path=path!("admin/billing") view=admin::billing::BillingQueue ssr=SsrMode::Async />
                     <Route path=path!("admin/operations") view=admin::operations::Operations ssr=SsrMode::Async />
+                    <Route path=path!("admin/incidents") view=admin::incidents::Incidents ssr=SsrMode::Async />
                     <Route path=path!("admin/plans") view=admin::plans::PlansAdmin ssr=SsrMode::Async />
                     <Route path=path!("admin/audit") view=admin::plans::Audit ssr=SsrMode::Async />
                 </ParentRoute>

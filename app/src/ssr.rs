@@ -26,6 +26,8 @@ pub struct ConsoleState {
     pub hash_slots: accounts::HashSlots,
     /// Sign-up and password-reset mail leaves through here.
     pub outbox: cloudrouter_core::mail::Outbox,
+    /// The public status page, computed at most every 30 s (shared with `/status.json`).
+    pub status: cloudrouter_core::status::StatusBoard,
 }
 
 /// The client's address, put on each console request by the server (which knows the trusted

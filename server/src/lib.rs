@@ -7,6 +7,7 @@ pub mod config;
 pub mod guard;
 pub mod invoice_files;
 pub mod operations;
+pub mod status_json;
 pub mod usage_export;
 pub mod web;
 
@@ -49,6 +50,7 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     let outbox = mail::Outbox::new();
     mail::spawn_sender(pool.clone(), mail_sender, &outbox);
     alerts::delivery::spawn(pool.clone(), crypto.clone(), outbox.clone(), &gateway.alerts(), alert_delivery);
+    let status = cloudrouter_core::status::StatusBoard::new(pool.clone(), cloudrouter_core::status::CACHE_TTL);
     let state = app::ssr::ConsoleState {
         pool: pool.clone(),
         crypto,
@@ -59,10 +61,12 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
         staff_limits,
         hash_slots: cloudrouter_core::accounts::HashSlots::new(config.hash_slots),
         outbox,
+        status: status.clone(),
     };
     spawn_billing_jobs(pool.clone());
     let router = axum::Router::new()
         .merge(operations::router(gateway.clone(), metrics, config.metrics_token.as_deref()))
+        .merge(status_json::router(status))
         .merge(gateway.router())
         .nest("/_demo", demo::router({
             let gateway = gateway.clone();

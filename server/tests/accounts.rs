@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 mod common;
 
-use common::{app_code, client, spawn_app, spawn_app_with, TestApp, PASSWORD};
+use common::{app_code, client, crypto, spawn_app, spawn_app_with, TestApp, PASSWORD};
 
 #[sqlx::test(migrations = false)]
 async fn signup_signs_in_and_logout_signs_out(pool: PgPool) {
@@ -426,11 +426,6 @@ async fn changing_the_password_signs_out_every_other_session(pool: PgPool) {
     assert_eq!(page.status(), StatusCode::SEE_OTHER, "and a page load goes to sign-in");
 }
 
-/// The harness's server secret, as the server derives its key from it (to read what it stored).
-fn crypto() -> cloudrouter_core::crypto::Crypto {
-    cloudrouter_core::crypto::Crypto::from_secret("test-server-secret")
-}
-
 #[sqlx::test(migrations = false)]
 async fn the_password_alone_does_not_sign_in_an_account_with_two_factor(pool: PgPool) {
     let app = spawn_app(pool).await;
@@ -608,10 +603,11 @@ fn hostile_values() -> Vec<String> {
 const FIELDS: &[&str] = &[
     "account", "address", "allow_fallback", "allowance_usd", "amount", "api_key", "approve", "back", "bank", "base_url", "by", "cache_read",
     "cache_write_1h", "cache_write_5m", "capacity", "channel", "channels", "code", "company", "concurrency_cap", "concurrency_limit", "confirm",
-    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "input",
-    "issued_on", "kind", "lang", "message", "method", "models", "monthly_spend", "name", "new", "next", "note", "number", "order_id", "output",
-    "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit", "spend_limit", "status", "suspend",
-    "tax_id", "token", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]", "q[cursor]",
+    "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "impact",
+    "input", "issued_on", "kind", "lang", "message", "message_en", "message_zh", "method", "models", "monthly_spend", "name", "new", "next", "note",
+    "number", "order_id", "output", "password", "phone", "plan", "price_yuan", "priority", "query", "range", "rate", "reason", "rpm_limit",
+    "spend_limit", "status", "suspend", "tax_id", "title_en", "title_zh", "token", "weight", "q[key]", "q[model]", "q[status]", "q[from]", "q[to]",
+    "q[cursor]",
 ];
 
 fn enc(s: &str) -> String {
@@ -662,7 +658,8 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
         let pages = [
             "/", "/login", "/signup", "/signup/sent", "/signup/confirm", "/password/forgot", "/password/sent", "/password/reset", "/console", "/console/quickstart", "/console/keys", "/console/usage", "/console/billing", "/console/plans",
             "/console/pay/{v}", "/console/invoices", "/console/settings", "/console/admin", "/console/admin/users/{v}", "/console/admin/upstreams",
-            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/plans", "/console/admin/audit",
+            "/console/admin/catalogue", "/console/admin/billing", "/console/admin/operations", "/console/admin/incidents", "/console/admin/plans", "/console/admin/audit",
+            "/status", "/status.json",
             "/console/usage.csv", "/console/invoices/{v}/pdf",
         ];
         for page in pages {

@@ -11,6 +11,7 @@ pub mod invoices;
 pub mod keys;
 #[cfg(feature = "ssr")]
 pub mod mails;
+pub mod status;
 pub mod usage;
 
 /// The readable part of a server function error, for showing in a form.

@@ -33,6 +33,7 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
                     <Logo />
                     <div class="flex items-center gap-2 text-sm">
                         <a href="/#pricing" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">{t("Pricing")}</a>
+                        <a href="/status" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">{t("Status")}</a>
                         <LanguageSwitch />
                         <Suspense fallback=|| ()>
                             {move || Suspend::new(async move {
@@ -52,6 +53,7 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
             <footer class="border-t border-slate-200 py-6 text-center text-xs text-slate-500 dark:border-slate-800">
                 {t("CloudRouter · genuine Claude models only · ")}
                 <a class="underline" href="mailto:support_cloudrouter@clouditera.com">"support_cloudrouter@clouditera.com"</a>
+                " · "<a class="underline" href="/status" data-testid="footer-status">{t("System status")}</a>
             </footer>
         </div>
     }
@@ -111,6 +113,7 @@ const CUSTOMER_NAV: &[NavItem] = &[
 const STAFF_NAV: &[NavItem] = &[
     NavItem { href: "/console/admin", label: "Users" },
     NavItem { href: "/console/admin/operations", label: "Operations" },
+    NavItem { href: "/console/admin/incidents", label: "Incidents" },
     NavItem { href: "/console/admin/billing", label: "Billing queue" },
     NavItem { href: "/console/admin/upstreams", label: "Upstreams" },
     NavItem { href: "/console/admin/catalogue", label: "Models & channels" },

@@ -4,3 +4,4 @@ pub mod auth;
 pub mod console;
 pub mod landing;
 pub mod not_found;
+pub mod status;

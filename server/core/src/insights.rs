@@ -218,7 +218,7 @@ pub fn shanghai_day_start(t: DateTime<Utc>) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn bucket_expr(range: Range) -> &'static str {
+pub(crate) fn bucket_expr(range: Range) -> &'static str {
     if range.hourly() {
         "hour"
     } else {
@@ -339,7 +339,7 @@ pub struct LatencyPoint {
 }
 
 /// `ARRAY[sum(col[1]), …, sum(col[32])]::int8[]`
-fn hist_sum_sql(col: &str) -> String {
+pub(crate) fn hist_sum_sql(col: &str) -> String {
     let parts: Vec<String> = (1..=HIST_BUCKETS).map(|i| format!("COALESCE(sum({col}[{i}]), 0)")).collect();
     format!("ARRAY[{}]::int8[]", parts.join(", "))
 }

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod mail;
 pub mod money;
 pub mod pricing;
+pub mod status;
 pub mod telemetry;
 pub mod throttle;
 pub mod totp;

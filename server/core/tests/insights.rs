@@ -4,13 +4,16 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloudrouter_core::insights::{self, Cursor, GroupBy, LogFilter, Range, Scope, SeriesPoint, StatusFilter};
 use cloudrouter_core::pricing::TokenUsage;
 use cloudrouter_core::money::{MicroCny, MicroUsd};
-use cloudrouter_core::usage::{Outcome, UsageRecord, UsageWriter, WriterConfig};
+use cloudrouter_core::usage::{Outcome, UsageRecord};
 use futures::StreamExt;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
-const MODELS: [&str; 3] = ["claude-sonnet-4-6", "claude-opus-4-8", "claude-haiku-4-5-20251001"];
+mod common;
+
+use common::records::{rec, user, write, MODELS};
+
 const CHANNELS: [&str; 3] = ["value", "smart", "stable"];
 
 struct Lcg(u64);
@@ -21,111 +24,8 @@ impl Lcg {
     }
 }
 
-async fn user(pool: &PgPool, email: &str) -> Uuid {
-    sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ($1, 'x') RETURNING id")
-        .bind(email)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 20, 5, 30, 0).unwrap()
-}
-
-/// A test usage record: `rec(id, at, user)` is a 200 on the smart channel for `MODELS[0]` with
-/// tokens and cost from `n = 1`; the setters change one field each.
-struct Rec(UsageRecord);
-
-fn rec(id: impl Into<String>, at: DateTime<Utc>, user: Uuid) -> Rec {
-    Rec(UsageRecord {
-        id: id.into(),
-        created_at: at,
-        user_id: user,
-        key_id: None,
-        channel: "smart".into(),
-        endpoint: "messages".into(),
-        requested_model: MODELS[0].into(),
-        served_model: None,
-        upstream_id: None,
-        stream: false,
-        status: 200,
-        error_type: None,
-        outcome: Outcome::Ok,
-        attempts: 1,
-        tokens: TokenUsage::default(),
-        server_tools: Default::default(),
-        cost_micro_usd: MicroUsd::from_micros(0),
-        charge_micros: MicroCny::from_micros(0),
-        held_micros: MicroCny::from_micros(0),
-        latency_ms: 100,
-        ttft_ms: None,
-        affinity: false,
-        off_plan: false,
-    })
-    .n(1)
-}
-
-impl Rec {
-    fn key(mut self, key: Option<Uuid>) -> Rec {
-        self.0.key_id = key;
-        self
-    }
-    fn channel(mut self, channel: &str) -> Rec {
-        self.0.channel = channel.into();
-        self
-    }
-    fn model(mut self, model: &str) -> Rec {
-        self.0.requested_model = model.into();
-        self
-    }
-    fn served(mut self, served: Option<&str>) -> Rec {
-        self.0.served_model = served.map(Into::into);
-        self
-    }
-    fn upstream(mut self, upstream: Option<Uuid>) -> Rec {
-        self.0.upstream_id = upstream;
-        self
-    }
-    /// The status, and the outcome and error type that go with it.
-    fn status(mut self, status: i32) -> Rec {
-        self.0.status = status;
-        self.0.error_type = (status >= 400).then(|| "api_error".to_string());
-        self.0.outcome = if status >= 400 { Outcome::UpstreamError } else { Outcome::Ok };
-        self
-    }
-    /// Tokens and cost that grow with `n` (so sums tell records apart).
-    fn n(mut self, n: i64) -> Rec {
-        self.0.tokens = TokenUsage { input_tokens: 100 + n, output_tokens: 7 * n, cache_write_5m_tokens: n % 5, cache_write_1h_tokens: n % 3, cache_read_tokens: 11 * (n % 4) };
-        self.0.cost_micro_usd = MicroUsd::from_micros(1_000 + 13 * n);
-        self
-    }
-    /// The latency, and a time to first token for a stream (None: not a stream).
-    fn timing(mut self, latency: i32, ttft: Option<i32>) -> Rec {
-        self.0.latency_ms = latency;
-        self.0.ttft_ms = ttft;
-        self.0.stream = ttft.is_some();
-        self
-    }
-    fn build(self) -> UsageRecord {
-        self.0
-    }
-}
-
-/// Writes records through the usage writer (the gateway's batch path: many rows per INSERT).
-async fn write(pool: &PgPool, rows: &[UsageRecord], batch: usize) {
-    let w = UsageWriter::start(
-        pool.clone(),
-        Uuid::new_v4(),
-        WriterConfig { batch_rows: batch, flush_interval: std::time::Duration::from_millis(5), ..WriterConfig::default() },
-    )
-    .await
-    .unwrap();
-    for r in rows {
-        w.send(r.clone()).await;
-    }
-    w.sync().await;
-    w.shutdown().await;
 }
 
 struct Fixture {

@@ -108,11 +108,16 @@ impl TestApp {
     }
 }
 
+/// The harness's server secret, as the server derives its key from it (to read what it stored).
+pub fn crypto() -> cloudrouter_core::crypto::Crypto {
+    cloudrouter_core::crypto::Crypto::from_secret(SECRET)
+}
+
 /// The code the authenticator app shows now for the account's secret, `steps` steps away.
 pub async fn app_code(pool: &PgPool, email: &str, column: &str, steps: i64) -> String {
     use cloudrouter_core::totp;
     let stored: Vec<u8> = sqlx::query_scalar(&format!("SELECT {column} FROM users WHERE email = $1")).bind(email).fetch_one(pool).await.unwrap();
-    let secret = cloudrouter_core::crypto::Crypto::from_secret(SECRET).decrypt(&stored).unwrap();
+    let secret = crypto().decrypt(&stored).unwrap();
     totp::code_at(&secret, chrono::Utc::now().timestamp() / totp::STEP_SECS + steps)
 }
 
@@ -129,5 +134,13 @@ impl TestApp {
         assert!(status.is_success(), "{status} {body}");
         let codes: serde_json::Value = serde_json::from_str(&body).unwrap();
         codes["codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
+    }
+
+    /// Signs `c` up as `email`, makes the account staff and turns its two-factor sign-in on:
+    /// what staff functions ask of a caller.
+    pub async fn staff(&self, c: &Client, email: &str) {
+        self.signup(c, email).await;
+        cloudrouter_core::accounts::ensure_staff(&self.pool, email, PASSWORD).await.unwrap();
+        self.enable_two_factor(c, email).await;
     }
 }

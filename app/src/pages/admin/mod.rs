@@ -1,5 +1,6 @@
 pub mod billing;
 pub mod catalogue;
+pub mod incidents;
 pub mod operations;
 pub mod plans;
 pub mod upstreams;

@@ -1,6 +1,8 @@
 //! Shared test harness: a gateway on 127.0.0.1:0 in front of in-process fake upstreams.
 #![allow(dead_code)]
 
+pub mod records;
+
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::demo::{FakeBehavior, FakeUpstream};
 use cloudrouter_core::gateway::{Gateway, GatewayConfig};
