@@ -794,6 +794,8 @@ fn zh(en: &str) -> Option<&'static str> {
         "Attempts" => "尝试次数",
         "Last error" => "最近一次错误",
         " (given up)" => "（已放弃）",
-        _ => return None,
+        _ => return zh_console(en),
     })
 }
+
+include!("i18n_zh_console.rs");

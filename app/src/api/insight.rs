@@ -75,7 +75,7 @@ mod build {
     }
 
     pub fn label(r: &Range, t: DateTime<Utc>) -> String {
-        let local = t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset"));
+        let local = t.with_timezone(&crate::ssr::zone());
         match r {
             Range::Day => local.format("%H:00").to_string(),
             _ => local.format("%m-%d").to_string(),
@@ -241,8 +241,9 @@ pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<C
     let range_code = if insights::Range::parse(&range).is_some() { range.clone() } else { "30d".into() };
     let scope = insights::Scope { user_id: (!everyone).then_some(user.id), key_id: None };
     let now = chrono::Utc::now();
-    let points = insights::series(&pool, &scope, r, build::group_by(&by), now).await.map_err(internal)?;
-    let lat = insights::latency(&pool, &scope, r, now).await.map_err(internal)?;
+    let tz = crate::ssr::zone();
+    let points = insights::series_in(&pool, &scope, r, build::group_by(&by), now, tz).await.map_err(internal)?;
+    let lat = insights::latency_in(&pool, &scope, r, now, tz).await.map_err(internal)?;
     let key_names: std::collections::HashMap<String, String> = if by == "key" && !everyone {
         keys::list(&pool, user.id).await.map_err(internal)?.into_iter().map(|k| (k.id.to_string(), k.name)).collect()
     } else {

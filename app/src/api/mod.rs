@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod insight;
 pub mod invoices;
 pub mod keys;
+pub mod preferences;
 #[cfg(feature = "ssr")]
 mod mails;
 pub mod usage;

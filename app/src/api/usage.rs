@@ -83,16 +83,18 @@ pub struct LogQuery {
     pub model: String,
     /// "", "ok" or "error".
     pub status: String,
-    /// Asia/Shanghai calendar dates, "YYYY-MM-DD", inclusive.
+    /// Calendar dates in the caller's time zone, "YYYY-MM-DD", inclusive.
     pub from: String,
     pub to: String,
+    /// One request by the `request-id` its answer carried.
+    pub request_id: String,
     pub cursor: String,
 }
 
 impl LogQuery {
     /// The query string for this filter (without the cursor), for links and the CSV export.
     pub fn to_query(&self) -> String {
-        [("key", &self.key), ("model", &self.model), ("status", &self.status), ("from", &self.from), ("to", &self.to)]
+        [("key", &self.key), ("model", &self.model), ("status", &self.status), ("from", &self.from), ("to", &self.to), ("request_id", &self.request_id)]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
@@ -118,19 +120,21 @@ pub struct LogPage {
 #[cfg(feature = "ssr")]
 pub mod log_filter {
     use super::LogQuery;
+    use cloudrouter_core::zone::Tz;
     use leptos::prelude::ServerFnError;
 
-    /// The moment an Asia/Shanghai (UTC+8) day starts.
-    fn day_start(d: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
+    /// The moment day `d` starts in `tz` (the zone the log shows its times in).
+    fn day_start(d: &str, tz: Tz, next: bool) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
         if d.trim().is_empty() {
             return Ok(None);
         }
         let date = crate::ssr::parse_day(d).ok_or_else(|| ServerFnError::new(crate::i18n::t("Dates are YYYY-MM-DD.")))?;
-        Ok(Some((date.and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8)).and_utc()))
+        let date = if next { date.succ_opt().unwrap_or(date) } else { date };
+        Ok(Some(cloudrouter_core::zone::day_start(date, tz)))
     }
 
-    /// The core filter for a customer (or for staff, with `user_id` None).
-    pub fn build(q: &LogQuery, user_id: Option<uuid::Uuid>) -> Result<cloudrouter_core::insights::LogFilter, ServerFnError> {
+    /// The core filter for a customer (or for staff, with `user_id` None); dates are `tz`'s days.
+    pub fn build(q: &LogQuery, user_id: Option<uuid::Uuid>, tz: Tz) -> Result<cloudrouter_core::insights::LogFilter, ServerFnError> {
         use cloudrouter_core::insights::{LogFilter, StatusFilter};
         let key_id = match q.key.trim() {
             "" => None,
@@ -141,14 +145,18 @@ pub mod log_filter {
             "error" => Some(StatusFilter::Error),
             _ => None,
         };
-        let until = day_start(&q.to)?.map(|t| t + chrono::Duration::days(1));
+        let request_id = q.request_id.trim();
+        if request_id.len() > 128 {
+            return Err(ServerFnError::new(crate::i18n::t("That is not a request id.")));
+        }
         Ok(LogFilter {
             user_id,
             key_id,
             model: Some(q.model.trim().to_string()).filter(|m| !m.is_empty()),
             status,
-            since: day_start(&q.from)?,
-            until,
+            since: day_start(&q.from, tz, false)?,
+            until: day_start(&q.to, tz, true)?,
+            request_id: Some(request_id.to_string()).filter(|r| !r.is_empty()),
         })
     }
 }
@@ -185,7 +193,7 @@ pub async fn usage_log(q: LogQuery) -> Result<LogPage, ServerFnError> {
     let pool = crate::ssr::pool()?;
     let key_list = keys::list(&pool, user.id).await.map_err(internal)?;
     let names: std::collections::HashMap<_, _> = key_list.iter().map(|k| (k.id, k.name.clone())).collect();
-    let filter = log_filter::build(&q, Some(user.id))?;
+    let filter = log_filter::build(&q, Some(user.id), crate::ssr::zone())?;
     let cursor = match q.cursor.trim() {
         "" => None,
         c => Some(insights::Cursor::parse(c).ok_or_else(|| ServerFnError::new(crate::i18n::t("That page link is no longer valid; start from the first page.")))?),

@@ -71,7 +71,7 @@ pub fn BarChart(data: BarChartData, #[prop(optional)] testid: &'static str) -> i
                 view! { <text x=format!("{:.1}", x + bar_w / 2.0) y=format!("{:.1}", H - 6.0) text-anchor="middle" class="fill-slate-500 text-[10px]">{b.label.clone()}</text> }
             });
             let total = format!("{}: {}", b.label, b.total_display);
-            view! { <g><title>{total}</title>{rects}{label}</g> }
+            view! { <g data-label=b.label.clone() data-total=b.total_display.clone()><title>{total}</title>{rects}{label}</g> }
         })
         .collect_view();
     view! {

@@ -171,6 +171,15 @@ pub fn ConsoleLayout() -> impl IntoView {
                 </header>
                 <main class="mx-auto max-w-6xl px-4 py-6 md:px-8">
                     <Outlet />
+                    <p class="mt-10 text-xs text-slate-500" data-testid="time-zone">
+                        <Suspense fallback=|| ()>
+                            {signed_in(|u| view! {
+                                {crate::i18n::tf("Times are shown in {}.", &[&u.time_zone])}
+                                " "
+                                <a href="/console/settings#time-zone" class="link">{t("Change")}</a>
+                            }.into_any())}
+                        </Suspense>
+                    </p>
                 </main>
             </div>
         </div>

@@ -68,6 +68,7 @@ pub fn Usage() -> impl IntoView {
         status: get("status", ""),
         from: get("from", ""),
         to: get("to", ""),
+        request_id: get("request_id", ""),
         cursor: get("cursor", ""),
     };
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, false));
@@ -136,7 +137,7 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
                         <tbody>
                             {page.rows.into_iter().map(|r| view! {
                                 <tr data-testid="usage-row">
-                                    <td class="text-slate-500">{r.time}</td>
+                                    <td class="text-slate-500" data-testid="usage-time">{r.time}</td>
                                     <td>{r.key}</td>
                                     <td>
                                         <code class="text-xs">{r.requested_model.clone()}</code>
