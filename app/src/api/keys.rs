@@ -84,7 +84,7 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
 
 /// Trial credit, then plan allowance, then balance: the order requests draw on.
 #[cfg(feature = "ssr")]
-async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
+pub(crate) async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
     use crate::ssr::{cny, internal, usd};
     let now = chrono::Utc::now();
     let f = cloudrouter_core::billing::funds(pool, user_id, now).await.map_err(internal)?;

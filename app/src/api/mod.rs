@@ -9,6 +9,7 @@ pub mod insight;
 pub mod invoices;
 pub mod keys;
 pub mod preferences;
+pub mod readiness;
 #[cfg(feature = "ssr")]
 mod mails;
 pub mod usage;
