@@ -11,7 +11,9 @@ use leptos_router::hooks::use_query_map;
 pub fn TimeZoneSection() -> impl IntoView {
     let save = ServerAction::<SetTimeZone>::new();
     let data = Resource::new(|| (), |_| time_zone_view());
-    let saved = use_query_map().with_untracked(|q| q.get("saved").as_deref() == Some("time-zone"));
+    let query = use_query_map();
+    // The post comes back with `?saved=time-zone`, or with its error in the URL (read by `save`).
+    let saved = move || query.with(|q| q.get("saved").as_deref() == Some("time-zone"));
     view! {
         <section class="card" id="time-zone">
             <h2 class="section-title">{t("Time zone")}</h2>
@@ -19,7 +21,8 @@ pub fn TimeZoneSection() -> impl IntoView {
                 {t("Every time in the console — the request log, its date filter, charts, CSV exports and the ledger — is shown in this zone.")}
             </p>
             <Loaded resource=data let:d>
-                <ActionForm action=save attr:class="mt-4 space-y-4">
+                // A plain form, as the language switch: the whole page reloads in the new zone.
+                <form method="post" action=save_url() class="mt-4 space-y-4">
                     <label class="block">
                         <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Time zone")}</span>
                         <select name="zone" class="input mt-1" data-testid="time-zone-select">
@@ -28,10 +31,14 @@ pub fn TimeZoneSection() -> impl IntoView {
                         </select>
                     </label>
                     <ActionError value=save.value() />
-                    {saved.then(|| view! { <p role="status" class="alert-ok">{t("Time zone saved.")}</p> })}
+                    {move || saved().then(|| view! { <p role="status" class="alert-ok">{t("Time zone saved.")}</p> })}
                     <button type="submit" class="btn-primary">{t("Save time zone")}</button>
-                </ActionForm>
+                </form>
             </Loaded>
         </section>
     }
+}
+
+fn save_url() -> &'static str {
+    <SetTimeZone as leptos::server_fn::ServerFn>::PATH
 }
