@@ -220,6 +220,12 @@ pub fn cny(m: cloudrouter_core::money::MicroCny) -> String {
     m.short()
 }
 
+/// A total or balance at a glance: yuan to two decimals ("¥12.35"); the exact amount goes in a
+/// tooltip (`cny`'s or `MicroCny::exact`).
+pub fn cny2(m: cloudrouter_core::money::MicroCny) -> String {
+    m.glance()
+}
+
 pub fn usd(m: cloudrouter_core::money::MicroUsd) -> String {
     m.short()
 }
