@@ -47,6 +47,11 @@ fn zh_console(en: &str) -> Option<&'static str> {
         "no upstream available" => "没有可用的上游",
         "Claude overloaded" => "Claude 过载",
         "Request ID" => "请求 ID",
+        "(unknown)" => "（未知）",
+        "You will not see this secret again: we keep only a hash of it. If you lose it, revoke the key and create another." => "此密钥之后将不会再显示：我们只保存它的哈希值。如果丢失，请吊销该密钥并重新创建。",
+        "Revoke “{}”? Calls with it stop at once; this cannot be undone." => "确定吊销“{}”吗？使用它的调用会立即停止，且无法撤销。",
+        "Yes, revoke it" => "确定吊销",
+        "Menu" => "菜单",
         _ => return None,
     })
 }

@@ -200,13 +200,15 @@ pub mod log_filter {
 pub fn usage_line(r: cloudrouter_core::usage::UsageRecord, key_name: String) -> UsageLine {
     use crate::ssr::{cny, usd, when};
     let served = r.served_model.clone().unwrap_or_default();
-    let status_text = status_text(r.status, r.error_type.as_deref(), r.outcome.as_str(), &r.requested_model);
+    // A model name the gateway could not record as asked reads "(unknown)" in the reader's language.
+    let requested_model = if r.requested_model == "(unknown)" { crate::i18n::t("(unknown)").to_string() } else { r.requested_model.clone() };
+    let status_text = status_text(r.status, r.error_type.as_deref(), r.outcome.as_str(), &requested_model);
     UsageLine {
         status_text,
         time: when(r.created_at),
         key: key_name,
         fallback: !served.is_empty() && served != r.requested_model,
-        requested_model: r.requested_model,
+        requested_model,
         served_model: served,
         channel: r.channel,
         input_tokens: r.tokens.input_tokens,
