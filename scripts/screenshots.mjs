@@ -1,6 +1,7 @@
 // Screenshots of the console for the README (issue #18): Overview, Usage, API keys and Billing at
 // 1,366 px and 390 px, in English and Chinese, of a demo customer with some usage.
 // Usage: DATABASE_URL=postgres://… SERVER_BIN=/path/to/server node scripts/screenshots.mjs
+// Chinese pages need a CJK font in the browser (Debian: apt-get install fonts-wqy-zenhei).
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

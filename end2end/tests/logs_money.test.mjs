@@ -41,6 +41,13 @@ test('the request log names each error, shows the model asked for, fits at 1,366
   assert.equal(await page.getByTestId('usage-row').count(), 1);
   await open(page, server.url + `/console/usage?request_id=${refusedId}`);
   assert.equal(await page.getByTestId('usage-row').count(), 0);
+
+  // Charts: a model that only failed spent nothing and is not in the spend legend; failures are red.
+  await open(page, server.url + '/console/usage?range=24h&by=model');
+  const spendLegend = await page.getByTestId('chart-spend').locator('li').allTextContents();
+  assert.ok(!spendLegend.includes('gpt-4o'), spendLegend.join(', '));
+  const failed = page.getByTestId('chart-requests').locator('li', { hasText: 'Failed' }).locator('span');
+  assert.match(await failed.getAttribute('style'), /#ef4444/);
   await context.close();
 
   // The broke customer reads why: 402 insufficient balance (in Chinese too).

@@ -13,6 +13,15 @@ pub fn Keys() -> impl IntoView {
     let revoke = ServerAction::<RevokeKey>::new();
     let (created, revoked) = (successes(create.value()), successes(revoke.value()));
     let page = Resource::new(move || (created.get(), revoked.get()), |_| keys_page());
+    // After a key is made, the form is empty again for the next one.
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if created.get() > 0 {
+            if let Some(f) = form.get_untracked() {
+                f.reset();
+            }
+        }
+    });
     view! {
         <Title text=t("API keys") />
         <h1 class="page-title">{t("API keys")}</h1>
@@ -27,7 +36,7 @@ pub fn Keys() -> impl IntoView {
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">
                             <section class="card xl:col-span-1">
                                 <h2 class="section-title">{t("Create a key")}</h2>
-                                <ActionForm action=create attr:class="mt-4 space-y-4">
+                                <ActionForm action=create node_ref=form attr:class="mt-4 space-y-4">
                                     <Field label=t("Name") name="name" placeholder=t("e.g. laptop, CI, production") />
                                     <label class="block">
                                         <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Channel")}</span>
