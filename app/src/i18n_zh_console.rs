@@ -52,6 +52,7 @@ fn zh_console(en: &str) -> Option<&'static str> {
         "Revoke “{}”? Calls with it stop at once; this cannot be undone." => "确定吊销“{}”吗？使用它的调用会立即停止，且无法撤销。",
         "Yes, revoke it" => "确定吊销",
         "Menu" => "菜单",
+        "Payment received: {} for order {}. Thank you!" => "已收到付款：{}（订单 {}）。谢谢！",
         _ => return None,
     })
 }

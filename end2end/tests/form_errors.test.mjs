@@ -18,7 +18,7 @@ async function paidOrderWithInvoiceRequest() {
   await page.locator('body[data-hydrated]').waitFor();
   const amount = (await page.getByTestId('pay-amount').textContent()).trim();
   await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
-  await page.waitForURL(server.url + '/console/billing');
+  await page.waitForURL(/\/console\/billing\?paid=/);
   await open(page, server.url + '/console/invoices');
   await page.getByLabel('Name (individual)').fill('Li Lei');
   await page.getByLabel('Email for the invoice').fill(email);

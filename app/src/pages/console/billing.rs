@@ -35,6 +35,7 @@ pub fn Billing() -> impl IntoView {
             <ActionMessage value=trial.value() />
         </div>
         <Loaded resource=overview let:o>
+            <PaymentReceived o=o.clone() />
             <Subscription o=o.clone() cancel_change />
             <div class="mt-6 grid gap-6 lg:grid-cols-2">
                 <TopUpForm methods=o.methods.clone() />
@@ -47,6 +48,18 @@ pub fn Billing() -> impl IntoView {
             <BalanceAndLedger b />
         </Loaded>
     }
+}
+
+/// "Payment received" after paying an order (`?paid=<order id>`), said only when that order of
+/// this customer really is paid.
+#[component]
+fn PaymentReceived(o: BillingSummary) -> impl IntoView {
+    let paid = leptos_router::hooks::use_query_map().with_untracked(|q| q.get("paid"));
+    paid.and_then(|id| o.orders.into_iter().find(|x| x.id == id && x.status == "paid")).map(|order| view! {
+        <p role="status" class="alert-ok mt-4" data-testid="payment-received">
+            {tf("Payment received: {} for order {}. Thank you!", &[&order.amount, &order.reference])}
+        </p>
+    })
 }
 
 #[component]
