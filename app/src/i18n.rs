@@ -219,7 +219,7 @@ mod tests {
         walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
         let mut found = vec![];
         // the table itself holds Chinese, not calls
-        files.retain(|f| !f.ends_with("i18n_zh.rs"));
+        files.retain(|f| !f.ends_with("i18n_zh.rs") && !f.ends_with("i18n_zh_console.rs"));
         for file in files {
             let src = std::fs::read_to_string(&file).unwrap();
             for call in ["t(\"", "tf(\""] {

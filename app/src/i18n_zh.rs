@@ -907,5 +907,8 @@ fn zh(en: &str) -> Option<&'static str> {
         "incident.open" => "发布事件",
         "incident.update" => "更新事件",
         _ => return None,
+        _ => return zh_console(en),
     })
 }
+
+include!("i18n_zh_console.rs");

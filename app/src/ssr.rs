@@ -69,7 +69,11 @@ pub async fn session_user(session: &Session, pool: &PgPool) -> Result<Option<Use
 
 pub async fn require_user() -> Result<User, ServerFnError> {
     match current_user().await? {
-        Some(user) => Ok(user),
+        Some(user) => {
+            // Every time this request shows is in the caller's zone.
+            provide_context(UserZone(zone_for(&user)));
+            Ok(user)
+        }
         None => {
             set_status(http::StatusCode::UNAUTHORIZED);
             Err(ServerFnError::new(crate::i18n::t("Please sign in to continue.")))
@@ -218,6 +222,12 @@ pub fn cny(m: cloudrouter_core::money::MicroCny) -> String {
     m.short()
 }
 
+/// A total or balance at a glance: yuan to two decimals ("¥12.35"); the exact amount goes in a
+/// tooltip (`cny`'s or `MicroCny::exact`).
+pub fn cny2(m: cloudrouter_core::money::MicroCny) -> String {
+    m.glance()
+}
+
 pub fn usd(m: cloudrouter_core::money::MicroUsd) -> String {
     m.short()
 }
@@ -237,10 +247,61 @@ pub fn parse_day(s: &str) -> Option<chrono::NaiveDate> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
-/// A moment for display, in the caller's language ("2026-11-25 18:01 UTC", "2026年11月25日 18:01 UTC").
-pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+/// The cookie the page's script keeps the browser's time zone in (an IANA name).
+pub const ZONE_COOKIE: &str = "cloudrouter_tz";
+
+/// The zone the signed-in caller reads times in, put in context by [`require_user`].
+#[derive(Clone, Copy, Debug)]
+pub struct UserZone(pub cloudrouter_core::zone::Tz);
+
+/// The browser's zone, as its script last reported it.
+pub fn browser_zone() -> Option<cloudrouter_core::zone::Tz> {
+    let parts = use_context::<http::request::Parts>()?;
+    parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(ZONE_COOKIE).and_then(|r| r.strip_prefix('=')))
+        .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+        .and_then(|v| cloudrouter_core::zone::parse(&v))
+}
+
+/// The zone for someone who chose none: Asia/Shanghai in Chinese, the browser's otherwise (UTC
+/// until the browser has said).
+pub fn default_zone() -> cloudrouter_core::zone::Tz {
     match crate::i18n::lang() {
-        crate::i18n::Lang::En => t.format("%Y-%m-%d %H:%M UTC").to_string(),
-        crate::i18n::Lang::Zh => t.format("%Y年%-m月%-d日 %H:%M UTC").to_string(),
+        crate::i18n::Lang::Zh => cloudrouter_core::zone::SHANGHAI,
+        crate::i18n::Lang::En => browser_zone().unwrap_or(cloudrouter_core::zone::UTC),
+    }
+}
+
+/// The zone `user` reads times in: their choice in Settings, else the default.
+pub fn zone_for(user: &User) -> cloudrouter_core::zone::Tz {
+    user.time_zone.as_deref().and_then(cloudrouter_core::zone::parse).unwrap_or_else(default_zone)
+}
+
+/// The zone of this request's times (the signed-in caller's, once checked; else the default).
+pub fn zone() -> cloudrouter_core::zone::Tz {
+    use_context::<UserZone>().map(|z| z.0).unwrap_or_else(default_zone)
+}
+
+/// "Asia/Shanghai (UTC+08:00)": the zone as the console labels it, once per page.
+pub fn zone_label(tz: cloudrouter_core::zone::Tz) -> String {
+    format!("{} ({})", tz.name(), cloudrouter_core::zone::offset_label(chrono::Utc::now(), tz))
+}
+
+/// A moment for display in the caller's zone and language, one format per language
+/// ("2026-11-25 18:01", "2026年11月25日 18:01"); the zone is labelled once on the page.
+pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    when_in(t, zone())
+}
+
+pub fn when_in(t: chrono::DateTime<chrono::Utc>, tz: cloudrouter_core::zone::Tz) -> String {
+    let t = t.with_timezone(&tz);
+    match crate::i18n::lang() {
+        crate::i18n::Lang::En => t.format("%Y-%m-%d %H:%M").to_string(),
+        crate::i18n::Lang::Zh => t.format("%Y年%-m月%-d日 %H:%M").to_string(),
     }
 }

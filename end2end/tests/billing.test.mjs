@@ -21,7 +21,8 @@ async function buyStarter(page) {
   await page.locator('body[data-hydrated]').waitFor();
   const amount = (await page.getByTestId('pay-amount').textContent()).trim();
   await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
-  await page.waitForURL(server.url + '/console/billing');
+  await page.waitForURL(/\/console\/billing\?paid=/);
+  await page.getByTestId('payment-received').filter({ hasText: `Payment received: ${amount}` }).waitFor();
   await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
   return amount;
 }

@@ -66,7 +66,9 @@ test('credit a balance, create a key, call the demo upstream, see the charge, re
   }
 
   await open(page, server.url + '/console/keys');
-  await page.getByRole('button', { name: 'Revoke e2e' }).click();
+  // Revoking asks first.
+  await page.getByLabel('Revoke e2e').click();
+  await page.getByRole('button', { name: 'Yes, revoke it' }).click();
   await page.getByRole('status').filter({ hasText: 'Key revoked.' }).waitFor();
   let status = 0;
   for (let i = 0; i < 50 && status !== 401; i++) {

@@ -107,7 +107,8 @@ test('order states, payment methods and ledger notes from the database show in C
   await page.waitForURL(/\/console\/pay\//);
   await page.locator('body[data-hydrated]').waitFor();
   await page.getByRole('button', { name: /在沙盒中支付 ¥50\.00/ }).click();
-  await page.waitForURL(server.url + '/console/billing');
+  await page.waitForURL(/\/console\/billing\?paid=/);
+  assert.match(await page.getByTestId('payment-received').textContent(), /已收到付款/);
   await page.getByTestId('order-row').filter({ hasText: '已支付' }).waitFor();
   await page.getByTestId('ledger-row').filter({ hasText: '入账' }).filter({ hasText: '（沙盒支付）' }).waitFor();
   await context.close();

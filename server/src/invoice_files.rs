@@ -49,20 +49,31 @@ async fn download(State(pool): State<PgPool>, session: Session, Path(id): Path<U
     }
 }
 
+/// Issues an invoice from the staff form. Whatever the outcome, the answer is the Billing queue
+/// page: on success its plain URL, on a refusal the same page with the reason's code
+/// (`?invoice=<id>&issue_error=<code>`), which the page shows in the staff member's language next
+/// to that invoice's form (a plain form post, so with and without JavaScript alike).
 async fn issue(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid>, mut form: Multipart) -> Response {
     let Some(staff) = signed_in(&pool, &session).await.filter(|u| u.acts_as_staff()) else {
-        return (StatusCode::FORBIDDEN, "This action is for CloudRouter support staff only.").into_response();
+        return Redirect::to("/console/admin/billing").into_response();
     };
+    let refused = |code: &str| Redirect::to(&format!("/console/admin/billing?invoice={id}&issue_error={code}#invoice-{id}")).into_response();
     let (mut number, mut issued_on, mut pdf) = (String::new(), String::new(), None);
-    while let Ok(Some(field)) = form.next_field().await {
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            // a body cut off or over the size limit
+            Err(_) => return refused("upload"),
+        };
         match field.name() {
             Some("number") => number = field.text().await.unwrap_or_default().trim().to_string(),
             Some("issued_on") => issued_on = field.text().await.unwrap_or_default(),
             Some("pdf") => {
-                let bytes = field.bytes().await.unwrap_or_default();
+                let Ok(bytes) = field.bytes().await else { return refused("upload") };
                 if !bytes.is_empty() {
                     if !bytes.starts_with(b"%PDF") {
-                        return (StatusCode::BAD_REQUEST, "The file is not a PDF.").into_response();
+                        return refused("pdf");
                     }
                     pdf = Some(bytes.to_vec());
                 }
@@ -70,14 +81,22 @@ async fn issue(State(pool): State<PgPool>, session: Session, Path(id): Path<Uuid
             _ => {}
         }
     }
-    let Some(date) = app::ssr::parse_day(&issued_on) else {
-        return (StatusCode::BAD_REQUEST, "Give the issue date as YYYY-MM-DD.").into_response();
-    };
-    if number.is_empty() || number.len() > 64 {
-        return (StatusCode::BAD_REQUEST, "Give the invoice number (up to 64 characters).").into_response();
+    if number.is_empty() || number.chars().count() > 64 {
+        return refused("number");
     }
+    let Some(date) = app::ssr::parse_day(&issued_on) else {
+        return refused("date");
+    };
     match invoices::issue(&pool, staff.id, id, &number, date, pdf).await {
         Ok(_) => Redirect::to("/console/admin/billing").into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(cloudrouter_core::billing::BillingError::Db(e)) => {
+            tracing::error!(error = %e, "issuing an invoice failed");
+            refused("internal")
+        }
+        Err(cloudrouter_core::billing::BillingError::OrderNotInvoiceable) => refused("state"),
+        Err(e) => {
+            tracing::info!(error = %e, "an invoice issue was refused");
+            refused("number")
+        }
     }
 }

@@ -20,11 +20,17 @@ pub fn router(pool: PgPool) -> Router {
     Router::new().route("/console/usage.csv", get(export)).with_state(pool)
 }
 
-async fn export(State(pool): State<PgPool>, session: Session, Query(q): Query<LogQuery>) -> Response {
-    let Some(user_id) = app::ssr::session_user(&session, &pool).await.ok().flatten().map(|u| u.id) else {
+async fn export(State(pool): State<PgPool>, session: Session, parts: axum::http::request::Parts, Query(q): Query<LogQuery>) -> Response {
+    let Some(user) = app::ssr::session_user(&session, &pool).await.ok().flatten() else {
         return (StatusCode::UNAUTHORIZED, "Please sign in.").into_response();
     };
-    let filter = match log_filter::build(&q, Some(user_id)) {
+    let user_id = user.id;
+    // The zone the console shows this person's times in: the export's dates and times match it.
+    let tz = leptos::prelude::Owner::new().with(|| {
+        leptos::prelude::provide_context(parts);
+        app::ssr::zone_for(&user)
+    });
+    let filter = match log_filter::build(&q, Some(user_id), tz) {
         Ok(f) => f,
         Err(e) => return (StatusCode::BAD_REQUEST, app::api::error_text(&e)).into_response(),
     };
@@ -47,7 +53,7 @@ async fn export(State(pool): State<PgPool>, session: Session, Query(q): Query<Lo
             let line = match row {
                 Ok(r) => {
                     let name = r.key_id.and_then(|id| names.get(&id)).map(String::as_str).unwrap_or("");
-                    Ok(insights::csv_line(&r, name))
+                    Ok(insights::csv_line(&r, name, tz))
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "CSV export failed mid-way");

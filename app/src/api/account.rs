@@ -11,12 +11,15 @@ pub struct SessionUser {
     pub id: String,
     pub email: String,
     pub is_staff: bool,
+    /// The zone every time in the console is shown in, as labelled ("Asia/Shanghai (UTC+08:00)").
+    pub time_zone: String,
 }
 
 #[cfg(feature = "ssr")]
 impl From<cloudrouter_core::accounts::User> for SessionUser {
     fn from(u: cloudrouter_core::accounts::User) -> Self {
-        SessionUser { id: u.id.to_string(), email: u.email, is_staff: u.role == cloudrouter_core::accounts::Role::Staff }
+        let time_zone = crate::ssr::zone_label(crate::ssr::zone_for(&u));
+        SessionUser { id: u.id.to_string(), email: u.email, is_staff: u.role == cloudrouter_core::accounts::Role::Staff, time_zone }
     }
 }
 

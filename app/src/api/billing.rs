@@ -405,7 +405,8 @@ pub async fn pay_in_sandbox(id: String) -> Result<(), ServerFnError> {
             // The sandbox signs its own notifications: any other failure is ours.
             other => crate::ssr::internal(other),
         })?;
-    leptos_axum::redirect("/console/billing");
+    // Billing confirms the payment ("Payment received") for the order named here.
+    leptos_axum::redirect(&format!("/console/billing?paid={}", order.id));
     Ok(())
 }
 
@@ -414,7 +415,7 @@ pub async fn pay_from_balance(id: String) -> Result<(), ServerFnError> {
     let user = crate::ssr::require_user().await?;
     let id = crate::ssr::parse_uuid(&id, "No such order.")?;
     cloudrouter_core::billing::purchases::pay_with_balance(&crate::ssr::pool()?, user.id, id).await.map_err(billing_error)?;
-    leptos_axum::redirect("/console/billing");
+    leptos_axum::redirect(&format!("/console/billing?paid={id}"));
     Ok(())
 }
 

@@ -75,7 +75,7 @@ mod build {
     }
 
     pub fn label(r: &Range, t: DateTime<Utc>) -> String {
-        let local = t.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset"));
+        let local = t.with_timezone(&crate::ssr::zone());
         match r {
             Range::Day => local.format("%H:00").to_string(),
             _ => local.format("%m-%d").to_string(),
@@ -109,7 +109,13 @@ mod build {
         fmt: impl Fn(i64) -> String,
         group_name: &dyn Fn(&str) -> String,
     ) -> BarChartData {
-        let (groups, values) = pivot(buckets, points, value, group_name);
+        let (groups, mut values) = pivot(buckets, points, value, group_name);
+        // The legend names only series with something to draw (a model whose requests all
+        // failed spent nothing, and is not in the spend chart).
+        let groups: Vec<String> = groups.into_iter().filter(|g| values.values().any(|row| row.get(g).is_some_and(|v| *v != 0))).collect();
+        for row in values.values_mut() {
+            row.retain(|g, _| groups.contains(g));
+        }
         let total: i64 = values.values().flat_map(|m| m.values()).sum();
         BarChartData {
             title: title.to_string(),
@@ -129,6 +135,7 @@ mod build {
                 })
                 .collect(),
             legend: groups,
+            colors: vec![],
         }
     }
 
@@ -148,7 +155,7 @@ mod build {
         BarChartData {
             title: crate::i18n::t("Requests and errors").into(),
             summary: crate::i18n::tf("{} requests, {}, in {}", &[&req, &rate, &range_days(range)]),
-            legend: vec![crate::i18n::t("Succeeded").into(), crate::i18n::t("Failed").into()],
+            legend: if err > 0 { vec![crate::i18n::t("Succeeded").into(), crate::i18n::t("Failed").into()] } else { vec![crate::i18n::t("Succeeded").into()] },
             bars: by_bucket
                 .iter()
                 .map(|(b, (r, e))| Bar {
@@ -160,6 +167,8 @@ mod build {
                     ],
                 })
                 .collect(),
+            // successes indigo, failures red
+            colors: vec!["#6366f1".into(), "#ef4444".into()],
         }
     }
 
@@ -241,8 +250,9 @@ pub async fn usage_charts(range: String, by: String, everyone: bool) -> Result<C
     let range_code = if insights::Range::parse(&range).is_some() { range.clone() } else { "30d".into() };
     let scope = insights::Scope { user_id: (!everyone).then_some(user.id), key_id: None };
     let now = chrono::Utc::now();
-    let points = insights::series(&pool, &scope, r, build::group_by(&by), now).await.map_err(internal)?;
-    let lat = insights::latency(&pool, &scope, r, now).await.map_err(internal)?;
+    let tz = crate::ssr::zone();
+    let points = insights::series_in(&pool, &scope, r, build::group_by(&by), now, tz).await.map_err(internal)?;
+    let lat = insights::latency_in(&pool, &scope, r, now, tz).await.map_err(internal)?;
     let key_names: std::collections::HashMap<String, String> = if by == "key" && !everyone {
         keys::list(&pool, user.id).await.map_err(internal)?.into_iter().map(|k| (k.id.to_string(), k.name)).collect()
     } else {

@@ -84,7 +84,7 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
 
 /// Trial credit, then plan allowance, then balance: the order requests draw on.
 #[cfg(feature = "ssr")]
-async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
+pub(crate) async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
     use crate::ssr::{cny, internal, usd};
     let now = chrono::Utc::now();
     let f = cloudrouter_core::billing::funds(pool, user_id, now).await.map_err(internal)?;
@@ -116,7 +116,7 @@ pub async fn keys_page() -> Result<KeysData, ServerFnError> {
         keys: keys.into_iter().map(key_view).collect(),
         channels: channels
             .into_iter()
-            .map(|c| ChannelOption { label: crate::i18n::tf("{} — {} per $1", &[&crate::i18n::tr(&c.name), &crate::ssr::cny(c.rate_micros_per_usd.per_dollar())]), code: c.code })
+            .map(|c| ChannelOption { label: crate::i18n::tf("{} — {} / $1", &[&crate::i18n::tr(&c.name), &crate::ssr::cny2(c.rate_micros_per_usd.per_dollar())]), code: c.code })
             .collect(),
         models: models.into_iter().filter(|m| m.enabled).map(|m| m.id).collect(),
     })

@@ -9,6 +9,8 @@ pub mod catalogue;
 pub mod insight;
 pub mod invoices;
 pub mod keys;
+pub mod preferences;
+pub mod readiness;
 #[cfg(feature = "ssr")]
 pub mod mails;
 pub mod status;

@@ -17,6 +17,10 @@ pub struct OverviewData {
     pub errors_24h: i64,
     pub spend_24h: String,
     pub spend_30d: String,
+    /// The exact amounts of the figures above, for their tooltips.
+    pub balance_exact: String,
+    pub spend_24h_exact: String,
+    pub spend_30d_exact: String,
     /// True while the only upstream is the built-in simulated Claude.
     pub demo: bool,
     /// Sandbox payments are on: balance can be had for test money.
@@ -25,7 +29,7 @@ pub struct OverviewData {
 
 #[server(endpoint = "overview")]
 pub async fn overview() -> Result<OverviewData, ServerFnError> {
-    use crate::ssr::{cny, internal};
+    use crate::ssr::{cny, cny2, internal};
     use cloudrouter_core::billing::ledger;
     use cloudrouter_core::{insights, keys, upstreams};
     let user = crate::ssr::require_user().await?;
@@ -41,15 +45,18 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     let ups = upstreams::list(pool).await.map_err(internal)?;
     Ok(OverviewData {
         base_url: state.public_base_url.clone(),
-        balance: cny(balance.balance_micros),
-        held: cny(balance.held_micros),
+        balance: cny2(balance.balance_micros),
+        balance_exact: balance.balance_micros.exact(),
+        held: cny2(balance.held_micros),
         allowance_left: subscribed.then(|| crate::ssr::usd(funds.allowance_left_micro_usd)),
         trial: funds.trial_micros.is_positive().then(|| cny(funds.trial_micros)),
         active_keys: keys.iter().filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)).count(),
         requests_24h: day.requests,
         errors_24h: day.errors,
-        spend_24h: cny(day.charge_micros),
-        spend_30d: cny(month.charge_micros),
+        spend_24h: cny2(day.charge_micros),
+        spend_30d: cny2(month.charge_micros),
+        spend_24h_exact: day.charge_micros.exact(),
+        spend_30d_exact: month.charge_micros.exact(),
         demo: ups.iter().any(|u| u.enabled) && ups.iter().filter(|u| u.enabled).all(|u| u.is_demo),
         sandbox_payments: state.payments.sandbox().is_some(),
     })
@@ -71,8 +78,36 @@ pub struct UsageLine {
     pub charge: String,
     pub status: i32,
     pub outcome: String,
+    /// The answer in words, in the reader's language: "200 OK", "402 insufficient balance",
+    /// "404 unknown model gpt-4o", "529 no upstream available".
+    pub status_text: String,
+    /// The status was an error (4xx/5xx).
+    pub failed: bool,
+    /// The `request-id` of the answer, as the customer quotes it to support.
+    pub request_id: String,
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
+}
+
+/// A request's answer in words (see [`UsageLine::status_text`]).
+#[cfg(feature = "ssr")]
+pub fn status_text(status: i32, error_type: Option<&str>, outcome: &str, requested_model: &str) -> String {
+    use crate::i18n::{label, t, tf};
+    let words = match (status, error_type) {
+        (s, _) if s < 400 && outcome == "ok" => t("OK").to_string(),
+        (s, _) if s < 400 => label(outcome),
+        (400, _) => t("invalid request").into(),
+        (401, _) => t("invalid API key").into(),
+        (402, _) => t("insufficient balance").into(),
+        (403, _) => t("not allowed for this key").into(),
+        (404, _) => tf("unknown model {}", &[&requested_model]),
+        (413, _) => t("request too large").into(),
+        (429, _) => t("rate limited").into(),
+        (529, _) | (503, _) => t("no upstream available").into(),
+        (_, Some("overloaded_error")) => t("Claude overloaded").into(),
+        _ => label(outcome),
+    };
+    format!("{status} {words}")
 }
 
 /// The usage log's filter, as it travels in the page's query string.
@@ -83,16 +118,18 @@ pub struct LogQuery {
     pub model: String,
     /// "", "ok" or "error".
     pub status: String,
-    /// Asia/Shanghai calendar dates, "YYYY-MM-DD", inclusive.
+    /// Calendar dates in the caller's time zone, "YYYY-MM-DD", inclusive.
     pub from: String,
     pub to: String,
+    /// One request by the `request-id` its answer carried.
+    pub request_id: String,
     pub cursor: String,
 }
 
 impl LogQuery {
     /// The query string for this filter (without the cursor), for links and the CSV export.
     pub fn to_query(&self) -> String {
-        [("key", &self.key), ("model", &self.model), ("status", &self.status), ("from", &self.from), ("to", &self.to)]
+        [("key", &self.key), ("model", &self.model), ("status", &self.status), ("from", &self.from), ("to", &self.to), ("request_id", &self.request_id)]
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| format!("{k}={}", urlencode(v)))
@@ -118,19 +155,21 @@ pub struct LogPage {
 #[cfg(feature = "ssr")]
 pub mod log_filter {
     use super::LogQuery;
+    use cloudrouter_core::zone::Tz;
     use leptos::prelude::ServerFnError;
 
-    /// The moment an Asia/Shanghai (UTC+8) day starts.
-    fn day_start(d: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
+    /// The moment day `d` starts in `tz` (the zone the log shows its times in).
+    fn day_start(d: &str, tz: Tz, next: bool) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServerFnError> {
         if d.trim().is_empty() {
             return Ok(None);
         }
         let date = crate::ssr::parse_day(d).ok_or_else(|| ServerFnError::new(crate::i18n::t("Dates are YYYY-MM-DD.")))?;
-        Ok(Some((date.and_time(chrono::NaiveTime::MIN) - chrono::Duration::hours(8)).and_utc()))
+        let date = if next { date.succ_opt().unwrap_or(date) } else { date };
+        Ok(Some(cloudrouter_core::zone::day_start(date, tz)))
     }
 
-    /// The core filter for a customer (or for staff, with `user_id` None).
-    pub fn build(q: &LogQuery, user_id: Option<uuid::Uuid>) -> Result<cloudrouter_core::insights::LogFilter, ServerFnError> {
+    /// The core filter for a customer (or for staff, with `user_id` None); dates are `tz`'s days.
+    pub fn build(q: &LogQuery, user_id: Option<uuid::Uuid>, tz: Tz) -> Result<cloudrouter_core::insights::LogFilter, ServerFnError> {
         use cloudrouter_core::insights::{LogFilter, StatusFilter};
         let key_id = match q.key.trim() {
             "" => None,
@@ -141,14 +180,18 @@ pub mod log_filter {
             "error" => Some(StatusFilter::Error),
             _ => None,
         };
-        let until = day_start(&q.to)?.map(|t| t + chrono::Duration::days(1));
+        let request_id = q.request_id.trim();
+        if request_id.len() > 128 {
+            return Err(ServerFnError::new(crate::i18n::t("That is not a request id.")));
+        }
         Ok(LogFilter {
             user_id,
             key_id,
             model: Some(q.model.trim().to_string()).filter(|m| !m.is_empty()),
             status,
-            since: day_start(&q.from)?,
-            until,
+            since: day_start(&q.from, tz, false)?,
+            until: day_start(&q.to, tz, true)?,
+            request_id: Some(request_id.to_string()).filter(|r| !r.is_empty()),
         })
     }
 }
@@ -157,11 +200,15 @@ pub mod log_filter {
 pub fn usage_line(r: cloudrouter_core::usage::UsageRecord, key_name: String) -> UsageLine {
     use crate::ssr::{cny, usd, when};
     let served = r.served_model.clone().unwrap_or_default();
+    // A model name the gateway could not record as asked reads "(unknown)" in the reader's language.
+    let requested_model = if r.requested_model == "(unknown)" { crate::i18n::t("(unknown)").to_string() } else { r.requested_model.clone() };
+    let status_text = status_text(r.status, r.error_type.as_deref(), r.outcome.as_str(), &requested_model);
     UsageLine {
+        status_text,
         time: when(r.created_at),
         key: key_name,
         fallback: !served.is_empty() && served != r.requested_model,
-        requested_model: r.requested_model,
+        requested_model,
         served_model: served,
         channel: r.channel,
         input_tokens: r.tokens.input_tokens,
@@ -170,6 +217,8 @@ pub fn usage_line(r: cloudrouter_core::usage::UsageRecord, key_name: String) -> 
         cache_read_tokens: r.tokens.cache_read_tokens,
         cost_usd: usd(r.cost_micro_usd),
         charge: cny(r.charge_micros),
+        failed: r.status >= 400,
+        request_id: r.id.clone(),
         status: r.status,
         outcome: r.outcome.to_string(),
         latency_ms: r.latency_ms,
@@ -185,7 +234,9 @@ pub async fn usage_log(q: LogQuery) -> Result<LogPage, ServerFnError> {
     let pool = crate::ssr::pool()?;
     let key_list = keys::list(&pool, user.id).await.map_err(internal)?;
     let names: std::collections::HashMap<_, _> = key_list.iter().map(|k| (k.id, k.name.clone())).collect();
-    let filter = log_filter::build(&q, Some(user.id))?;
+    // Staff looking up a request id search everyone's requests; customers only ever their own.
+    let everyone = user.acts_as_staff() && !q.request_id.trim().is_empty();
+    let filter = log_filter::build(&q, (!everyone).then_some(user.id), crate::ssr::zone())?;
     let cursor = match q.cursor.trim() {
         "" => None,
         c => Some(insights::Cursor::parse(c).ok_or_else(|| ServerFnError::new(crate::i18n::t("That page link is no longer valid; start from the first page.")))?),
@@ -212,12 +263,18 @@ pub struct LedgerLine {
     pub source: String,
     pub amount: String,
     pub balance_after: String,
+    /// Exact amounts (all six decimals), for tooltips.
+    pub amount_exact: String,
+    pub balance_exact: String,
+    /// A plan allowance row: list-price dollars, shown in its own column, never under ¥.
+    pub usd: bool,
     pub note: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BillingData {
     pub balance: String,
+    pub balance_exact: String,
     pub held: String,
     pub available: String,
     pub entries: Vec<LedgerLine>,
@@ -225,22 +282,26 @@ pub struct BillingData {
 
 #[cfg(feature = "ssr")]
 pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnError> {
-    use crate::ssr::{cny, internal, when};
+    use crate::ssr::{cny2, internal, when};
     use cloudrouter_core::billing::ledger;
     let pool = crate::ssr::pool()?;
     let info = ledger::balance_info(&pool, user_id).await.map_err(internal)?;
     let entries = ledger::entries(&pool, user_id, 200).await.map_err(internal)?;
     Ok(BillingData {
-        balance: cny(info.balance_micros),
-        held: cny(info.held_micros),
-        available: cny(info.available_micros),
+        balance: cny2(info.balance_micros),
+        balance_exact: info.balance_micros.exact(),
+        held: cny2(info.held_micros),
+        available: cny2(info.available_micros),
         entries: entries
             .into_iter()
             .map(|e| LedgerLine {
                 time: when(e.created_at),
                 // plan allowance rows count list-price dollars, the others yuan
                 amount: e.amount.short(),
-                balance_after: e.balance_after.short(),
+                balance_after: e.balance_after.glance(),
+                amount_exact: e.amount.exact(),
+                balance_exact: e.balance_after.exact(),
+                usd: e.amount.is_usd(),
                 note: crate::core_words::memo(&e),
                 kind: e.kind.to_string(),
                 source: e.source.to_string(),

@@ -33,6 +33,15 @@ pub struct BarChartData {
     pub summary: String,
     pub legend: Vec<String>,
     pub bars: Vec<Bar>,
+    /// Colours by series, where they carry meaning (failures red, never green); empty: the palette.
+    #[serde(default)]
+    pub colors: Vec<String>,
+}
+
+impl BarChartData {
+    fn color(&self, series: usize) -> String {
+        self.colors.get(series).cloned().unwrap_or_else(|| color(series).to_string())
+    }
 }
 
 const W: f64 = 720.0;
@@ -64,14 +73,14 @@ pub fn BarChart(data: BarChartData, #[prop(optional)] testid: &'static str) -> i
                     let h = s.value as f64 / max * plot_h;
                     y -= h;
                     let tip = format!("{} · {}: {}", b.label, data.legend.get(s.series).cloned().unwrap_or_default(), s.display);
-                    view! { <rect x=format!("{x:.1}") y=format!("{y:.1}") width=format!("{bar_w:.1}") height=format!("{h:.1}") fill=color(s.series)><title>{tip}</title></rect> }
+                    view! { <rect x=format!("{x:.1}") y=format!("{y:.1}") width=format!("{bar_w:.1}") height=format!("{h:.1}") fill=data.color(s.series)><title>{tip}</title></rect> }
                 })
                 .collect_view();
             let label = (i % label_every == 0).then(|| {
                 view! { <text x=format!("{:.1}", x + bar_w / 2.0) y=format!("{:.1}", H - 6.0) text-anchor="middle" class="fill-slate-500 text-[10px]">{b.label.clone()}</text> }
             });
             let total = format!("{}: {}", b.label, b.total_display);
-            view! { <g><title>{total}</title>{rects}{label}</g> }
+            view! { <g data-label=b.label.clone() data-total=b.total_display.clone()><title>{total}</title>{rects}{label}</g> }
         })
         .collect_view();
     view! {
@@ -84,17 +93,17 @@ pub fn BarChart(data: BarChartData, #[prop(optional)] testid: &'static str) -> i
                 <line x1="0" x2=W y1=H - PAD_BOTTOM y2=H - PAD_BOTTOM class="stroke-slate-300 dark:stroke-slate-700" />
                 {bars}
             </svg>
-            <Legend names=data.legend.clone() />
+            <Legend names=data.legend.clone() colors=(0..data.legend.len()).map(|i| data.color(i)).collect() />
         </figure>
     }
 }
 
 #[component]
-fn Legend(names: Vec<String>) -> impl IntoView {
+fn Legend(names: Vec<String>, #[prop(optional)] colors: Vec<String>) -> impl IntoView {
     (names.len() > 1).then(|| view! {
         <ul class="mt-2 flex flex-wrap gap-x-4 gap-y-1 text-xs text-slate-600 dark:text-slate-400">
             {names.into_iter().enumerate().map(|(i, n)| view! {
-                <li class="flex items-center gap-1"><span class="inline-block h-2 w-2 rounded-sm" style=format!("background:{}", color(i))></span>{n}</li>
+                <li class="flex items-center gap-1"><span class="inline-block h-2 w-2 rounded-sm" style=format!("background:{}", colors.get(i).map(String::as_str).unwrap_or(color(i)))></span>{n}</li>
             }).collect_view()}
         </ul>
     })

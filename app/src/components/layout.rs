@@ -149,7 +149,20 @@ pub fn ConsoleLayout() -> impl IntoView {
                 <div class="flex items-center justify-between px-4 py-3 md:py-5">
                     <Logo />
                 </div>
-                <nav aria-label=t("Console") class="flex gap-1 overflow-x-auto px-2 pb-2 md:flex-col md:overflow-visible">
+                // Phones: one menu that reaches every section.
+                <details class="px-2 pb-2 md:hidden" data-testid="console-menu">
+                    <summary class="btn-ghost w-full cursor-pointer list-none justify-between">{t("Menu")}<span aria-hidden="true">"☰"</span></summary>
+                    <nav aria-label=t("Console") class="mt-2 flex flex-col gap-1">
+                        {nav_links(CUSTOMER_NAV)}
+                        <Suspense fallback=|| ()>
+                            {signed_in(|u| u.is_staff.then(|| view! {
+                                <p class="px-3 pt-3 text-xs font-semibold uppercase tracking-wide text-slate-400">{t("Admin")}</p>
+                                {nav_links(STAFF_NAV)}
+                            }).into_any())}
+                        </Suspense>
+                    </nav>
+                </details>
+                <nav aria-label=t("Console") class="hidden gap-1 px-2 pb-2 md:flex md:flex-col">
                     {nav_links(CUSTOMER_NAV)}
                     <Suspense fallback=|| ()>
                         {signed_in(|u| u.is_staff.then(|| view! {
@@ -160,7 +173,7 @@ pub fn ConsoleLayout() -> impl IntoView {
                 </nav>
             </aside>
             <div class="min-w-0 flex-1">
-                <header class="flex items-center justify-end gap-3 border-b border-slate-200 px-4 py-3 text-sm dark:border-slate-800">
+                <header class="flex flex-wrap items-center justify-end gap-x-3 gap-y-1 border-b border-slate-200 px-4 py-3 text-sm dark:border-slate-800">
                     <Suspense fallback=|| ()>
                         {signed_in(|u| view! {
                             <span class="truncate text-slate-600 dark:text-slate-400" data-testid="current-user">{u.email}</span>
@@ -174,6 +187,15 @@ pub fn ConsoleLayout() -> impl IntoView {
                 </header>
                 <main class="mx-auto max-w-6xl px-4 py-6 md:px-8">
                     <Outlet />
+                    <p class="mt-10 text-xs text-slate-500" data-testid="time-zone">
+                        <Suspense fallback=|| ()>
+                            {signed_in(|u| view! {
+                                {crate::i18n::tf("Times are shown in {}.", &[&u.time_zone])}
+                                " "
+                                <a href="/console/settings#time-zone" class="link">{t("Change")}</a>
+                            }.into_any())}
+                        </Suspense>
+                    </p>
                 </main>
             </div>
         </div>

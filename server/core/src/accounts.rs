@@ -44,6 +44,8 @@ pub struct User {
     pub session_epoch: i64,
     /// Two-factor sign-in (TOTP) is on: signing in takes a code after the password.
     pub two_factor: bool,
+    /// The IANA zone chosen in Settings (None: the default for the language and browser).
+    pub time_zone: Option<String>,
 }
 
 impl User {
@@ -144,6 +146,7 @@ struct UserRow {
     created_at: DateTime<Utc>,
     session_epoch: i64,
     two_factor: bool,
+    time_zone: Option<String>,
 }
 
 impl From<UserRow> for User {
@@ -157,11 +160,12 @@ impl From<UserRow> for User {
             created_at: r.created_at,
             session_epoch: r.session_epoch,
             two_factor: r.two_factor,
+            time_zone: r.time_zone,
         }
     }
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch, totp_secret_enc IS NOT NULL AS two_factor";
+const USER_COLUMNS: &str = "id, email, password_hash, role, status, locale, created_at, session_epoch, totp_secret_enc IS NOT NULL AS two_factor, time_zone";
 
 pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     let email = email.trim();
@@ -391,6 +395,13 @@ pub async fn ensure_staff(pool: &PgPool, email: &str, password: &str) -> Result<
 /// Signs every session of the account out, on every instance (moves its session epoch on).
 pub async fn end_sessions(conn: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET session_epoch = session_epoch + 1, updated_at = now() WHERE id = $1").bind(user_id).execute(conn).await?;
+    Ok(())
+}
+
+/// Saves the zone `user_id` reads times in (None: back to the default). The caller checks the
+/// name with [`crate::zone::parse`].
+pub async fn set_time_zone(pool: &PgPool, user_id: Uuid, zone: Option<&str>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET time_zone = $2, updated_at = now() WHERE id = $1").bind(user_id).bind(zone).execute(pool).await?;
     Ok(())
 }
 

@@ -37,6 +37,7 @@
 //! export, so memory stays bounded and no long transaction is held.
 
 use crate::money::{MicroCny, MicroUsd};
+use crate::zone::{self, Tz};
 use chrono::{DateTime, Duration, FixedOffset, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -195,16 +196,32 @@ impl Range {
         }
     }
 
-    /// Start instants of every bucket of the range ending at `now`, oldest first.
+    /// Start instants of every bucket of the range ending at `now`, oldest first (Shanghai days).
     pub fn buckets(self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        let last = if self.hourly() { trunc_hour(now) } else { shanghai_day_start(now) };
-        (0..self.count()).rev().map(|i| last - self.step() * i as i32).collect()
+        self.buckets_in(now, zone::SHANGHAI)
     }
 
-    /// `[start, end)` covered by the buckets.
+    /// `[start, end)` covered by the buckets (Shanghai days).
     pub fn bounds(self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-        let b = self.buckets(now);
-        (b[0], *b.last().unwrap() + self.step())
+        self.bounds_in(now, zone::SHANGHAI)
+    }
+
+    /// Start instants of every bucket of the range ending at `now`, oldest first; daily buckets
+    /// are `tz`'s calendar days (23 or 25 hours long across a daylight-saving change).
+    pub fn buckets_in(self, now: DateTime<Utc>, tz: Tz) -> Vec<DateTime<Utc>> {
+        if self.hourly() {
+            let last = trunc_hour(now);
+            return (0..self.count()).rev().map(|i| last - self.step() * i as i32).collect();
+        }
+        let today = zone::date_of(now, tz);
+        (0..self.count()).rev().map(|i| zone::day_start(today - chrono::Days::new(i as u64), tz)).collect()
+    }
+
+    /// `[start, end)` covered by the buckets in `tz`.
+    pub fn bounds_in(self, now: DateTime<Utc>, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+        let b = self.buckets_in(now, tz);
+        let end = if self.hourly() { *b.last().unwrap() + self.step() } else { zone::day_start(zone::date_of(now, tz) + chrono::Days::new(1), tz) };
+        (b[0], end)
     }
 }
 
@@ -218,13 +235,17 @@ pub fn shanghai_day_start(t: DateTime<Utc>) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-pub(crate) fn bucket_expr(range: Range) -> &'static str {
+pub(crate) fn bucket_expr(range: Range, tz: Tz) -> String {
     if range.hourly() {
-        "hour"
-    } else {
+        "hour".into()
+    } else if tz == zone::SHANGHAI {
         // Shanghai midnight as an instant (fixed UTC+8: plain arithmetic, ~3x cheaper than
         // date_trunc … AT TIME ZONE 'Asia/Shanghai', which gives the same)
-        "date_bin('1 day', hour, TIMESTAMPTZ '2000-01-01 00:00:00+08')"
+        "date_bin('1 day', hour, TIMESTAMPTZ '2000-01-01 00:00:00+08')".into()
+    } else {
+        // The zone's midnight as an instant. The name comes from the compiled-in zone list
+        // (letters, digits, '/', '_', '+', '-'), never from the caller's text.
+        format!("date_trunc('day', hour, '{}')", tz.name())
     }
 }
 
@@ -285,7 +306,14 @@ fn scope_filter(scope: &Scope, need_user_table: bool) -> (&'static str, String, 
 /// present (zero-filled); grouped series hold only the (bucket, group) pairs with requests.
 /// Ordered by bucket, then group.
 pub async fn series(pool: &PgPool, scope: &Scope, range: Range, group: GroupBy, now: DateTime<Utc>) -> Result<Vec<SeriesPoint>, sqlx::Error> {
-    let (start, end) = range.bounds(now);
+    series_in(pool, scope, range, group, now, zone::SHANGHAI).await
+}
+
+/// [`series`] with daily buckets on `tz`'s calendar days. Zones other than Shanghai sum the
+/// hourly rollup by local day (exact for whole-hour offsets; a zone at a half-hour offset gets
+/// the hour that straddles its midnight in the day the hour starts in).
+pub async fn series_in(pool: &PgPool, scope: &Scope, range: Range, group: GroupBy, now: DateTime<Utc>, tz: Tz) -> Result<Vec<SeriesPoint>, sqlx::Error> {
+    let (start, end) = range.bounds_in(now, tz);
     let group_expr = match group {
         GroupBy::None => "''",
         GroupBy::Model => "model",
@@ -294,11 +322,11 @@ pub async fn series(pool: &PgPool, scope: &Scope, range: Range, group: GroupBy, 
         GroupBy::Upstream => "COALESCE(upstream_id::text, '')",
     };
     let (mut table, preds, binds) = scope_filter(scope, group == GroupBy::Key);
-    let (mut time, mut b) = ("hour", bucket_expr(range));
+    let (mut time, mut b) = ("hour", bucket_expr(range, tz));
     // Daily charts of keys or of one customer need no channel/model/upstream detail: the daily
-    // per-key rollup has one row per key and day.
-    if table == "usage_hourly" && !range.hourly() && matches!(group, GroupBy::None | GroupBy::Key) {
-        (table, time, b) = ("usage_daily_key", "day", "day");
+    // per-key rollup has one row per key and (Shanghai) day.
+    if table == "usage_hourly" && !range.hourly() && tz == zone::SHANGHAI && matches!(group, GroupBy::None | GroupBy::Key) {
+        (table, time, b) = ("usage_daily_key", "day", "day".into());
     }
     let sql = format!(
         "SELECT {b} AS bucket, {group_expr} AS \"group\",
@@ -319,7 +347,7 @@ pub async fn series(pool: &PgPool, scope: &Scope, range: Range, group: GroupBy, 
     }
     let mut by_bucket: HashMap<DateTime<Utc>, SeriesPoint> = rows.into_iter().map(|p| (p.bucket, p)).collect();
     Ok(range
-        .buckets(now)
+        .buckets_in(now, tz)
         .into_iter()
         .map(|b| by_bucket.remove(&b).unwrap_or(SeriesPoint { bucket: b, ..Default::default() }))
         .collect())
@@ -378,11 +406,16 @@ pub fn hist_percentile(hist: &[i64], q: f64) -> Option<i32> {
 /// p50/p95 of latency and time to first token per bucket; every bucket present (None = no
 /// requests, or no streamed first token for TTFT).
 pub async fn latency(pool: &PgPool, scope: &Scope, range: Range, now: DateTime<Utc>) -> Result<Vec<LatencyPoint>, sqlx::Error> {
-    let (start, end) = range.bounds(now);
+    latency_in(pool, scope, range, now, zone::SHANGHAI).await
+}
+
+/// [`latency`] with daily buckets on `tz`'s calendar days.
+pub async fn latency_in(pool: &PgPool, scope: &Scope, range: Range, now: DateTime<Utc>, tz: Tz) -> Result<Vec<LatencyPoint>, sqlx::Error> {
+    let (start, end) = range.bounds_in(now, tz);
     let (table, preds, binds) = scope_filter(scope, false);
     let sql = format!(
         "SELECT {b} AS bucket, {lh} AS lh, {th} AS th FROM {table} WHERE hour >= $1 AND hour < $2{preds} GROUP BY 1",
-        b = bucket_expr(range),
+        b = bucket_expr(range, tz),
         lh = hist_sum_sql("latency_hist"),
         th = hist_sum_sql("ttft_hist"),
     );
@@ -393,7 +426,7 @@ pub async fn latency(pool: &PgPool, scope: &Scope, range: Range, now: DateTime<U
     let mut by_bucket: HashMap<DateTime<Utc>, (Vec<i64>, Vec<i64>)> =
         q.fetch_all(pool).await?.into_iter().map(|(b, l, t)| (b, (l, t))).collect();
     Ok(range
-        .buckets(now)
+        .buckets_in(now, tz)
         .into_iter()
         .map(|b| match by_bucket.remove(&b) {
             Some((l, t)) => LatencyPoint {

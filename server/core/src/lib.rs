@@ -22,3 +22,4 @@ pub mod totp;
 pub mod upstreams;
 pub mod usage;
 pub mod util;
+pub mod zone;

@@ -172,6 +172,14 @@ macro_rules! micro_amount {
                 format_trimmed(self.0, $symbol)
             }
 
+            /// Rounded to two decimals (half away from zero) for a total or a balance read at a
+            /// glance ("¥12.35"); [`Self::exact`] goes beside it in a tooltip.
+            pub fn glance(self) -> String {
+                let cents = (self.0 as i128 + if self.0 < 0 { -5_000 } else { 5_000 }) / 10_000;
+                let abs = cents.unsigned_abs();
+                format!("{}{}{}.{:02}", if cents < 0 { "-" } else { "" }, $symbol, abs / 100, abs % 100)
+            }
+
             /// Plain decimal with six places and no symbol ("12.345678"), as the JSON APIs carry it.
             pub fn decimal(self) -> String {
                 format_units(self.0, "")
@@ -285,6 +293,15 @@ impl fmt::Display for CnyPerUsd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glance_rounds_to_two_places() {
+        assert_eq!(MicroCny::from_micros(12_345_678).glance(), "¥12.35");
+        assert_eq!(MicroCny::from_micros(315).glance(), "¥0.00");
+        assert_eq!(MicroCny::from_micros(5_000).glance(), "¥0.01");
+        assert_eq!(MicroCny::from_micros(-12_345_678).glance(), "-¥12.35");
+        assert_eq!(MicroUsd::from_micros(150_000_000).glance(), "$150.00");
+    }
 
     #[test]
     fn parses_exactly() {

@@ -178,7 +178,7 @@ async fn tallies(pool: &PgPool, range: Range, now: DateTime<Utc>) -> Result<Vec<
     let sql = format!(
         "SELECT channel, {b} AS bucket, sum(requests)::BIGINT, sum(failures)::BIGINT, {lh}, {th}
          FROM status_hourly WHERE hour >= $1 AND hour < $2 GROUP BY 1, 2",
-        b = insights::bucket_expr(range),
+        b = insights::bucket_expr(range, crate::zone::SHANGHAI),
         lh = insights::hist_sum_sql("latency_hist"),
         th = insights::hist_sum_sql("ttft_hist"),
     );

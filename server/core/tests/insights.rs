@@ -468,16 +468,16 @@ fn csv_lines_quote_per_rfc4180() {
     };
     let header = insights::csv_header();
     assert!(header.ends_with("\r\n"));
-    let line = insights::csv_line(&row, "prod, \"main\"\nkey");
+    let line = insights::csv_line(&row, "prod, \"main\"\nkey", cloudrouter_core::zone::SHANGHAI);
     assert!(line.ends_with("\r\n"));
     assert_eq!(
         line,
-        "req_1,2026-11-20T05:30:00.000Z,00000000-0000-0000-0000-000000000000,\"prod, \"\"main\"\"\nkey\",smart,messages,claude-sonnet-4-6,,true,529,upstream_error,overloaded_error,2,10,20,1,2,3,4,0,0.001234,1.500000,812,\r\n"
+        "req_1,2026-11-20T13:30:00.000+08:00,00000000-0000-0000-0000-000000000000,\"prod, \"\"main\"\"\nkey\",smart,messages,claude-sonnet-4-6,,true,529,upstream_error,overloaded_error,2,10,20,1,2,3,4,0,0.001234,1.500000,812,\r\n"
     );
     assert_eq!(header.trim_end().split(',').count(), 24);
-    assert_eq!(insights::csv_line(&row, "plain").matches(',').count(), 23);
+    assert_eq!(insights::csv_line(&row, "plain", cloudrouter_core::zone::SHANGHAI).matches(',').count(), 23);
     // a formula-looking key name is neutralised
-    assert!(insights::csv_line(&row, "=HYPERLINK(\"x\")").contains(",\"'=HYPERLINK(\"\"x\"\")\","));
+    assert!(insights::csv_line(&row, "=HYPERLINK(\"x\")", cloudrouter_core::zone::SHANGHAI).contains(",\"'=HYPERLINK(\"\"x\"\")\","));
 }
 
 /// Timing harness of `bench/usage_queries.sh` (needs BENCH_DATABASE_URL, a database the script
@@ -554,7 +554,7 @@ async fn bench_page_queries() {
         let mut n = 0usize;
         let mut s = Box::pin(insights::log_stream(&pool, &lf4));
         while let Some(r) = s.next().await {
-            n += insights::csv_line(&r.unwrap(), "key").len().min(1);
+            n += insights::csv_line(&r.unwrap(), "key", cloudrouter_core::zone::SHANGHAI).len().min(1);
         }
         n
     });

@@ -105,8 +105,8 @@ fn Queues(
             }}).collect_view()}
         </Section>
         <Section title=t("Invoice requests") count=q.invoices.len()>
-            {q.invoices.into_iter().map(|i| { let id = i.id.clone(); view! {
-                <div class="card mt-3" data-testid="invoice-request">
+            {q.invoices.into_iter().map(|i| { let id = i.id.clone(); let refused = issue_error(&id); let anchor = format!("invoice-{id}"); view! {
+                <div class="card mt-3" data-testid="invoice-request" id=anchor>
                     <p class="font-medium">{i.kind.clone()}" · "{i.title.clone()}" · "<span class="tabular-nums">{i.amount.clone()}</span></p>
                     <p class="text-xs text-slate-500">{tf("Order {} · requested {}", &[&i.order_reference, &i.created])}</p>
                     <form method="post" enctype="multipart/form-data" action=format!("/console/admin/invoices/{}/issue", id) class="mt-3 grid gap-2 sm:grid-cols-4 sm:items-end">
@@ -114,6 +114,7 @@ fn Queues(
                         <label class="text-xs">{t("Issue date")}<input name="issued_on" type="date" required class="input mt-1" /></label>
                         <label class="text-xs">{t("PDF (optional)")}<input name="pdf" type="file" accept="application/pdf" class="mt-1 block text-xs" /></label>
                         <button type="submit" class="btn-primary">{t("Issue")}</button>
+                        {refused.map(|text| view! { <p role="alert" class="alert-error sm:col-span-4" data-testid="issue-error">{text}</p> })}
                     </form>
                     <ActionForm action=invoice attr:class="mt-2 flex flex-wrap items-end gap-2">
                         <input type="hidden" name="id" value=id.clone() />
@@ -169,4 +170,23 @@ fn Queues(
             }}).collect_view()}
         </Section>
     }
+}
+
+/// Why issuing invoice `id` was just refused, from the page's query string (the upload route
+/// answers a refusal with `?invoice=<id>&issue_error=<code>`).
+fn issue_error(id: &str) -> Option<&'static str> {
+    let query = leptos_router::hooks::use_query_map();
+    query.with_untracked(|q| {
+        if q.get("invoice").as_deref() != Some(id) {
+            return None;
+        }
+        Some(t(match q.get("issue_error").as_deref()? {
+            "pdf" => "The file is not a PDF. Choose the invoice's PDF file (or none).",
+            "date" => "Give the issue date.",
+            "number" => "Give the invoice number (up to 64 characters).",
+            "state" => "This invoice can no longer be issued: it was decided already, or its order was refunded.",
+            "upload" => "The upload did not arrive whole (a PDF may be at most 10 MB). Try again.",
+            _ => "Something went wrong on our side. Please try again.",
+        }))
+    })
 }

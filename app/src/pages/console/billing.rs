@@ -5,7 +5,7 @@ use crate::api::billing::{
     billing_overview, ApplyForTrial, BillingSummary, CancelOrder, CancelPlanChange, RefundView, RequestRefund, TopUp,
 };
 use crate::api::usage::{billing, BillingData};
-use crate::components::form::{ActionError, ActionMessage, Field};
+use crate::components::form::{ActionError, ActionMessage};
 use crate::components::loaded::Loaded;
 use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
@@ -35,6 +35,7 @@ pub fn Billing() -> impl IntoView {
             <ActionMessage value=trial.value() />
         </div>
         <Loaded resource=overview let:o>
+            <PaymentReceived o=o.clone() />
             <Subscription o=o.clone() cancel_change />
             <div class="mt-6 grid gap-6 lg:grid-cols-2">
                 <TopUpForm methods=o.methods.clone() />
@@ -47,6 +48,18 @@ pub fn Billing() -> impl IntoView {
             <BalanceAndLedger b />
         </Loaded>
     }
+}
+
+/// "Payment received" after paying an order (`?paid=<order id>`), said only when that order of
+/// this customer really is paid.
+#[component]
+fn PaymentReceived(o: BillingSummary) -> impl IntoView {
+    let paid = leptos_router::hooks::use_query_map().with_untracked(|q| q.get("paid"));
+    paid.and_then(|id| o.orders.into_iter().find(|x| x.id == id && x.status == "paid")).map(|order| view! {
+        <p role="status" class="alert-ok mt-4" data-testid="payment-received">
+            {tf("Payment received: {} for order {}. Thank you!", &[&order.amount, &order.reference])}
+        </p>
+    })
 }
 
 #[component]
@@ -83,14 +96,37 @@ fn Subscription(o: BillingSummary, cancel_change: ServerAction<CancelPlanChange>
     }
 }
 
+/// Top-up amounts offered beside the free amount (yuan).
+const PRESETS: [&str; 5] = ["50", "100", "200", "500", "1000"];
+
 #[component]
 fn TopUpForm(methods: Vec<(String, String)>) -> impl IntoView {
     let top_up = ServerAction::<TopUp>::new();
+    // A preset fills the amount: a link (`?amount=`) without JavaScript, the field itself with it.
+    let query = leptos_router::hooks::use_query_map();
+    let amount = RwSignal::new(query.with_untracked(|q| q.get("amount")).filter(|a| PRESETS.contains(&a.as_str())).unwrap_or_default());
     view! {
         <section id="top-up" class="card">
             <h2 class="section-title">{t("Top up your balance")}</h2>
             <ActionForm action=top_up attr:class="mt-4 space-y-4">
-                <Field label=t("Amount (¥)") name="amount" placeholder="100" />
+                <div>
+                    <p class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Quick amounts")}</p>
+                    <div class="mt-1 flex flex-wrap gap-2" data-testid="top-up-presets">
+                        {PRESETS.iter().map(|p| {
+                            let shown = if *p == "1000" { "¥1,000".to_string() } else { format!("¥{p}") };
+                            view! {
+                                <a href=format!("/console/billing?amount={p}#top-up") class="btn-ghost px-3 py-1"
+                                    aria-pressed=move || if amount.get() == *p { "true" } else { "false" }
+                                    on:click=move |ev| { ev.prevent_default(); amount.set(p.to_string()); }>{shown}</a>
+                            }
+                        }).collect_view()}
+                    </div>
+                </div>
+                <label class="block">
+                    <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Amount (¥)")}</span>
+                    <input name="amount" required class="input mt-1" placeholder="100" inputmode="decimal" data-testid="top-up-amount"
+                        prop:value=move || amount.get() on:input=move |ev| amount.set(event_target_value(&ev)) />
+                </label>
                 <label class="block">
                     <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Pay with")}</span>
                     <select name="method" class="input mt-1">
@@ -228,7 +264,7 @@ pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
     view! {
         <section class="card mt-6">
             <h2 class="section-title">{t("Pay-as-you-go balance")}</h2>
-            <p class="mt-2 text-3xl font-semibold tabular-nums" data-testid="billing-balance">{b.balance}</p>
+            <p class="mt-2 text-3xl font-semibold tabular-nums" data-testid="billing-balance" title=b.balance_exact.clone()>{b.balance}</p>
             <p class="mt-1 text-sm text-slate-500">{tf("{} available · {} held by requests in flight", &[&b.available, &b.held])}</p>
         </section>
         <section class="mt-6">
@@ -239,15 +275,27 @@ pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
                 view! {
                     <div class="card mt-3 overflow-x-auto p-0">
                         <table class="table">
-                            <thead><tr><th>{t("Time")}</th><th>{t("Kind")}</th><th>{t("Note")}</th><th class="text-right">{t("Amount")}</th><th class="text-right">{t("Balance")}</th></tr></thead>
+                            <thead><tr><th>{t("Time")}</th><th>{t("Kind")}</th><th>{t("Note")}</th><th class="text-right">{t("Amount (¥)")}</th><th class="text-right">{t("Balance (¥)")}</th><th class="text-right">{t("Plan allowance ($)")}</th></tr></thead>
                             <tbody>
                                 {b.entries.into_iter().map(|e| view! {
                                     <tr data-testid="ledger-row">
                                         <td class="whitespace-nowrap text-slate-500">{e.time}</td>
                                         <td class="capitalize">{label(&e.kind)}{(e.source != "wallet").then(|| format!(" · {}", label(&e.source)))}</td>
                                         <td>{e.note}</td>
-                                        <td class="whitespace-nowrap text-right tabular-nums">{e.amount}</td>
-                                        <td class="whitespace-nowrap text-right tabular-nums">{e.balance_after}</td>
+                                        {if e.usd {
+                                            // list-price dollars of a plan allowance: their own column
+                                            view! {
+                                                <td class="text-right text-slate-400">"—"</td>
+                                                <td class="text-right text-slate-400">"—"</td>
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-usd" title=e.amount_exact.clone()>{e.amount.clone()}</td>
+                                            }.into_any()
+                                        } else {
+                                            view! {
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-amount" title=e.amount_exact.clone()>{e.amount.clone()}</td>
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-balance" title=e.balance_exact.clone()>{e.balance_after.clone()}</td>
+                                                <td class="text-right text-slate-400">"—"</td>
+                                            }.into_any()
+                                        }}
                                     </tr>
                                 }).collect_view()}
                             </tbody>

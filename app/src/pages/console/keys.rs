@@ -13,6 +13,15 @@ pub fn Keys() -> impl IntoView {
     let revoke = ServerAction::<RevokeKey>::new();
     let (created, revoked) = (successes(create.value()), successes(revoke.value()));
     let page = Resource::new(move || (created.get(), revoked.get()), |_| keys_page());
+    // After a key is made, the form is empty again for the next one.
+    let form = NodeRef::<leptos::html::Form>::new();
+    Effect::new(move |_| {
+        if created.get() > 0 {
+            if let Some(f) = form.get_untracked() {
+                f.reset();
+            }
+        }
+    });
     view! {
         <Title text=t("API keys") />
         <h1 class="page-title">{t("API keys")}</h1>
@@ -27,7 +36,7 @@ pub fn Keys() -> impl IntoView {
                         <div class="mt-6 grid gap-6 xl:grid-cols-3">
                             <section class="card xl:col-span-1">
                                 <h2 class="section-title">{t("Create a key")}</h2>
-                                <ActionForm action=create attr:class="mt-4 space-y-4">
+                                <ActionForm action=create node_ref=form attr:class="mt-4 space-y-4">
                                     <Field label=t("Name") name="name" placeholder=t("e.g. laptop, CI, production") />
                                     <label class="block">
                                         <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Channel")}</span>
@@ -80,7 +89,11 @@ fn SecretOnce(k: CreatedKey) -> impl IntoView {
     view! {
         <div role="status" class="alert-ok mt-4" data-testid="new-key">
             <p class="font-medium">{tf("Key “{}” created. Copy it now: it will not be shown again.", &[&k.name])}</p>
-            <code class="mt-2 block break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret}</code>
+            <div class="mt-2 flex flex-wrap items-center gap-2">
+                <code class="block min-w-0 flex-1 break-all rounded bg-white px-3 py-2 font-mono text-sm text-slate-900 select-all dark:bg-slate-900 dark:text-slate-100" data-testid="new-key-secret">{k.secret.clone()}</code>
+                <CopyButton text=k.secret />
+            </div>
+            <p class="mt-2 text-sm font-semibold" data-testid="shown-once">{t("You will not see this secret again: we keep only a hash of it. If you lose it, revoke the key and create another.")}</p>
         </div>
     }
 }
@@ -119,10 +132,17 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
                                 </td>
                                 <td>
                                     {active.then(|| view! {
-                                        <ActionForm action=revoke>
-                                            <input type="hidden" name="id" value=k.id.clone() />
-                                            <button type="submit" class="btn-danger" aria-label=tf("Revoke {}", &[&k.name])>{t("Revoke")}</button>
-                                        </ActionForm>
+                                        // Revoking is asked twice: the first button opens the confirmation (no script needed).
+                                        <details class="relative" data-testid="revoke">
+                                            <summary class="btn-danger cursor-pointer list-none" aria-label=tf("Revoke {}", &[&k.name])>{t("Revoke")}</summary>
+                                            <div class="mt-2 w-64 rounded-lg border border-red-200 bg-white p-3 text-sm shadow-lg dark:border-red-900 dark:bg-slate-900">
+                                                <p>{tf("Revoke “{}”? Calls with it stop at once; this cannot be undone.", &[&k.name])}</p>
+                                                <ActionForm action=revoke attr:class="mt-2">
+                                                    <input type="hidden" name="id" value=k.id.clone() />
+                                                    <button type="submit" class="btn-danger w-full">{t("Yes, revoke it")}</button>
+                                                </ActionForm>
+                                            </div>
+                                        </details>
                                     })}
                                 </td>
                             </tr>
@@ -132,4 +152,24 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
             </table>
         </div>
     }.into_any()
+}
+
+/// Copies `text` to the clipboard (the text itself stays selectable when JavaScript is off).
+#[component]
+fn CopyButton(text: String) -> impl IntoView {
+    let copied = RwSignal::new(false);
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            let _ = window().navigator().clipboard().write_text(&text);
+            copied.set(true);
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = &text;
+    };
+    view! {
+        <button type="button" class="btn-ghost" on:click=copy data-testid="copy-secret">
+            {move || if copied.get() { t("Copied") } else { t("Copy") }}
+        </button>
+    }
 }

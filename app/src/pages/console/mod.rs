@@ -6,4 +6,5 @@ pub mod pay;
 pub mod plans;
 pub mod quickstart;
 pub mod settings;
+pub mod time_zone;
 pub mod usage;

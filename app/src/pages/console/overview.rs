@@ -25,11 +25,18 @@ pub fn Overview() -> impl IntoView {
 }
 
 #[component]
-fn Stat(label: &'static str, value: String, #[prop(optional)] sub: Option<String>, #[prop(optional)] testid: &'static str) -> impl IntoView {
+fn Stat(
+    label: &'static str,
+    value: String,
+    #[prop(optional)] sub: Option<String>,
+    #[prop(optional)] testid: &'static str,
+    /// The exact amount, shown on hover.
+    #[prop(optional)] exact: Option<String>,
+) -> impl IntoView {
     view! {
         <div class="card">
             <p class="text-sm text-slate-500">{label}</p>
-            <p class="mt-1 text-2xl font-semibold tabular-nums" data-testid=testid>{value}</p>
+            <p class="mt-1 text-2xl font-semibold tabular-nums" data-testid=testid title=exact>{value}</p>
             {sub.map(|s| view! { <p class="mt-1 text-xs text-slate-500">{s}</p> })}
         </div>
     }
@@ -54,9 +61,9 @@ fn OverviewBody(o: OverviewData) -> impl IntoView {
         <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-4">
             <Stat label=t("Plan allowance left") value=o.allowance_left.clone().unwrap_or_else(|| t("No plan").into())
                 sub=if o.allowance_left.is_some() { t("list-price usage this cycle, drawn first").to_string() } else { t("pay-as-you-go from your balance").to_string() } testid="allowance" />
-            <Stat label=t("Balance") value=o.balance.clone()
+            <Stat label=t("Balance") value=o.balance.clone() exact=o.balance_exact.clone()
                 sub=tf("{} held by requests in flight{}", &[&o.held, &o.trial.clone().map(|c| tf(" · {} trial credit", &[&c])).unwrap_or_default()]) testid="balance" />
-            <Stat label=t("Spend, last 24 hours") value=o.spend_24h.clone() sub=tf("{} in the last 30 days", &[&o.spend_30d]) />
+            <Stat label=t("Spend, last 24 hours") value=o.spend_24h.clone() exact=o.spend_24h_exact.clone() sub=tf("{} in the last 30 days", &[&o.spend_30d]) testid="spend-24h" />
             <Stat label=t("Requests, last 24 hours") value=o.requests_24h.to_string() sub=tf("{} · {} active keys", &[&error_rate, &o.active_keys]) />
 
         </div>

@@ -1,8 +1,11 @@
 //! Quick start: a first key, then copyable snippets for curl, the Python and TypeScript SDKs and
 //! Claude Code, filled in with this console's own address (and the new key, once created).
 
+use crate::api::billing::ApplyForTrial;
 use crate::api::catalogue::public_catalogue;
 use crate::api::keys::{keys_page, CreateKey};
+use crate::api::readiness::{readiness, FundingView};
+use crate::components::form::ActionError;
 use crate::components::loaded::Loaded;
 use crate::pages::landing::PriceTables;
 use crate::i18n::{t, tf};
@@ -39,14 +42,22 @@ pub fn QuickStart() -> impl IntoView {
     let page = Resource::new(|| (), |_| keys_page());
     let prices = Resource::new(|| (), |_| public_catalogue());
     let base = Resource::new(|| (), |_| crate::api::usage::overview());
+    let apply = ServerAction::<ApplyForTrial>::new();
+    let ready = Resource::new(move || apply.version().get(), |_| readiness());
     view! {
         <Title text=t("Quick start") />
         <h1 class="page-title">{t("Quick start")}</h1>
         <p class="mt-1 max-w-3xl text-sm text-slate-600 dark:text-slate-400">
             {t("CloudRouter speaks Anthropic's API: keep your code and your SDK, change the base URL and the key.")}
         </p>
+        <section class="card mt-6 max-w-3xl" data-testid="readiness-step">
+            <h2 class="section-title">{t("1. Give your account something to spend")}</h2>
+            <Loaded resource=ready let:r>
+                <Funding r apply />
+            </Loaded>
+        </section>
         <section class="card mt-6 max-w-3xl">
-            <h2 class="section-title">{t("1. Create a key")}</h2>
+            <h2 class="section-title">{t("2. Create a key")}</h2>
             <Loaded resource=page let:p>
                 <ActionForm action=create attr:class="mt-4 flex flex-wrap items-end gap-3">
                     <input type="hidden" name="spend_limit" value="" />
@@ -73,7 +84,14 @@ pub fn QuickStart() -> impl IntoView {
             })}
         </section>
         <section class="mt-6 max-w-3xl">
-            <h2 class="section-title">{t("2. Call Claude")}</h2>
+            <h2 class="section-title">{t("3. Call Claude")}</h2>
+            <Loaded resource=ready let:r>
+                {(!r.ready).then(|| view! {
+                    <p role="note" class="alert-warn mt-3" data-testid="snippet-warning">
+                        {tf("Until step 1 is done these calls are refused with 402 (insufficient balance): the balance is {} and there is no plan or trial credit.", &[&r.balance])}
+                    </p>
+                })}
+            </Loaded>
             <Loaded resource=base let:o>
                 {move || {
                     let key = create.value().get().and_then(|r| r.ok()).map(|k| k.secret).unwrap_or_else(|| "YOUR_CLOUDROUTER_KEY".into());
@@ -82,7 +100,7 @@ pub fn QuickStart() -> impl IntoView {
             </Loaded>
         </section>
         <section class="mt-8">
-            <h2 class="section-title">{t("3. Know what it costs")}</h2>
+            <h2 class="section-title">{t("4. Know what it costs")}</h2>
             <p class="mt-1 max-w-3xl text-sm text-slate-600 dark:text-slate-400">
                 {t("A request costs its tokens at the model's list price in dollars, times your key's channel rate in yuan. Plans include an allowance drawn first; see Plans.")}
             </p>
@@ -91,6 +109,62 @@ pub fn QuickStart() -> impl IntoView {
             </Loaded>
         </section>
     }
+}
+
+/// Step 1: whether a call can be paid for, and if not, both ways to fix it — trial credit (staff
+/// approve it) or a top-up — with the trial application's state once there is one.
+#[component]
+fn Funding(r: FundingView, apply: ServerAction<ApplyForTrial>) -> impl IntoView {
+    if r.ready {
+        return view! {
+            <p class="mt-3 text-sm" data-testid="readiness" data-ready="true">
+                <span class="font-medium text-emerald-700 dark:text-emerald-400">{t("Ready: calls can be paid for.")}</span>" "{r.funds.clone()}
+            </p>
+            {(r.trial_status.as_deref() == Some("approved")).then(|| view! {
+                <p class="mt-1 text-sm text-slate-600 dark:text-slate-400" data-testid="trial-state">
+                    {tf("Trial credit approved: {} of {} left, until {}.", &[&r.trial_remaining, &r.trial_amount, &r.trial_expires])}
+                </p>
+            })}
+        }.into_any();
+    }
+    let trial = match r.trial_status.as_deref() {
+        None => view! {
+            <ActionForm action=apply attr:class="mt-2 space-y-2">
+                <label class="block">
+                    <span class="text-sm text-slate-700 dark:text-slate-300">{t("What will you use it for?")}</span>
+                    <textarea name="reason" rows="2" required minlength="10" class="input mt-1"></textarea>
+                </label>
+                <ActionError value=Signal::derive(move || apply.value().get().map(|r| r.map(|_| ()))) />
+                <button type="submit" class="btn-primary">{t("Apply for trial credit")}</button>
+            </ActionForm>
+        }.into_any(),
+        Some("pending") => view! {
+            <p class="mt-2 text-sm" data-testid="trial-state">{t("Applied: your trial application is waiting for our staff, usually within a working day. This page shows the credit once it is approved.")}</p>
+        }.into_any(),
+        Some("declined") => view! {
+            <p class="mt-2 text-sm" data-testid="trial-state">{t("Your trial application was declined; top up to start.")}</p>
+        }.into_any(),
+        Some(_) => view! {
+            <p class="mt-2 text-sm" data-testid="trial-state">{t("Your trial credit has expired; top up to continue.")}</p>
+        }.into_any(),
+    };
+    view! {
+        <p role="note" class="alert-warn mt-3" data-testid="readiness" data-ready="false">
+            {tf("Your balance is {} and you have no plan or trial credit, so every call is refused with 402 (insufficient balance) until the account has funds. Either way below works:", &[&r.balance])}
+        </p>
+        <div class="mt-4 grid gap-4 sm:grid-cols-2">
+            <div class="rounded-lg border border-slate-200 p-4 dark:border-slate-800">
+                <h3 class="font-medium">{t("Apply for trial credit")}</h3>
+                <p class="mt-1 text-xs text-slate-500">{t("Free credit for new accounts; our staff approve each application.")}</p>
+                {trial}
+            </div>
+            <div class="rounded-lg border border-slate-200 p-4 dark:border-slate-800">
+                <h3 class="font-medium">{t("Top up")}</h3>
+                <p class="mt-1 text-xs text-slate-500">{t("Pay any amount into your balance; a call draws on it at once.")}</p>
+                <a href="/console/billing#top-up" class="btn-ghost mt-3">{t("Top up your balance")}</a>
+            </div>
+        </div>
+    }.into_any()
 }
 
 /// A snippet with a copy button (the code is selectable when JavaScript is off).

@@ -40,6 +40,7 @@ pub fn Settings() -> impl IntoView {
                     <SubmitButton label=t("Change password") pending=change.pending() />
                 </ActionForm>
             </section>
+            <crate::pages::console::time_zone::TimeZoneSection />
             <TwoFactor />
             <Alerts />
         </div>

@@ -68,6 +68,7 @@ pub fn Usage() -> impl IntoView {
         status: get("status", ""),
         from: get("from", ""),
         to: get("to", ""),
+        request_id: get("request_id", ""),
         cursor: get("cursor", ""),
     };
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, false));
@@ -98,7 +99,7 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
     let csv = format!("/console/usage.csv{}{}", if filter.is_empty() { "" } else { "?" }, filter);
     let next = page.next_cursor.clone().map(|c| format!("/console/usage?{}{}cursor={c}#log", filter, if filter.is_empty() { "" } else { "&" }));
     view! {
-        <form method="get" action="/console/usage" class="card mt-3 grid gap-3 sm:grid-cols-3 lg:grid-cols-6 lg:items-end">
+        <form method="get" action="/console/usage" class="card mt-3 grid gap-3 sm:grid-cols-3 lg:grid-cols-4 lg:items-end">
             <label class="text-xs">{t("Key")}
                 <select name="key" class="input mt-1">
                     <option value="">{t("All keys")}</option>
@@ -115,6 +116,7 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
             </label>
             <label class="text-xs">{t("From")}<input type="date" name="from" value=q.from.clone() class="input mt-1" /></label>
             <label class="text-xs">{t("To")}<input type="date" name="to" value=q.to.clone() class="input mt-1" /></label>
+            <label class="text-xs sm:col-span-2">{t("Request ID")}<input name="request_id" value=q.request_id.clone() class="input mt-1 font-mono" placeholder="req_…" /></label>
             <div class="flex gap-2">
                 <button type="submit" class="btn-primary">{t("Filter")}</button>
                 <a href=csv class="btn-ghost" download>{t("CSV")}</a>
@@ -124,36 +126,34 @@ fn LogView(page: LogPage, q: LogQuery) -> impl IntoView {
             view! { <div class="card mt-3 text-sm text-slate-500">{t("No requests match.")}</div> }.into_any()
         } else {
             view! {
-                <div class="card mt-3 overflow-x-auto p-0">
-                    <table class="table whitespace-nowrap">
-                        <thead><tr>
-                            <th>{t("Time")}</th><th>{t("Key")}</th><th>{t("Model")}</th><th>{t("Channel")}</th>
-                            <th class="text-right">{t("Input")}</th><th class="text-right">{t("Output")}</th>
-                            <th class="text-right">{t("Cache write / read")}</th>
-                            <th class="text-right">{t("List price")}</th><th class="text-right">{t("Charge")}</th>
-                            <th>{t("Status")}</th><th class="text-right">{t("Latency / TTFT")}</th>
-                        </tr></thead>
-                        <tbody>
-                            {page.rows.into_iter().map(|r| view! {
-                                <tr data-testid="usage-row">
-                                    <td class="text-slate-500">{r.time}</td>
-                                    <td>{r.key}</td>
-                                    <td>
-                                        <code class="text-xs">{r.requested_model.clone()}</code>
-                                        {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{tf("served by {}", &[&r.served_model])}</span> })}
-                                    </td>
-                                    <td class="capitalize">{label(&r.channel)}</td>
-                                    <td class="text-right tabular-nums">{r.input_tokens}</td>
-                                    <td class="text-right tabular-nums">{r.output_tokens}</td>
-                                    <td class="text-right tabular-nums">{format!("{} / {}", r.cache_write_tokens, r.cache_read_tokens)}</td>
-                                    <td class="text-right tabular-nums">{r.cost_usd}</td>
-                                    <td class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</td>
-                                    <td>{format!("{} {}", r.status, label(&r.outcome))}</td>
-                                    <td class="text-right tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</td>
-                                </tr>
-                            }).collect_view()}
-                        </tbody>
-                    </table>
+                // One line per request with what matters (time, key, model, status, charge); the rest
+                // folds out below it. No sideways scrolling at laptop widths; stacked on phones.
+                <div class="card mt-3 p-0" data-testid="usage-log">
+                    <div class="hidden border-b border-slate-200 px-3 py-2 text-xs font-medium text-slate-500 md:grid md:grid-cols-[9.5rem_7rem_minmax(0,1fr)_minmax(0,14rem)_6rem] md:gap-3 dark:border-slate-800">
+                        <span>{t("Time")}</span><span>{t("Key")}</span><span>{t("Model")}</span><span>{t("Status")}</span><span class="text-right">{t("Charge")}</span>
+                    </div>
+                    {page.rows.into_iter().map(|r| view! {
+                        <details class="group border-b border-slate-100 last:border-b-0 dark:border-slate-800/60" data-testid="usage-row">
+                            <summary class="grid cursor-pointer list-none grid-cols-2 gap-x-3 gap-y-1 px-3 py-2 text-sm hover:bg-slate-50 md:grid-cols-[9.5rem_7rem_minmax(0,1fr)_minmax(0,14rem)_6rem] md:items-baseline dark:hover:bg-slate-900">
+                                <span class="text-slate-500" data-testid="usage-time">{r.time}</span>
+                                <span class="truncate text-right md:text-left">{r.key}</span>
+                                <span class="col-span-2 min-w-0 md:col-span-1">
+                                    <code class="break-all text-xs" data-testid="usage-model">{r.requested_model.clone()}</code>
+                                    {r.fallback.then(|| view! { <span class="block text-xs text-amber-600">{tf("served by {}", &[&r.served_model])}</span> })}
+                                </span>
+                                <span class=if r.failed { "text-red-700 dark:text-red-400" } else { "text-slate-700 dark:text-slate-300" } data-testid="usage-status">{r.status_text.clone()}</span>
+                                <span class="text-right tabular-nums" data-testid="usage-charge">{r.charge}</span>
+                            </summary>
+                            <dl class="grid grid-cols-2 gap-x-4 gap-y-1 bg-slate-50 px-3 py-2 text-xs sm:grid-cols-4 dark:bg-slate-900/60" data-testid="usage-details">
+                                <div><dt class="text-slate-500">{t("Request ID")}</dt><dd class="break-all font-mono" data-testid="usage-request-id">{r.request_id.clone()}</dd></div>
+                                <div><dt class="text-slate-500">{t("Channel")}</dt><dd>{label(&r.channel)}</dd></div>
+                                <div><dt class="text-slate-500">{t("Input")}" / "{t("Output")}</dt><dd class="tabular-nums">{format!("{} / {}", r.input_tokens, r.output_tokens)}</dd></div>
+                                <div><dt class="text-slate-500">{t("Cache write / read")}</dt><dd class="tabular-nums">{format!("{} / {}", r.cache_write_tokens, r.cache_read_tokens)}</dd></div>
+                                <div><dt class="text-slate-500">{t("List price")}</dt><dd class="tabular-nums">{r.cost_usd}</dd></div>
+                                <div><dt class="text-slate-500">{t("Latency / TTFT")}</dt><dd class="tabular-nums">{format!("{} ms / {}", r.latency_ms, r.ttft_ms.map(|t| format!("{t} ms")).unwrap_or_else(|| "—".into()))}</dd></div>
+                            </dl>
+                        </details>
+                    }).collect_view()}
                 </div>
                 {next.map(|href| view! { <a href=href class="btn-ghost mt-3" rel="next">{t("Older requests →")}</a> })}
             }.into_any()

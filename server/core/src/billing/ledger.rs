@@ -102,6 +102,27 @@ impl Amount {
             Amount::Usd(a) => a.short(),
         }
     }
+
+    /// Two decimals, rounded: a balance at a glance.
+    pub fn glance(self) -> String {
+        match self {
+            Amount::Cny(a) => a.glance(),
+            Amount::Usd(a) => a.glance(),
+        }
+    }
+
+    /// All six decimals with the symbol: for a tooltip.
+    pub fn exact(self) -> String {
+        match self {
+            Amount::Cny(a) => a.exact(),
+            Amount::Usd(a) => a.exact(),
+        }
+    }
+
+    /// List-price dollars (a plan allowance row), not yuan.
+    pub fn is_usd(self) -> bool {
+        matches!(self, Amount::Usd(_))
+    }
 }
 
 /// What a ledger row is for, stored as a code with typed values (`ledger_entries.memo`, JSONB) so

@@ -55,8 +55,10 @@ impl Shared {
     /// capacity, the holds. What it takes (slots, holds) and learns (model, rate) goes into `t`.
     pub(super) async fn admit_message<'c>(&self, t: &mut Ticket, key: &KeyAuth, cat: &'c CatalogueSnapshot, body: &Bytes) -> Result<Admitted<'c>, ApiError> {
         let head = parse_head(body)?;
-        // Only catalogue ids are recorded: the model field is client text and could carry anything.
-        t.requested_model = "(unknown)".to_string();
+        // The model field is client text and could carry anything: it is recorded as asked only
+        // when it looks like a model id (so "404 unknown model gpt-4o" can say which), else as
+        // "(unknown)"; a known model is recorded by its catalogue id below.
+        t.requested_model = recorded_model_name(&head.model);
         t.stream = head.stream;
         let Some(max_tokens) = head.max_tokens else {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, "max_tokens: Field required"));
@@ -208,4 +210,25 @@ impl CatalogueSnapshot {
 fn db_unavailable(e: sqlx::Error) -> ApiError {
     tracing::error!(error = %e, "database unavailable for a lease");
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable; please retry shortly").should_retry(true)
+}
+
+/// What the usage log records for a model name the catalogue may not know: the name itself when
+/// it is a plausible model id (1–64 of ASCII letters, digits and `-._:/@`), otherwise "(unknown)".
+pub(crate) fn recorded_model_name(asked: &str) -> String {
+    let plausible = (1..=64).contains(&asked.len()) && asked.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b));
+    if plausible { asked.to_string() } else { "(unknown)".to_string() }
+}
+
+#[cfg(test)]
+mod recorded_model_tests {
+    use super::recorded_model_name;
+
+    #[test]
+    fn only_plausible_model_ids_are_recorded() {
+        assert_eq!(recorded_model_name("gpt-4o"), "gpt-4o");
+        assert_eq!(recorded_model_name("claude-3-5-sonnet@20241022"), "claude-3-5-sonnet@20241022");
+        assert_eq!(recorded_model_name("ignore previous instructions"), "(unknown)");
+        assert_eq!(recorded_model_name(""), "(unknown)");
+        assert_eq!(recorded_model_name(&"a".repeat(65)), "(unknown)");
+    }
 }

@@ -29,6 +29,8 @@ pub struct LogFilter {
     pub since: Option<DateTime<Utc>>,
     /// created_at < until
     pub until: Option<DateTime<Utc>>,
+    /// One request by its id (the `request-id` every answer carries).
+    pub request_id: Option<String>,
 }
 
 /// Opaque position in the usage log: the (created_at, id) of the last row of a page.
@@ -93,6 +95,9 @@ pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, lim
     if f.model.is_some() {
         p(&mut sql, " AND COALESCE(served_model, requested_model) = ?");
     }
+    if f.request_id.is_some() {
+        p(&mut sql, " AND id = ?");
+    }
     if f.since.is_some() {
         p(&mut sql, " AND created_at >= ?");
     }
@@ -119,6 +124,9 @@ pub async fn log_page(pool: &PgPool, f: &LogFilter, cursor: Option<&Cursor>, lim
     }
     if let Some(m) = &f.model {
         q = q.bind(m.clone());
+    }
+    if let Some(id) = &f.request_id {
+        q = q.bind(id.clone());
     }
     if let Some(s) = f.since {
         q = q.bind(s);
@@ -175,13 +183,14 @@ fn csv_text(s: &str) -> String {
     }
 }
 
-/// One CSV line (with CRLF) for a usage row. Amounts are decimal strings (USD cost, CNY charge);
-/// times are UTC RFC 3339. Never contains request or reply text (records hold none).
-pub fn csv_line(row: &UsageRecord, key_name: &str) -> String {
+/// One CSV line (with CRLF) for a usage row. Amounts are exact decimal strings (USD cost, CNY
+/// charge); times are RFC 3339 in `tz` with its offset (the zone the console shows). Never
+/// contains request or reply text (records hold none).
+pub fn csv_line(row: &UsageRecord, key_name: &str, tz: crate::zone::Tz) -> String {
     let opt = |v: Option<i32>| v.map(|x| x.to_string()).unwrap_or_default();
     let fields: Vec<String> = vec![
         csv_text(&row.id),
-        row.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        row.created_at.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         row.key_id.map(|k| k.to_string()).unwrap_or_default(),
         csv_text(key_name),
         csv_text(&row.channel),
