@@ -301,7 +301,8 @@ async fn old_ledger_notes_become_memos(pool: PgPool) {
     let mut before = sqlx::migrate!("../../migrations");
     before.migrations = all.migrations.iter().filter(|m| m.version < 19).cloned().collect::<Vec<_>>().into();
     before.run(&pool).await.unwrap();
-    let u = cloudrouter_core::accounts::create_user(&pool, "old@example.com", "correct horse battery staple 9").await.unwrap();
+    // a user as the schema before 0019 holds one (the accounts code reads later columns)
+    let u: uuid::Uuid = sqlx::query_scalar("INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x') RETURNING id").fetch_one(&pool).await.unwrap();
     let notes = [
         ("credit", "wallet", "Top-up CR-7K3M9Q via WeChat Pay"),
         ("purchase", "wallet", "Pro plan subscription (order CR-AAAAAA)"),
@@ -316,7 +317,7 @@ async fn old_ledger_notes_become_memos(pool: PgPool) {
     ];
     for (kind, source, note) in notes {
         sqlx::query("INSERT INTO ledger_entries (user_id, amount_micros, balance_after_micros, kind, source, note) VALUES ($1, 1, 1, $2, $3, $4)")
-            .bind(u.id)
+            .bind(u)
             .bind(kind)
             .bind(source)
             .bind(note)
@@ -325,7 +326,7 @@ async fn old_ledger_notes_become_memos(pool: PgPool) {
             .unwrap();
     }
     all.run(&pool).await.unwrap();
-    let mut memos: Vec<Option<Memo>> = ledger::entries(&pool, u.id, 100).await.unwrap().into_iter().map(|e| e.memo).collect();
+    let mut memos: Vec<Option<Memo>> = ledger::entries(&pool, u, 100).await.unwrap().into_iter().map(|e| e.memo).collect();
     memos.reverse();
     let until = chrono::DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().to_utc();
     assert_eq!(
