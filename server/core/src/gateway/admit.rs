@@ -55,9 +55,9 @@ impl Shared {
     /// capacity, the holds. What it takes (slots, holds) and learns (model, rate) goes into `t`.
     pub(super) async fn admit_message<'c>(&self, t: &mut Ticket, key: &KeyAuth, cat: &'c CatalogueSnapshot, body: &Bytes) -> Result<Admitted<'c>, ApiError> {
         let head = parse_head(body)?;
-        // The model field is client text and could carry anything: it is recorded as asked only
-        // when it looks like a model id (so "404 unknown model gpt-4o" can say which), else as
-        // "(unknown)"; a known model is recorded by its catalogue id below.
+        // The model field is client text and could carry anything (bodies are never stored): it is
+        // recorded as asked only when it names a public model family (so "404 unknown model
+        // gpt-4o" can say which), else as "(unknown)"; a known model by its catalogue id below.
         t.requested_model = recorded_model_name(&head.model);
         t.stream = head.stream;
         let Some(max_tokens) = head.max_tokens else {
@@ -212,11 +212,20 @@ fn db_unavailable(e: sqlx::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable; please retry shortly").should_retry(true)
 }
 
+/// Public model families whose names the usage log may show as asked.
+const MODEL_FAMILIES: &[&str] = &[
+    "claude-", "anthropic/", "gpt-", "chatgpt-", "o1", "o3", "o4", "openai/", "gemini-", "deepseek-", "qwen", "llama", "mistral",
+    "grok-", "kimi-", "moonshot-", "glm-", "doubao-",
+];
+
 /// What the usage log records for a model name the catalogue may not know: the name itself when
-/// it is a plausible model id (1–64 of ASCII letters, digits and `-._:/@`), otherwise "(unknown)".
+/// it is a plausible model id (1–64 of ASCII letters, digits and `-._:/@`) of a public model
+/// family, otherwise "(unknown)": free text in the field (a prompt pasted by mistake, a marker)
+/// is never stored.
 pub(crate) fn recorded_model_name(asked: &str) -> String {
-    let plausible = (1..=64).contains(&asked.len()) && asked.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b));
-    if plausible { asked.to_string() } else { "(unknown)".to_string() }
+    let shape = (1..=64).contains(&asked.len()) && asked.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/@".contains(&b));
+    let lower = asked.to_ascii_lowercase();
+    if shape && MODEL_FAMILIES.iter().any(|f| lower.starts_with(f)) { asked.to_string() } else { "(unknown)".to_string() }
 }
 
 #[cfg(test)]
@@ -228,6 +237,8 @@ mod recorded_model_tests {
         assert_eq!(recorded_model_name("gpt-4o"), "gpt-4o");
         assert_eq!(recorded_model_name("claude-3-5-sonnet@20241022"), "claude-3-5-sonnet@20241022");
         assert_eq!(recorded_model_name("ignore previous instructions"), "(unknown)");
+        assert_eq!(recorded_model_name("MARKER-7f3a9c1e-do-not-store"), "(unknown)", "free text shaped like an id");
+        assert_eq!(recorded_model_name("my-secret-project-name"), "(unknown)");
         assert_eq!(recorded_model_name(""), "(unknown)");
         assert_eq!(recorded_model_name(&"a".repeat(65)), "(unknown)");
     }
