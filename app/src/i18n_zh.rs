@@ -906,7 +906,6 @@ fn zh(en: &str) -> Option<&'static str> {
         "Post update" => "发布更新",
         "incident.open" => "发布事件",
         "incident.update" => "更新事件",
-        _ => return None,
         _ => return zh_console(en),
     })
 }
