@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
 
-    let gw = Gateway::start(pool.clone(), crypto, GatewayConfig::from_env()?).await?;
+    let gw = Gateway::start(pool.clone(), crypto, GatewayConfig::from_env().map_err(anyhow::Error::msg)?).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let app = gw.router();
