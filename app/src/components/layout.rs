@@ -29,9 +29,9 @@ pub fn PublicFrame(children: Children) -> impl IntoView {
     view! {
         <div class="flex min-h-screen flex-col">
             <header class="border-b border-slate-200 bg-white/80 backdrop-blur dark:border-slate-800 dark:bg-slate-900/80">
-                <nav class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
+                <nav class="mx-auto flex max-w-6xl flex-wrap items-center justify-between gap-x-3 gap-y-1 px-4 py-3">
                     <Logo />
-                    <div class="flex items-center gap-2 text-sm">
+                    <div class="flex flex-wrap items-center justify-end gap-2 text-sm">
                         <a href="/#pricing" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">{t("Pricing")}</a>
                         <a href="/status" class="hidden px-3 py-2 text-slate-600 hover:text-slate-900 sm:inline dark:text-slate-300 dark:hover:text-white">{t("Status")}</a>
                         <LanguageSwitch />
