@@ -4,21 +4,19 @@
 
 mod common;
 
-use cloudrouter_core::accounts;
-use cloudrouter_core::billing::ledger::{self, LedgerKind, Memo};
+use cloudrouter_core::billing::ledger;
 use cloudrouter_core::crypto::Crypto;
 use cloudrouter_core::demo::{FakeBehavior, FakeUpstream, PinnedUsage};
-use cloudrouter_core::keys::{self, NewKey};
+use cloudrouter_core::keys::NewKey;
 use cloudrouter_core::money::MicroCny;
 use cloudrouter_core::upstreams::{self, NewUpstream};
-use common::books::{assert_books, call, customer_key, figures, lost, MODEL};
+use common::books::{assert_books, call, customer_key, customer_key_with, figures, lost, MODEL};
 use common::postgres::PrivatePostgres;
 use common::process::{database_url, temp_dir, ServerProcess, SECRET};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// The fake upstream every instance routes to (registered before the first instance starts, so
 /// none adds the built-in demo upstream).
@@ -87,6 +85,24 @@ async fn attempt(c: &reqwest::Client, base: &str, key: &str, stream: bool, t0: I
     Seen { started, took: t0.elapsed() - started, status, request_id, error }
 }
 
+/// `clients` clients sending one request after another (every second one streaming) to `base`
+/// until `end_at` after `t0`; each client's task returns what it saw.
+fn load(base: &str, key: &str, clients: usize, t0: Instant, end_at: Duration) -> Vec<tokio::task::JoinHandle<Vec<Seen>>> {
+    let c = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+    (0..clients)
+        .map(|w| {
+            let (c, base, key) = (c.clone(), base.to_string(), key.to_string());
+            tokio::spawn(async move {
+                let mut seen = vec![];
+                while t0.elapsed() < end_at {
+                    seen.push(attempt(&c, &base, &key, w % 2 == 1, t0).await);
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
 /// Postgres stopped (the hard way, as a crash) and started again under load from six clients,
 /// half of them streaming. Every request ends within the configured timeouts with a whole
 /// answer or Anthropic's 5xx JSON; every request started after Postgres is back is answered;
@@ -111,18 +127,7 @@ async fn postgres_restarting_under_load_loses_no_record_and_answers_or_fails_cle
 
     let (down_at, up_at, end_at) = (Duration::from_secs(2), Duration::from_secs(5), Duration::from_secs(10));
     let t0 = Instant::now();
-    let c = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
-    let workers = (0..6).map(|w| {
-        let (c, base, key) = (c.clone(), server.base(), key.clone());
-        tokio::spawn(async move {
-            let mut seen = vec![];
-            while t0.elapsed() < end_at {
-                seen.push(attempt(&c, &base, &key, w % 2 == 1, t0).await);
-            }
-            seen
-        })
-    });
-    let workers: Vec<_> = workers.collect();
+    let workers = load(&server.base(), &key, 6, t0, end_at);
     tokio::time::sleep(down_at).await;
     tokio::task::spawn_blocking({
         let (started, pg) = (Instant::now(), pg.clone());
@@ -170,13 +175,6 @@ async fn postgres_restarting_under_load_loses_no_record_and_answers_or_fails_cle
     let _ = std::fs::remove_dir_all(&spool);
 }
 
-/// A customer with `credit` and the key `key`; the user id and the key's secret.
-async fn customer(pool: &PgPool, email: &str, credit: MicroCny, key: NewKey) -> (Uuid, String) {
-    let user = accounts::create_user(pool, email, common::PASSWORD).await.unwrap();
-    ledger::adjust(pool, user.id, credit, LedgerKind::Credit, &Memo::Staff { text: Some("test credit".into()) }, None).await.unwrap();
-    (user.id, keys::create(pool, user.id, key).await.unwrap().1)
-}
-
 /// `n` requests at once, spread over the instances in turn.
 async fn burst(servers: &[ServerProcess], key: &str, n: usize) -> Vec<Seen> {
     let c = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(n).timeout(Duration::from_secs(60)).build().unwrap();
@@ -210,7 +208,7 @@ async fn a_burst_of_hundreds_over_three_instances_keeps_balance_rate_and_concurr
     let smart = |name: &str| NewKey { name: name.into(), channel: "smart".into(), ..Default::default() };
 
     // the balance: ¥0.30; each request costs ¥0.00501 (haiku 4.5 on smart: 10 in at $1/M, 1000 out at $5/M)
-    let (poor, key) = customer(&pool, "poor@example.com", MicroCny::from_micros(300_000), smart("poor")).await;
+    let (poor, key) = customer_key_with(&pool, "poor@example.com", MicroCny::from_micros(300_000), smart("poor")).await;
     let mut all = vec![];
     let statuses = burst(&servers, &key, 300).await;
     let ok = count(&statuses, 200);
@@ -218,7 +216,7 @@ async fn a_burst_of_hundreds_over_three_instances_keeps_balance_rate_and_concurr
     assert!(ok >= 1, "{statuses:?}");
 
     // 40 requests a minute: exactly 40 pass in one minute (80 at most if the burst straddles two)
-    let (rich, key) = customer(&pool, "rate@example.com", MicroCny::units(100), NewKey { rpm_limit: Some(40), ..smart("rpm") }).await;
+    let (rich, key) = customer_key_with(&pool, "rate@example.com", MicroCny::units(100), NewKey { rpm_limit: Some(40), ..smart("rpm") }).await;
     let minute = || chrono::Utc::now().timestamp() / 60;
     let before = minute();
     all.extend(statuses);
@@ -233,7 +231,7 @@ async fn a_burst_of_hundreds_over_three_instances_keeps_balance_rate_and_concurr
     }
 
     // four at once: the upstream never sees a fifth of this key's requests
-    let (_, key) = customer(&pool, "busy@example.com", MicroCny::units(100), NewKey { concurrency_limit: Some(4), ..smart("concurrency") }).await;
+    let (_, key) = customer_key_with(&pool, "busy@example.com", MicroCny::units(100), NewKey { concurrency_limit: Some(4), ..smart("concurrency") }).await;
     all.extend(statuses);
     fake.take_peak_in_flight();
     let statuses = burst(&servers, &key, 300).await;
@@ -340,20 +338,8 @@ async fn a_529_storm_on_every_upstream_is_refused_cleanly_shielded_by_the_breake
     ];
     let mut server = ServerProcess::ready(&database_url(&pool), &env).await;
     let (storm_for, end_at) = (Duration::from_secs(3), Duration::from_secs(6));
-    let c = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
     let t0 = Instant::now();
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let (c, base, key) = (c.clone(), server.base(), key.clone());
-            tokio::spawn(async move {
-                let mut seen = vec![];
-                while t0.elapsed() < end_at {
-                    seen.push(attempt(&c, &base, &key, w % 2 == 1, t0).await);
-                }
-                seen
-            })
-        })
-        .collect();
+    let workers = load(&server.base(), &key, 4, t0, end_at);
     tokio::time::sleep(storm_for).await;
     let during_storm: u64 = upstreams.iter().map(FakeUpstream::requests).sum();
     for u in &upstreams {

@@ -21,14 +21,14 @@ pub fn http() -> reqwest::Client {
 
 /// A customer credited [`CREDIT`] with a key on `channel`.
 pub async fn customer_key(pool: &PgPool, email: &str, channel: &str) -> String {
-    customer_key_with(pool, email, NewKey { name: "ops".into(), channel: channel.into(), ..Default::default() }).await
+    customer_key_with(pool, email, CREDIT, NewKey { name: "ops".into(), channel: channel.into(), ..Default::default() }).await.1
 }
 
-/// A customer credited [`CREDIT`] with the key `key`.
-pub async fn customer_key_with(pool: &PgPool, email: &str, key: NewKey) -> String {
+/// A customer credited `credit` with the key `key`: the user id and the key's secret.
+pub async fn customer_key_with(pool: &PgPool, email: &str, credit: MicroCny, key: NewKey) -> (uuid::Uuid, String) {
     let user = accounts::create_user(pool, email, super::PASSWORD).await.unwrap();
-    ledger::adjust(pool, user.id, CREDIT, LedgerKind::Credit, &Memo::Staff { text: Some("test credit".into()) }, None).await.unwrap();
-    keys::create(pool, user.id, key).await.unwrap().1
+    ledger::adjust(pool, user.id, credit, LedgerKind::Credit, &Memo::Staff { text: Some("test credit".into()) }, None).await.unwrap();
+    (user.id, keys::create(pool, user.id, key).await.unwrap().1)
 }
 
 /// A small message to `model` through the gateway at `base`, JSON or streamed.

@@ -39,7 +39,12 @@ impl PrivatePostgres {
 
     /// Stops the server the hard way (`immediate`: connections cut, no checkpoint, as a crash).
     pub fn stop(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        let out = self.stop_output();
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn stop_output(&self) -> std::process::Output {
+        self.output("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"])
     }
 
     pub fn start_server(&self) {
@@ -71,7 +76,7 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         // it may be stopped already
-        let _ = self.output("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        let _ = self.stop_output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
