@@ -53,6 +53,8 @@ fn zh_console(en: &str) -> Option<&'static str> {
         "Yes, revoke it" => "确定吊销",
         "Menu" => "菜单",
         "Payment received: {} for order {}. Thank you!" => "已收到付款：{}（订单 {}）。谢谢！",
-        _ => return None,
+        _ => return zh_admin(en),
     })
 }
+
+include!("i18n_zh_admin.rs");
