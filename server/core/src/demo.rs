@@ -330,8 +330,49 @@ fn reply_text(v: &Value, rec: &RecordedRequest, b: &FakeBehavior) -> String {
         .to_string();
     }
     let max = v.get("max_tokens").and_then(Value::as_u64).unwrap_or(256) as usize;
+    if let Some(result) = last_tool_result(v) {
+        return format!("The tool answered: {result}");
+    }
     // roughly one token per word piece: keep within max_tokens
     DEMO_TEXT.split(' ').take(max.max(1)).collect::<Vec<_>>().join(" ")
+}
+
+/// The text of a `tool_result` in the last message, if it has one.
+fn last_tool_result(v: &Value) -> Option<String> {
+    let last = v.get("messages")?.as_array()?.last()?;
+    let block = last.get("content")?.as_array()?.iter().find(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))?;
+    Some(match block.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""),
+        _ => String::new(),
+    })
+}
+
+/// The tool Claude would call: with tools offered (and `tool_choice` not `none`), unless the last
+/// message brings a tool's result, the named tool or the first one, its input made from its
+/// schema's properties (strings "example", numbers 1, booleans true).
+fn tool_call(v: &Value) -> Option<(String, Value)> {
+    let tools = v.get("tools")?.as_array()?;
+    let choice = v.get("tool_choice");
+    if choice.and_then(|c| c.get("type")).and_then(Value::as_str) == Some("none") || last_tool_result(v).is_some() {
+        return None;
+    }
+    let named = choice.and_then(|c| c.get("name")).and_then(Value::as_str);
+    let tool = tools.iter().find(|t| named.is_none_or(|n| t.get("name").and_then(Value::as_str) == Some(n)))?;
+    let props = tool.pointer("/input_schema/properties").and_then(Value::as_object);
+    let input: serde_json::Map<String, Value> = props
+        .into_iter()
+        .flatten()
+        .map(|(k, p)| {
+            let example = match p.get("type").and_then(Value::as_str) {
+                Some("number") | Some("integer") => json!(1),
+                Some("boolean") => json!(true),
+                _ => json!("example"),
+            };
+            (k.clone(), example)
+        })
+        .collect();
+    Some((tool.get("name")?.as_str()?.to_string(), Value::Object(input)))
 }
 
 impl FakeState {
@@ -416,7 +457,15 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
         return anthropic_error(400, "messages: Field required");
     }
     let model = b.served_model.clone().unwrap_or_else(|| v["model"].as_str().unwrap_or("claude").to_string());
-    let text = reply_text(&v, &rec, &b);
+    let tool = tool_call(&v);
+    let text = match &tool {
+        Some((_, input)) => input.to_string(),
+        None => reply_text(&v, &rec, &b),
+    };
+    let (block, stop_reason) = match &tool {
+        Some((name, _)) => (json!({"type": "tool_use", "id": format!("toolu_{}", crate::util::random_base62(20)), "name": name, "input": {}}), "tool_use"),
+        None => (json!({"type": "text", "text": ""}), "end_turn"),
+    };
     let usage = if b.prompt_cache { state.prompt_cache_usage(&v, body_len, &text) } else { usage_for(&b, body_len, &text) };
     let id = crate::util::message_id();
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -432,10 +481,18 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
     }
 
     if !stream {
+        let content = match &tool {
+            Some((_, input)) => {
+                let mut b = block.clone();
+                b["input"] = input.clone();
+                b
+            }
+            None => json!({"type": "text", "text": text}),
+        };
         let body = json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn", "stop_sequence": null,
+            "content": [content],
+            "stop_reason": stop_reason, "stop_sequence": null,
             "usage": usage_json(&usage, &b),
         });
         let mut r = (StatusCode::OK, body.to_string()).into_response();
@@ -460,21 +517,22 @@ async fn fake_messages(State(state): State<Arc<FakeState>>, req: Request) -> Res
     ));
     events.push(sse(
         "content_block_start",
-        &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        &json!({"type": "content_block_start", "index": 0, "content_block": block}),
     ));
     events.push(Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n"));
     let chars: Vec<char> = text.chars().collect();
     for piece in chars.chunks(24) {
         let s: String = piece.iter().collect();
-        events.push(sse(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": s}}),
-        ));
+        let delta = match tool {
+            Some(_) => json!({"type": "input_json_delta", "partial_json": s}),
+            None => json!({"type": "text_delta", "text": s}),
+        };
+        events.push(sse("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": delta})));
     }
     events.push(sse("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
     events.push(sse(
         "message_delta",
-        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
                 "usage": usage_json(&usage, &b)}),
     ));
     events.push(sse("message_stop", &json!({"type": "message_stop"})));

@@ -133,12 +133,15 @@ pub struct Finished<'a> {
     pub charge_micros: crate::money::MicroCny,
 }
 
+/// The gateway's endpoints, as usage records and metrics name them.
+const ENDPOINTS: [&str; 3] = ["messages", "count_tokens", "chat_completions"];
+
 /// The handles of one (channel, model).
 struct Series {
     /// (endpoint, status class, outcome) → counter; a handful per series
     requests: Mutex<Vec<(&'static str, &'static str, &'static str, Counter)>>,
-    /// by endpoint: messages, count_tokens
-    duration: [Histogram; 2],
+    /// by endpoint, in the order of [`ENDPOINTS`]
+    duration: [Histogram; 3],
     ttft: Histogram,
     /// input, output, cache_read, cache_write_5m, cache_write_1h
     tokens: [Counter; 5],
@@ -154,7 +157,7 @@ impl Series {
         let tokens = |kind: &'static str| metrics::counter!(TOKENS, "channel" => c.clone(), "model" => m.clone(), "kind" => kind);
         Series {
             requests: Mutex::new(Vec::new()),
-            duration: [duration("messages"), duration("count_tokens")],
+            duration: ENDPOINTS.map(duration),
             ttft: metrics::histogram!(TTFT, "channel" => c.clone(), "model" => m.clone()),
             tokens: [tokens("input"), tokens("output"), tokens("cache_read"), tokens("cache_write_5m"), tokens("cache_write_1h")],
             charge: metrics::counter!(CHARGE, "channel" => c.clone(), "model" => m.clone()),
@@ -200,7 +203,7 @@ pub fn request_finished(f: &Finished<'_>) {
             }
         }
     }
-    s.duration[usize::from(f.endpoint == "count_tokens")].record(f.latency.as_secs_f64());
+    s.duration[ENDPOINTS.iter().position(|e| *e == f.endpoint).unwrap_or(0)].record(f.latency.as_secs_f64());
     if let Some(t) = f.ttft {
         s.ttft.record(t.as_secs_f64());
     }

@@ -70,7 +70,7 @@ pub struct UsageRecord {
     pub user_id: Uuid,
     pub key_id: Option<Uuid>,
     pub channel: String,
-    /// "messages" or "count_tokens".
+    /// "messages", "chat_completions" (OpenAI's format) or "count_tokens".
     pub endpoint: String,
     pub requested_model: String,
     /// The model that really answered (differs from `requested_model` after a fallback).

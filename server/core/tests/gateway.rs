@@ -572,11 +572,11 @@ async fn count_tokens_and_models(pool: PgPool) {
     assert_eq!(v["has_more"], true);
 
     let limited = key_with(&pool, user, NewKey { name: "h".into(), channel: "smart".into(), allowed_models: vec!["claude-haiku-5-5".into()], ..Default::default() }).await;
-    let v: serde_json::Value = client().get(format!("{}/v1/models", gw.base)).bearer_auth(&limited).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = client().get(format!("{}/v1/models", gw.base)).bearer_auth(&limited).header("anthropic-version", "2026-10-21").send().await.unwrap().json().await.unwrap();
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
-    let r = client().get(format!("{}/v1/models/{SONNET}", gw.base)).bearer_auth(&limited).send().await.unwrap();
+    let r = client().get(format!("{}/v1/models/{SONNET}", gw.base)).bearer_auth(&limited).header("anthropic-version", "2026-10-21").send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = client().get(format!("{}/v1/models/claude-haiku-5-5", gw.base)).bearer_auth(&limited).send().await.unwrap();
+    let r = client().get(format!("{}/v1/models/claude-haiku-5-5", gw.base)).bearer_auth(&limited).header("anthropic-version", "2026-10-21").send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["display_name"], "Claude Haiku 5.5");
     gw.stop().await;
 }

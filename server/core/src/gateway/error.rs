@@ -2,7 +2,9 @@
 //! staff API, the demo upstream): `{"type":"error","error":{"type":…,"message":…},"request_id":…}`
 //! with a `request-id` header, as a JSON answer or, once a stream has begun, an SSE `error` event.
 //! The error type follows from the status in one place ([`error_type`]), so a status and its type
-//! cannot disagree.
+//! cannot disagree. The OpenAI-compatible endpoint answers the same errors in OpenAI's shape
+//! ([`Dialect::OpenAi`]): `{"error":{"message":…,"type":…,"param":null,"code":…}}`, type and code
+//! both carrying Anthropic's error type.
 
 use crate::util::request_id;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -31,6 +33,17 @@ fn error_type(status: StatusCode) -> &'static str {
 /// 529, Anthropic's "overloaded" (no constant of its own in `http`).
 pub(super) fn overloaded() -> StatusCode {
     StatusCode::from_u16(529).expect("529 is a valid status")
+}
+
+/// Which API's shape an answer takes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Dialect {
+    /// Anthropic's Messages API.
+    #[default]
+    Anthropic,
+    /// OpenAI's Chat Completions (`/v1/chat/completions`); a stream ends with a usage chunk when
+    /// the client asked for it (`stream_options.include_usage`).
+    OpenAi { include_usage: bool },
 }
 
 /// An error for the client: its status, its type (Anthropic's for the status unless
@@ -71,9 +84,24 @@ impl ApiError {
         serde_json::json!({"type": "error", "error": {"type": self.kind, "message": self.message}, "request_id": rid})
     }
 
+    /// OpenAI's error object (the request id is in the `request-id` header, and in the message
+    /// nowhere: OpenAI's shape has no field for it).
+    pub(crate) fn openai_body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.kind}})
+    }
+
     /// The JSON answer for the request named `rid`.
     pub(crate) fn respond(self, rid: &str) -> Response {
-        let mut resp = (self.status, self.body(rid).to_string()).into_response();
+        self.respond_in(rid, Dialect::Anthropic)
+    }
+
+    /// The JSON answer in the shape of the API the client called.
+    pub(crate) fn respond_in(self, rid: &str, dialect: Dialect) -> Response {
+        let body = match dialect {
+            Dialect::Anthropic => self.body(rid),
+            Dialect::OpenAi { .. } => self.openai_body(),
+        };
+        let mut resp = (self.status, body.to_string()).into_response();
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         set_request_id(h, rid);

@@ -3,7 +3,7 @@
 //! to the batch writer — and the [`MeteredStream`] that passes a stream through chunk by chunk
 //! while reading its usage, draining the upstream when the client leaves.
 
-use super::error::{overloaded, upstream_stream_error, ApiError};
+use super::error::{overloaded, upstream_stream_error, ApiError, Dialect};
 use super::health::Breaker;
 use super::leases::{MoneyHold, SlotGuard};
 use super::sse;
@@ -41,6 +41,8 @@ pub(super) struct Ticket {
     channel: String,
     pub(super) rate: CnyPerUsd,
     endpoint: &'static str,
+    /// the shape of the client's answers
+    pub(super) dialect: Dialect,
     pub(super) stream: bool,
     pub(super) requested_model: String,
     pub(super) user_hold: Option<MoneyHold>,
@@ -75,6 +77,7 @@ impl Ticket {
             channel: key.channel.clone(),
             rate: CnyPerUsd::default(),
             endpoint,
+            dialect: Dialect::Anthropic,
             stream: false,
             requested_model: String::new(),
             user_hold: None,
@@ -98,7 +101,7 @@ impl Ticket {
     pub(super) fn fail(&mut self, e: ApiError) -> Response {
         self.status = e.status.as_u16() as i32;
         self.error_type = Some(e.kind.to_string());
-        e.respond(&self.rid)
+        e.respond_in(&self.rid, self.dialect)
     }
 
     /// A JSON answer: its usage, and the model that served it (the upstream's word, else the one

@@ -1,5 +1,6 @@
 //! The Anthropic-compatible gateway: `POST /v1/messages` (JSON and SSE), `POST
-//! /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}`.
+//! /v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}`; and OpenAI's `POST
+//! /v1/chat/completions`, translated to and from a message (`openai`).
 //!
 //! A message's path, in order, with no database round trip in the common case; each step is a
 //! file:
@@ -44,6 +45,7 @@ mod handlers;
 pub mod health;
 mod leases;
 mod meter;
+mod openai;
 mod refusal;
 mod request;
 mod routing;
@@ -60,7 +62,7 @@ pub use state::NOTIFY_CHANNEL;
 use crate::crypto::Crypto;
 use axum::routing::{get, post};
 use axum::Router;
-use handlers::{count_tokens::count_tokens, messages::messages, models};
+use handlers::{chat_completions::chat_completions, count_tokens::count_tokens, messages::messages, models};
 use sqlx::PgPool;
 use state::Shared;
 use std::sync::atomic::Ordering;
@@ -89,6 +91,7 @@ impl Gateway {
         Router::new()
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models::list_models))
             .route("/v1/models/{id}", get(models::get_model))
             .with_state(self.inner.clone())

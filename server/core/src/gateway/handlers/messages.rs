@@ -1,10 +1,12 @@
-//! `POST /v1/messages`, JSON and SSE. Once the body is read, the request runs in a task of its
+//! `POST /v1/messages`, JSON and SSE (and, in OpenAI's shape, `/v1/chat/completions`: see
+//! `chat_completions`). Once the body is read, the request runs in a task of its
 //! own: a client that hangs up does not cancel the upstream work it started, which is billed when
 //! it answers (a JSON answer is then dropped; a stream is drained, see `MeteredStream`).
 
-use super::super::error::ApiError;
+use super::super::error::{ApiError, Dialect};
 use super::super::forward::{Answer, ForwardPlan, Unanswered};
 use super::super::meter::{MeteredStream, StreamMeter, Ticket};
+use super::super::openai;
 use super::super::request::{conversation, read_body, response_headers};
 use super::super::sse;
 use super::super::state::Shared;
@@ -34,12 +36,17 @@ pub(in super::super) async fn messages(State(gw): State<Arc<Shared>>, req: Reque
         Ok(b) => b,
         Err(e) => return t.fail(e),
     };
-    let rid = t.rid.clone();
+    run(gw, t, key, parts, body).await
+}
+
+/// Serves a message (its body read) in a task of its own.
+pub(in super::super) async fn run(gw: Arc<Shared>, t: Ticket, key: Arc<KeyAuth>, parts: http::request::Parts, body: Bytes) -> Response {
+    let (rid, dialect) = (t.rid.clone(), t.dialect);
     match tokio::spawn(serve(gw, t, key, parts, body)).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "request task failed");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").respond(&rid)
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").respond_in(&rid, dialect)
         }
     }
 }
@@ -97,9 +104,16 @@ fn stream(gw: &Shared, mut t: Ticket, got: Answer) -> Response {
     if !headers.contains_key(http::header::CONTENT_TYPE) {
         headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     }
+    let dialect = t.dialect;
     let stream =
         MeteredStream::new(gw, StreamMeter { body: resp.into_body(), scanner, breaker: target.breakers.messages.clone(), ticket: t }, first);
-    let mut out = Response::new(Body::from_stream(stream));
+    let mut out = match dialect {
+        Dialect::Anthropic => Response::new(Body::from_stream(stream)),
+        Dialect::OpenAi { include_usage } => {
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            Response::new(Body::from_stream(openai::ChunkStream::new(stream, &served, include_usage)))
+        }
+    };
     *out.headers_mut() = headers;
     out
 }
@@ -113,6 +127,13 @@ fn json(mut t: Ticket, got: Answer) -> Response {
     if let Some(Ok(v)) = t.served_model.as_deref().map(HeaderValue::from_str) {
         headers.insert(SERVED_MODEL.clone(), v);
     }
+    let (rid, dialect) = (t.rid.clone(), t.dialect);
     t.finish();
-    answer(resp.status(), headers, first)
+    match dialect {
+        Dialect::Anthropic => answer(resp.status(), headers, first),
+        Dialect::OpenAi { .. } => match openai::completion(&first) {
+            Some(c) => answer(resp.status(), headers, Bytes::from(c.to_string())),
+            None => ApiError::new(StatusCode::BAD_GATEWAY, "The upstream's answer could not be read").respond_in(&rid, dialect),
+        },
+    }
 }

@@ -1,5 +1,6 @@
 //! One file per endpoint, each a short function reading as admit → forward → respond.
 
+pub(super) mod chat_completions;
 pub(super) mod count_tokens;
 pub(super) mod messages;
 pub(super) mod models;

@@ -1,7 +1,10 @@
 //! `GET /v1/models` (Anthropic's list shape: `data`, `has_more`, `first_id`, `last_id`) and
-//! `GET /v1/models/{id}`: the enabled models the key may use.
+//! `GET /v1/models/{id}`: the enabled models the key may use. A client that sends neither
+//! `anthropic-version` nor `x-api-key` (every Anthropic SDK sends the first, OpenAI's SDKs
+//! neither) is answered in OpenAI's shape (`object: "list"`, models as `object: "model"`).
 
-use super::super::error::{set_request_id, ApiError};
+use super::super::error::{set_request_id, ApiError, Dialect};
+use super::super::request::X_API_KEY;
 use super::super::state::Shared;
 use crate::catalogue::Model;
 use crate::util::request_id;
@@ -18,13 +21,29 @@ pub(in super::super) struct ListQuery {
     before_id: Option<String>,
 }
 
-fn model_json(m: &Model) -> serde_json::Value {
-    serde_json::json!({
-        "type": "model",
-        "id": m.id,
-        "display_name": m.display_name,
-        "created_at": m.released_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
+fn dialect(headers: &HeaderMap) -> Dialect {
+    if headers.contains_key("anthropic-version") || headers.contains_key(&X_API_KEY) {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi { include_usage: false }
+    }
+}
+
+fn model_json(m: &Model, dialect: Dialect) -> serde_json::Value {
+    match dialect {
+        Dialect::Anthropic => serde_json::json!({
+            "type": "model",
+            "id": m.id,
+            "display_name": m.display_name,
+            "created_at": m.released_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
+        Dialect::OpenAi { .. } => serde_json::json!({
+            "id": m.id,
+            "object": "model",
+            "created": m.released_at.timestamp(),
+            "owned_by": "anthropic",
+        }),
+    }
 }
 
 fn json_response(rid: &str, v: serde_json::Value) -> Response {
@@ -36,9 +55,10 @@ fn json_response(rid: &str, v: serde_json::Value) -> Response {
 
 pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
     let rid = request_id();
+    let dialect = dialect(&headers);
     let key = match gw.authenticate(&headers).await {
         Ok(k) => k,
-        Err(e) => return e.respond(&rid),
+        Err(e) => return e.respond_in(&rid, dialect),
     };
     let cat = gw.catalogue();
     let visible: Vec<&Arc<Model>> = cat
@@ -46,6 +66,11 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
         .iter()
         .filter(|m| key.allowed_models.is_empty() || key.allowed_models.iter().any(|a| *a == m.id))
         .collect();
+    if let Dialect::OpenAi { .. } = dialect {
+        // OpenAI's list is not paged
+        let data: Vec<_> = visible.iter().map(|m| model_json(m, dialect)).collect();
+        return json_response(&rid, serde_json::json!({"object": "list", "data": data}));
+    }
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     let (start, end) = if let Some(before) = &q.before_id {
         let end = visible.iter().position(|m| &m.id == before).unwrap_or(0);
@@ -59,7 +84,7 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
     json_response(
         &rid,
         serde_json::json!({
-            "data": page.iter().map(|m| model_json(m)).collect::<Vec<_>>(),
+            "data": page.iter().map(|m| model_json(m, dialect)).collect::<Vec<_>>(),
             "has_more": has_more,
             "first_id": page.first().map(|m| m.id.clone()),
             "last_id": page.last().map(|m| m.id.clone()),
@@ -69,13 +94,14 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
 
 pub(in super::super) async fn get_model(State(gw): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let rid = request_id();
+    let dialect = dialect(&headers);
     let key = match gw.authenticate(&headers).await {
         Ok(k) => k,
-        Err(e) => return e.respond(&rid),
+        Err(e) => return e.respond_in(&rid, dialect),
     };
     let cat = gw.catalogue();
     match cat.lookup(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
-        Some(m) => json_response(&rid, model_json(m)),
-        None => ApiError::new(StatusCode::NOT_FOUND, format!("model: {id}")).respond(&rid),
+        Some(m) => json_response(&rid, model_json(m, dialect)),
+        None => ApiError::new(StatusCode::NOT_FOUND, format!("model: {id}")).respond_in(&rid, dialect),
     }
 }
