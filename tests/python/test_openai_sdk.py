@@ -99,6 +99,7 @@ def test_errors(testbed):
         client(testbed, key="cr-wrong").chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 401
     assert e.value.body["type"] == "authentication_error"
+    assert e.value.request_id.startswith("req_")
     with pytest.raises(openai.NotFoundError) as e:
         client(testbed).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert "gpt-4o" in e.value.message

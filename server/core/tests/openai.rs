@@ -25,6 +25,7 @@ async fn chat(base: &str, key: &str, v: &Value) -> reqwest::Response {
 async fn openai_error(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     assert!(r.headers()["request-id"].to_str().unwrap().starts_with("req_"));
+    assert_eq!(r.headers()["x-request-id"], r.headers()["request-id"], "OpenAI's SDKs read x-request-id");
     let v: Value = r.json().await.unwrap();
     assert!(v.get("type").is_none(), "OpenAI's shape, not Anthropic's: {v}");
     assert_eq!(v["error"]["type"], v["error"]["code"]);
