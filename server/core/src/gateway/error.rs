@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+/// OpenAI's SDKs read the request id from `x-request-id`: answers in OpenAI's shape carry both.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) static SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
 /// Anthropic's error type for a status (the one map from status to type).
@@ -104,7 +106,7 @@ impl ApiError {
         let mut resp = (self.status, body.to_string()).into_response();
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        set_request_id(h, rid);
+        set_request_id(h, rid, dialect);
         if let Some(s) = self.retry_after {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -140,8 +142,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub(super) fn set_request_id(h: &mut HeaderMap, rid: &str) {
+pub(super) fn set_request_id(h: &mut HeaderMap, rid: &str, dialect: Dialect) {
     if let Ok(v) = HeaderValue::from_str(rid) {
+        if let Dialect::OpenAi { .. } = dialect {
+            h.insert(X_REQUEST_ID.clone(), v.clone());
+        }
         h.insert(REQUEST_ID.clone(), v);
     }
 }

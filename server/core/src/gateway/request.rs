@@ -4,7 +4,7 @@
 //! upstream, what reaches the client).
 
 use super::affinity::{self, ConvKey};
-use super::error::{set_request_id, ApiError, SHOULD_RETRY};
+use super::error::{set_request_id, ApiError, Dialect, SHOULD_RETRY};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
@@ -288,7 +288,7 @@ pub(super) fn forward_headers(src: &HeaderMap, auth_name: &HeaderName, auth_valu
 
 /// Upstream response headers that reach the client (never the upstream's identity, its rate
 /// limits or its request id).
-pub(super) fn response_headers(src: &HeaderMap, rid: &str) -> HeaderMap {
+pub(super) fn response_headers(src: &HeaderMap, rid: &str, dialect: Dialect) -> HeaderMap {
     let mut h = HeaderMap::new();
     for name in [http::header::CONTENT_TYPE, http::header::RETRY_AFTER] {
         if let Some(v) = src.get(&name) {
@@ -298,7 +298,7 @@ pub(super) fn response_headers(src: &HeaderMap, rid: &str) -> HeaderMap {
     if let Some(v) = src.get(&SHOULD_RETRY) {
         h.insert(SHOULD_RETRY.clone(), v.clone());
     }
-    set_request_id(&mut h, rid);
+    set_request_id(&mut h, rid, dialect);
     h
 }
 

@@ -2,7 +2,7 @@
 //! translated before admission, so limits, holds, routing, failover, usage and price are those
 //! of `/v1/messages`; every refusal is in OpenAI's error shape.
 
-use super::super::error::{Dialect, REQUEST_ID};
+use super::super::error::Dialect;
 use super::super::meter::Ticket;
 use super::super::openai;
 use super::super::request::read_body;
@@ -20,18 +20,7 @@ static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-versio
 /// The Messages API version OpenAI clients' requests are sent with (they send none).
 const API_VERSION: HeaderValue = HeaderValue::from_static("2023-06-01");
 
-/// OpenAI's SDKs read the request id from `x-request-id`; it carries the same id as `request-id`.
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 pub(in super::super) async fn chat_completions(State(gw): State<Arc<Shared>>, req: Request) -> Response {
-    let mut resp = serve(gw, req).await;
-    if let Some(rid) = resp.headers().get(&REQUEST_ID).cloned() {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
-    }
-    resp
-}
-
-async fn serve(gw: Arc<Shared>, req: Request) -> Response {
     let started = Instant::now();
     let rid = request_id();
     let (mut parts, body) = req.into_parts();

@@ -2,7 +2,7 @@
 //! (a key without a rate of its own gets `count_tokens_rpm`), and with circuits of its own. No
 //! ticket: nothing is held, charged or recorded.
 
-use super::super::error::ApiError;
+use super::super::error::{ApiError, Dialect};
 use super::super::forward::ForwardPlan;
 use super::super::request::{parse_head, read_body, response_headers};
 use super::super::state::Shared;
@@ -36,5 +36,5 @@ async fn count(gw: &Shared, req: Request, started: Instant, rid: &str) -> Result
     let plan = ForwardPlan::new(true, &key.channel, &models[..1], &body, &head, &parts);
     let mut attempts = 0;
     let got = gw.forward(plan, &mut attempts, started).await.map_err(|u| u.into_error(&key.channel, &head.model))?;
-    Ok(answer(got.resp.status(), response_headers(got.resp.headers(), rid), got.first))
+    Ok(answer(got.resp.status(), response_headers(got.resp.headers(), rid, Dialect::Anthropic), got.first))
 }

@@ -90,7 +90,7 @@ async fn serve(gw: Arc<Shared>, mut t: Ticket, key: Arc<KeyAuth>, parts: http::r
 fn stream(gw: &Shared, mut t: Ticket, got: Answer) -> Response {
     let Answer { resp, target, model, first, slot } = got;
     t.slots.extend(slot);
-    let mut headers = response_headers(resp.headers(), &t.rid);
+    let mut headers = response_headers(resp.headers(), &t.rid, t.dialect);
     let mut scanner = sse::SseScanner::new();
     scanner.feed(&first);
     if scanner.saw_content {
@@ -122,7 +122,7 @@ fn stream(gw: &Shared, mut t: Ticket, got: Answer) -> Response {
 fn json(mut t: Ticket, got: Answer) -> Response {
     let Answer { resp, model, first, slot, .. } = got;
     t.slots.extend(slot);
-    let mut headers = response_headers(resp.headers(), &t.rid);
+    let mut headers = response_headers(resp.headers(), &t.rid, t.dialect);
     t.read_json_answer(&first, &model);
     if let Some(Ok(v)) = t.served_model.as_deref().map(HeaderValue::from_str) {
         headers.insert(SERVED_MODEL.clone(), v);

@@ -46,10 +46,10 @@ fn model_json(m: &Model, dialect: Dialect) -> serde_json::Value {
     }
 }
 
-fn json_response(rid: &str, v: serde_json::Value) -> Response {
+fn json_response(rid: &str, dialect: Dialect, v: serde_json::Value) -> Response {
     let mut resp = (StatusCode::OK, v.to_string()).into_response();
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    set_request_id(resp.headers_mut(), rid);
+    set_request_id(resp.headers_mut(), rid, dialect);
     resp
 }
 
@@ -69,7 +69,7 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
     if let Dialect::OpenAi { .. } = dialect {
         // OpenAI's list is not paged
         let data: Vec<_> = visible.iter().map(|m| model_json(m, dialect)).collect();
-        return json_response(&rid, serde_json::json!({"object": "list", "data": data}));
+        return json_response(&rid, dialect, serde_json::json!({"object": "list", "data": data}));
     }
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     let (start, end) = if let Some(before) = &q.before_id {
@@ -83,6 +83,7 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
     let has_more = if q.before_id.is_some() { start > 0 } else { end < visible.len() };
     json_response(
         &rid,
+        dialect,
         serde_json::json!({
             "data": page.iter().map(|m| model_json(m, dialect)).collect::<Vec<_>>(),
             "has_more": has_more,
@@ -101,7 +102,7 @@ pub(in super::super) async fn get_model(State(gw): State<Arc<Shared>>, headers: 
     };
     let cat = gw.catalogue();
     match cat.lookup(&id).filter(|m| m.enabled && (key.allowed_models.is_empty() || key.allowed_models.contains(&m.id))) {
-        Some(m) => json_response(&rid, model_json(m, dialect)),
+        Some(m) => json_response(&rid, dialect, model_json(m, dialect)),
         None => ApiError::new(StatusCode::NOT_FOUND, format!("model: {id}")).respond_in(&rid, dialect),
     }
 }
