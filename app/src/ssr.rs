@@ -32,8 +32,7 @@ pub struct ConsoleState {
 
 /// The client's address, put on each console request by the server (which knows the trusted
 /// proxies, if any).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub std::net::IpAddr);
+pub use cloudrouter_core::net::ClientAddr;
 
 const USER_ID_KEY: &str = "user_id";
 /// The account's session epoch when this session signed in.

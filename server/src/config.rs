@@ -179,8 +179,8 @@ impl Config {
 
     /// The trusted proxies, parsed; a list that does not parse stops the server (a typo must not
     /// quietly turn the proxy's address into every client's).
-    pub fn trusted_proxies(&self) -> Result<crate::client_addr::TrustedProxies, String> {
-        crate::client_addr::TrustedProxies::parse(&self.trusted_proxies)
+    pub fn trusted_proxies(&self) -> Result<cloudrouter_core::net::TrustedProxies, String> {
+        cloudrouter_core::net::TrustedProxies::parse(&self.trusted_proxies)
     }
 
     /// How this instance reaches itself (for the built-in demo upstream).

@@ -42,7 +42,8 @@ pub async fn build(pool: PgPool, config: &Config, leptos: LeptosOptions) -> Resu
     demo::ensure_demo_upstream(&pool, &crypto, &format!("http://{}/_demo", config.loopback_addr())).await?;
     // before the gateway starts: the request path caches its metric handles
     let metrics = cloudrouter_core::telemetry::install();
-    let gateway = Gateway::start(pool.clone(), crypto.clone(), GatewayConfig::from_env()?).await?;
+    let gateway_config = GatewayConfig { trusted_proxies: trusted_proxies.clone(), ..GatewayConfig::from_env()? };
+    let gateway = Gateway::start(pool.clone(), crypto.clone(), gateway_config).await?;
     let store = web::session_store(&pool).await?;
     web::spawn_housekeeping(pool.clone(), store.clone(), config.usage_retention_months);
     let payments = Arc::new(Payments::from_env(&config.secret, &config.public_url)?);

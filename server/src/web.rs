@@ -19,7 +19,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use tower_sessions::{cookie::SameSite, Expiry, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
-use crate::client_addr::TrustedProxies;
+use cloudrouter_core::net::TrustedProxies;
 
 pub const SESSION_COOKIE: &str = "cloudrouter_session";
 

@@ -69,15 +69,23 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
         revoked: k.revoked_at.is_some(),
         models: if k.allowed_models.is_empty() { crate::i18n::t("All models").into() } else { k.allowed_models.join(", ") },
         allow_fallback: k.allow_fallback,
-        limits: match (k.rpm_limit, k.concurrency_limit) {
-            (None, None) => None,
-            (rpm, conc) => Some(
-                [rpm.map(|r| crate::i18n::tf("{}/min", &[&r])), conc.map(|c| crate::i18n::tf("{} at once", &[&c]))]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" · "),
-            ),
+        limits: {
+            use cloudrouter_core::keys::Clients;
+            let parts: Vec<String> = [
+                k.rpm_limit.map(|r| crate::i18n::tf("{}/min", &[&r])),
+                k.concurrency_limit.map(|c| crate::i18n::tf("{} at once", &[&c])),
+                k.tpm_limit.map(|n| crate::i18n::tf("{} tokens/min", &[&n])),
+                (!k.ip_allow.is_empty()).then(|| crate::i18n::tf("only from {}", &[&k.ip_allow.join(", ")])),
+                match k.clients {
+                    Clients::Any => None,
+                    Clients::ClaudeCode => Some(crate::i18n::t("Claude Code only").to_string()),
+                    Clients::Sdk => Some(crate::i18n::t("official SDKs only").to_string()),
+                },
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            (!parts.is_empty()).then(|| parts.join(" · "))
         },
     }
 }
@@ -134,6 +142,10 @@ pub async fn create_key(
     allow_fallback: Option<String>,
     rpm_limit: String,
     concurrency_limit: String,
+    // absent from forms that do not offer them (Quick start)
+    tpm_limit: Option<String>,
+    ip_allow: Option<String>,
+    clients: Option<String>,
 ) -> Result<CreatedKey, ServerFnError> {
     use cloudrouter_core::keys::{self, KeyError, NewKey};
     let user = crate::ssr::require_user().await?;
@@ -173,12 +185,19 @@ pub async fn create_key(
         allow_fallback: allow_fallback.is_some(),
         rpm_limit: limit(&rpm_limit, "Requests per minute")?,
         concurrency_limit: limit(&concurrency_limit, "Concurrent requests")?,
+        tpm_limit: limit(tpm_limit.as_deref().unwrap_or(""), "Tokens per minute")?,
+        ip_allow: ip_allow.unwrap_or_default().split([',', ' ', '\n']).map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect(),
+        clients: match clients.as_deref().map(str::trim) {
+            None | Some("") => keys::Clients::Any,
+            Some(c) => c.parse().map_err(|_| ServerFnError::new(crate::i18n::t("Choose which clients may use the key.")))?,
+        },
     };
     let (summary, secret) = keys::create(&crate::ssr::pool()?, user.id, new).await.map_err(|e| match e {
         KeyError::InvalidName => ServerFnError::new(crate::i18n::t("Give the key a name of 1 to 100 characters.")),
         KeyError::UnknownChannel => ServerFnError::new(crate::i18n::t("Choose one of the listed channels.")),
         KeyError::UnknownModel(m) => ServerFnError::new(crate::i18n::tf("Unknown model: {}", &[&m])),
         KeyError::InvalidLimit => ServerFnError::new(crate::i18n::t("Limits must be positive.")),
+        KeyError::InvalidAddress(a) => ServerFnError::new(crate::i18n::tf("The IP allow-list takes addresses and CIDR blocks, like 203.0.113.7 or 10.0.0.0/8: {}", &[&a])),
         KeyError::Db(e) => crate::ssr::internal(e),
     })?;
     // Never stored: with JavaScript off the server renders the answer to this post from it.

@@ -378,6 +378,14 @@ struct CreateKey {
     rpm_limit: Option<i32>,
     #[serde(default)]
     concurrency_limit: Option<i32>,
+    /// addresses and CIDR blocks; empty: anywhere
+    #[serde(default)]
+    ip_allow: Vec<String>,
+    #[serde(default)]
+    tpm_limit: Option<i32>,
+    /// any | claude_code | sdk
+    #[serde(default)]
+    clients: keys::Clients,
 }
 
 async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath<Uuid>, ApiJson(b): ApiJson<CreateKey>) -> Result<Response, ApiError> {
@@ -401,13 +409,16 @@ async fn create_key(s: Staff, State(st): State<AdminState>, ApiPath(id): ApiPath
         allow_fallback: b.allow_fallback,
         rpm_limit: b.rpm_limit,
         concurrency_limit: b.concurrency_limit,
+        ip_allow: b.ip_allow,
+        tpm_limit: b.tpm_limit,
+        clients: b.clients,
     };
     let mut tx = st.pool.begin().await.map_err(internal)?;
     match keys::create_in(&mut tx, id, new).await {
         Ok((k, secret)) => {
-            commit_audited(tx, &s, "key.create", &format!("key:{}", k.id), json!({"user_id": id, "name": k.name, "prefix": k.prefix, "channel": k.channel}))
+            commit_audited(tx, &s, "key.create", &format!("key:{}", k.id), json!({"user_id": id, "name": k.name, "prefix": k.prefix, "channel": k.channel, "ip_allow": k.ip_allow, "tpm_limit": k.tpm_limit, "rpm_limit": k.rpm_limit, "concurrency_limit": k.concurrency_limit, "clients": k.clients}))
                 .await?;
-            Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel}))).into_response())
+            Ok((StatusCode::CREATED, Json(json!({"id": k.id, "key": secret, "prefix": k.prefix, "channel": k.channel, "ip_allow": k.ip_allow, "tpm_limit": k.tpm_limit, "rpm_limit": k.rpm_limit, "concurrency_limit": k.concurrency_limit, "clients": k.clients}))).into_response())
         }
         Err(KeyError::Db(e)) => Err(internal(e)),
         Err(e) => Err(bad(e.to_string())),

@@ -3,6 +3,8 @@
 //! gateway instance drops its cached copy at once.
 
 use crate::money::MicroCny;
+use crate::net::IpNet;
+use crate::text_enum::text_enum;
 use crate::util::{random_base62, sha256};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,39 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const SECRET_PREFIX: &str = "cr-";
+
+text_enum! {
+    /// Which clients may use a key, judged from the request's headers as relays that offer it do:
+    /// a convenience against a key pasted into the wrong tool, not a security boundary (any
+    /// client can send any header).
+    pub enum Clients {
+        Any = "any",
+        /// Claude Code: `user-agent: claude-cli/…`.
+        ClaudeCode = "claude_code",
+        /// Anthropic's and OpenAI's official SDKs (and Claude Code, built on one): they send
+        /// `x-stainless-lang`.
+        Sdk = "sdk",
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients::Any
+    }
+}
+
+impl Clients {
+    /// Whether a request with these headers comes from an allowed client.
+    pub fn admits(self, headers: &http::HeaderMap) -> bool {
+        let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let claude_code = ua.starts_with("claude-cli/");
+        match self {
+            Clients::Any => true,
+            Clients::ClaudeCode => claude_code,
+            Clients::Sdk => claude_code || headers.contains_key("x-stainless-lang"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct NewKey {
@@ -22,6 +57,14 @@ pub struct NewKey {
     pub allow_fallback: bool,
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
+    /// Addresses and CIDR blocks the key may be used from; empty: anywhere.
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Tokens per minute (input, cache writes and output).
+    #[serde(default)]
+    pub tpm_limit: Option<i32>,
+    #[serde(default)]
+    pub clients: Clients,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, PartialEq)]
@@ -41,6 +84,9 @@ pub struct KeySummary {
     pub allow_fallback: bool,
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
+    pub ip_allow: Vec<String>,
+    pub tpm_limit: Option<i32>,
+    pub clients: Clients,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +99,8 @@ pub enum KeyError {
     UnknownModel(String),
     #[error("limits must be positive")]
     InvalidLimit,
+    #[error("IP allow-list: {0}")]
+    InvalidAddress(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -70,6 +118,11 @@ pub struct KeyAuth {
     pub allow_fallback: bool,
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
+    pub tpm_limit: Option<i32>,
+    /// parsed from the stored allow-list
+    #[sqlx(try_from = "Vec<String>")]
+    pub ip_allow: IpAllow,
+    pub clients: Clients,
     pub user_status: String,
     /// The active subscription's plan name, if any.
     pub plan_name: Option<String>,
@@ -77,6 +130,24 @@ pub struct KeyAuth {
     pub plan_channels: Option<Vec<String>>,
     pub plan_rpm_limit: Option<i32>,
     pub plan_concurrency_limit: Option<i32>,
+    pub plan_tpm_limit: Option<i32>,
+}
+
+/// A key's IP allow-list; empty: any address.
+#[derive(Debug, Clone, Default)]
+pub struct IpAllow(pub Vec<IpNet>);
+
+impl TryFrom<Vec<String>> for IpAllow {
+    type Error = String;
+    fn try_from(v: Vec<String>) -> Result<Self, String> {
+        v.iter().map(|s| IpNet::parse(s)).collect::<Result<_, _>>().map(IpAllow)
+    }
+}
+
+impl IpAllow {
+    pub fn admits(&self, ip: Option<std::net::IpAddr>) -> bool {
+        self.0.is_empty() || ip.is_some_and(|ip| self.0.iter().any(|n| n.contains(ip)))
+    }
 }
 
 impl KeyAuth {
@@ -95,7 +166,7 @@ fn prefix_of(secret: &str) -> String {
 }
 
 const SUMMARY_COLS: &str = "id, name, prefix, channel, created_at, last_used_at, spent_micros, spend_limit_micros, \
-     expires_at, revoked_at, allowed_models, allow_fallback, rpm_limit, concurrency_limit";
+     expires_at, revoked_at, allowed_models, allow_fallback, rpm_limit, concurrency_limit, ip_allow, tpm_limit, clients";
 
 /// Creates a key and returns its summary and the secret (to be shown exactly once).
 pub async fn create(pool: &PgPool, user_id: Uuid, new: NewKey) -> Result<(KeySummary, String), KeyError> {
@@ -111,8 +182,17 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, user_id: Uuid, new: NewKey
     if new.spend_limit_micros.is_some_and(MicroCny::is_negative)
         || new.rpm_limit.is_some_and(|v| v <= 0)
         || new.concurrency_limit.is_some_and(|v| v <= 0)
+        || new.tpm_limit.is_some_and(|v| v <= 0)
     {
         return Err(KeyError::InvalidLimit);
+    }
+    // stored canonical ("10.0.0.0/8", "2001:db8::1"), each once
+    let mut ip_allow: Vec<String> = vec![];
+    for item in new.ip_allow.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let net = IpNet::parse(item).map_err(KeyError::InvalidAddress)?.to_string();
+        if !ip_allow.contains(&net) {
+            ip_allow.push(net);
+        }
     }
     let channel_ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM channels WHERE code = $1)")
         .bind(&new.channel)
@@ -143,8 +223,8 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, user_id: Uuid, new: NewKey
     let hash = hash_secret(&secret);
     let summary = sqlx::query_as::<_, KeySummary>(&format!(
         "INSERT INTO api_keys (user_id, name, prefix, secret_hash, channel, spend_limit_micros, expires_at, \
-         allowed_models, allow_fallback, rpm_limit, concurrency_limit) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING {SUMMARY_COLS}"
+         allowed_models, allow_fallback, rpm_limit, concurrency_limit, ip_allow, tpm_limit, clients) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING {SUMMARY_COLS}"
     ))
     .bind(user_id)
     .bind(name)
@@ -157,6 +237,9 @@ pub async fn create_in(conn: &mut sqlx::PgConnection, user_id: Uuid, new: NewKey
     .bind(new.allow_fallback)
     .bind(new.rpm_limit)
     .bind(new.concurrency_limit)
+    .bind(&ip_allow)
+    .bind(new.tpm_limit)
+    .bind(new.clients)
     .fetch_one(&mut *conn)
     .await?;
     Ok((summary, secret))
@@ -196,10 +279,12 @@ pub async fn revoke(pool: &PgPool, user_id: Uuid, key_id: Uuid) -> Result<bool, 
 pub async fn lookup_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyAuth>, sqlx::Error> {
     sqlx::query_as::<_, KeyAuth>(
         "SELECT k.id AS key_id, k.user_id, k.channel, k.spend_limit_micros, k.expires_at, k.revoked_at, \
-         k.allowed_models, k.allow_fallback, k.rpm_limit, k.concurrency_limit, u.status AS user_status, \
+         k.allowed_models, k.allow_fallback, k.rpm_limit, k.concurrency_limit, k.tpm_limit, k.ip_allow, k.clients, \
+         u.status AS user_status, \
          s.plan_name, CASE WHEN s.id IS NOT NULL THEN cr_plan_channels(s.plan_snapshot) END AS plan_channels, \
          (s.plan_snapshot->>'rpm_limit')::int AS plan_rpm_limit, \
-         (s.plan_snapshot->>'concurrency_limit')::int AS plan_concurrency_limit \
+         (s.plan_snapshot->>'concurrency_limit')::int AS plan_concurrency_limit, \
+         (s.plan_snapshot->>'tpm_limit')::int AS plan_tpm_limit \
          FROM api_keys k JOIN users u ON u.id = k.user_id \
          LEFT JOIN subscriptions s ON s.user_id = k.user_id AND s.status = 'active' WHERE k.secret_hash = $1",
     )

@@ -14,6 +14,7 @@ pub mod insights;
 pub mod keys;
 pub mod mail;
 pub mod money;
+pub mod net;
 pub mod pricing;
 pub mod status;
 pub mod telemetry;

@@ -49,7 +49,21 @@ pub fn Keys() -> impl IntoView {
                                     <div class="grid grid-cols-2 gap-3">
                                         <Field label=t("Requests / minute") name="rpm_limit" kind="number" required=false placeholder=t("no limit") />
                                         <Field label=t("Concurrent requests") name="concurrency_limit" kind="number" required=false placeholder=t("no limit") />
+                                        <Field label=t("Tokens / minute") name="tpm_limit" kind="number" required=false placeholder=t("no limit") />
+                                        <label class="block">
+                                            <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Clients")}</span>
+                                            <select name="clients" class="input mt-1">
+                                                <option value="any">{t("Any client")}</option>
+                                                <option value="claude_code">{t("Claude Code only")}</option>
+                                                <option value="sdk">{t("Official SDKs only")}</option>
+                                            </select>
+                                        </label>
                                     </div>
+                                    <label class="block">
+                                        <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("IP allow-list (optional)")}</span>
+                                        <input name="ip_allow" class="input mt-1" placeholder=t("any address") />
+                                        <span class="mt-1 block text-xs text-slate-500">{t("Addresses and CIDR blocks, IPv4 or IPv6, comma-separated (203.0.113.7, 10.0.0.0/8). Tokens per minute count input, cache writes and output. The client check reads request headers: a convenience, not a security boundary.")}</span>
+                                    </label>
                                     <label class="block">
                                         <span class="text-sm font-medium text-slate-700 dark:text-slate-300">{t("Allowed models (optional)")}</span>
                                         <input name="models" list="model-ids" class="input mt-1" placeholder=t("all models") />

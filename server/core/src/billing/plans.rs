@@ -23,6 +23,10 @@ pub struct Plan {
     pub channels: Vec<String>,
     pub rpm_limit: Option<i32>,
     pub concurrency_limit: Option<i32>,
+    /// Tokens per minute across the plan's channels (input, cache writes and output; see
+    /// README "Per-key controls"); older snapshots have none.
+    #[serde(default)]
+    pub tpm_limit: Option<i32>,
     pub sla: bool,
     /// Days after purchase with a no-questions refund; None = by negotiation.
     pub refund_window_days: Option<i32>,
@@ -32,7 +36,7 @@ pub struct Plan {
 }
 
 const COLS: &str = "code, name, description, audience, price_micros, allowance_micro_usd, channels, rpm_limit, \
-                    concurrency_limit, sla, refund_window_days, purchasable, sort";
+                    concurrency_limit, tpm_limit, sla, refund_window_days, purchasable, sort";
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
     sqlx::query_as::<_, Plan>(&format!("SELECT {COLS} FROM plans ORDER BY sort, code")).fetch_all(pool).await
@@ -64,7 +68,7 @@ impl Plan {
         if self.purchasable && self.price_micros.is_zero() {
             return bad("A plan that can be bought online needs a price.");
         }
-        if self.rpm_limit.is_some_and(|v| v <= 0) || self.concurrency_limit.is_some_and(|v| v <= 0) {
+        if [self.rpm_limit, self.concurrency_limit, self.tpm_limit].iter().any(|l| l.is_some_and(|v| v <= 0)) {
             return bad("Limits must be positive (or empty for none).");
         }
         if self.refund_window_days.is_some_and(|d| d < 0) {
@@ -105,10 +109,10 @@ async fn upsert(tx: &mut sqlx::PgConnection, p: &Plan) -> Result<(), BillingErro
     }
     sqlx::query(
         "INSERT INTO plans (code, name, description, audience, price_micros, allowance_micro_usd, channels, rpm_limit, \
-         concurrency_limit, sla, refund_window_days, purchasable, sort) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+         concurrency_limit, sla, refund_window_days, purchasable, sort, tpm_limit) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
          ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, audience = EXCLUDED.audience, \
          price_micros = EXCLUDED.price_micros, allowance_micro_usd = EXCLUDED.allowance_micro_usd, channels = EXCLUDED.channels, \
-         rpm_limit = EXCLUDED.rpm_limit, concurrency_limit = EXCLUDED.concurrency_limit, sla = EXCLUDED.sla, \
+         rpm_limit = EXCLUDED.rpm_limit, concurrency_limit = EXCLUDED.concurrency_limit, tpm_limit = EXCLUDED.tpm_limit, sla = EXCLUDED.sla, \
          refund_window_days = EXCLUDED.refund_window_days, purchasable = EXCLUDED.purchasable, sort = EXCLUDED.sort, updated_at = now()",
     )
     .bind(&p.code)
@@ -124,6 +128,7 @@ async fn upsert(tx: &mut sqlx::PgConnection, p: &Plan) -> Result<(), BillingErro
     .bind(p.refund_window_days)
     .bind(p.purchasable)
     .bind(p.sort)
+    .bind(p.tpm_limit)
     .execute(&mut *tx)
     .await
     .map_err(|e| match &e {

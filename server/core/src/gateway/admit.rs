@@ -9,10 +9,12 @@ use super::meter::Ticket;
 use super::request::{parse_head, presented_key, ParsedHead};
 use super::state::{CatalogueSnapshot, Shared};
 use crate::catalogue::{Channel, Model};
-use crate::keys::{self, KeyAuth};
+use crate::keys::{self, Clients, KeyAuth};
+use axum::extract::ConnectInfo;
+use std::net::{IpAddr, SocketAddr};
 use crate::pricing::{self, ModelPrices};
 use crate::util::sha256;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -25,8 +27,10 @@ pub(super) struct Admitted<'c> {
 }
 
 impl Shared {
-    /// The key presented (`x-api-key` or `Authorization: Bearer`), usable now.
-    pub(super) async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<KeyAuth>, ApiError> {
+    /// The key presented (`x-api-key` or `Authorization: Bearer`), usable now, from this
+    /// address and this client.
+    pub(super) async fn authenticate(&self, parts: &http::request::Parts) -> Result<Arc<KeyAuth>, ApiError> {
+        let headers = &parts.headers;
         let presented = presented_key(headers).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "x-api-key header is required"))?;
         let hash = sha256(presented.as_bytes());
         let pool = self.pool.clone();
@@ -48,7 +52,24 @@ impl Shared {
         if key.user_status != "active" {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "This account is suspended"));
         }
+        if !key.ip_allow.admits(self.client_addr(parts)) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "This API key may not be used from this IP address (see the key's IP allow-list)"));
+        }
+        if !key.clients.admits(headers) {
+            let which = match key.clients {
+                Clients::ClaudeCode => "Claude Code",
+                _ => "the official Anthropic and OpenAI SDKs",
+            };
+            return Err(ApiError::new(StatusCode::FORBIDDEN, format!("This API key may be used only from {which}")));
+        }
         Ok(key)
+    }
+
+    /// The client's address: the connection's peer, or behind a trusted proxy the address it
+    /// names (the console's rule, `crate::net`); None when the server gives no peer address.
+    fn client_addr(&self, parts: &http::request::Parts) -> Option<IpAddr> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+        Some(self.config.trusted_proxies.client_addr(peer, &parts.headers))
     }
 
     /// A message, in order: its head, the key's channel and models, the limits, the channel's
@@ -72,6 +93,7 @@ impl Shared {
         t.requested_model = models[0].id.clone();
 
         self.limits(key, &mut t.slots).await?;
+        self.token_limits(t, key).await?;
         match self.leases.acquire_slot(channel_scope, channel.concurrency_capacity).await {
             Ok(Some(g)) => t.slots.push(g),
             Ok(None) => {
@@ -123,6 +145,28 @@ impl Shared {
                     }
                     Err(e) => return Err(db_unavailable(e)),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key's and its plan's tokens per minute: refused once this minute's count reached the
+    /// limit; the scopes go into `t`, which adds the request's tokens when it ends.
+    async fn token_limits(&self, t: &mut Ticket, key: &KeyAuth) -> Result<(), ApiError> {
+        let on_plan = key.on_plan();
+        let limits = [
+            (key.tpm_limit, format!("tpm:key:{}", key.key_id), None),
+            (key.plan_tpm_limit.filter(|_| on_plan), format!("tpm:user:{}", key.user_id), key.plan_name.as_deref()),
+        ];
+        for (limit, scope, plan) in limits {
+            let Some(limit) = limit else { continue };
+            match self.tokens.check(&scope, limit).await {
+                Ok(Ok(())) => t.token_scopes.push(scope),
+                Ok(Err(secs)) => {
+                    let who = plan.map_or_else(|| "This API key is".to_string(), |p| format!("Your {p} plan is"));
+                    return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("{who} limited to {limit} tokens per minute")).retry_after(secs));
+                }
+                Err(e) => return Err(db_unavailable(e)),
             }
         }
         Ok(())

@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     /// A staff alert resolves once its condition has stayed gone this long; one that comes back
     /// within it sends nothing new (`CLOUDROUTER_ALERT_SETTLE_MS`, 2 min).
     pub alert_settle: Duration,
+    /// The proxies whose `X-Forwarded-For` names the client, for per-key IP allow-lists: the
+    /// server's `CLOUDROUTER_TRUSTED_PROXIES`, set by the server (the console reads the same).
+    pub trusted_proxies: crate::net::TrustedProxies,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +71,7 @@ impl Default for GatewayConfig {
             usage_flush_interval: Duration::from_millis(50),
             usage_spool_dir: PathBuf::from(crate::usage::DEFAULT_SPOOL_DIR),
             alert_settle: Duration::from_secs(120),
+            trusted_proxies: crate::net::TrustedProxies::default(),
         }
     }
 }
@@ -113,6 +117,7 @@ impl GatewayConfig {
             usage_batch_rows: num("CLOUDROUTER_USAGE_BATCH_ROWS", 1, 100_000).map_or(d.usage_batch_rows, |v| v as usize),
             usage_spool_dir: lookup("CLOUDROUTER_SPOOL_DIR").filter(|v| !v.is_empty()).map_or(d.usage_spool_dir, PathBuf::from),
             alert_settle: ms("CLOUDROUTER_ALERT_SETTLE_MS", d.alert_settle),
+            trusted_proxies: d.trusted_proxies,
         };
         let bad = bad.into_inner();
         if bad.is_empty() { Ok(config) } else { Err(format!("gateway settings that do not parse: {}", bad.join("; "))) }

@@ -50,6 +50,8 @@ pub(super) struct Ticket {
     pub(super) off_plan: bool,
     pub(super) key_hold: Option<MoneyHold>,
     pub(super) slots: Vec<SlotGuard>,
+    /// the tokens-per-minute scopes this request counts in
+    pub(super) token_scopes: Vec<String>,
     pub(super) served_model: Option<String>,
     pub(super) priced_model: Option<Arc<Model>>,
     pub(super) upstream_id: Option<Uuid>,
@@ -84,6 +86,7 @@ impl Ticket {
             off_plan: false,
             key_hold: None,
             slots: vec![],
+            token_scopes: vec![],
             served_model: None,
             priced_model: None,
             upstream_id: None,
@@ -172,6 +175,12 @@ impl Ticket {
             h.settle(charge);
         }
         self.slots.clear();
+        if !self.token_scopes.is_empty() {
+            let counted = tokens.input_tokens + tokens.cache_write_5m_tokens + tokens.cache_write_1h_tokens + tokens.output_tokens;
+            for scope in &self.token_scopes {
+                self.gw.tokens.add(scope, counted);
+            }
+        }
         let latency = self.started.elapsed();
         let rec = UsageRecord {
             id: std::mem::take(&mut self.rid),

@@ -51,6 +51,7 @@ mod request;
 mod routing;
 pub mod sse;
 mod state;
+mod token_rate;
 mod upstream_client;
 
 pub use affinity::clear as clear_affinity;

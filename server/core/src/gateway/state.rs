@@ -7,6 +7,7 @@ use super::affinity;
 use super::config::GatewayConfig;
 use super::health::{Breaker, Watch};
 use super::leases::Leases;
+use super::token_rate::TokenRates;
 use super::request::X_API_KEY;
 use super::upstream_client;
 use crate::alerts::Reporter;
@@ -47,6 +48,8 @@ pub(super) struct Shared {
     /// true from the shutdown signal on: `readyz` answers 503 so load balancers stop sending here
     pub(super) draining: AtomicBool,
     pub(super) leases: Arc<Leases>,
+    /// tokens per minute, per key and plan
+    pub(super) tokens: TokenRates,
     pub(super) usage: UsageWriter,
     /// staff alerts and customer key-limit notices, reported without waiting
     pub(super) alerts: Reporter,
@@ -155,6 +158,7 @@ impl Shared {
             closing: tokio::sync::watch::Sender::new(false),
             draining: AtomicBool::new(false),
             leases,
+            tokens: TokenRates::new(pool.clone()),
             usage,
             alerts,
             inflight: AtomicUsize::new(0),

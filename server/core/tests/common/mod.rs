@@ -28,6 +28,8 @@ impl Gw {
         let addr = listener.local_addr().unwrap();
         let app = gw.router();
         let task = tokio::spawn(async move {
+            // with the peer's address, as the server serves it (per-key IP allow-lists read it)
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(cloudrouter_core::gateway::nodelay(listener), app).await.unwrap();
         });
         Gw { gw, base: format!("http://{addr}"), task }

@@ -24,7 +24,7 @@ pub(in super::super) async fn chat_completions(State(gw): State<Arc<Shared>>, re
     let started = Instant::now();
     let rid = request_id();
     let (mut parts, body) = req.into_parts();
-    let key = match gw.authenticate(&parts.headers).await {
+    let key = match gw.authenticate(&parts).await {
         Ok(k) => k,
         Err(e) => return e.respond_in(&rid, Dialect::OpenAi { include_usage: false }),
     };

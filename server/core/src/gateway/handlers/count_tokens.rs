@@ -25,7 +25,7 @@ pub(in super::super) async fn count_tokens(State(gw): State<Arc<Shared>>, req: R
 /// Admit → forward → respond.
 async fn count(gw: &Shared, req: Request, started: Instant, rid: &str) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let key = gw.authenticate(&parts.headers).await?;
+    let key = gw.authenticate(&parts).await?;
     // held until the answer is built
     let mut slots = Vec::new();
     gw.admit_count(&key, &mut slots).await?;

@@ -27,7 +27,7 @@ pub(in super::super) async fn messages(State(gw): State<Arc<Shared>>, req: Reque
     let started = Instant::now();
     let rid = request_id();
     let (parts, body) = req.into_parts();
-    let key = match gw.authenticate(&parts.headers).await {
+    let key = match gw.authenticate(&parts).await {
         Ok(k) => k,
         Err(e) => return e.respond(&rid),
     };

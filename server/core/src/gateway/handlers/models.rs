@@ -53,10 +53,11 @@ fn json_response(rid: &str, dialect: Dialect, v: serde_json::Value) -> Response 
     resp
 }
 
-pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers: HeaderMap, Query(q): Query<ListQuery>) -> Response {
+pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, parts: http::request::Parts, Query(q): Query<ListQuery>) -> Response {
+    let headers = &parts.headers;
     let rid = request_id();
-    let dialect = dialect(&headers);
-    let key = match gw.authenticate(&headers).await {
+    let dialect = dialect(headers);
+    let key = match gw.authenticate(&parts).await {
         Ok(k) => k,
         Err(e) => return e.respond_in(&rid, dialect),
     };
@@ -93,10 +94,11 @@ pub(in super::super) async fn list_models(State(gw): State<Arc<Shared>>, headers
     )
 }
 
-pub(in super::super) async fn get_model(State(gw): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(in super::super) async fn get_model(State(gw): State<Arc<Shared>>, Path(id): Path<String>, parts: http::request::Parts) -> Response {
+    let headers = &parts.headers;
     let rid = request_id();
-    let dialect = dialect(&headers);
-    let key = match gw.authenticate(&headers).await {
+    let dialect = dialect(headers);
+    let key = match gw.authenticate(&parts).await {
         Ok(k) => k,
         Err(e) => return e.respond_in(&rid, dialect),
     };
