@@ -74,6 +74,47 @@ async fn staff_api_sets_up_a_customer_who_calls_the_demo_upstream(pool: PgPool) 
     }
 }
 
+/// The staff API sets the per-key controls the console sets, and the assembled server applies
+/// them to the gateway with the connection's real address (a forged `X-Forwarded-For` from an
+/// untrusted peer is ignored).
+#[sqlx::test(migrations = false)]
+async fn staff_api_keys_carry_ip_allow_lists_token_limits_and_client_rules(pool: PgPool) {
+    let (base, _built) = start(pool.clone()).await;
+    accounts::ensure_staff(&pool, "ops@example.com", "Sturdy-pass-2026").await.unwrap();
+    let token = admin_api::issue_token(&pool, "ops@example.com", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let user: Value = http.post(format!("{base}/api/admin/v1/users")).bearer_auth(&token)
+        .json(&json!({"email": "ip@example.com", "password": "Sturdy-pass-2026"}))
+        .send().await.unwrap().json().await.unwrap();
+    let id = user["id"].as_str().unwrap().to_string();
+    let credit = http.post(format!("{base}/api/admin/v1/users/{id}/credit")).bearer_auth(&token)
+        .json(&json!({"amount": "5", "note": "test", "idempotency_key": "ip-credit"})).send().await.unwrap();
+    assert!(credit.status().is_success());
+    let make = |body: Value| http.post(format!("{base}/api/admin/v1/users/{id}/keys")).bearer_auth(&token).json(&body).send();
+    let office: Value = make(json!({"name": "office", "channel": "value", "ip_allow": ["198.51.100.0/24", "2001:db8::/32"], "tpm_limit": 100000, "rpm_limit": 60, "concurrency_limit": 2, "clients": "sdk"}))
+        .await.unwrap().json().await.unwrap();
+    assert_eq!(office["ip_allow"], json!(["198.51.100.0/24", "2001:db8::/32"]));
+    assert_eq!((office["tpm_limit"].as_i64(), office["clients"].as_str()), (Some(100000), Some("sdk")));
+    let here: Value = make(json!({"name": "here", "channel": "value", "ip_allow": ["127.0.0.1"], "clients": "claude_code"})).await.unwrap().json().await.unwrap();
+    let bad = make(json!({"name": "bad", "channel": "value", "ip_allow": ["not-an-address"]})).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = make(json!({"name": "bad", "channel": "value", "clients": "browser"})).await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let call = |key: &str, forwarded: Option<&str>| {
+        let mut r = http.post(format!("{base}/v1/messages")).bearer_auth(key).header("anthropic-version", "2023-06-01")
+            .header("user-agent", "claude-cli/2.1.3 (external, cli)").header("x-stainless-lang", "js");
+        if let Some(f) = forwarded {
+            r = r.header("x-forwarded-for", f);
+        }
+        r.json(&json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})).send()
+    };
+    let refused = call(office["key"].as_str().unwrap(), Some("198.51.100.7")).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"]["type"], "permission_error");
+    assert_eq!(call(here["key"].as_str().unwrap(), None).await.unwrap().status(), 200);
+}
+
 /// The staff API answers malformed ids, dates, amounts and bodies with a 4xx in the gateway's
 /// error shape (`type`, `error.type`, `error.message`, `request_id`, and a `request-id` header).
 #[sqlx::test(migrations = false)]
