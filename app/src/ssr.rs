@@ -304,3 +304,11 @@ pub fn when_in(t: chrono::DateTime<chrono::Utc>, tz: cloudrouter_core::zone::Tz)
         crate::i18n::Lang::Zh => t.format("%Y年%-m月%-d日 %H:%M").to_string(),
     }
 }
+
+/// A calendar day in the console's one date format per language ("2026-11-25", "2026年11月25日").
+pub fn day_label(d: chrono::NaiveDate) -> String {
+    match crate::i18n::lang() {
+        crate::i18n::Lang::En => d.format("%Y-%m-%d").to_string(),
+        crate::i18n::Lang::Zh => d.format("%Y年%-m月%-d日").to_string(),
+    }
+}

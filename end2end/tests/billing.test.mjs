@@ -149,7 +149,7 @@ test('staff set up custom terms for a customer, who pays by bank transfer; staff
   await staff.getByTestId('transfer').filter({ hasText: email }).getByRole('button', { name: 'Confirm receipt' }).click();
   await staff.getByRole('status').filter({ hasText: 'Transfer confirmed' }).waitFor();
   await open(staff, server.url + '/console/admin/audit');
-  assert.ok(await staff.getByTestId('audit-row').filter({ hasText: /order\.offer/ }).count() >= 1);
+  assert.ok(await staff.locator('[data-testid="audit-row"][data-action="order.offer"]').filter({ hasText: 'set up plan' }).count() >= 1);
 
   await open(page, server.url + '/console/billing');
   await page.getByTestId('subscription').filter({ hasText: 'Ultra plan' }).waitFor();

@@ -27,7 +27,7 @@ impl From<cloudrouter_core::accounts::User> for UserListItem {
             is_staff: u.role == cloudrouter_core::accounts::Role::Staff,
             suspended: u.suspended,
             two_factor: u.two_factor,
-            created: u.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            created: crate::ssr::when(u.created_at),
             plan: None,
         }
     }
@@ -48,11 +48,47 @@ fn upstream_error(e: cloudrouter_core::upstreams::UpstreamError) -> ServerFnErro
     }
 }
 
+/// One line of the staff list of users: money at a glance (two decimals), the exact amounts in
+/// the tooltips.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserLine {
+    pub id: String,
+    pub email: String,
+    pub is_staff: bool,
+    pub suspended: bool,
+    pub created: String,
+    pub balance: String,
+    pub balance_exact: String,
+    /// The active plan's name; none for pay-as-you-go.
+    pub plan: Option<String>,
+    pub spend_30d: String,
+    pub spend_30d_exact: String,
+}
+
+/// The staff list of users matching `query`, sorted on the server by `sort` ("joined",
+/// "balance", "plan", "spend"; anything else: joined) in `dir` ("asc", else descending).
 #[server(endpoint = "admin/users")]
-pub async fn list_users(query: String) -> Result<Vec<UserListItem>, ServerFnError> {
+pub async fn list_users(query: String, sort: String, dir: String) -> Result<Vec<UserLine>, ServerFnError> {
+    use cloudrouter_core::{accounts, insights};
     crate::ssr::require_staff().await?;
-    let users = cloudrouter_core::accounts::search(&crate::ssr::pool()?, &query, 200).await.map_err(crate::ssr::internal)?;
-    Ok(users.into_iter().map(UserListItem::from).collect())
+    let sort = accounts::UserSort::parse(&sort).unwrap_or(accounts::UserSort::Joined);
+    let (since, _) = insights::Range::Month.bounds(chrono::Utc::now());
+    let users = accounts::search(&crate::ssr::pool()?, &query, sort, dir == "asc", since, 200).await.map_err(crate::ssr::internal)?;
+    Ok(users
+        .into_iter()
+        .map(|l| UserLine {
+            id: l.user.id.to_string(),
+            email: l.user.email,
+            is_staff: l.user.role == accounts::Role::Staff,
+            suspended: l.user.suspended,
+            created: crate::ssr::when(l.user.created_at),
+            balance: crate::ssr::cny2(l.balance_micros),
+            balance_exact: l.balance_micros.exact(),
+            plan: l.plan_name.map(|p| tr(&p)),
+            spend_30d: crate::ssr::cny2(l.spend_micros),
+            spend_30d_exact: l.spend_micros.exact(),
+        })
+        .collect())
 }
 
 #[server(endpoint = "admin/user")]
@@ -202,6 +238,12 @@ pub struct UpstreamView {
     pub last_error: Option<String>,
 }
 
+/// An upstream's name as staff read it: the simulated Claude's in the reader's language.
+#[cfg(feature = "ssr")]
+pub fn upstream_name(name: &str, is_demo: bool) -> String {
+    if is_demo { t("Demo (simulated Claude)").into() } else { name.to_string() }
+}
+
 #[server(endpoint = "admin/upstreams")]
 pub async fn list_upstreams() -> Result<Vec<UpstreamView>, ServerFnError> {
     crate::ssr::require_staff().await?;
@@ -214,7 +256,7 @@ pub async fn list_upstreams() -> Result<Vec<UpstreamView>, ServerFnError> {
             let h = health.get(&u.id);
             UpstreamView {
                 id: u.id.to_string(),
-                name: u.name,
+                name: upstream_name(&u.name, u.is_demo),
                 base_url: u.base_url,
                 credential_hint: u.credential_hint,
                 channels: u.channels.join(", "),

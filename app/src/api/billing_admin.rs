@@ -1,5 +1,5 @@
-//! Staff side of billing: bank transfers, orders, refunds, invoices, trials, plans, enquiries
-//! and the audit log. Every function starts with `require_staff`.
+//! Staff side of billing: bank transfers, orders, refunds, invoices, trials, plans and
+//! enquiries. Every function starts with `require_staff`.
 
 #[allow(unused_imports)]
 use crate::i18n::{label, t, tf};
@@ -196,25 +196,6 @@ pub async fn set_enquiry_status(id: String, status: String) -> Result<String, Se
     let id = crate::ssr::parse_uuid(&id, "No such enquiry.")?;
     cloudrouter_core::billing::enquiries::set_status(&crate::ssr::pool()?, staff.id, id, &status, "").await.map_err(billing_error)?;
     Ok(tf("Enquiry marked {}.", &[&label(&status)]))
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditLine {
-    pub when: String,
-    pub staff: String,
-    pub action: String,
-    pub target: String,
-    pub details: String,
-}
-
-#[server(endpoint = "admin/audit")]
-pub async fn audit_log() -> Result<Vec<AuditLine>, ServerFnError> {
-    crate::ssr::require_staff().await?;
-    let list = cloudrouter_core::billing::audit::list(&crate::ssr::pool()?, 300).await.map_err(crate::ssr::internal)?;
-    Ok(list
-        .into_iter()
-        .map(|e| AuditLine { when: crate::ssr::when(e.at), staff: e.staff_email, action: e.action, target: e.target, details: e.details.to_string() })
-        .collect())
 }
 
 /// Custom terms for one customer (after an enterprise enquiry): an order on `plan` that the

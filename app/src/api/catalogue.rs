@@ -30,6 +30,8 @@ pub struct ModelPrice {
     pub extras: Vec<String>,
     pub enabled: bool,
     pub deprecated: Option<String>,
+    /// Its retirement date has passed.
+    pub retired: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,7 @@ async fn load(include_disabled: bool) -> Result<CatalogueView, ServerFnError> {
                 extras: price_extras(&m),
                 enabled: m.enabled,
                 deprecated: m.deprecated_at.map(|t| t.format("%Y-%m-%d").to_string()),
+                retired: m.deprecated_at.is_some_and(|t| t <= chrono::Utc::now()),
                 id: m.id,
                 display_name: m.display_name,
             })

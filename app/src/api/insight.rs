@@ -274,28 +274,88 @@ fn percent(share: Option<f64>) -> String {
     share.map(|s| format!("{:.1}%", s * 100.0)).unwrap_or_else(|| "—".into())
 }
 
+/// The upstream table of the Operations page: one line per upstream that served requests in the
+/// range, and how many requests the gateway answered itself (a customer's 4xx such as 402 or
+/// 404, or 529 when no upstream was available): those are no upstream's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamTable {
+    pub lines: Vec<UpstreamLine>,
+    pub unrouted: i64,
+}
+
 #[server(endpoint = "admin/operations")]
-pub async fn upstream_lines(range: String) -> Result<Vec<UpstreamLine>, ServerFnError> {
+pub async fn upstream_lines(range: String) -> Result<UpstreamTable, ServerFnError> {
     use cloudrouter_core::{insights, upstreams};
     crate::ssr::require_staff().await?;
     let pool = crate::ssr::pool()?;
     let r = insights::Range::parse(&range).unwrap_or(insights::Range::Day);
-    let names: std::collections::HashMap<_, _> =
-        upstreams::list(&pool).await.map_err(crate::ssr::internal)?.into_iter().map(|u| (u.id, u.name)).collect();
+    let names: std::collections::HashMap<_, _> = upstreams::list(&pool)
+        .await
+        .map_err(crate::ssr::internal)?
+        .into_iter()
+        .map(|u| (u.id, crate::api::admin::upstream_name(&u.name, u.is_demo)))
+        .collect();
     let stats = insights::upstream_stats(&pool, r, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
     let ms = |v: Option<i32>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "—".into());
-    Ok(stats
+    let unrouted = stats.iter().filter(|s| s.upstream_id.is_none()).map(|s| s.requests).sum();
+    let lines = stats
         .into_iter()
-        .map(|s| UpstreamLine {
-            name: s.upstream_id.and_then(|id| names.get(&id).cloned()).unwrap_or_else(|| crate::i18n::t("(none: refused before routing)").into()),
-            requests: s.requests,
-            success: if s.requests > 0 { format!("{:.1}%", (s.requests - s.errors) as f64 * 100.0 / s.requests as f64) } else { "—".into() },
-            share: format!("{:.1}%", s.share_percent),
-            p50: ms(s.p50_ms),
-            p95: ms(s.p95_ms),
-            cache_read_share: percent(s.cache_read_share),
+        .filter_map(|s| {
+            let id = s.upstream_id?;
+            Some(UpstreamLine {
+                name: names.get(&id).cloned().unwrap_or_else(|| id.to_string()),
+                requests: s.requests,
+                success: if s.requests > 0 { format!("{:.1}%", (s.requests - s.errors) as f64 * 100.0 / s.requests as f64) } else { "—".into() },
+                share: format!("{:.1}%", s.share_percent),
+                p50: ms(s.p50_ms),
+                p95: ms(s.p95_ms),
+                cache_read_share: percent(s.cache_read_share),
+            })
         })
-        .collect())
+        .collect();
+    Ok(UpstreamTable { lines, unrouted })
+}
+
+/// One day of business on the Operations page (amounts in yuan to two decimals).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BusinessLine {
+    pub day: String,
+    pub topups: i64,
+    pub topup_amount: String,
+    pub revenue: String,
+    pub signups: i64,
+}
+
+/// Top-ups, revenue and sign-ups per day of the reader's zone, newest first, over the calendar
+/// days the range touches (24 hours: yesterday and today), then their total.
+#[server(endpoint = "admin/business")]
+pub async fn business_days(range: String) -> Result<(Vec<BusinessLine>, BusinessLine), ServerFnError> {
+    use cloudrouter_core::{insights, money::MicroCny, zone};
+    crate::ssr::require_staff().await?;
+    let (now, tz) = (chrono::Utc::now(), crate::ssr::zone());
+    let r = insights::Range::parse(&range).unwrap_or(insights::Range::Day);
+    let first = zone::date_of(r.bounds_in(now, tz).0, tz);
+    let days = insights::business_days(&crate::ssr::pool()?, first, now, tz).await.map_err(crate::ssr::internal)?;
+    let cny2 = crate::ssr::cny2;
+    let sum = |f: fn(&insights::BusinessDay) -> MicroCny| days.iter().map(f).fold(MicroCny::ZERO, |a, b| a + b);
+    let total = BusinessLine {
+        day: crate::i18n::t("Total").into(),
+        topups: days.iter().map(|d| d.topups).sum(),
+        topup_amount: cny2(sum(|d| d.topup_micros)),
+        revenue: cny2(sum(|d| d.revenue_micros)),
+        signups: days.iter().map(|d| d.signups).sum(),
+    };
+    let lines = days
+        .iter()
+        .map(|d| BusinessLine {
+            day: crate::ssr::day_label(d.day),
+            topups: d.topups,
+            topup_amount: cny2(d.topup_micros),
+            revenue: cny2(d.revenue_micros),
+            signups: d.signups,
+        })
+        .collect();
+    Ok((lines, total))
 }
 
 /// How sign-up and reset mail is going (the last day), for the Operations page.

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod alerts;
+pub mod audit;
 pub mod billing;
 pub mod billing_admin;
 pub mod catalogue;

@@ -138,7 +138,8 @@ impl LogQuery {
     }
 }
 
-fn urlencode(s: &str) -> String {
+/// A query-string value, percent-encoded.
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()

@@ -84,3 +84,43 @@ where
     });
     count.read_only()
 }
+
+/// Which row a page-wide action was last submitted from (`row` of its input), kept after the
+/// submission finishes, so that its outcome shows beside that row ([`RowMessage`]). None until a
+/// submission from this page: a form posted without JavaScript comes back with its outcome but not
+/// its row, and the page shows that one on top.
+pub fn submitted_row<S>(action: ServerAction<S>, row: fn(&S) -> String) -> Signal<Option<String>>
+where
+    S: leptos::server_fn::ServerFn + Clone + Send + Sync + 'static,
+    S::Output: Send + Sync + 'static,
+    S::Error: Send + Sync + 'static,
+{
+    let last = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        if let Some(id) = action.input().with(|i| i.as_ref().map(row)) {
+            last.set(Some(id));
+        }
+    });
+    last.into()
+}
+
+/// An action's outcome beside the row `id`, when the last submission came from that row.
+#[component]
+pub fn RowMessage<T>(#[prop(into)] value: Signal<Option<Result<T, ServerFnError>>>, row: Signal<Option<String>>, id: String) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static + std::fmt::Display,
+{
+    let mine = Signal::derive(move || if row.with(|r| r.as_deref() == Some(id.as_str())) { value.get() } else { None });
+    move || mine.with(Option::is_some).then(|| view! { <div class="col-span-full" data-testid="row-message"><ActionMessage value=mine /></div> })
+}
+
+/// An action's outcome on top of the page when no row of this page sent it (a post without
+/// JavaScript).
+#[component]
+pub fn UnplacedMessage<T>(#[prop(into)] value: Signal<Option<Result<T, ServerFnError>>>, row: Signal<Option<String>>) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static + std::fmt::Display,
+{
+    let unplaced = Signal::derive(move || if row.with(Option::is_none) { value.get() } else { None });
+    view! { <ActionMessage value=unplaced /> }
+}

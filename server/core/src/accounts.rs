@@ -7,6 +7,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use crate::crypto::Crypto;
+use crate::money::MicroCny;
 use crate::throttle::{self, address_key};
 use sqlx::PgPool;
 use std::net::IpAddr;
@@ -416,17 +417,80 @@ pub async fn set_suspended(conn: impl sqlx::PgExecutor<'_>, user_id: Uuid, suspe
     Ok(r.rows_affected() == 1)
 }
 
-/// Staff list: newest first, optionally filtered by a piece of the email.
-pub async fn search(pool: &PgPool, query: &str, limit: i64) -> Result<Vec<User>, sqlx::Error> {
+/// How the staff list of users is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSort {
+    Joined,
+    Balance,
+    Plan,
+    Spend,
+}
+
+impl UserSort {
+    pub fn parse(s: &str) -> Option<UserSort> {
+        Some(match s {
+            "joined" => UserSort::Joined,
+            "balance" => UserSort::Balance,
+            "plan" => UserSort::Plan,
+            "spend" => UserSort::Spend,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            UserSort::Joined => "u.created_at",
+            UserSort::Balance => "balance_micros",
+            UserSort::Plan => "plan_name",
+            UserSort::Spend => "spend_micros",
+        }
+    }
+}
+
+/// A user as the staff list shows them: the account, its wallet balance, its active plan's name
+/// and what its usage was charged since `since`.
+#[derive(Debug, Clone)]
+pub struct ListedUser {
+    pub user: User,
+    pub balance_micros: MicroCny,
+    pub plan_name: Option<String>,
+    pub spend_micros: MicroCny,
+}
+
+/// Staff list, optionally filtered by a piece of the email, ordered by `sort` (ties newest
+/// first; users without a plan last either way). Spend is read from the daily rollup
+/// (`usage_daily_key`), so `since` should be a Shanghai midnight (`insights::Range::bounds`).
+pub async fn search(pool: &PgPool, query: &str, sort: UserSort, ascending: bool, since: DateTime<Utc>, limit: i64) -> Result<Vec<ListedUser>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: UserRow,
+        balance_micros: MicroCny,
+        plan_name: Option<String>,
+        spend_micros: MicroCny,
+    }
     let pattern = format!("%{}%", query.trim().to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-    let rows = sqlx::query_as::<_, UserRow>(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE lower(email) LIKE $1 ORDER BY created_at DESC LIMIT $2"
+    let columns = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ");
+    let rows = sqlx::query_as::<_, Row>(&format!(
+        "SELECT {columns}, COALESCE(b.balance_micros, 0) AS balance_micros, s.plan_name,
+                COALESCE((SELECT sum(d.charge_micros) FROM usage_daily_key d WHERE d.user_id = u.id AND d.day >= $3), 0)::BIGINT AS spend_micros
+         FROM users u
+         LEFT JOIN balances b ON b.user_id = u.id
+         LEFT JOIN subscriptions s ON s.user_id = u.id AND s.status = 'active'
+         WHERE lower(u.email) LIKE $1
+         ORDER BY {} {} NULLS LAST, u.created_at DESC LIMIT $2",
+        sort.column(),
+        if ascending { "ASC" } else { "DESC" },
     ))
     .bind(pattern)
     .bind(limit)
+    .bind(since)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(User::from).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| ListedUser { user: r.user.into(), balance_micros: r.balance_micros, plan_name: r.plan_name, spend_micros: r.spend_micros })
+        .collect())
 }
 
 #[cfg(test)]

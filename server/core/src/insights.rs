@@ -451,7 +451,8 @@ pub struct UpstreamStats {
     pub upstream_id: Option<Uuid>,
     pub requests: i64,
     pub errors: i64,
-    /// Share of all requests in the range, for display only.
+    /// Share of the requests in the range that reached an upstream, for display only (0 for
+    /// the row without one).
     pub share_percent: f64,
     pub p50_ms: Option<i32>,
     pub p95_ms: Option<i32>,
@@ -517,7 +518,9 @@ pub async fn upstream_stats(pool: &PgPool, range: Range, now: DateTime<Utc>) -> 
         lh = hist_sum_sql("latency_hist")
     );
     let rows = sqlx::query_as::<_, (Option<Uuid>, i64, i64, Vec<i64>, i64, i64)>(&sql).bind(start).bind(end).fetch_all(pool).await?;
-    let total: i64 = rows.iter().map(|r| r.1).sum();
+    // shares among the requests that reached an upstream: the gateway's own refusals are no
+    // upstream's traffic
+    let total: i64 = rows.iter().filter(|r| r.0.is_some()).map(|r| r.1).sum();
     Ok(rows
         .into_iter()
         .map(|(upstream_id, requests, errors, h, read, input)| UpstreamStats {
@@ -525,9 +528,67 @@ pub async fn upstream_stats(pool: &PgPool, range: Range, now: DateTime<Utc>) -> 
             upstream_id,
             requests,
             errors,
-            share_percent: if total > 0 { requests as f64 * 100.0 / total as f64 } else { 0.0 },
+            share_percent: if total > 0 && upstream_id.is_some() { requests as f64 * 100.0 / total as f64 } else { 0.0 },
             p50_ms: hist_percentile(&h, 0.50),
             p95_ms: hist_percentile(&h, 0.95),
         })
         .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Business per day (staff)
+// ---------------------------------------------------------------------------------------------
+
+/// One calendar day of business: paid top-ups, money received for paid orders (top-ups and
+/// plans paid from outside; a plan paid from the balance was counted when that balance was
+/// topped up), and accounts created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusinessDay {
+    pub day: chrono::NaiveDate,
+    pub topups: i64,
+    pub topup_micros: MicroCny,
+    pub revenue_micros: MicroCny,
+    pub signups: i64,
+}
+
+/// Every calendar day of `tz` from `first` through the day of `now`, newest first; a day with
+/// nothing shows zeros. Orders count on the day they were paid (refunded ones too: the money
+/// came in that day).
+pub async fn business_days(pool: &PgPool, first: chrono::NaiveDate, now: DateTime<Utc>, tz: Tz) -> Result<Vec<BusinessDay>, sqlx::Error> {
+    let start = zone::day_start(first, tz);
+    let orders: Vec<(chrono::NaiveDate, i64, MicroCny, MicroCny)> = sqlx::query_as(
+        "SELECT (paid_at AT TIME ZONE $3)::date, count(*) FILTER (WHERE kind = 'topup'),
+                COALESCE(sum(amount_micros) FILTER (WHERE kind = 'topup'), 0)::BIGINT,
+                COALESCE(sum(amount_micros) FILTER (WHERE method <> 'balance'), 0)::BIGINT
+         FROM orders WHERE paid_at >= $1 AND paid_at <= $2 GROUP BY 1",
+    )
+    .bind(start)
+    .bind(now)
+    .bind(tz.name())
+    .fetch_all(pool)
+    .await?;
+    let signups: Vec<(chrono::NaiveDate, i64)> =
+        sqlx::query_as("SELECT (created_at AT TIME ZONE $3)::date, count(*) FROM users WHERE created_at >= $1 AND created_at <= $2 GROUP BY 1")
+            .bind(start)
+            .bind(now)
+            .bind(tz.name())
+            .fetch_all(pool)
+            .await?;
+    let today = zone::date_of(now, tz);
+    let mut days: Vec<BusinessDay> = first
+        .iter_days()
+        .take_while(|d| *d <= today)
+        .map(|day| {
+            let o = orders.iter().find(|o| o.0 == day);
+            BusinessDay {
+                day,
+                topups: o.map_or(0, |o| o.1),
+                topup_micros: o.map_or(MicroCny::ZERO, |o| o.2),
+                revenue_micros: o.map_or(MicroCny::ZERO, |o| o.3),
+                signups: signups.iter().find(|s| s.0 == day).map_or(0, |s| s.1),
+            }
+        })
+        .collect();
+    days.reverse();
+    Ok(days)
 }

@@ -1,9 +1,10 @@
-//! Staff: alerts (open first, then the latest resolved, and how their delivery goes), usage across
-//! all customers, each upstream's share of traffic, success and latency, and the money to watch:
-//! requests charged above their hold and balances below zero.
+//! Staff: alerts (open first, then the latest resolved, and how their delivery goes), top-ups,
+//! revenue and sign-ups per day, usage across all customers, each upstream's share of traffic,
+//! success and latency, and the money to watch: requests charged above their hold and balances
+//! below zero.
 
 use crate::api::alerts::staff_alerts;
-use crate::api::insight::{mail_health, money_exceptions, upstream_lines, usage_charts};
+use crate::api::insight::{business_days, BusinessLine, mail_health, money_exceptions, upstream_lines, usage_charts};
 use crate::components::loaded::Loaded;
 use crate::pages::console::usage::{ChartGrid, Tabs, RANGES};
 use crate::i18n::{t, tf};
@@ -21,6 +22,7 @@ pub fn Operations() -> impl IntoView {
     let by = move || get("by", "channel");
     let charts = Resource::new(move || (range(), by()), |(r, b)| usage_charts(r, b, true));
     let upstreams = Resource::new(range, upstream_lines);
+    let business = Resource::new(range, business_days);
     let money = Resource::new(|| (), |_| money_exceptions());
     let mail = Resource::new(|| (), |_| mail_health());
     let alerts = Resource::new(|| (), |_| staff_alerts());
@@ -57,13 +59,26 @@ pub fn Operations() -> impl IntoView {
                 </table>
             </div>
         </Loaded>
+        <h2 class="section-title mt-8">{t("Business per day")}</h2>
+        <p class="muted mt-1 text-sm">{t("Revenue is the money received for paid orders: top-ups, and plans paid by Alipay, WeChat Pay, bank transfer or the sandbox (a plan paid from the balance was counted when the balance was topped up).")}</p>
+        <Loaded resource=business let:b>
+            <div class="card mt-3 overflow-x-auto p-0">
+                <table class="table">
+                    <thead><tr><th>{t("Day")}</th><th class="text-right">{t("Top-ups")}</th><th class="text-right">{t("Topped up")}</th><th class="text-right">{t("Revenue")}</th><th class="text-right">{t("New sign-ups")}</th></tr></thead>
+                    <tbody>
+                        {b.0.into_iter().map(|d| view! { <BusinessRow d testid="ops-day" /> }).collect_view()}
+                        <BusinessRow d=b.1 testid="ops-total" />
+                    </tbody>
+                </table>
+            </div>
+        </Loaded>
         <h2 class="section-title mt-8">{t("Upstreams")}</h2>
-        <Loaded resource=upstreams let:list>
+        <Loaded resource=upstreams let:table>
             <div class="card mt-3 overflow-x-auto p-0">
                 <table class="table">
                     <thead><tr><th>{t("Upstream")}</th><th class="text-right">{t("Requests")}</th><th class="text-right">{t("Share")}</th><th class="text-right">{t("Success")}</th><th class="text-right">"p50"</th><th class="text-right">"p95"</th><th class="text-right">{t("Cache reads")}</th></tr></thead>
                     <tbody>
-                        {list.into_iter().map(|u| view! {
+                        {table.lines.into_iter().map(|u| view! {
                             <tr data-testid="ops-upstream">
                                 <td>{u.name}</td>
                                 <td class="text-right tabular-nums">{u.requests}</td>
@@ -77,6 +92,11 @@ pub fn Operations() -> impl IntoView {
                     </tbody>
                 </table>
             </div>
+            {(table.unrouted > 0).then(|| view! {
+                <p class="muted mt-2 text-sm" data-testid="ops-unrouted">
+                    {tf("Not in this table: {} requests the gateway answered itself, before any upstream (a customer's own error such as 402 insufficient balance or 404 unknown model, or 529 when no upstream was available). The request log shows each.", &[&table.unrouted])}
+                </p>
+            })}
         </Loaded>
         <h2 class="section-title mt-8">{t("Charges above the hold")}</h2>
         <p class="muted mt-1 text-sm">{t("Requests whose usage cost more than was held before forwarding (documents or images fetched by URL, server tools). They are charged in full; only they can take a balance below zero.")}</p>
@@ -145,5 +165,18 @@ pub fn Operations() -> impl IntoView {
         <Loaded resource=charts let:c>
             <ChartGrid c />
         </Loaded>
+    }
+}
+
+#[component]
+fn BusinessRow(d: BusinessLine, testid: &'static str) -> impl IntoView {
+    view! {
+        <tr data-testid=testid class=(testid == "ops-total").then_some("font-semibold")>
+            <td class="whitespace-nowrap" data-testid="ops-day-label">{d.day}</td>
+            <td class="text-right tabular-nums" data-testid="ops-day-topups">{d.topups}</td>
+            <td class="text-right tabular-nums" data-testid="ops-day-topped-up">{d.topup_amount}</td>
+            <td class="text-right tabular-nums" data-testid="ops-day-revenue">{d.revenue}</td>
+            <td class="text-right tabular-nums" data-testid="ops-day-signups">{d.signups}</td>
+        </tr>
     }
 }

@@ -3,7 +3,7 @@
 use crate::components::loaded::Loaded;
 use crate::api::admin::{list_upstreams, AddUpstream, SetUpstreamEnabled, UpdateUpstream, UpstreamView};
 use crate::components::form::{ActionMessage, Field};
-use crate::i18n::{t, tf};
+use crate::i18n::{label, t, tf};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -39,7 +39,7 @@ pub fn Upstreams() -> impl IntoView {
                                                 {u.last_error.clone().map(|e| view! { <span class="block text-xs text-red-600">{e}</span> })}
                                                 <EditUpstream u=u.clone() action=update />
                                             </td>
-                                            <td>{u.channels.clone()}</td>
+                                            <td>{u.channels.split(", ").map(label).collect::<Vec<_>>().join(", ")}</td>
                                             <td class="text-right tabular-nums">{format!("{} / {}", u.priority, u.weight)}{u.concurrency_cap.map(|c| tf(" · cap {}", &[&c]))}</td>
                                             <td class="capitalize">{u.circuit.clone()}</td>
                                             <td class="text-right tabular-nums">{u.success_rate.clone().unwrap_or_else(|| "—".into())}</td>

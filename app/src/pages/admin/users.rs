@@ -14,15 +14,38 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 #[component]
 pub fn Users() -> impl IntoView {
     let query = use_query_map();
-    let q = move || query.with(|m| m.get("q").unwrap_or_default());
-    let users = Resource::new(q, list_users);
+    let get = move |k: &str| query.with(|m| m.get(k).unwrap_or_default());
+    let q = move || get("q");
+    let users = Resource::new(move || (q(), get("sort"), get("dir")), |(q, sort, dir)| list_users(q, sort, dir));
     let revoke = ServerAction::<RevokeAdminToken>::new();
     let tokens = Resource::new(move || revoke.version().get(), |_| admin_tokens());
+    // a column header sorts by its column; the current one again flips the direction
+    let sorter = move |code: &'static str, words: &'static str, right: bool| {
+        let sort = get("sort");
+        let current = (if sort.is_empty() { "joined" } else { sort.as_str() }) == code;
+        let ascending = get("dir") == "asc";
+        let dir = if current && !ascending { "asc" } else { "desc" };
+        let mut params = vec![("sort", code.to_string()), ("dir", dir.to_string())];
+        if !q().is_empty() {
+            params.insert(0, ("q", q()));
+        }
+        let href = format!("/console/admin?{}", params.iter().map(|(k, v)| format!("{k}={}", crate::api::usage::urlencode(v))).collect::<Vec<_>>().join("&"));
+        let sort_state = current.then_some(if ascending { "ascending" } else { "descending" });
+        view! {
+            <th class=if right { "text-right" } else { "" } aria-sort=sort_state>
+                <a class="link whitespace-nowrap" href=href data-testid=format!("sort-{code}")>
+                    {t(words)}{current.then_some(if ascending { " ▲" } else { " ▼" })}
+                </a>
+            </th>
+        }
+    };
     view! {
         <Title text=t("Users") />
         <h1 class="page-title">{t("Users")}</h1>
         <form method="get" class="mt-4 flex max-w-md gap-2" role="search">
             <input type="search" name="q" value=q placeholder=t("Search by email") class="input" aria-label=t("Search by email") />
+            <input type="hidden" name="sort" value=move || get("sort") />
+            <input type="hidden" name="dir" value=move || get("dir") />
             <button type="submit" class="btn-ghost">{t("Search")}</button>
         </form>
         // the tokens only under a list that loaded: a customer sees one refusal, not two
@@ -32,14 +55,23 @@ pub fn Users() -> impl IntoView {
             } else {
                 view! {
                         <div class="card mt-6 overflow-x-auto p-0">
-                            <table class="table">
-                                <thead><tr><th>{t("Email")}</th><th>{t("Role")}</th><th>{t("Status")}</th><th>{t("Joined")}</th></tr></thead>
+                            <table class="table" data-testid="users-table">
+                                <thead><tr>
+                                    <th>{t("Email")}</th><th>{t("Role")}</th><th>{t("Status")}</th>
+                                    {sorter("plan", "Plan", false)}
+                                    {sorter("balance", "Balance", true)}
+                                    {sorter("spend", "Spent, last 30 days", true)}
+                                    {sorter("joined", "Joined", false)}
+                                </tr></thead>
                                 <tbody>
                                     {list.into_iter().map(|u| view! {
-                                        <tr>
+                                        <tr data-testid="user-row">
                                             <td><a class="link" href=format!("/console/admin/users/{}", u.id)>{u.email}</a></td>
                                             <td>{if u.is_staff { t("Staff") } else { t("Customer") }}</td>
                                             <td>{if u.suspended { t("Suspended") } else { t("Active") }}</td>
+                                            <td data-testid="user-plan">{u.plan.unwrap_or_else(|| t("Pay-as-you-go").into())}</td>
+                                            <td class="text-right tabular-nums" title=u.balance_exact data-testid="user-balance">{u.balance}</td>
+                                            <td class="text-right tabular-nums" title=u.spend_30d_exact data-testid="user-spend">{u.spend_30d}</td>
                                             <td class="whitespace-nowrap text-slate-500">{u.created}</td>
                                         </tr>
                                     }).collect_view()}

@@ -18,6 +18,23 @@ pub struct AuditEntry {
     /// What was acted on, e.g. "refund:<uuid>".
     pub target: String,
     pub details: serde_json::Value,
+    /// The customer the action concerned, when there is one: the target's user, or the owner of
+    /// the target order, refund, trial, invoice or key, or the `user_id` in the details.
+    pub customer_id: Option<Uuid>,
+    pub customer_email: Option<String>,
+    /// What else the target names, for reading: an upstream's name, an enquiry's company.
+    pub subject: Option<String>,
+}
+
+/// Which rows [`search`] returns; every part is optional. Emails match by a piece of them
+/// (case-insensitive), the action exactly, times as `[from, until)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    pub staff: String,
+    pub action: String,
+    pub customer: String,
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// Appends one audit row (inside the caller's transaction).
@@ -40,10 +57,48 @@ pub async fn record(
 
 /// Newest first.
 pub async fn list(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    search(pool, &AuditQuery::default(), limit).await
+}
+
+/// The rows matching `q`, newest first, with the customer each concerned.
+pub async fn search(pool: &PgPool, q: &AuditQuery, limit: i64) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    let piece = |s: &str| {
+        let s = s.trim().to_lowercase();
+        (!s.is_empty()).then(|| format!("%{}%", s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")))
+    };
+    let action = Some(q.action.trim()).filter(|a| !a.is_empty());
+    // the target's id (every target is "<kind>:<id>"; not every id is a UUID)
     sqlx::query_as::<_, AuditEntry>(
-        "SELECT a.id, a.at, a.staff_id, COALESCE(u.email, '') AS staff_email, a.action, a.target, a.details \
-         FROM audit_log a LEFT JOIN users u ON u.id = a.staff_id ORDER BY a.id DESC LIMIT $1",
+        "SELECT a.id, a.at, a.staff_id, COALESCE(s.email, '') AS staff_email, a.action, a.target, a.details,
+                c.id AS customer_id, c.email AS customer_email,
+                CASE t.kind WHEN 'upstream' THEN (SELECT name FROM upstreams WHERE id = t.id)
+                            WHEN 'enquiry' THEN (SELECT company FROM enterprise_enquiries WHERE id = t.id) END AS subject
+         FROM audit_log a
+         LEFT JOIN users s ON s.id = a.staff_id
+         CROSS JOIN LATERAL (SELECT split_part(a.target, ':', 1) AS kind,
+                CASE WHEN split_part(a.target, ':', 2) ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                     THEN split_part(a.target, ':', 2)::uuid END AS id) t
+         LEFT JOIN users c ON c.id = COALESCE(
+                CASE t.kind WHEN 'user' THEN t.id
+                            WHEN 'order' THEN (SELECT user_id FROM orders WHERE id = t.id)
+                            WHEN 'refund' THEN (SELECT user_id FROM refund_requests WHERE id = t.id)
+                            WHEN 'trial' THEN (SELECT user_id FROM trial_applications WHERE id = t.id)
+                            WHEN 'invoice' THEN (SELECT user_id FROM invoices WHERE id = t.id)
+                            WHEN 'key' THEN (SELECT user_id FROM api_keys WHERE id = t.id) END,
+                CASE WHEN a.details->>'user_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                     THEN (a.details->>'user_id')::uuid END)
+         WHERE ($1::text IS NULL OR lower(COALESCE(s.email, '')) LIKE $1)
+           AND ($2::text IS NULL OR a.action = $2)
+           AND ($3::text IS NULL OR lower(c.email) LIKE $3)
+           AND ($4::timestamptz IS NULL OR a.at >= $4)
+           AND ($5::timestamptz IS NULL OR a.at < $5)
+         ORDER BY a.id DESC LIMIT $6",
     )
+    .bind(piece(&q.staff))
+    .bind(action)
+    .bind(piece(&q.customer))
+    .bind(q.from)
+    .bind(q.until)
     .bind(limit.clamp(1, 10_000))
     .fetch_all(pool)
     .await
