@@ -84,6 +84,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("admin/incidents") view=admin::incidents::Incidents ssr=SsrMode::Async />
                     <Route path=path!("admin/plans") view=admin::plans::PlansAdmin ssr=SsrMode::Async />
                     <Route path=path!("admin/audit") view=admin::audit::Audit ssr=SsrMode::Async />
+                    <Route path=path!("admin/redeem") view=admin::redeem::RedeemAdmin ssr=SsrMode::Async />
                 </ParentRoute>
             </Routes>
         </Router>

@@ -26,6 +26,7 @@ pub fn memo(e: &LedgerEntry) -> String {
         }
         Memo::AllowanceLapsed => t("Unused plan allowance of the ended cycle").into(),
         Memo::AllowanceRemoved { reason } => tf("Plan allowance removed: {}", &[&end_reason(*reason)]),
+        Memo::Redeemed { prefix } => tf("Redeem code {}…", &[prefix]),
         Memo::Staff { text: Some(text) } => text.clone(),
         Memo::Staff { text: None } if e.amount.micros() > 0 => t("Credit from CloudRouter support").into(),
         Memo::Staff { text: None } => t("Correction by CloudRouter support").into(),

@@ -173,6 +173,7 @@ pub fn label(code: &str) -> String {
         "wechat" => "WeChat Pay",
         "bank" => "bank transfer",
         "sandbox" => "sandbox payment",
+        "redeem_code" => "redeem code",
         "wallet" => "balance",
         "trial" => "trial credit",
         "allowance" => "plan allowance",

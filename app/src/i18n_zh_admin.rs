@@ -93,6 +93,8 @@ fn zh_admin(en: &str) -> Option<&'static str> {
         "Retired or not offered ({})" => "已退役或未提供（{}）",
         "retired {}" => "已于 {} 退役",
         "Not on sale: pay-as-you-go, enterprise and custom terms ({})" => "不在售：按量付费、企业版与定制条款（{}）",
-        _ => return None,
+        _ => return zh_redeem(en),
     })
 }
+
+include!("i18n_zh_redeem.rs");

@@ -11,6 +11,7 @@ pub mod insight;
 pub mod invoices;
 pub mod keys;
 pub mod preferences;
+pub mod redeem;
 pub mod readiness;
 #[cfg(feature = "ssr")]
 pub mod mails;

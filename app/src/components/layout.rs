@@ -118,6 +118,7 @@ const STAFF_NAV: &[NavItem] = &[
     NavItem { href: "/console/admin/upstreams", label: "Upstreams" },
     NavItem { href: "/console/admin/catalogue", label: "Models & channels" },
     NavItem { href: "/console/admin/plans", label: "Plans & prices" },
+    NavItem { href: "/console/admin/redeem", label: "Redeem codes" },
     NavItem { href: "/console/admin/audit", label: "Audit log" },
 ];
 

@@ -144,6 +144,11 @@ macro_rules! micro_amount {
                 self.0.checked_sub(o.0).map($name)
             }
 
+            /// `n` times the amount (e.g. several months of an allowance).
+            pub fn checked_mul(self, n: i64) -> Option<$name> {
+                self.0.checked_mul(n).map($name)
+            }
+
             pub fn is_positive(self) -> bool {
                 self.0 > 0
             }

@@ -1,4 +1,4 @@
-//! Throttling of guessable steps (sign-in, the two-factor code) and of what sends mail (sign-up,
+//! Throttling of guessable steps (sign-in, the two-factor code, redeem codes) and of what sends mail (sign-up,
 //! password reset, mails to one address), shared by every instance through Postgres.
 //!
 //! An attempt is counted *before* it is checked, in one atomic upsert per key: parallel attempts
@@ -35,6 +35,11 @@ pub const SIGN_UP_ADDRESS: Policy = Policy { free: 20, base_wait_secs: 3600, max
 pub const RESET_ADDRESS: Policy = SIGN_UP_ADDRESS;
 /// Mails (sign-up links, reset links) to one email address: 5 an hour, whoever asks.
 pub const MAIL_PER_ADDRESS: Policy = Policy { free: 5, base_wait_secs: 3600, max_wait_secs: 3600, window_secs: 3600 };
+
+/// Redeem codes tried by one account: 10 failures an hour.
+pub const REDEEM_ACCOUNT: Policy = Policy { free: 10, base_wait_secs: 3600, max_wait_secs: 3600, window_secs: 3600 };
+/// Redeem codes tried from one address over all accounts: 30 failures an hour.
+pub const REDEEM_ADDRESS: Policy = Policy { free: 30, base_wait_secs: 3600, max_wait_secs: 3600, window_secs: 3600 };
 
 impl Policy {
     /// The wait after the `attempts`-th attempt, if that attempt used up the free ones.
@@ -120,7 +125,7 @@ pub async fn give_back(pool: &PgPool, key: &str) -> Result<(), sqlx::Error> {
 
 /// Forgets keys whose count and wait are both over (housekeeping; every instance may run it).
 pub async fn prune(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let longest = [SIGN_IN_PAIR, SIGN_IN_ADDRESS, SIGN_UP_ADDRESS, RESET_ADDRESS, MAIL_PER_ADDRESS].iter().map(|p| p.window_secs).max().unwrap_or(0);
+    let longest = [SIGN_IN_PAIR, SIGN_IN_ADDRESS, SIGN_UP_ADDRESS, RESET_ADDRESS, MAIL_PER_ADDRESS, REDEEM_ACCOUNT, REDEEM_ADDRESS].iter().map(|p| p.window_secs).max().unwrap_or(0);
     let r = sqlx::query("DELETE FROM auth_throttle WHERE next_at < now() AND window_start < now() - make_interval(secs => $1)")
         .bind(longest as f64)
         .execute(pool)

@@ -4,5 +4,6 @@ pub mod catalogue;
 pub mod incidents;
 pub mod operations;
 pub mod plans;
+pub mod redeem;
 pub mod upstreams;
 pub mod users;

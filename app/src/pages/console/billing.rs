@@ -17,11 +17,12 @@ pub fn Billing() -> impl IntoView {
     let cancel_order = ServerAction::<CancelOrder>::new();
     let refund = ServerAction::<RequestRefund>::new();
     let trial = ServerAction::<ApplyForTrial>::new();
+    let redeem = ServerAction::<crate::api::redeem::RedeemCode>::new();
     let overview = Resource::new(
-        move || (cancel_change.version().get(), cancel_order.version().get(), refund.version().get(), trial.version().get()),
+        move || (cancel_change.version().get(), cancel_order.version().get(), refund.version().get(), trial.version().get(), redeem.version().get()),
         |_| billing_overview(),
     );
-    let ledger = Resource::new(move || refund.version().get(), |_| billing());
+    let ledger = Resource::new(move || (refund.version().get(), redeem.version().get()), |_| billing());
     view! {
         <Title text=t("Billing") />
         <div class="flex flex-wrap items-baseline justify-between gap-3">
@@ -41,6 +42,7 @@ pub fn Billing() -> impl IntoView {
                 <TopUpForm methods=o.methods.clone() />
                 <Trial o=o.clone() trial />
             </div>
+            <super::redeem::RedeemForm action=redeem />
             <Orders o=o.clone() cancel_order />
             {o.refund.clone().map(|r| view! { <Refund r refund /> })}
         </Loaded>

@@ -5,6 +5,7 @@ pub mod overview;
 pub mod pay;
 pub mod plans;
 pub mod quickstart;
+pub mod redeem;
 pub mod settings;
 pub mod time_zone;
 pub mod usage;

@@ -146,6 +146,8 @@ pub enum Memo {
     /// The unused allowance at the end of a cycle.
     AllowanceLapsed,
     AllowanceRemoved { reason: EndReason },
+    /// Balance from a redeem code, known by its visible prefix ("K7QM").
+    Redeemed { prefix: String },
     /// A staff correction: the description staff wrote for the customer, or none (then the
     /// console's default wording for a credit or a debit).
     Staff { text: Option<String> },
@@ -180,6 +182,7 @@ impl PaymentMethod {
             PaymentMethod::Bank => "bank transfer",
             PaymentMethod::Sandbox => "sandbox payment",
             PaymentMethod::Balance => "balance",
+            PaymentMethod::RedeemCode => "redeem code",
         }
     }
 }
@@ -201,6 +204,7 @@ impl Memo {
             }
             Memo::AllowanceLapsed => "Unused plan allowance of the ended cycle".into(),
             Memo::AllowanceRemoved { reason } => format!("Plan allowance removed: {}", reason.english()),
+            Memo::Redeemed { prefix } => format!("Redeem code {prefix}…"),
             Memo::Staff { text: Some(t) } => t.clone(),
             Memo::Staff { text: None } if positive => STAFF_CREDIT.into(),
             Memo::Staff { text: None } => STAFF_DEBIT.into(),

@@ -8,7 +8,7 @@
 //! the gateway settles through `cr_lease_balance` / `cr_settle`; see `docs/billing.md`.
 //!
 //! Lock order used by every writer here (and by the SQL trigger), so they never deadlock:
-//! `balances(user)` → `subscriptions` → `trial_applications` → `orders` → `refund_requests` /
+//! `balances(user)` → `redeem_codes` → `subscriptions` → `trial_applications` → `orders` → `refund_requests` /
 //! `invoices`. [`lock_user`] takes the first lock.
 
 pub mod adjustments;
@@ -21,6 +21,7 @@ pub mod orders;
 pub mod payments;
 pub mod plans;
 pub mod purchases;
+pub mod redeem;
 pub mod refunds;
 pub mod renewals;
 pub mod subscriptions;

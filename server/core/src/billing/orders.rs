@@ -70,13 +70,15 @@ text_enum! {
         Sandbox = "sandbox",
         /// From the customer's wallet.
         Balance = "balance",
+        /// A redeem code (a plan code's ¥0 order; see [`super::redeem`]).
+        RedeemCode = "redeem_code",
     }
 }
 
 pub(crate) const COLS: &str = "id, user_id, kind, plan_code, plan_snapshot->>'name' AS plan_name, amount_micros, status, method, reference, created_at, paid_at, \
     expires_at, subscription_id, provider_trade_no";
 
-const REF_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+pub(crate) const REF_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 
 /// "CR-" and six characters without look-alikes (no 0/O, 1/I/L).
 pub fn new_reference() -> String {

@@ -39,6 +39,10 @@ fn ttl(method: PaymentMethod) -> Duration {
 
 /// A subscription purchase. Refused while a subscription is active (that is a plan change).
 pub async fn create_subscription(pool: &PgPool, user_id: Uuid, plan_code: &str, method: PaymentMethod) -> Result<Order, BillingError> {
+    // only a redeemed code makes an order of this method
+    if method == PaymentMethod::RedeemCode {
+        return Err(BillingError::InvalidMethod);
+    }
     let mut tx = pool.begin().await?;
     lock_user(&mut tx, user_id).await?;
     let plan = plans::get_tx(&mut tx, plan_code).await?.ok_or(BillingError::UnknownPlan)?;
@@ -76,7 +80,7 @@ pub async fn offer_subscription(pool: &PgPool, staff_id: Uuid, user_id: Uuid, pl
 
 /// A top-up of the balance (¥1 – ¥100,000).
 pub async fn create_topup(pool: &PgPool, user_id: Uuid, amount: MicroCny, method: PaymentMethod) -> Result<Order, BillingError> {
-    if method == PaymentMethod::Balance {
+    if matches!(method, PaymentMethod::Balance | PaymentMethod::RedeemCode) {
         return Err(BillingError::InvalidMethod);
     }
     if !(orders::MIN_TOPUP..=orders::MAX_TOPUP).contains(&amount) {
@@ -118,7 +122,7 @@ pub(crate) async fn fulfil(
             if let (Some(plan), None) = (plan, active) {
                 let memo = Memo::Subscription { plan: plan.name.clone(), order: order.reference.clone() };
                 wallet_entry(tx, order.user_id, -order.amount_micros, LedgerKind::Purchase, &memo, actor).await?;
-                subscriptions::activate(tx, order.user_id, &plan, order.id, now).await?;
+                subscriptions::activate(tx, order.user_id, &plan, order.id, now, 1).await?;
             } else {
                 tracing::warn!(order = %order.id, "subscription order paid while another subscription is active; the payment stays on the balance");
             }

@@ -125,29 +125,32 @@ pub async fn cancel_change(pool: &PgPool, user_id: Uuid) -> Result<(), BillingEr
     Ok(())
 }
 
-fn cycle_end_for(start: DateTime<Utc>) -> DateTime<Utc> {
-    start.checked_add_months(Months::new(1)).unwrap_or(start + Duration::days(30))
+fn cycle_end_for(start: DateTime<Utc>, months: u32) -> DateTime<Utc> {
+    start.checked_add_months(Months::new(months)).unwrap_or(start + Duration::days(30 * i64::from(months)))
 }
 
-/// Starts a subscription (the order is paid; the caller holds the user's money lock).
+/// Starts a subscription with a first cycle of `months` months and as many months' allowance
+/// (1 for a bought plan; a redeem code may give more). The order is paid; the caller holds the
+/// user's money lock.
 pub(crate) async fn activate(
     tx: &mut PgConnection,
     user_id: Uuid,
     plan: &Plan,
     order_id: Uuid,
     now: DateTime<Utc>,
+    months: u32,
 ) -> Result<Subscription, BillingError> {
     let sql = format!(
         "INSERT INTO subscriptions (user_id, plan_code, plan_name, plan_snapshot, price_micros, allowance_micro_usd, \
          cycle_start, cycle_end, order_id, started_at, by_contract) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7, \
          (SELECT offered_by IS NOT NULL FROM orders WHERE id = $9)) RETURNING {COLS}"
     );
-    write_cycle(tx, &sql, user_id, plan, order_id, now).await
+    write_cycle(tx, &sql, user_id, plan, order_id, now, months).await
 }
 
-/// Writes a cycle on `plan` from `start`, paid by `order_id`, with `sql` (the INSERT of a new
-/// subscription keyed by the user, or the UPDATE of one, as `$1`), ties the order to it and
-/// grants the cycle's allowance (ledger `grant`).
+/// Writes a cycle of `months` on `plan` from `start`, paid by `order_id`, with `sql` (the INSERT
+/// of a new subscription keyed by the user, or the UPDATE of one, as `$1`), ties the order to it
+/// and grants the cycle's allowance, `months` times the plan's (ledger `grant`).
 async fn write_cycle(
     tx: &mut PgConnection,
     sql: &str,
@@ -155,22 +158,24 @@ async fn write_cycle(
     plan: &Plan,
     order_id: Uuid,
     start: DateTime<Utc>,
+    months: u32,
 ) -> Result<Subscription, BillingError> {
+    let allowance = plan.allowance_micro_usd.checked_mul(i64::from(months)).ok_or(BillingError::InvalidAmount)?;
     let sub = sqlx::query_as::<_, Subscription>(sql)
         .bind(key)
         .bind(&plan.code)
         .bind(&plan.name)
         .bind(serde_json::to_value(plan).unwrap_or_default())
         .bind(plan.price_micros)
-        .bind(plan.allowance_micro_usd)
+        .bind(allowance)
         .bind(start)
-        .bind(cycle_end_for(start))
+        .bind(cycle_end_for(start, months))
         .bind(order_id)
         .fetch_one(&mut *tx)
         .await?;
     orders::link_subscription(tx, order_id, sub.id).await?;
     let memo = Memo::AllowanceGranted { plan: plan.name.clone(), cycle_start: start.date_naive() };
-    let granted = Amount::Usd(plan.allowance_micro_usd);
+    let granted = Amount::Usd(allowance);
     pot_entry(tx, sub.user_id, FundingSource::Allowance, granted, granted, LedgerKind::Grant, &memo, None)
         .await?;
     Ok(sub)
@@ -205,7 +210,7 @@ pub(crate) async fn roll_cycle(
          allowance_micro_usd = $6, allowance_used_micro_usd = 0, cycle_start = $7, cycle_end = $8, order_id = $9, \
          pending_plan_code = NULL, renewal_order_id = NULL WHERE id = $1 RETURNING {COLS}"
     );
-    write_cycle(tx, &sql, sub.id, plan, order_id, start).await
+    write_cycle(tx, &sql, sub.id, plan, order_id, start, 1).await
 }
 
 /// Names the renewal order that pays the subscription's next cycle.
