@@ -39,8 +39,9 @@ test('choose a plan, pay in the sandbox, then request a refund that staff approv
 
   // Issue #18: a plan paid from outside is one ledger line (the payment's credit and the
   // purchase's debit together), with no balance between them that the customer never had.
-  const reference = (await row.textContent()).match(/CR-\w+/)[0];
+  const reference = (await row.locator('td').first().textContent()).match(/CR-[A-Z0-9]{6}/)[0];
   const lines = page.getByTestId('ledger-row').filter({ hasText: reference });
+  await lines.first().waitFor();
   assert.equal(await lines.count(), 1, 'one ledger line for the plan order');
   assert.equal((await lines.getByTestId('ledger-amount').textContent()).replace('paid with sandbox payment', '').trim(), amount);
   await lines.getByTestId('ledger-paid-with').filter({ hasText: 'paid with sandbox payment' }).waitFor();
