@@ -37,6 +37,17 @@ test('choose a plan, pay in the sandbox, then request a refund that staff approv
   const row = page.getByTestId('order-row').first();
   assert.match(await row.textContent(), /paid/i);
 
+  // Issue #18: a plan paid from outside is one ledger line (the payment's credit and the
+  // purchase's debit together), with no balance between them that the customer never had.
+  const reference = (await row.locator('td').first().textContent()).match(/CR-[A-Z0-9]{6}/)[0];
+  const lines = page.getByTestId('ledger-row').filter({ hasText: reference });
+  await lines.first().waitFor();
+  assert.equal(await lines.count(), 1, 'one ledger line for the plan order');
+  assert.equal((await lines.getByTestId('ledger-amount').textContent()).replace('paid with sandbox payment', '').trim(), amount);
+  await lines.getByTestId('ledger-paid-with').filter({ hasText: 'paid with sandbox payment' }).waitFor();
+  const balances = await page.getByTestId('ledger-balance').allTextContents();
+  assert.deepEqual(balances.filter((b) => b.trim() !== '¥0.00'), [], 'no phantom balance');
+
   // Within the 7-day window: the page shows the pro-rated computation before confirming.
   const refund = page.getByTestId('refund');
   assert.match(await refund.getByTestId('refund-explanation').textContent(), /¥/);
@@ -55,6 +66,14 @@ test('choose a plan, pay in the sandbox, then request a refund that staff approv
 
   await open(page, server.url + '/console/billing');
   await page.getByText('You are on pay-as-you-go').waitFor();
+  // Issue #18: the decision and support's note reach the customer, on Billing and by mail.
+  const decided = page.getByTestId('my-refund').first();
+  assert.match(await decided.getByTestId('refund-status').textContent(), /approved on .*back on your balance/);
+  assert.match(await decided.getByTestId('refund-note').textContent(), /Sorry to see you go\./);
+  const mail = await server.mail.nth(email, 2);
+  assert.match(mail.subject, /refund is approved/);
+  assert.match(mail.text, /Note from support: Sorry to see you go\./);
+  assert.match(mail.text, /\/console\/billing/);
   assert.ok(await page.getByTestId('ledger-row').filter({ hasText: /refund/i }).count() >= 1);
   await open(staff, server.url + '/console/admin/audit');
   assert.ok(await staff.getByTestId('audit-row').filter({ hasText: 'refund' }).count() >= 1);

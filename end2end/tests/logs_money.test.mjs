@@ -92,3 +92,50 @@ test('balances read to two decimals with the exact amount on hover; rates per do
   assert.ok(options.every((o) => /¥\d+\.\d\d \/ \$1$/.test(o)), options.join(' | '));
   await context.close();
 });
+
+test('plan cards say what the price buys and what the same costs pay-as-you-go, on the front page and Plans', async () => {
+  const starter = [
+    '¥99.00 a month buys $30.00 of list-price usage.',
+    'On Value (¥0.60 / $1) pay-as-you-go, the same costs ¥18.00.',
+    'On Smart (¥1.00 / $1) pay-as-you-go, the same costs ¥30.00.',
+  ];
+  const context = await browser.newContext({ locale: 'en-US' });
+  const page = await context.newPage();
+  await open(page, server.url + '/');
+  const rates = (await page.getByTestId('channel-rate').allTextContents()).map((r) => r.trim());
+  assert.deepEqual(rates, ['¥0.60 / $1', '¥1.00 / $1', '¥5.00 / $1']);
+  assert.ok(!(await page.locator('body').textContent()).includes('per $1'));
+  const card = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
+  assert.equal((await card.getByTestId('plan-price').textContent()).trim(), '¥99.00 / month');
+  assert.deepEqual([await card.getByTestId('plan-buys').textContent(), ...(await card.getByTestId('plan-payg').locator('li').allTextContents())], starter);
+  const pro = await page.getByTestId('plan-card').filter({ hasText: 'Pro' }).getByTestId('plan-payg').locator('li').allTextContents();
+  assert.equal(pro.length, 3, pro.join(' | '));
+
+  const api = await staffApi();
+  const c = await customer(api, 'plans');
+  const signed = await signedInContext(browser, c.email);
+  await open(signed.page, server.url + '/console/plans');
+  const inConsole = signed.page.getByTestId('plan-card').filter({ hasText: 'Starter' });
+  assert.deepEqual([await inConsole.getByTestId('plan-buys').textContent(), ...(await inConsole.getByTestId('plan-payg').locator('li').allTextContents())], starter);
+  await signed.context.close();
+  await context.close();
+});
+
+// Last in this file: a real upstream switches the demo off for the whole server.
+test('a request no upstream could take reads "529 no upstream available" in the log, in both languages', async () => {
+  const api = await staffApi();
+  const c = await customer(api, 'noupstream');
+  // the only real upstream listens nowhere: every attempt fails to connect
+  await api('POST', '/upstreams', { name: 'unreachable', base_url: 'http://127.0.0.1:9', api_key: 'sk-ant-none', channels: ['value', 'smart', 'stable'] });
+  const res = await call(c.key);
+  assert.equal(res.status, 529);
+  await usageRecords(c.id, 1);
+  const { context, page } = await signedInContext(browser, c.email);
+  await open(page, server.url + '/console/usage');
+  assert.equal((await page.getByTestId('usage-status').first().textContent()).trim(), '529 no upstream available');
+  await context.close();
+  const zh = await signedInContext(browser, c.email, { lang: 'zh' });
+  await open(zh.page, server.url + '/console/usage');
+  assert.equal((await zh.page.getByTestId('usage-status').first().textContent()).trim(), '529 没有可用的上游');
+  await zh.context.close();
+});

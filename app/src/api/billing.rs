@@ -12,7 +12,11 @@ pub struct PlanView {
     pub description: String,
     pub audience: String,
     pub price: Option<String>,
-    pub allowance: Option<String>,
+    /// What the price buys: "¥99.00 a month buys $30.00 of list-price usage."
+    pub buys: Option<String>,
+    /// The same allowance bought pay-as-you-go, on each of the plan's channels:
+    /// "On Value (¥0.60 / $1) pay-as-you-go, the same costs ¥18.00."
+    pub payg: Vec<String>,
     pub channels: String,
     pub limits: String,
     pub sla: bool,
@@ -66,6 +70,18 @@ pub struct RefundView {
     pub open_request: Option<String>,
 }
 
+/// One refund request as its customer follows it: asked, then decided with support's note.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequestView {
+    pub requested: String,
+    pub amount: String,
+    /// pending | approved | rejected
+    pub status: String,
+    pub decided: Option<String>,
+    /// What support wrote to the customer with the decision.
+    pub note: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrialView {
     pub status: String,
@@ -111,7 +127,7 @@ pub struct BillingSummary {
     pub trial: Option<TrialView>,
     pub orders: Vec<OrderView>,
     pub refund: Option<RefundView>,
-    pub refunds: Vec<(String, String, String)>,
+    pub refunds: Vec<RefundRequestView>,
 }
 
 #[cfg(feature = "ssr")]
@@ -119,16 +135,39 @@ pub mod convert {
     use super::*;
     use crate::ssr::{cny, usd, when};
     use cloudrouter_core::billing::{orders::Order, plans::Plan, subscriptions::Subscription};
+    use cloudrouter_core::catalogue::Channel;
 
-    pub fn plan(p: Plan) -> PlanView {
+    /// Every plan, priced against today's channel rates.
+    pub async fn plans(pool: &sqlx::PgPool) -> Result<Vec<PlanView>, ServerFnError> {
+        let plans = cloudrouter_core::billing::plans::list(pool).await.map_err(crate::ssr::internal)?;
+        let channels = cloudrouter_core::catalogue::list_channels(pool).await.map_err(crate::ssr::internal)?;
+        Ok(plans.into_iter().map(|p| plan(p, &channels)).collect())
+    }
+
+    pub fn plan(p: Plan, channels: &[Channel]) -> PlanView {
+        use crate::i18n::{tf, tr};
+        let priced = p.purchasable && p.price_micros.is_positive();
+        let allowance = p.allowance_micro_usd;
+        let payg = if priced && allowance.is_positive() {
+            p.channels
+                .iter()
+                .filter_map(|code| channels.iter().find(|c| &c.code == code))
+                // the rate reads "¥0.60 / $1"
+                .map(|c| tf("On {} ({}) pay-as-you-go, the same costs {}.", &[&tr(&c.name), &c.rate_micros_per_usd, &c.rate_micros_per_usd.charge(allowance).glance()]))
+                .collect()
+        } else {
+            vec![]
+        };
         let limits = [p.rpm_limit.map(|r| crate::i18n::tf("{} requests/min", &[&r])), p.concurrency_limit.map(|c| crate::i18n::tf("{} concurrent", &[&c]))]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
             .join(" · ");
         PlanView {
-            price: (p.purchasable && p.price_micros.is_positive()).then(|| crate::i18n::tf("{} / month", &[&cny(p.price_micros)])),
-            allowance: p.allowance_micro_usd.is_positive().then(|| crate::i18n::tf("{} of list-price usage / month", &[&usd(p.allowance_micro_usd)])),
+            price: priced.then(|| crate::i18n::tf("{} / month", &[&p.price_micros.glance()])),
+            buys: (priced && allowance.is_positive())
+                .then(|| crate::i18n::tf("{} a month buys {} of list-price usage.", &[&p.price_micros.glance(), &usd(allowance)])),
+            payg,
             channels: p.channels.iter().map(|c| crate::i18n::tr(c)).collect::<Vec<_>>().join(", "),
             limits: if limits.is_empty() { crate::i18n::t("Standard limits").into() } else { limits },
             refund: match p.refund_window_days {
@@ -145,7 +184,20 @@ pub mod convert {
         }
     }
 
-    pub fn subscription(s: Subscription) -> SubscriptionView {
+    /// The caller's current subscription, with the plan it changes to named as people read it.
+    pub async fn current(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<Option<SubscriptionView>, ServerFnError> {
+        use cloudrouter_core::billing::{plans, subscriptions};
+        let Some(s) = subscriptions::current(pool, user_id, chrono::Utc::now()).await.map_err(crate::ssr::internal)? else {
+            return Ok(None);
+        };
+        let pending = match &s.pending_plan_code {
+            Some(code) => Some(plans::get(pool, code).await.map_err(crate::ssr::internal)?.map_or_else(|| code.clone(), |p| crate::i18n::tr(&p.name))),
+            None => None,
+        };
+        Ok(Some(SubscriptionView { pending_plan: pending, ..subscription(s) }))
+    }
+
+    fn subscription(s: Subscription) -> SubscriptionView {
         let left = s.allowance_left_micro_usd().max(cloudrouter_core::money::MicroUsd::ZERO);
         let (used, all) = (s.allowance_used_micro_usd.micros(), s.allowance_micro_usd.micros());
         SubscriptionView {
@@ -156,7 +208,7 @@ pub mod convert {
             allowance: usd(s.allowance_micro_usd),
             allowance_used: usd(s.allowance_used_micro_usd),
             allowance_left: usd(left),
-            pending_plan: s.pending_plan_code,
+            pending_plan: None,
             plan_code: s.plan_code,
             plan_name: crate::i18n::tr(&s.plan_name),
         }
@@ -169,7 +221,7 @@ pub mod convert {
             created: when(o.created_at),
             paid: o.paid_at.map(when),
             kind: o.kind.to_string(),
-            plan: o.plan_code,
+            plan: o.plan_name.map(|n| crate::i18n::tr(&n)).or(o.plan_code),
             status: o.status.to_string(),
             method: o.method.to_string(),
             reference: o.reference,
@@ -183,19 +235,25 @@ use crate::ssr::{billing_error, payment_method};
 
 #[server(endpoint = "plans")]
 pub async fn plans_page() -> Result<PlansData, ServerFnError> {
-    use cloudrouter_core::billing::{self, ledger};
+    use cloudrouter_core::billing::ledger;
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let pool = state.pool.clone();
-    let plans = billing::plans::list(&pool).await.map_err(crate::ssr::internal)?;
-    let current = billing::subscriptions::current(&pool, user.id, chrono::Utc::now()).await.map_err(crate::ssr::internal)?;
+    let plans = convert::plans(&pool).await?;
+    let current = convert::current(&pool, user.id).await?;
     let balance = ledger::balance(&pool, user.id).await.map_err(crate::ssr::internal)?;
     Ok(PlansData {
         methods: pay_methods(&state),
-        plans: plans.into_iter().map(convert::plan).collect(),
-        current: current.map(convert::subscription),
+        plans,
+        current,
         balance: crate::ssr::cny(balance),
     })
+}
+
+/// The plans for the signed-out front page: prices, what they buy, and the same at pay-as-you-go.
+#[server(endpoint = "plans/public")]
+pub async fn public_plans() -> Result<Vec<PlanView>, ServerFnError> {
+    convert::plans(&crate::ssr::pool()?).await
 }
 
 /// Starts a purchase: creates the order and answers where the browser goes to pay it.
@@ -212,8 +270,10 @@ pub async fn subscribe(plan: String, method: String) -> Result<(), ServerFnError
 #[server(endpoint = "plans/change")]
 pub async fn change_plan(plan: String) -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
-    let sub = cloudrouter_core::billing::subscriptions::schedule_change(&crate::ssr::pool()?, user.id, &plan).await.map_err(billing_error)?;
-    Ok(crate::i18n::tf("Your plan changes to {} on {}.", &[&plan, &crate::ssr::when(sub.cycle_end)]))
+    let pool = crate::ssr::pool()?;
+    let sub = cloudrouter_core::billing::subscriptions::schedule_change(&pool, user.id, &plan).await.map_err(billing_error)?;
+    let name = cloudrouter_core::billing::plans::get(&pool, &plan).await.map_err(crate::ssr::internal)?.map_or(plan, |p| crate::i18n::tr(&p.name));
+    Ok(crate::i18n::tf("Your plan changes to {} on {}.", &[&name, &crate::ssr::when(sub.cycle_end)]))
 }
 
 #[server(endpoint = "plans/change/cancel")]
@@ -237,13 +297,13 @@ pub async fn top_up(amount: String, method: String) -> Result<(), ServerFnError>
 
 #[server(endpoint = "billing/overview")]
 pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
-    use cloudrouter_core::billing::{invoices, orders, refunds, subscriptions, trials};
+    use cloudrouter_core::billing::{invoices, orders, refunds, trials};
     use crate::ssr::{cny, internal, when};
     let user = crate::ssr::require_user().await?;
     let state = crate::ssr::state()?;
     let pool = state.pool.clone();
     let now = chrono::Utc::now();
-    let current = subscriptions::current(&pool, user.id, now).await.map_err(internal)?;
+    let current = convert::current(&pool, user.id).await?;
     let invoiced: std::collections::HashMap<_, _> =
         invoices::list_for_user(&pool, user.id).await.map_err(internal)?.into_iter().map(|i| (i.order_id, i.status)).collect();
     let orders = orders::list(&pool, user.id).await.map_err(internal)?;
@@ -253,7 +313,7 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
     let trial = trials::mine(&pool, user.id).await.map_err(internal)?;
     Ok(BillingSummary {
         methods: pay_methods(&state),
-        current: current.map(convert::subscription),
+        current,
         trial: trial.map(|t| TrialView {
             status: t.status,
             amount: t.amount_micros.map(cny),
@@ -262,7 +322,16 @@ pub async fn billing_overview() -> Result<BillingSummary, ServerFnError> {
         }),
         orders: orders.into_iter().map(|o| { let inv = invoiced.get(&o.id).cloned(); convert::order(o, inv) }).collect(),
         refund: quote.map(|q| RefundView { open_request: open, ..refund_view(q) }),
-        refunds: requests.into_iter().map(|r| (when(r.created_at), cny(r.amount_micros), r.status)).collect(),
+        refunds: requests
+            .into_iter()
+            .map(|r| RefundRequestView {
+                requested: when(r.created_at),
+                amount: cny(r.amount_micros),
+                decided: r.decided_at.map(when),
+                note: Some(r.staff_note).filter(|n| !n.trim().is_empty()),
+                status: r.status,
+            })
+            .collect(),
     })
 }
 

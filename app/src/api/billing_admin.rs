@@ -141,12 +141,26 @@ pub async fn decide_refund(id: String, approve: bool, amount: String, note: Stri
             "" => None,
             a => Some(cloudrouter_core::money::MicroCny::parse(a).map_err(|_| ServerFnError::new(t("Enter the refund amount in yuan.")))?),
         };
-        refunds::approve(&pool, staff.id, id, amount, note.trim()).await.map_err(billing_error)?;
+        let decided = refunds::approve(&pool, staff.id, id, amount, note.trim()).await.map_err(billing_error)?;
+        tell_customer(&decided).await?;
         Ok(t("Refund approved.").into())
     } else {
-        refunds::reject(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
+        let decided = refunds::reject(&pool, staff.id, id, note.trim()).await.map_err(billing_error)?;
+        tell_customer(&decided).await?;
         Ok(t("Refund rejected.").into())
     }
+}
+
+/// Mails a refund's decision and its note to the customer, in their language, through the
+/// account mail (SMTP where configured); their Billing page shows the same.
+#[cfg(feature = "ssr")]
+async fn tell_customer(r: &cloudrouter_core::billing::refunds::RefundRequest) -> Result<(), ServerFnError> {
+    let state = crate::ssr::state()?;
+    let Some(user) = cloudrouter_core::accounts::find_by_id(&state.pool, r.user_id).await.map_err(crate::ssr::internal)? else {
+        return Ok(());
+    };
+    let mail = super::mails::refund_decided(&state.public_base_url, user.email, user.locale.as_deref(), r);
+    state.outbox.queue(&state.pool, &mail).await.map_err(crate::ssr::internal)
 }
 
 #[server(endpoint = "admin/invoices/reject")]

@@ -54,13 +54,38 @@ pub fn two_factor_turned_off(to: String) -> Mail {
     }
 }
 
-/// An alert's mail (subject, body) in `locale` (the account's saved language; English when
-/// unset); the alert sender calls it outside any request, so the language is provided here.
-pub fn alert(notice: &cloudrouter_core::alerts::Notice, locale: Option<&str>) -> (String, String) {
+/// Support's decision on a refund request, with the note they wrote to the customer, in `locale`
+/// (the account's saved language; English when unset): staff decide in their own language.
+pub fn refund_decided(base: &str, to: String, locale: Option<&str>, r: &cloudrouter_core::billing::refunds::RefundRequest) -> Mail {
+    in_language(locale, || {
+        let billing = format!("{}/console/billing", base.trim_end_matches('/'));
+        let amount = r.amount_micros.glance();
+        let (subject, decision) = if r.status == "approved" {
+            (t("Your CloudRouter refund is approved"), tf("Your refund request is approved: {} is back on your CloudRouter balance.", &[&amount]))
+        } else {
+            (t("Your CloudRouter refund request was declined"), tf("Your refund request of {} was declined.", &[&amount]))
+        };
+        Mail {
+            kind: "refund_decided",
+            to,
+            subject: subject.into(),
+            body: tf("{}\n\nNote from support: {}\n\nYour billing page shows this too: {}", &[&decision, &r.staff_note, &billing]),
+        }
+    })
+}
+
+/// Words for someone other than the caller: rendered in their saved language.
+fn in_language<T>(locale: Option<&str>, words: impl FnOnce() -> T) -> T {
     use leptos::prelude::{provide_context, Owner};
     let lang = locale.and_then(crate::i18n::Lang::parse).unwrap_or_default();
     Owner::new().with(|| {
         provide_context(lang);
-        crate::api::alerts::words::mail(notice)
+        words()
     })
+}
+
+/// An alert's mail (subject, body) in `locale` (the account's saved language; English when
+/// unset); the alert sender calls it outside any request, so the language is provided here.
+pub fn alert(notice: &cloudrouter_core::alerts::Notice, locale: Option<&str>) -> (String, String) {
+    in_language(locale, || crate::api::alerts::words::mail(notice))
 }

@@ -269,6 +269,9 @@ pub struct LedgerLine {
     pub balance_exact: String,
     /// A plan allowance row: list-price dollars, shown in its own column, never under ¥.
     pub usd: bool,
+    /// A plan paid from outside (Alipay, WeChat Pay, a transfer…), in the reader's words: `amount`
+    /// is what was paid, and the balance did not change.
+    pub paid_with: Option<String>,
     pub note: String,
 }
 
@@ -281,9 +284,58 @@ pub struct BillingData {
     pub entries: Vec<LedgerLine>,
 }
 
+/// The ledger as a person reads it. The books write a plan paid from outside as two rows, the
+/// payment credited and the purchase taking it (every balance change is a row); read as two lines,
+/// they show a balance the customer never had. Here the pair is one line: the plan, what was
+/// paid and how, and the balance as it stayed.
+#[cfg(feature = "ssr")]
+pub fn ledger_lines(entries: Vec<cloudrouter_core::billing::ledger::LedgerEntry>) -> Vec<LedgerLine> {
+    use cloudrouter_core::billing::ledger::Memo;
+    let mut lines = Vec::with_capacity(entries.len());
+    // newest first: a purchase comes just before the payment it took, in the same transaction
+    let mut rows = entries.into_iter().peekable();
+    while let Some(e) = rows.next() {
+        let paid_with = match (&e.memo, rows.peek().and_then(|p| p.memo.as_ref())) {
+            (Some(Memo::Subscription { order, .. } | Memo::Renewal { order, .. }), Some(Memo::Payment { order: paid, method })) if order == paid => {
+                Some(*method)
+            }
+            _ => None,
+        };
+        if paid_with.is_some() {
+            rows.next();
+        }
+        lines.push(ledger_line(e, paid_with));
+    }
+    lines
+}
+
+#[cfg(feature = "ssr")]
+fn ledger_line(e: cloudrouter_core::billing::ledger::LedgerEntry, paid_with: Option<cloudrouter_core::billing::orders::PaymentMethod>) -> LedgerLine {
+    use crate::ssr::when;
+    use cloudrouter_core::billing::ledger::Amount;
+    // what an outside payment paid: the purchase row's debit, as a price
+    let amount = match (paid_with, e.amount) {
+        (Some(_), Amount::Cny(debit)) => Amount::Cny(-debit),
+        (_, a) => a,
+    };
+    LedgerLine {
+        time: when(e.created_at),
+        // plan allowance rows count list-price dollars, the others yuan
+        amount: amount.short(),
+        balance_after: e.balance_after.glance(),
+        amount_exact: amount.exact(),
+        balance_exact: e.balance_after.exact(),
+        usd: amount.is_usd(),
+        paid_with: paid_with.map(|m| crate::i18n::label(m.as_str())),
+        note: crate::core_words::memo(&e),
+        kind: e.kind.to_string(),
+        source: e.source.to_string(),
+    }
+}
+
 #[cfg(feature = "ssr")]
 pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnError> {
-    use crate::ssr::{cny2, internal, when};
+    use crate::ssr::{cny2, internal};
     use cloudrouter_core::billing::ledger;
     let pool = crate::ssr::pool()?;
     let info = ledger::balance_info(&pool, user_id).await.map_err(internal)?;
@@ -293,21 +345,7 @@ pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnErr
         balance_exact: info.balance_micros.exact(),
         held: cny2(info.held_micros),
         available: cny2(info.available_micros),
-        entries: entries
-            .into_iter()
-            .map(|e| LedgerLine {
-                time: when(e.created_at),
-                // plan allowance rows count list-price dollars, the others yuan
-                amount: e.amount.short(),
-                balance_after: e.balance_after.glance(),
-                amount_exact: e.amount.exact(),
-                balance_exact: e.balance_after.exact(),
-                usd: e.amount.is_usd(),
-                note: crate::core_words::memo(&e),
-                kind: e.kind.to_string(),
-                source: e.source.to_string(),
-            })
-            .collect(),
+        entries: ledger_lines(entries),
     })
 }
 
@@ -315,4 +353,57 @@ pub async fn billing_for(user_id: uuid::Uuid) -> Result<BillingData, ServerFnErr
 pub async fn billing() -> Result<BillingData, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     billing_for(user.id).await
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use super::ledger_lines;
+    use cloudrouter_core::billing::ledger::{Amount, FundingSource, LedgerEntry, LedgerKind, Memo};
+    use cloudrouter_core::billing::orders::PaymentMethod;
+    use cloudrouter_core::money::MicroCny;
+
+    fn row(id: i64, kind: LedgerKind, memo: Memo, amount: i64, after: i64) -> LedgerEntry {
+        LedgerEntry {
+            id,
+            user_id: uuid::Uuid::nil(),
+            amount: Amount::Cny(MicroCny::units(amount)),
+            balance_after: Amount::Cny(MicroCny::units(after)),
+            kind,
+            source: FundingSource::Wallet,
+            note: memo.english(amount > 0),
+            memo: Some(memo),
+            actor_id: None,
+            request_count: 0,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    /// A plan paid from outside is one line with the price and the balance as it stayed; a plan
+    /// paid from the balance, and a payment whose purchase is not beside it, stay as they are.
+    #[test]
+    fn a_plan_paid_from_outside_is_one_line() {
+        leptos::prelude::Owner::new().with(|| {
+            let paid = |order: &str| Memo::Payment { order: order.into(), method: PaymentMethod::Alipay };
+            let plan = |order: &str| Memo::Subscription { plan: "Pro".into(), order: order.into() };
+            // newest first, as the ledger reads
+            let lines = ledger_lines(vec![
+                row(5, LedgerKind::Purchase, plan("CR-B"), -399, 1),
+                row(4, LedgerKind::Purchase, plan("CR-A"), -399, 400),
+                row(3, LedgerKind::Credit, paid("CR-A"), 399, 799),
+                row(2, LedgerKind::Credit, paid("CR-C"), 399, 400),
+                row(1, LedgerKind::Credit, Memo::Staff { text: None }, 1, 1),
+            ]);
+            let shown: Vec<_> = lines.iter().map(|l| (l.amount.as_str(), l.balance_after.as_str(), l.paid_with.as_deref())).collect();
+            assert_eq!(
+                shown,
+                [
+                    ("-¥399.00", "¥1.00", None),
+                    ("¥399.00", "¥400.00", Some("Alipay")),
+                    ("¥399.00", "¥400.00", None),
+                    ("¥1.00", "¥1.00", None),
+                ]
+            );
+            assert_eq!(lines[1].note, "Pro plan subscription (order CR-A)");
+        });
+    }
 }

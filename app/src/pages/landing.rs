@@ -1,13 +1,16 @@
 //! The signed-out front page: what CloudRouter is, its channels and model prices, and the plans.
 
+use crate::api::billing::{public_plans, PlanView};
 use crate::api::catalogue::{public_catalogue, CatalogueView};
 use crate::i18n::{t, tr};
+use crate::pages::console::plans::PlanPrice;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
 #[component]
 pub fn Landing() -> impl IntoView {
     let catalogue = Resource::new(|| (), |_| public_catalogue());
+    let plans = Resource::new(|| (), |_| public_plans());
     view! {
         <Title text="" />
         <section class="mx-auto max-w-6xl px-4 pb-12 pt-16 md:pt-24">
@@ -16,7 +19,7 @@ pub fn Landing() -> impl IntoView {
                 {t("One reliable, cheaper way to call Claude.")}
             </h1>
             <p class="mt-4 max-w-2xl text-lg text-slate-600 dark:text-slate-300">
-                {t("CloudRouter speaks Anthropic's API exactly. Point the official SDKs or Claude Code at us, keep your code, and pay from ¥0.6 per dollar of list price — with routing, retries and automatic failover across a pool of genuine Claude accounts.")}
+                {t("CloudRouter speaks Anthropic's API exactly. Point the official SDKs or Claude Code at us, keep your code, and pay from ¥0.60 / $1 of list price — with routing, retries and automatic failover across a pool of genuine Claude accounts.")}
             </p>
             <div class="mt-8 flex flex-wrap gap-3">
                 <a href="/signup" class="btn-primary">{t("Create an account")}</a>
@@ -45,13 +48,15 @@ pub fn Landing() -> impl IntoView {
                 <p class="mt-2 max-w-2xl text-slate-600 dark:text-slate-400">
                     {t("Subscribe for a monthly allowance, keep a pay-as-you-go balance, or both: usage draws on the plan first and the balance after.")}
                 </p>
-                <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-5">
-                    <Plan name="Starter" fit="Personal learning and light use" note="7-day no-questions refund" />
-                    <Plan name="Pro" fit="Small teams and frequent use" note="30-day no-questions refund" />
-                    <Plan name="Ultra" fit="Mission-critical workloads" note="Enterprise SLA" />
-                    <Plan name="Pay-as-you-go" fit="Uncertain or spiky spend" note="Top up, pay per request" />
-                    <Plan name="Enterprise" fit="Large scale or special needs" note="Custom terms and contracts" />
-                </div>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        plans.await.map(|plans| view! {
+                            <div class="mt-6 grid gap-4 sm:grid-cols-2 lg:grid-cols-5">
+                                {plans.into_iter().map(|p| view! { <Plan p /> }).collect_view()}
+                            </div>
+                        })
+                    })}
+                </Suspense>
             </div>
         </section>
     }
@@ -68,12 +73,14 @@ fn Feature(title: &'static str, text: &'static str) -> impl IntoView {
 }
 
 #[component]
-fn Plan(name: &'static str, fit: &'static str, note: &'static str) -> impl IntoView {
+fn Plan(p: PlanView) -> impl IntoView {
+    let note = if p.sla { t("Enterprise SLA").to_string() } else { p.refund.clone() };
     view! {
-        <div class="card">
-            <h3 class="font-semibold">{tr(name)}</h3>
-            <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{t(fit)}</p>
-            <p class="mt-3 text-xs font-medium text-indigo-600 dark:text-indigo-400">{t(note)}</p>
+        <div class="card" data-testid="plan-card">
+            <h3 class="font-semibold">{p.name.clone()}</h3>
+            <p class="mt-1 text-sm text-slate-600 dark:text-slate-400">{p.audience.clone()}</p>
+            <PlanPrice p=p.clone() />
+            {(!note.is_empty()).then(|| view! { <p class="mt-3 text-xs font-medium text-indigo-600 dark:text-indigo-400">{note}</p> })}
         </div>
     }
 }
@@ -85,7 +92,7 @@ pub fn PriceTables(catalogue: CatalogueView) -> impl IntoView {
             {catalogue.channels.into_iter().map(|ch| view! {
                 <div class="card" data-testid="channel">
                     <h3 class="font-semibold">{tr(&ch.name)}</h3>
-                    <p class="mt-1 text-3xl font-semibold">{ch.rate}<span class="text-base font-normal text-slate-500">{t(" per $1")}</span></p>
+                    <p class="mt-1 text-3xl font-semibold" data-testid="channel-rate">{ch.rate}<span class="text-base font-normal text-slate-500">" / $1"</span></p>
                     <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{tr(&ch.description)}</p>
                 </div>
             }).collect_view()}

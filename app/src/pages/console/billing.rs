@@ -2,7 +2,7 @@
 //! and the balance with its ledger.
 
 use crate::api::billing::{
-    billing_overview, ApplyForTrial, BillingSummary, CancelOrder, CancelPlanChange, RefundView, RequestRefund, TopUp,
+    billing_overview, ApplyForTrial, BillingSummary, CancelOrder, CancelPlanChange, RefundRequestView, RefundView, RequestRefund, TopUp,
 };
 use crate::api::usage::{billing, BillingData};
 use crate::components::form::{ActionError, ActionMessage};
@@ -45,6 +45,7 @@ pub fn Billing() -> impl IntoView {
             <super::redeem::RedeemForm action=redeem />
             <Orders o=o.clone() cancel_order />
             {o.refund.clone().map(|r| view! { <Refund r refund /> })}
+            <RefundRequests requests=o.refunds.clone() />
         </Loaded>
         <Loaded resource=ledger let:b>
             <BalanceAndLedger b />
@@ -179,18 +180,18 @@ fn Orders(o: BillingSummary, cancel_order: ServerAction<CancelOrder>) -> impl In
         <section class="mt-6">
             <h2 class="section-title">{t("Orders")}</h2>
             <div class="card mt-3 overflow-x-auto p-0">
-                <table class="table">
+                <table class="table table-stack">
                     <thead><tr><th>{t("Reference")}</th><th>{t("What")}</th><th class="text-right">{t("Amount")}</th><th>{t("Method")}</th><th>{t("Status")}</th><th></th></tr></thead>
                     <tbody>
                         {o.orders.into_iter().map(|order| {
                             let open = order.status == "created";
                             view! {
                                 <tr data-testid="order-row">
-                                    <td class="font-mono text-xs">{order.reference.clone()}<span class="block text-slate-500">{order.created.clone()}</span></td>
-                                    <td class="capitalize">{label(&order.kind)}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
-                                    <td class="text-right tabular-nums">{order.amount.clone()}</td>
-                                    <td class="capitalize">{label(&order.method)}</td>
-                                    <td class="capitalize">{label(&order.status)}{order.invoice_status.clone().map(|s| tf(" · invoice {}", &[&label(&s)]))}</td>
+                                    <td class="font-mono text-xs" data-label=t("Reference")>{order.reference.clone()}<span class="block text-slate-500">{order.created.clone()}</span></td>
+                                    <td class="capitalize" data-label=t("What")>{label(&order.kind)}{order.plan.clone().map(|p| format!(" · {p}"))}</td>
+                                    <td class="text-right tabular-nums" data-label=t("Amount")>{order.amount.clone()}</td>
+                                    <td class="capitalize" data-label=t("Method")>{label(&order.method)}</td>
+                                    <td class="capitalize" data-label=t("Status")>{label(&order.status)}{order.invoice_status.clone().map(|s| tf(" · invoice {}", &[&label(&s)]))}</td>
                                     <td class="whitespace-nowrap">
                                         {open.then(|| view! {
                                             <a class="link mr-3" href=format!("/console/pay/{}", order.id)>{t("Pay")}</a>
@@ -260,6 +261,34 @@ fn Refund(r: RefundView, refund: ServerAction<RequestRefund>) -> impl IntoView {
     }
 }
 
+/// The customer's refund requests with support's decision and note (also mailed to them).
+#[component]
+fn RefundRequests(requests: Vec<RefundRequestView>) -> impl IntoView {
+    (!requests.is_empty()).then(|| view! {
+        <section class="mt-6">
+            <h2 class="section-title">{t("Refund requests")}</h2>
+            <ul class="card mt-3 space-y-3 text-sm">
+                {requests.into_iter().map(|r| view! {
+                    <li data-testid="my-refund">
+                        <p>
+                            <span class="font-medium">{tf("{} requested on {}", &[&r.amount, &r.requested])}</span>
+                            " · "
+                            <span data-testid="refund-status">{match (r.status.as_str(), r.decided.clone()) {
+                                ("approved", Some(on)) => tf("approved on {}: the amount is back on your balance", &[&on]),
+                                ("rejected", Some(on)) => tf("declined on {}", &[&on]),
+                                _ => t("waiting for support").into(),
+                            }}</span>
+                        </p>
+                        {r.note.map(|n| view! {
+                            <p class="mt-1 text-slate-600 dark:text-slate-400" data-testid="refund-note">{t("Note from support: ")}<q>{n}</q></p>
+                        })}
+                    </li>
+                }).collect_view()}
+            </ul>
+        </section>
+    })
+}
+
 /// Shared with the staff view of a customer.
 #[component]
 pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
@@ -275,27 +304,32 @@ pub fn BalanceAndLedger(b: BillingData) -> impl IntoView {
                 view! { <div class="card mt-3 text-sm text-slate-500">{t("No entries yet.")}</div> }.into_any()
             } else {
                 view! {
+                    // one card per row on phones (`table-stack`)
                     <div class="card mt-3 overflow-x-auto p-0">
-                        <table class="table">
+                        <table class="table table-stack">
                             <thead><tr><th>{t("Time")}</th><th>{t("Kind")}</th><th>{t("Note")}</th><th class="text-right">{t("Amount (¥)")}</th><th class="text-right">{t("Balance (¥)")}</th><th class="text-right">{t("Plan allowance ($)")}</th></tr></thead>
                             <tbody>
                                 {b.entries.into_iter().map(|e| view! {
                                     <tr data-testid="ledger-row">
-                                        <td class="whitespace-nowrap text-slate-500">{e.time}</td>
-                                        <td class="capitalize">{label(&e.kind)}{(e.source != "wallet").then(|| format!(" · {}", label(&e.source)))}</td>
-                                        <td>{e.note}</td>
+                                        <td class="whitespace-nowrap text-slate-500" data-label=t("Time")>{e.time}</td>
+                                        <td class="capitalize" data-label=t("Kind")>{label(&e.kind)}{(e.source != "wallet").then(|| format!(" · {}", label(&e.source)))}</td>
+                                        <td data-label=t("Note")>{e.note}</td>
                                         {if e.usd {
                                             // list-price dollars of a plan allowance: their own column
                                             view! {
-                                                <td class="text-right text-slate-400">"—"</td>
-                                                <td class="text-right text-slate-400">"—"</td>
-                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-usd" title=e.amount_exact.clone()>{e.amount.clone()}</td>
+                                                <td class="text-right text-slate-400 max-md:hidden">"—"</td>
+                                                <td class="text-right text-slate-400 max-md:hidden">"—"</td>
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-label=t("Plan allowance ($)") data-testid="ledger-usd" title=e.amount_exact.clone()>{e.amount.clone()}</td>
                                             }.into_any()
                                         } else {
                                             view! {
-                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-amount" title=e.amount_exact.clone()>{e.amount.clone()}</td>
-                                                <td class="whitespace-nowrap text-right tabular-nums" data-testid="ledger-balance" title=e.balance_exact.clone()>{e.balance_after.clone()}</td>
-                                                <td class="text-right text-slate-400">"—"</td>
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-label=t("Amount (¥)") data-testid="ledger-amount" title=e.amount_exact.clone()>
+                                                    {e.amount.clone()}
+                                                    // a plan paid from outside: what was paid, not a change of the balance
+                                                    {e.paid_with.clone().map(|m| view! { <span class="block text-xs text-slate-500" data-testid="ledger-paid-with">{tf("paid with {}", &[&m])}</span> })}
+                                                </td>
+                                                <td class="whitespace-nowrap text-right tabular-nums" data-label=t("Balance (¥)") data-testid="ledger-balance" title=e.balance_exact.clone()>{e.balance_after.clone()}</td>
+                                                <td class="text-right text-slate-400 max-md:hidden">"—"</td>
                                             }.into_any()
                                         }}
                                     </tr>

@@ -118,8 +118,9 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
         return view! { <div class="card text-sm text-slate-500">{t("No keys yet. Create one to start calling the API.")}</div> }.into_any();
     }
     view! {
+        // One card per key on phones (`table-stack`).
         <div class="card overflow-x-auto p-0">
-            <table class="table">
+            <table class="table table-stack">
                 <thead><tr>
                     <th>{t("Name")}</th><th>{t("Key")}</th><th>{t("Channel")}</th><th>{t("Last used")}</th><th class="text-right">{t("Spent")}</th><th>{t("Status")}</th><th></th>
                 </tr></thead>
@@ -129,18 +130,18 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
                         let active = !k.revoked && !k.expired;
                         view! {
                             <tr data-testid="key-row">
-                                <td>
+                                <td data-label=t("Name")>
                                     <span class="font-medium">{k.name.clone()}</span>
                                     <span class="block text-xs text-slate-500">{k.models.clone()}{k.allow_fallback.then_some(t(" · fallback allowed"))}{k.limits.clone().map(|l| format!(" · {l}"))}</span>
                                 </td>
-                                <td><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
-                                <td class="capitalize">{label(&k.channel)}</td>
-                                <td class="whitespace-nowrap text-slate-500">{k.last_used.clone().unwrap_or_else(|| t("never").into())}</td>
-                                <td class="whitespace-nowrap text-right tabular-nums">
+                                <td data-label=t("Key")><code class="font-mono text-xs">{format!("{}…", k.prefix)}</code></td>
+                                <td class="capitalize" data-label=t("Channel")>{label(&k.channel)}</td>
+                                <td class="whitespace-nowrap text-slate-500" data-label=t("Last used")>{k.last_used.clone().unwrap_or_else(|| t("never").into())}</td>
+                                <td class="whitespace-nowrap text-right tabular-nums" data-label=t("Spent")>
                                     {k.spent.clone()}
                                     {k.spend_limit.clone().map(|l| view! { <span class="block text-xs text-slate-500">{tf("of {}", &[&l])}</span> })}
                                 </td>
-                                <td>
+                                <td data-label=t("Status")>
                                     {status}
                                     {k.expires.clone().filter(|_| active).map(|e| view! { <span class="block text-xs text-slate-500">{tf("until {}", &[&e])}</span> })}
                                 </td>

@@ -87,10 +87,9 @@ fn PlanCard(p: PlanView, is_current: bool, subscribed: bool, methods: Vec<(Strin
         <section class=move || if is_current { "card flex flex-col ring-2 ring-indigo-500" } else { "card flex flex-col" } data-testid="plan-card">
             <h2 class="text-lg font-semibold">{p.name.clone()}</h2>
             <p class="text-sm text-indigo-600 dark:text-indigo-400">{p.audience.clone()}</p>
-            <p class="mt-3 text-2xl font-semibold">{p.price.clone().unwrap_or_else(|| if p.code == "enterprise" { t("Custom").into() } else { t("Pay per use").into() })}</p>
+            <PlanPrice p=p.clone() />
             <p class="mt-2 text-sm text-slate-600 dark:text-slate-400">{p.description.clone()}</p>
             <ul class="mt-3 flex-1 space-y-1 text-sm">
-                {p.allowance.clone().map(|a| view! { <li>{a}</li> })}
                 <li>{tf("Channels: {}", &[&p.channels])}</li>
                 <li>{p.limits.clone()}</li>
                 {p.sla.then(|| view! { <li class="font-medium">{t("Enterprise SLA")}</li> })}
@@ -98,6 +97,23 @@ fn PlanCard(p: PlanView, is_current: bool, subscribed: bool, methods: Vec<(Strin
             </ul>
             <div class="mt-4">{action}</div>
         </section>
+    }
+}
+
+/// A plan's price, what it buys, and what the same usage costs pay-as-you-go on each of its
+/// channels (also on the front page).
+#[component]
+pub fn PlanPrice(p: PlanView) -> impl IntoView {
+    view! {
+        <p class="mt-3 text-2xl font-semibold" data-testid="plan-price">
+            {p.price.clone().unwrap_or_else(|| if p.code == "enterprise" { t("Custom").into() } else { t("Pay per use").into() })}
+        </p>
+        {p.buys.map(|b| view! { <p class="mt-2 text-sm font-medium" data-testid="plan-buys">{b}</p> })}
+        {(!p.payg.is_empty()).then(|| view! {
+            <ul class="mt-1 space-y-0.5 text-xs text-slate-500" data-testid="plan-payg">
+                {p.payg.into_iter().map(|line| view! { <li>{line}</li> }).collect_view()}
+            </ul>
+        })}
     }
 }
 

@@ -369,8 +369,9 @@ pub async fn request_quote(pool: &PgPool, id: Uuid) -> Result<Option<RefundQuote
 /// Approves a pending request (staff): `amount_micros` overrides the amount and is required for
 /// negotiated refunds; otherwise the quote is made again with the days as of the request and the
 /// allowance use as of now. Ends the subscription, credits the balance, closes or marks for
-/// reversal the order's invoices, and stores the final quote on the request.
-pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Option<MicroCny>, note: &str) -> Result<(), BillingError> {
+/// reversal the order's invoices, and stores the final quote on the request. Answers the request
+/// as decided (for telling the customer).
+pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Option<MicroCny>, note: &str) -> Result<RefundRequest, BillingError> {
     let (user_id, sub_id, order_id): (Uuid, Uuid, Uuid) =
         sqlx::query_as("SELECT user_id, subscription_id, order_id FROM refund_requests WHERE id = $1")
             .bind(id)
@@ -418,16 +419,17 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
     let inv = invoices::on_order_refunded(&mut tx, order.id, amount, now).await?;
     let memo = Memo::Refund { order: order.reference.clone(), plan: sub.plan_name.clone() };
     wallet_entry(&mut tx, user_id, amount, LedgerKind::Refund, &memo, Some(staff_id)).await?;
-    sqlx::query(
-        "UPDATE refund_requests SET status = 'approved', amount_micros = $2, staff_note = $3, decided_by = $4, decided_at = $5, quote = $6 WHERE id = $1",
-    )
+    let decided = sqlx::query_as::<_, RefundRequest>(&format!(
+        "UPDATE refund_requests SET status = 'approved', amount_micros = $2, staff_note = $3, decided_by = $4, decided_at = $5, quote = $6 \
+         WHERE id = $1 RETURNING {COLS}"
+    ))
     .bind(id)
     .bind(amount)
     .bind(note)
     .bind(staff_id)
     .bind(now)
     .bind(serde_json::to_value(&fin).unwrap_or(quote))
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
@@ -443,11 +445,11 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Opt
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(decided)
 }
 
-/// Rejects a pending request with a note (staff).
-pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, note: &str) -> Result<(), BillingError> {
+/// Rejects a pending request with a note (staff); answers the request as decided.
+pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, note: &str) -> Result<RefundRequest, BillingError> {
     let mut tx = pool.begin().await?;
     let status: String = sqlx::query_scalar("SELECT status FROM refund_requests WHERE id = $1 FOR UPDATE")
         .bind(id)
@@ -457,13 +459,15 @@ pub async fn reject(pool: &PgPool, staff_id: Uuid, id: Uuid, note: &str) -> Resu
     if status != "pending" {
         return Err(BillingError::AlreadyDecided);
     }
-    sqlx::query("UPDATE refund_requests SET status = 'rejected', staff_note = $2, decided_by = $3, decided_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(note)
-        .bind(staff_id)
-        .execute(&mut *tx)
-        .await?;
+    let decided = sqlx::query_as::<_, RefundRequest>(&format!(
+        "UPDATE refund_requests SET status = 'rejected', staff_note = $2, decided_by = $3, decided_at = now() WHERE id = $1 RETURNING {COLS}"
+    ))
+    .bind(id)
+    .bind(note)
+    .bind(staff_id)
+    .fetch_one(&mut *tx)
+    .await?;
     audit::record(&mut tx, staff_id, "refund.reject", &format!("refund:{id}"), serde_json::json!({"note": note})).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(decided)
 }
