@@ -904,6 +904,7 @@ fn zh(en: &str) -> Option<&'static str> {
         "Any client" => "任意客户端",
         "Clients" => "客户端",
         "Tokens / minute" => "每分钟 tokens",
+        "Tokens/min" => "tokens/分钟",
         "Tokens per minute" => "每分钟 tokens",
         "Choose which clients may use the key." => "请选择可以使用此密钥的客户端。",
         "The IP allow-list takes addresses and CIDR blocks, like 203.0.113.7 or 10.0.0.0/8: {}" => "IP 白名单只接受地址和 CIDR 网段，例如 203.0.113.7 或 10.0.0.0/8：{}",

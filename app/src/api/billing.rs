@@ -158,7 +158,11 @@ pub mod convert {
         } else {
             vec![]
         };
-        let limits = [p.rpm_limit.map(|r| crate::i18n::tf("{} requests/min", &[&r])), p.concurrency_limit.map(|c| crate::i18n::tf("{} concurrent", &[&c]))]
+        let limits = [
+            p.rpm_limit.map(|r| crate::i18n::tf("{} requests/min", &[&r])),
+            p.concurrency_limit.map(|c| crate::i18n::tf("{} concurrent", &[&c])),
+            p.tpm_limit.map(|n| crate::i18n::tf("{} tokens/min", &[&n])),
+        ]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()

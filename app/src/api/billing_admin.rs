@@ -247,6 +247,7 @@ pub mod cloudrouter_plan {
         pub channels: String,
         pub rpm_limit: String,
         pub concurrency_limit: String,
+        pub tpm_limit: String,
         pub purchasable: bool,
     }
 
@@ -258,6 +259,7 @@ pub mod cloudrouter_plan {
             channels: p.channels.join(", "),
             rpm_limit: p.rpm_limit.map(|v| v.to_string()).unwrap_or_default(),
             concurrency_limit: p.concurrency_limit.map(|v| v.to_string()).unwrap_or_default(),
+            tpm_limit: p.tpm_limit.map(|v| v.to_string()).unwrap_or_default(),
             purchasable: p.purchasable,
             code: p.code,
             name: p.name,
@@ -274,6 +276,7 @@ pub async fn update_plan(
     channels: String,
     rpm_limit: String,
     concurrency_limit: String,
+    tpm_limit: String,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::billing::plans;
     use cloudrouter_core::money::{MicroCny, MicroUsd};
@@ -294,6 +297,7 @@ pub async fn update_plan(
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;
+    plan.tpm_limit = limit(&tpm_limit)?;
     plans::update_by(&pool, staff.id, &plan).await.map_err(billing_error)?;
     Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))
 }

@@ -101,3 +101,32 @@ async fn a_key_for_one_client_refuses_the_others(pool: PgPool) {
     assert_eq!(call(&gw, &sdk, &[("user-agent", "curl/8.5.0")]).await.status(), 403);
     gw.stop().await;
 }
+
+/// A plan's tokens per minute cover the whole account on the plan's channels: a second key does
+/// not get a second allowance of tokens.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_plans_tokens_per_minute_are_shared_by_the_accounts_keys(pool: PgPool) {
+    use cloudrouter_core::billing::{orders::PaymentMethod, plans, purchases};
+    let usage = PinnedUsage { input_tokens: 3000, output_tokens: 1000, ..Default::default() };
+    let (_up, _) = fake("a", &pool, FakeBehavior { usage: Some(usage), ..Default::default() }, 0).await;
+    let mut pro = plans::get(&pool, "pro").await.unwrap().unwrap();
+    pro.tpm_limit = Some(6000);
+    plans::update(&pool, &pro).await.unwrap();
+    let user = customer(&pool, "100").await;
+    let o = purchases::create_subscription(&pool, user, "pro", PaymentMethod::Sandbox).await.unwrap();
+    purchases::mark_paid_at(&pool, o.id, PaymentMethod::Sandbox, &format!("SBX-{}", o.id), o.amount_micros, chrono::Utc::now()).await.unwrap();
+    let channel = pro.channels.first().cloned().unwrap_or_else(|| "smart".into());
+    let one = key_with(&pool, user, NewKey { name: "one".into(), channel: channel.clone(), ..Default::default() }).await;
+    let two = key_with(&pool, user, NewKey { name: "two".into(), channel, ..Default::default() }).await;
+    let gw = Gw::start(&pool, fast_config()).await;
+    let second = chrono::Utc::now().timestamp() % 60;
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    assert_eq!(call(&gw, &one, &[]).await.status(), 200, "4000 counted");
+    assert_eq!(call(&gw, &two, &[]).await.status(), 200, "8000 counted: admitted under 6000");
+    let (status, kind, message, _) = error_of(call(&gw, &two, &[]).await).await;
+    assert_eq!((status, kind.as_str()), (429, "rate_limit_error"));
+    assert!(message.contains("plan is limited to 6000 tokens per minute"), "{message}");
+    gw.stop().await;
+}
