@@ -212,12 +212,25 @@ async fn staff_functions_refuse_customers(pool: PgPool) {
     let app = spawn_app(pool).await;
     let customer = client();
     app.signup(&customer, "ivy@example.com").await;
-    let (status, body) = app.call(&customer, "admin/users", &[("query", "")]).await;
+    let (status, body) = app.call(&customer, "admin/users", &[("query", ""), ("sort", ""), ("dir", "")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("staff only"), "{body}");
+    // the attack: mint balance by generating redeem codes, or void other customers' codes
+    let mint = [("kind", "balance"), ("count", "5"), ("amount", "1000"), ("days", ""), ("plan", ""), ("months", ""), ("expires", ""), ("note", "")];
+    for (endpoint, args) in [
+        ("admin/redeem/generate", &mint[..]),
+        ("admin/redeem/batches", &[][..]),
+        ("admin/redeem/codes", &[("batch", "00000000-0000-0000-0000-000000000000")][..]),
+        ("admin/redeem/void", &[("batch", "00000000-0000-0000-0000-000000000000"), ("code", "")][..]),
+    ] {
+        let (status, body) = app.call(&customer, endpoint, args).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint}: {body}");
+    }
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM redeem_batches").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(batches, 0, "no codes were made");
 
     let anonymous = client();
-    let (status, _) = app.call(&anonymous, "admin/users", &[("query", "")]).await;
+    let (status, _) = app.call(&anonymous, "admin/users", &[("query", ""), ("sort", ""), ("dir", "")]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // `server admin create` is idempotent: it promotes an existing account.
@@ -225,7 +238,7 @@ async fn staff_functions_refuse_customers(pool: PgPool) {
     accounts::ensure_staff(&app.pool, "ivy@example.com", PASSWORD).await.unwrap();
     // Staff work with two-factor sign-in on.
     app.enable_two_factor(&customer, "ivy@example.com").await;
-    let (status, body) = app.call(&customer, "admin/users", &[("query", "ivy")]).await;
+    let (status, body) = app.call(&customer, "admin/users", &[("query", "ivy"), ("sort", ""), ("dir", "")]).await;
     assert!(status.is_success(), "{status} {body}");
     assert!(body.contains("ivy@example.com"));
 }
@@ -491,14 +504,14 @@ async fn staff_without_two_factor_reach_no_staff_function_or_page(pool: PgPool) 
     let staff = client();
     app.signup(&staff, "ops2fa@example.com").await;
     accounts::ensure_staff(&app.pool, "ops2fa@example.com", PASSWORD).await.unwrap();
-    let (status, body) = app.call(&staff, "admin/users", &[("query", "")]).await;
+    let (status, body) = app.call(&staff, "admin/users", &[("query", ""), ("sort", ""), ("dir", "")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("two-factor"), "{body}");
     let page = staff.get(format!("{}/console/admin/upstreams", app.base)).send().await.unwrap();
     assert_eq!((page.status(), page.headers().get("location").and_then(|v| v.to_str().ok())), (StatusCode::SEE_OTHER, Some("/console/settings")), "sent to set it up");
 
     app.enable_two_factor(&staff, "ops2fa@example.com").await;
-    let (status, body) = app.call(&staff, "admin/users", &[("query", "")]).await;
+    let (status, body) = app.call(&staff, "admin/users", &[("query", ""), ("sort", ""), ("dir", "")]).await;
     assert!(status.is_success(), "{status} {body}");
 }
 

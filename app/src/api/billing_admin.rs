@@ -276,7 +276,8 @@ pub async fn update_plan(
     channels: String,
     rpm_limit: String,
     concurrency_limit: String,
-    tpm_limit: String,
+    // a form without the field keeps the plan's
+    tpm_limit: Option<String>,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::billing::plans;
     use cloudrouter_core::money::{MicroCny, MicroUsd};
@@ -297,7 +298,9 @@ pub async fn update_plan(
     plan.channels = channels.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
     plan.rpm_limit = limit(&rpm_limit)?;
     plan.concurrency_limit = limit(&concurrency_limit)?;
-    plan.tpm_limit = limit(&tpm_limit)?;
+    if let Some(tpm) = tpm_limit {
+        plan.tpm_limit = limit(&tpm)?;
+    }
     plans::update_by(&pool, staff.id, &plan).await.map_err(billing_error)?;
     Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))
 }

@@ -275,7 +275,7 @@ fn OfferForm(user_id: String, plans: Vec<PlanForm>, offer: ServerAction<OfferPla
             <label class="block text-sm">{t("Plan")}
                 <select name="plan" class="input mt-1">
                     {plans.into_iter().map(|p| view! {
-                        <option value=p.code.clone()>{format!("{} · ¥{}", p.name, p.price_yuan)}</option>
+                        <option value=p.code.clone()>{format!("{} · ¥{}", crate::i18n::tr(&p.name), p.price_yuan)}</option>
                     }).collect_view()}
                 </select>
             </label>
