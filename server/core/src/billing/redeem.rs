@@ -20,9 +20,9 @@
 //! * Every redemption and every staff action writes its audit row (the redeemer's or the staff
 //!   member's id) in its own transaction, and every balance change its ledger row.
 
-use super::ledger::{Amount, FundingSource, LedgerKind, Memo};
+use super::ledger::{LedgerKind, Memo};
 use super::orders::{self, OrderKind, PaymentMethod, REF_ALPHABET};
-use super::{audit, lock_user, plans, pot_entry, subscriptions, wallet_entry, BillingError};
+use super::{audit, lock_user, plans, subscriptions, wallet_entry, BillingError};
 use crate::money::MicroCny;
 use crate::text_enum::text_enum;
 use crate::throttle::{self, address_key};
@@ -420,39 +420,23 @@ async fn redeem_once(pool: &PgPool, user_id: Uuid, input: &str) -> Result<Redeem
 /// approved, or its pending application approved; any other trial refuses the code.
 async fn grant_trial(tx: &mut sqlx::PgConnection, user_id: Uuid, amount: MicroCny, until: DateTime<Utc>, prefix: &str) -> Result<(), RedeemError> {
     let note = format!("Redeem code {prefix}…");
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM trial_applications WHERE user_id = $1 FOR UPDATE")
+    let found: Option<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM trial_applications WHERE user_id = $1 FOR UPDATE")
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?;
-    match status.as_deref() {
-        None => {
-            sqlx::query(
-                "INSERT INTO trial_applications (user_id, email, reason, status, amount_micros, remaining_micros, expires_at, staff_note, decided_at) \
-                 SELECT id, email, $2, 'approved', $3, $3, $4, $2, now() FROM users WHERE id = $1",
-            )
-            .bind(user_id)
-            .bind(&note)
-            .bind(amount)
-            .bind(until)
-            .execute(&mut *tx)
-            .await?;
-        }
-        Some("pending") => {
-            sqlx::query(
-                "UPDATE trial_applications SET status = 'approved', amount_micros = $2, remaining_micros = $2, expires_at = $3, \
-                 staff_note = $4, decided_at = now() WHERE user_id = $1",
-            )
-            .bind(user_id)
-            .bind(amount)
-            .bind(until)
-            .bind(&note)
-            .execute(&mut *tx)
-            .await?;
-        }
+    let id = match found {
+        Some((id, status)) if status == "pending" => id,
         Some(_) => return Err(RedeemError::HadTrial),
-    }
-    let granted = Amount::Cny(amount);
-    pot_entry(tx, user_id, FundingSource::Trial, granted, granted, LedgerKind::Grant, &Memo::TrialGranted { until }, None).await?;
+        // the code is the application
+        None => {
+            sqlx::query_scalar("INSERT INTO trial_applications (user_id, email, reason) SELECT id, email, $2 FROM users WHERE id = $1 RETURNING id")
+                .bind(user_id)
+                .bind(&note)
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
+    super::trials::grant_pending(tx, id, user_id, amount, until, None, Some(&note)).await?;
     Ok(())
 }
 

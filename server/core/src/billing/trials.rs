@@ -93,18 +93,7 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Mic
     if status != "pending" {
         return Err(BillingError::AlreadyDecided);
     }
-    sqlx::query(
-        "UPDATE trial_applications SET status = 'approved', amount_micros = $2, remaining_micros = $2, expires_at = $3, \
-         decided_by = $4, decided_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(amount_micros)
-    .bind(expires_at)
-    .bind(staff_id)
-    .execute(&mut *tx)
-    .await?;
-    let granted = Amount::Cny(amount_micros);
-    pot_entry(&mut tx, user_id, FundingSource::Trial, granted, granted, LedgerKind::Grant, &Memo::TrialGranted { until: expires_at }, Some(staff_id)).await?;
+    grant_pending(&mut tx, id, user_id, amount_micros, expires_at, Some(staff_id), None).await?;
     audit::record(
         &mut tx,
         staff_id,
@@ -115,6 +104,33 @@ pub async fn approve(pool: &PgPool, staff_id: Uuid, id: Uuid, amount_micros: Mic
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Approves the pending application `id` (locked by the caller) with its credit and grants the
+/// credit through the ledger: the one way a trial becomes approved, for staff (`decided_by`) and
+/// for trial redeem codes (with a `note` naming the code).
+pub(crate) async fn grant_pending(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    user_id: Uuid,
+    amount: MicroCny,
+    until: DateTime<Utc>,
+    decided_by: Option<Uuid>,
+    note: Option<&str>,
+) -> Result<(), BillingError> {
+    sqlx::query(
+        "UPDATE trial_applications SET status = 'approved', amount_micros = $2, remaining_micros = $2, expires_at = $3, \
+         decided_by = $4, staff_note = COALESCE($5, staff_note), decided_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(amount)
+    .bind(until)
+    .bind(decided_by)
+    .bind(note)
+    .execute(&mut *tx)
+    .await?;
+    let granted = Amount::Cny(amount);
+    pot_entry(tx, user_id, FundingSource::Trial, granted, granted, LedgerKind::Grant, &Memo::TrialGranted { until }, decided_by).await
 }
 
 /// Declines with a note (staff).
