@@ -90,6 +90,10 @@ test('balances read to two decimals with the exact amount on hover; rates per do
   await open(page, server.url + '/console/keys');
   const options = await page.locator('select[name="channel"] option').allTextContents();
   assert.ok(options.every((o) => /¥\d+\.\d\d \/ \$1$/.test(o)), options.join(' | '));
+  // what requests draw on, to two decimals too
+  const funds = await page.getByTestId('funds').textContent();
+  assert.match(funds, /¥\d+\.\d\d\b/);
+  assert.doesNotMatch(funds, /¥\d+\.\d{3}/, funds);
   await context.close();
 });
 

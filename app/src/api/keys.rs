@@ -93,18 +93,18 @@ pub fn key_view(k: cloudrouter_core::keys::KeySummary) -> KeyView {
 /// Trial credit, then plan allowance, then balance: the order requests draw on.
 #[cfg(feature = "ssr")]
 pub(crate) async fn funds_line(pool: &sqlx::PgPool, user_id: uuid::Uuid) -> Result<String, ServerFnError> {
-    use crate::ssr::{cny, internal, usd};
+    use crate::ssr::{cny2, internal, usd};
     let now = chrono::Utc::now();
     let f = cloudrouter_core::billing::funds(pool, user_id, now).await.map_err(internal)?;
     let subscribed = cloudrouter_core::billing::subscriptions::current(pool, user_id, now).await.map_err(internal)?.is_some();
     let mut parts = vec![];
     if f.trial_micros.is_positive() {
-        parts.push(crate::i18n::tf("trial credit {}", &[&cny(f.trial_micros)]));
+        parts.push(crate::i18n::tf("trial credit {}", &[&cny2(f.trial_micros)]));
     }
     if subscribed {
         parts.push(crate::i18n::tf("plan allowance {} left", &[&usd(f.allowance_left_micro_usd)]));
     }
-    parts.push(crate::i18n::tf("balance {}", &[&cny(f.balance_micros)]));
+    parts.push(crate::i18n::tf("balance {}", &[&cny2(f.balance_micros)]));
     Ok(crate::i18n::tf("Requests draw on: {}.", &[&parts.join(crate::i18n::t(", then "))]))
 }
 
