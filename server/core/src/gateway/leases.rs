@@ -75,6 +75,15 @@ pub(crate) struct Leases {
     rates: Mutex<HashMap<String, Arc<RateLease>>>,
 }
 
+/// The current minute of the per-minute limits (requests here, tokens in `token_rate`): its
+/// number, its start, and the seconds to the next one (a `retry-after`).
+pub(super) fn minute_window() -> (i64, chrono::DateTime<chrono::Utc>, u64) {
+    let now = chrono::Utc::now();
+    let minute = now.timestamp().div_euclid(60);
+    let retry_after = (60 - now.timestamp().rem_euclid(60)).max(1) as u64;
+    (minute, chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or(now), retry_after)
+}
+
 /// A reservation of money from a local lease (the request's hold). `settle` ends it; dropping it
 /// unsettled returns all of it (a failed request costs nothing).
 pub(crate) struct MoneyHold {
@@ -271,9 +280,7 @@ impl Leases {
                 None => m.entry(scope.to_string()).or_default().clone(),
             }
         };
-        let now = chrono::Utc::now();
-        let window = now.timestamp().div_euclid(60);
-        let retry_after = (60 - now.timestamp().rem_euclid(60)).max(1) as u64;
+        let (window, start, retry_after) = minute_window();
         {
             let mut st = lease.st.lock().unwrap();
             if st.window != window {
@@ -294,7 +301,6 @@ impl Leases {
             }
         }
         let chunk = (limit / 20).max(1);
-        let start = chrono::DateTime::from_timestamp(window * 60, 0).unwrap_or(now);
         let granted: i32 = sqlx::query_scalar("SELECT cr_take_rate($1, $2, $3, $4)")
             .bind(scope)
             .bind(start)

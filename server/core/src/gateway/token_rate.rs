@@ -8,6 +8,7 @@
 //! leases; an instance re-reads a scope's count at most every [`REREAD`] and adds its own at
 //! once, so instances agree within that time.
 
+use super::leases::minute_window;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,13 +28,6 @@ pub(super) struct TokenRates {
     windows: Mutex<HashMap<String, Arc<Mutex<Window>>>>,
 }
 
-fn minute_now() -> (i64, chrono::DateTime<chrono::Utc>, u64) {
-    let now = chrono::Utc::now();
-    let minute = now.timestamp().div_euclid(60);
-    let retry_after = (60 - now.timestamp().rem_euclid(60)).max(1) as u64;
-    (minute, chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or(now), retry_after)
-}
-
 impl TokenRates {
     pub(super) fn new(pool: PgPool) -> TokenRates {
         TokenRates { pool, windows: Mutex::default() }
@@ -45,7 +39,7 @@ impl TokenRates {
 
     /// `Err(seconds to the next minute)` when this minute's tokens reached `limit`.
     pub(super) async fn check(&self, scope: &str, limit: i32) -> Result<Result<(), u64>, sqlx::Error> {
-        let (minute, start, retry_after) = minute_now();
+        let (minute, start, retry_after) = minute_window();
         let w = self.window(scope);
         let stale = {
             let mut st = w.lock().unwrap();
@@ -76,7 +70,7 @@ impl TokenRates {
         if tokens <= 0 {
             return;
         }
-        let (minute, start, _) = minute_now();
+        let (minute, start, _) = minute_window();
         {
             let w = self.window(scope);
             let mut st = w.lock().unwrap();

@@ -1,6 +1,7 @@
 //! An Anthropic message made into an OpenAI `chat.completion`, and the parts a streamed chunk
 //! shares with it: finish reasons and usage.
 
+use crate::pricing::UsageReport;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -15,42 +16,19 @@ pub(super) fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// Anthropic's usage counts, as far as a completion reports them.
-#[derive(Deserialize, Default, Clone, Copy, Debug)]
-pub(super) struct Counts {
-    #[serde(default)]
-    pub input_tokens: Option<u64>,
-    #[serde(default)]
-    pub output_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    pub cache_read_input_tokens: Option<u64>,
-}
-
-impl Counts {
-    /// A later report replaces the fields it carries (Anthropic's counts are cumulative).
-    pub(super) fn update(&mut self, later: &Counts) {
-        let keep = |a: &mut Option<u64>, b: Option<u64>| *a = b.or(*a);
-        keep(&mut self.input_tokens, later.input_tokens);
-        keep(&mut self.output_tokens, later.output_tokens);
-        keep(&mut self.cache_creation_input_tokens, later.cache_creation_input_tokens);
-        keep(&mut self.cache_read_input_tokens, later.cache_read_input_tokens);
-    }
-
-    /// OpenAI's usage object: prompt tokens include cache writes and reads (all of them were
-    /// read by the model), of which `cached_tokens` were cache reads.
-    pub(super) fn openai(&self) -> Value {
-        let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt = self.input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0) + cached;
-        let completion = self.output_tokens.unwrap_or(0);
-        json!({
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        })
-    }
+/// OpenAI's usage object for Anthropic's (merged, as the meter reads it): prompt tokens include
+/// cache writes and reads (all of them were read by the model), of which `cached_tokens` were
+/// cache reads.
+pub(super) fn openai_usage(u: &UsageReport) -> Value {
+    let cached = u.cache_read_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens.unwrap_or(0) + u.cache_creation_input_tokens.unwrap_or(0) + cached;
+    let completion = u.output_tokens.unwrap_or(0);
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
 }
 
 /// The completion's id for a message id (`msg_…` → `chatcmpl-msg_…`).
@@ -73,7 +51,7 @@ struct Message {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
-    usage: Counts,
+    usage: UsageReport,
 }
 
 /// The `chat.completion` for an Anthropic message body; None when the body is not a message.
@@ -119,7 +97,7 @@ pub(in crate::gateway) fn completion(body: &[u8]) -> Option<Value> {
             "finish_reason": finish_reason(m.stop_reason.as_deref().unwrap_or("end_turn")),
             "logprobs": null,
         }],
-        "usage": m.usage.openai(),
+        "usage": openai_usage(&m.usage),
         "system_fingerprint": null,
     }))
 }

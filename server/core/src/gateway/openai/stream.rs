@@ -6,7 +6,8 @@
 //! the metered stream, which reads usage from the original bytes, so billing is the same as for
 //! `/v1/messages`; dropping it drops the metered stream, which drains the upstream as usual.
 
-use super::response::{completion_id, finish_reason, now_unix, Counts};
+use super::response::{completion_id, finish_reason, now_unix, openai_usage};
+use crate::pricing::UsageReport;
 use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
@@ -26,7 +27,7 @@ pub(in crate::gateway) struct ChunkStream<S> {
     include_usage: bool,
     /// tool-use content block index → the call's index among tool calls
     tools: HashMap<u64, usize>,
-    usage: Counts,
+    usage: UsageReport,
     ended: bool,
 }
 
@@ -41,7 +42,7 @@ impl<S> ChunkStream<S> {
             created: now_unix(),
             include_usage,
             tools: HashMap::new(),
-            usage: Counts::default(),
+            usage: UsageReport::default(),
             ended: false,
         }
     }
@@ -85,7 +86,7 @@ impl<S> ChunkStream<S> {
                     #[serde(default)]
                     model: Option<String>,
                     #[serde(default)]
-                    usage: Counts,
+                    usage: UsageReport,
                 }
                 if let Some(m) = v.get("message").and_then(|m| Start::deserialize(m).ok()) {
                     if let Some(id) = m.id {
@@ -94,7 +95,7 @@ impl<S> ChunkStream<S> {
                     if let Some(model) = m.model {
                         self.model = model;
                     }
-                    self.usage.update(&m.usage);
+                    self.usage.merge(&m.usage);
                 }
                 self.chunk(json!({"role": "assistant", "content": ""}), None);
             }
@@ -123,8 +124,8 @@ impl<S> ChunkStream<S> {
                 }
             }
             Some("message_delta") => {
-                if let Some(u) = v.get("usage").and_then(|u| Counts::deserialize(u).ok()) {
-                    self.usage.update(&u);
+                if let Some(u) = v.get("usage").and_then(|u| UsageReport::deserialize(u).ok()) {
+                    self.usage.merge(&u);
                 }
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
                     self.chunk(json!({}), Some(finish_reason(reason)));
@@ -134,7 +135,7 @@ impl<S> ChunkStream<S> {
                 if self.include_usage {
                     let c = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                        "model": self.model, "choices": [], "usage": self.usage.openai(),
+                        "model": self.model, "choices": [], "usage": openai_usage(&self.usage),
                     });
                     self.data(&c);
                 }
