@@ -131,6 +131,10 @@ pub struct KeyAuth {
     pub plan_rpm_limit: Option<i32>,
     pub plan_concurrency_limit: Option<i32>,
     pub plan_tpm_limit: Option<i32>,
+    /// The plan caps what its allowance pays per 5-hour or weekly window (migration 0026).
+    pub plan_windows: bool,
+    /// The user opted in to pay-as-you-go for plan requests beyond a window's cap.
+    pub plan_overflow_payg: bool,
 }
 
 /// A key's IP allow-list; empty: any address.
@@ -284,9 +288,11 @@ pub async fn lookup_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<Key
          s.plan_name, CASE WHEN s.id IS NOT NULL THEN cr_plan_channels(s.plan_snapshot) END AS plan_channels, \
          (s.plan_snapshot->>'rpm_limit')::int AS plan_rpm_limit, \
          (s.plan_snapshot->>'concurrency_limit')::int AS plan_concurrency_limit, \
-         (s.plan_snapshot->>'tpm_limit')::int AS plan_tpm_limit \
+         (s.plan_snapshot->>'tpm_limit')::int AS plan_tpm_limit, \
+         COALESCE(w.cap_5h IS NOT NULL OR w.cap_week IS NOT NULL, false) AS plan_windows, u.plan_overflow_payg \
          FROM api_keys k JOIN users u ON u.id = k.user_id \
-         LEFT JOIN subscriptions s ON s.user_id = k.user_id AND s.status = 'active' WHERE k.secret_hash = $1",
+         LEFT JOIN subscriptions s ON s.user_id = k.user_id AND s.status = 'active' \
+         LEFT JOIN LATERAL cr_window_caps(s.plan_snapshot) w ON true WHERE k.secret_hash = $1",
     )
     .bind(&hash[..])
     .fetch_optional(pool)

@@ -188,13 +188,23 @@ pub fn price(u: &TokenUsage, tools: &ServerToolUse, p: &ModelPrices, rate: CnyPe
 /// fetch) and server tools are not foreseen: the charge can exceed the hold (see the README,
 /// "Money").
 pub fn estimate_hold(body_len: usize, max_tokens: u64, p: &ModelPrices, rate: CnyPerUsd) -> MicroCny {
-    let input = body_len as i128 + 4096;
-    let tp = p.for_input(input.min(i64::MAX as i128) as i64);
-    let pico = input * tp.max_input().micros() as i128 + (max_tokens.min(10_000_000) as i128) * tp.output.micros() as i128;
+    let pico = worst_case_pico_usd(body_len, max_tokens, p);
     // round up: a hold must cover the charge
     let den: i128 = 1_000_000_000_000;
     let v = (pico * rate.micros().max(0) as i128 + den - 1) / den;
     MicroCny::from_micros(clamp_i64(v).max(1))
+}
+
+/// The same worst case at list price, in micro-USD (what a plan window holds for the request).
+pub fn estimate_hold_usd(body_len: usize, max_tokens: u64, p: &ModelPrices) -> MicroUsd {
+    let v = (worst_case_pico_usd(body_len, max_tokens, p) + 999_999) / 1_000_000;
+    MicroUsd::from_micros(clamp_i64(v).max(1))
+}
+
+fn worst_case_pico_usd(body_len: usize, max_tokens: u64, p: &ModelPrices) -> i128 {
+    let input = body_len as i128 + 4096;
+    let tp = p.for_input(input.min(i64::MAX as i128) as i64);
+    input * tp.max_input().micros() as i128 + (max_tokens.min(10_000_000) as i128) * tp.output.micros() as i128
 }
 
 /// Usage as Anthropic reports it (JSON `usage`, `message_start.message.usage`,
@@ -392,6 +402,7 @@ mod tests {
         let worst = TokenUsage { cache_write_1h_tokens: body as i64 + 4096, output_tokens: 1000, ..Default::default() };
         assert!(hold >= price(&worst, &NO_TOOLS, &p, CnyPerUsd::from_micros(5_000_000)).charge_micros);
         assert!(hold > MicroCny::from_micros(0));
+        assert!(estimate_hold_usd(body, 1000, &p) >= price(&worst, &NO_TOOLS, &p, CnyPerUsd::from_micros(5_000_000)).cost_micro_usd);
     }
 
     fn sonnet_long_context() -> ModelPrices {

@@ -26,6 +26,7 @@ pub mod refunds;
 pub mod renewals;
 pub mod subscriptions;
 pub mod trials;
+pub mod windows;
 
 use ledger::{Amount, FundingSource, LedgerKind, Memo};
 use crate::money::{MicroCny, MicroUsd};

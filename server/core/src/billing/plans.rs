@@ -27,6 +27,12 @@ pub struct Plan {
     /// README "Per-key controls"); older snapshots have none.
     #[serde(default)]
     pub tpm_limit: Option<i32>,
+    /// Caps of list-price usage the allowance pays per 5-hour window and per 7-day window
+    /// (migration 0026; README "Plan windows"); older snapshots have none.
+    #[serde(default)]
+    pub window_5h_micro_usd: Option<MicroUsd>,
+    #[serde(default)]
+    pub weekly_micro_usd: Option<MicroUsd>,
     pub sla: bool,
     /// Days after purchase with a no-questions refund; None = by negotiation.
     pub refund_window_days: Option<i32>,
@@ -36,7 +42,7 @@ pub struct Plan {
 }
 
 const COLS: &str = "code, name, description, audience, price_micros, allowance_micro_usd, channels, rpm_limit, \
-                    concurrency_limit, tpm_limit, sla, refund_window_days, purchasable, sort";
+                    concurrency_limit, tpm_limit, window_5h_micro_usd, weekly_micro_usd, sla, refund_window_days, purchasable, sort";
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
     sqlx::query_as::<_, Plan>(&format!("SELECT {COLS} FROM plans ORDER BY sort, code")).fetch_all(pool).await
@@ -70,6 +76,9 @@ impl Plan {
         }
         if [self.rpm_limit, self.concurrency_limit, self.tpm_limit].iter().any(|l| l.is_some_and(|v| v <= 0)) {
             return bad("Limits must be positive (or empty for none).");
+        }
+        if [self.window_5h_micro_usd, self.weekly_micro_usd].iter().any(|c| c.is_some_and(|v| !v.is_positive())) {
+            return bad("Window caps must be positive (or empty for none).");
         }
         if self.refund_window_days.is_some_and(|d| d < 0) {
             return bad("The refund window must not be negative.");
@@ -109,10 +118,12 @@ async fn upsert(tx: &mut sqlx::PgConnection, p: &Plan) -> Result<(), BillingErro
     }
     sqlx::query(
         "INSERT INTO plans (code, name, description, audience, price_micros, allowance_micro_usd, channels, rpm_limit, \
-         concurrency_limit, sla, refund_window_days, purchasable, sort, tpm_limit) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) \
+         concurrency_limit, sla, refund_window_days, purchasable, sort, tpm_limit, window_5h_micro_usd, weekly_micro_usd) \
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) \
          ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, audience = EXCLUDED.audience, \
          price_micros = EXCLUDED.price_micros, allowance_micro_usd = EXCLUDED.allowance_micro_usd, channels = EXCLUDED.channels, \
-         rpm_limit = EXCLUDED.rpm_limit, concurrency_limit = EXCLUDED.concurrency_limit, tpm_limit = EXCLUDED.tpm_limit, sla = EXCLUDED.sla, \
+         rpm_limit = EXCLUDED.rpm_limit, concurrency_limit = EXCLUDED.concurrency_limit, tpm_limit = EXCLUDED.tpm_limit, \
+         window_5h_micro_usd = EXCLUDED.window_5h_micro_usd, weekly_micro_usd = EXCLUDED.weekly_micro_usd, sla = EXCLUDED.sla, \
          refund_window_days = EXCLUDED.refund_window_days, purchasable = EXCLUDED.purchasable, sort = EXCLUDED.sort, updated_at = now()",
     )
     .bind(&p.code)
@@ -129,6 +140,8 @@ async fn upsert(tx: &mut sqlx::PgConnection, p: &Plan) -> Result<(), BillingErro
     .bind(p.purchasable)
     .bind(p.sort)
     .bind(p.tpm_limit)
+    .bind(p.window_5h_micro_usd)
+    .bind(p.weekly_micro_usd)
     .execute(&mut *tx)
     .await
     .map_err(|e| match &e {

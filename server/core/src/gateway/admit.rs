@@ -8,6 +8,7 @@ use super::leases::{Budget, SlotGuard};
 use super::meter::Ticket;
 use super::request::{parse_head, presented_key, ParsedHead};
 use super::state::{CatalogueSnapshot, Shared};
+use crate::billing::windows;
 use crate::catalogue::{Channel, Model};
 use crate::keys::{self, Clients, KeyAuth};
 use axum::extract::ConnectInfo;
@@ -202,6 +203,9 @@ impl Shared {
             }
         }
         t.off_plan = key.plan_channels.is_some() && !key.on_plan();
+        if key.plan_windows && !t.off_plan && !key.plan_overflow_payg {
+            self.hold_window(t, key, &prices, body_len, max_tokens).await?;
+        }
         let budget = if t.off_plan { Budget::UserOffPlan(key.user_id) } else { Budget::User(key.user_id) };
         match self.leases.reserve(budget, hold).await {
             Ok(Some(h)) => t.user_hold = Some(h),
@@ -224,6 +228,48 @@ impl Shared {
             Err(e) => return Err(db_unavailable(e)),
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// A plan with 5-hour or weekly windows, for a customer who has not opted in to pay-as-you-go
+    /// beyond them: the request's worst case at list price must fit in the windows' room, else
+    /// 429 naming the window and when it resets (migration 0026).
+    async fn hold_window(&self, t: &mut Ticket, key: &KeyAuth, prices: &ModelPrices, body_len: usize, max_tokens: u64) -> Result<(), ApiError> {
+        let need = pricing::estimate_hold_usd(body_len, max_tokens, prices);
+        match self.leases.reserve_window(key.user_id, need).await {
+            Ok(Some(h)) => {
+                t.window_hold = Some(h);
+                Ok(())
+            }
+            Ok(None) => {
+                // this instance's finished requests are counted in the figures the answer names
+                self.usage.sync().await;
+                let status = windows::status(&self.pool, key.user_id).await.map_err(db_unavailable)?;
+                let plan = key.plan_name.as_deref().unwrap_or("plan");
+                let Some(w) = status.as_ref().and_then(|s| s.binding()) else {
+                    // the plan changed meanwhile: the key's cached plan is about to follow
+                    return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Your plan changed; please retry").retry_after(1));
+                };
+                let resets = w.resets_at.map_or_else(
+                    || "as requests now running finish".to_string(),
+                    |r| format!("at {}", r.format("%Y-%m-%d %H:%M UTC")),
+                );
+                let retry = w.resets_at.map_or(1, |r| (r - chrono::Utc::now()).num_seconds().max(1) as u64);
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "Your {plan} plan's {} usage limit ({} of list price) is reached: {} is used and this request may need up to {}. It resets {resets}. To go on meanwhile at pay-as-you-go prices, turn on \"continue pay-as-you-go\" on the console's Overview.",
+                        w.window.label(),
+                        w.cap.short(),
+                        w.used.short(),
+                        need.short(),
+                    ),
+                )
+                .retry_after(retry))
+            }
+            Err(e) => Err(db_unavailable(e)),
+        }
     }
 }
 

@@ -1,18 +1,21 @@
 //! Shared budgets without a database round trip per request.
 //!
 //! Each gateway instance leases a slice of a shared budget in one atomic statement (SQL functions
-//! `cr_lease_balance`, `cr_lease_key`, `cr_lease_slots`, `cr_take_rate`) and serves requests from
-//! that slice in memory. The sum of every instance's slices never exceeds the budget, so several
-//! instances together never overspend, exceed a concurrency capacity or a rate. Unused slices go
-//! back after a short idle time; a dead instance's slices are reaped when its heartbeat is stale.
+//! `cr_lease_balance`, `cr_lease_key`, `cr_lease_window`, `cr_lease_slots`, `cr_take_rate`) and
+//! serves requests from that slice in memory. The sum of every instance's slices never exceeds the
+//! budget, so several instances together never overspend, exceed a concurrency capacity, a rate
+//! or a plan window. Unused slices go back after a short idle time; a dead instance's slices are
+//! reaped when its heartbeat is stale.
 //!
 //! Money: a request reserves its worst-case charge (the hold) from the user's lease (and from the
-//! key's lease if the key has a spending limit); on completion the actual charge is settled through
+//! key's lease if the key has a spending limit, and its worst-case list price from the plan
+//! window's lease when the plan has windows); on completion the actual charge is settled through
 //! the usage writer and the rest of the hold returns to the lease; on failure all of it does.
 
-use crate::money::MicroCny;
+use crate::money::{MicroCny, MicroUsd};
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -29,17 +32,35 @@ pub(crate) enum Budget {
     Key(Uuid),
 }
 
-#[derive(Default)]
-struct MoneyState {
-    free: MicroCny,
+/// An amount a lease counts: micro-CNY of money, micro-USD of a plan window.
+pub(crate) trait Amount:
+    Copy + Ord + Default + Add<Output = Self> + Sub<Output = Self> + AddAssign + SubAssign + Send + Sync + 'static
+{
+}
+impl Amount for MicroCny {}
+impl Amount for MicroUsd {}
+
+struct MoneyState<M> {
+    free: M,
     inflight: u32,
     last_used: Option<Instant>,
 }
 
-#[derive(Default)]
-struct MoneyLease {
-    st: Mutex<MoneyState>,
+impl<M: Amount> Default for MoneyState<M> {
+    fn default() -> Self {
+        MoneyState { free: M::default(), inflight: 0, last_used: None }
+    }
+}
+
+struct MoneyLease<M> {
+    st: Mutex<MoneyState<M>>,
     refill: tokio::sync::Mutex<()>,
+}
+
+impl<M: Amount> Default for MoneyLease<M> {
+    fn default() -> Self {
+        MoneyLease { st: Mutex::default(), refill: tokio::sync::Mutex::default() }
+    }
 }
 
 #[derive(Default)]
@@ -70,7 +91,9 @@ struct RateLease {
 pub(crate) struct Leases {
     pool: PgPool,
     pub(crate) instance_id: Uuid,
-    money: Mutex<HashMap<Budget, Arc<MoneyLease>>>,
+    money: Mutex<HashMap<Budget, Arc<MoneyLease<MicroCny>>>>,
+    /// per user: the room in the plan's 5-hour and weekly windows (migration 0026)
+    windows: Mutex<HashMap<Uuid, Arc<MoneyLease<MicroUsd>>>>,
     slots: Mutex<HashMap<String, Arc<SlotLease>>>,
     rates: Mutex<HashMap<String, Arc<RateLease>>>,
 }
@@ -84,16 +107,17 @@ pub(super) fn minute_window() -> (i64, chrono::DateTime<chrono::Utc>, u64) {
     (minute, chrono::DateTime::from_timestamp(minute * 60, 0).unwrap_or(now), retry_after)
 }
 
-/// A reservation of money from a local lease (the request's hold). `settle` ends it; dropping it
-/// unsettled returns all of it (a failed request costs nothing).
-pub(crate) struct MoneyHold {
-    lease: Arc<MoneyLease>,
-    amount: MicroCny,
+/// A reservation from a local lease (the request's hold): micro-CNY of money, or micro-USD of a
+/// plan window. `settle` ends it; dropping it unsettled returns all of it (a failed request costs
+/// nothing).
+pub(crate) struct MoneyHold<M: Amount = MicroCny> {
+    lease: Arc<MoneyLease<M>>,
+    amount: M,
     settled: bool,
 }
 
-impl MoneyHold {
-    pub(crate) fn amount(&self) -> MicroCny {
+impl<M: Amount> MoneyHold<M> {
+    pub(crate) fn amount(&self) -> M {
         self.amount
     }
 
@@ -101,24 +125,24 @@ impl MoneyHold {
     /// the database lease); the rest of the hold returns to the local lease at once. A charge
     /// above the hold takes the excess from the lease's free part, which may go below zero: the
     /// local lease never counts more than the database lease still holds.
-    pub(crate) fn settle(mut self, charged: MicroCny) {
+    pub(crate) fn settle(mut self, charged: M) {
         self.release(charged);
     }
 
-    fn release(&mut self, charged: MicroCny) {
+    fn release(&mut self, charged: M) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         let mut st = self.lease.st.lock().unwrap();
-        st.free += self.amount - charged.max(MicroCny::ZERO);
+        st.free += self.amount - charged.max(M::default());
         st.inflight = st.inflight.saturating_sub(1);
         st.last_used = Some(Instant::now());
     }
 }
 
-impl Drop for MoneyHold {
+impl<M: Amount> Drop for MoneyHold<M> {
     fn drop(&mut self) {
-        self.release(MicroCny::ZERO);
+        self.release(M::default());
     }
 }
 
@@ -149,7 +173,7 @@ pub(crate) struct LeaseSummary {
 
 impl Leases {
     pub(crate) fn summary(&self) -> LeaseSummary {
-        let money: Vec<Arc<MoneyLease>> = self.money.lock().unwrap().values().cloned().collect();
+        let money: Vec<Arc<MoneyLease<MicroCny>>> = self.money.lock().unwrap().values().cloned().collect();
         let slots: Vec<Arc<SlotLease>> = self.slots.lock().unwrap().values().cloned().collect();
         let mut s = LeaseSummary { money_leases: money.len(), money_free: MicroCny::ZERO, holds: 0, slots_held: 0, slots_in_use: 0 };
         for m in money {
@@ -172,40 +196,19 @@ impl Leases {
             pool,
             instance_id,
             money: Mutex::default(),
+            windows: Mutex::default(),
             slots: Mutex::default(),
             rates: Mutex::default(),
         }))
     }
 
-    fn money_lease(&self, b: Budget) -> Arc<MoneyLease> {
-        self.money.lock().unwrap().entry(b).or_default().clone()
-    }
-
     /// Reserves `amount` micro-CNY of a budget. None when the budget cannot cover it.
     pub(crate) async fn reserve(&self, b: Budget, amount: MicroCny) -> Result<Option<MoneyHold>, sqlx::Error> {
-        let lease = self.money_lease(b);
-        for _ in 0..4 {
-            {
-                let mut st = lease.st.lock().unwrap();
-                if st.free >= amount {
-                    st.free -= amount;
-                    st.inflight += 1;
-                    st.last_used = Some(Instant::now());
-                    drop(st);
-                    return Ok(Some(MoneyHold { lease, amount, settled: false }));
-                }
-            }
-            let _g = lease.refill.lock().await;
-            let need = {
-                let st = lease.st.lock().unwrap();
-                amount - st.free
-            };
-            if !need.is_positive() {
-                continue;
-            }
-            // take a few requests' worth at once (at least ¥1), never less than needed
-            let want = need.max(MicroCny::from_micros(amount.micros().saturating_mul(8))).max(MicroCny::units(1));
-            let granted: MicroCny = match b {
+        let lease = self.money.lock().unwrap().entry(b).or_default().clone();
+        // take a few requests' worth at once (at least ¥1), never less than needed
+        let want = MicroCny::from_micros(amount.micros().saturating_mul(8)).max(MicroCny::units(1));
+        reserve_from(lease, amount, want, |need, want| async move {
+            match b {
                 Budget::User(u) | Budget::UserOffPlan(u) => sqlx::query_scalar("SELECT cr_lease_balance($1, $2, $3, $4, $5)")
                     .bind(self.instance_id)
                     .bind(u)
@@ -213,21 +216,34 @@ impl Leases {
                     .bind(want)
                     .bind(matches!(b, Budget::UserOffPlan(_)))
                     .fetch_one(&self.pool)
-                    .await?,
+                    .await,
                 Budget::Key(k) => sqlx::query_scalar("SELECT cr_lease_key($1, $2, $3, $4)")
                     .bind(self.instance_id)
                     .bind(k)
                     .bind(need)
                     .bind(want)
                     .fetch_one(&self.pool)
-                    .await?,
-            };
-            if !granted.is_positive() {
-                return Ok(None);
+                    .await,
             }
-            lease.st.lock().unwrap().free += granted;
-        }
-        Ok(None)
+        })
+        .await
+    }
+
+    /// Reserves `amount` micro-USD of list price from the room in the user's plan windows. None
+    /// when the windows have no such room (or the plan none). Only what is needed is leased: a
+    /// window's room is small, and a slice idle in another instance would refuse requests here.
+    pub(crate) async fn reserve_window(&self, user: Uuid, amount: MicroUsd) -> Result<Option<MoneyHold<MicroUsd>>, sqlx::Error> {
+        let lease = self.windows.lock().unwrap().entry(user).or_default().clone();
+        reserve_from(lease, amount, amount, |need, want| async move {
+            sqlx::query_scalar("SELECT cr_lease_window($1, $2, $3, $4)")
+                .bind(self.instance_id)
+                .bind(user)
+                .bind(need)
+                .bind(want)
+                .fetch_one(&self.pool)
+                .await
+        })
+        .await
     }
 
     /// Acquires one concurrency slot of `scope` with the given capacity.
@@ -320,18 +336,10 @@ impl Leases {
     /// Returns idle slices to the database. Called periodically and at shutdown (`all`).
     pub(crate) async fn return_idle(&self, all: bool) {
         let now = Instant::now();
-        let money: Vec<(Budget, Arc<MoneyLease>)> =
+        let money: Vec<(Budget, Arc<MoneyLease<MicroCny>>)> =
             self.money.lock().unwrap().iter().map(|(b, l)| (*b, l.clone())).collect();
         for (b, lease) in money {
-            let give = {
-                let mut st = lease.st.lock().unwrap();
-                let idle = st.last_used.is_none_or(|t| now.duration_since(t) >= MONEY_IDLE_RETURN);
-                if st.free.is_positive() && (all || (st.inflight == 0 && idle)) {
-                    std::mem::take(&mut st.free)
-                } else {
-                    MicroCny::ZERO
-                }
-            };
+            let give = take_idle(&lease, now, all);
             if give.is_positive() {
                 let q = match b {
                     Budget::User(_) => "UPDATE balance_leases SET amount_micros = GREATEST(amount_micros - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2 AND NOT off_plan",
@@ -343,6 +351,24 @@ impl Leases {
                 };
                 if let Err(e) = sqlx::query(q).bind(self.instance_id).bind(id).bind(give).execute(&self.pool).await {
                     tracing::warn!(error = %e, "could not return an idle lease; it returns when this instance stops");
+                }
+            }
+        }
+        let windows: Vec<(Uuid, Arc<MoneyLease<MicroUsd>>)> =
+            self.windows.lock().unwrap().iter().map(|(u, l)| (*u, l.clone())).collect();
+        for (user, lease) in windows {
+            let give = take_idle(&lease, now, all);
+            if give.is_positive() {
+                if let Err(e) = sqlx::query(
+                    "UPDATE window_leases SET amount_micro_usd = GREATEST(amount_micro_usd - $3, 0), updated_at = now() WHERE instance_id = $1 AND user_id = $2",
+                )
+                .bind(self.instance_id)
+                .bind(user)
+                .bind(give)
+                .execute(&self.pool)
+                .await
+                {
+                    tracing::warn!(error = %e, "could not return an idle window lease; it returns when this instance stops");
                 }
             }
         }
@@ -390,6 +416,9 @@ impl Leases {
             for l in self.money.lock().unwrap().values() {
                 l.st.lock().unwrap().free = MicroCny::ZERO;
             }
+            for l in self.windows.lock().unwrap().values() {
+                l.st.lock().unwrap().free = MicroUsd::ZERO;
+            }
             for l in self.slots.lock().unwrap().values() {
                 let mut st = l.st.lock().unwrap();
                 st.held = st.in_use;
@@ -429,5 +458,52 @@ impl Leases {
         {
             tracing::warn!(error = %e, "could not unregister the gateway instance; its leases expire in 60 s");
         }
+    }
+}
+
+/// Serves `amount` from the local lease, refilling it from the database with `grant(need, want)`
+/// (which returns what it granted, 0 for nothing) while another request is not already doing so.
+async fn reserve_from<M, F, Fut>(lease: Arc<MoneyLease<M>>, amount: M, want: M, grant: F) -> Result<Option<MoneyHold<M>>, sqlx::Error>
+where
+    M: Amount,
+    F: Fn(M, M) -> Fut,
+    Fut: std::future::Future<Output = Result<M, sqlx::Error>>,
+{
+    for _ in 0..4 {
+        {
+            let mut st = lease.st.lock().unwrap();
+            if st.free >= amount {
+                st.free -= amount;
+                st.inflight += 1;
+                st.last_used = Some(Instant::now());
+                drop(st);
+                return Ok(Some(MoneyHold { lease, amount, settled: false }));
+            }
+        }
+        let _g = lease.refill.lock().await;
+        let need = {
+            let st = lease.st.lock().unwrap();
+            amount - st.free
+        };
+        if need <= M::default() {
+            continue;
+        }
+        let granted = grant(need, want.max(need)).await?;
+        if granted <= M::default() {
+            return Ok(None);
+        }
+        lease.st.lock().unwrap().free += granted;
+    }
+    Ok(None)
+}
+
+/// The free part of a lease to give back: all of it at shutdown, else once it has been idle.
+fn take_idle<M: Amount>(lease: &MoneyLease<M>, now: Instant, all: bool) -> M {
+    let mut st = lease.st.lock().unwrap();
+    let idle = st.last_used.is_none_or(|t| now.duration_since(t) >= MONEY_IDLE_RETURN);
+    if st.free > M::default() && (all || (st.inflight == 0 && idle)) {
+        std::mem::take(&mut st.free)
+    } else {
+        M::default()
     }
 }

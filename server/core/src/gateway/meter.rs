@@ -49,6 +49,8 @@ pub(super) struct Ticket {
     /// `user_hold` came from the user's off-plan lease
     pub(super) off_plan: bool,
     pub(super) key_hold: Option<MoneyHold>,
+    /// the worst case at list price, held from the plan windows' room
+    pub(super) window_hold: Option<MoneyHold<MicroUsd>>,
     pub(super) slots: Vec<SlotGuard>,
     /// the tokens-per-minute scopes this request counts in
     pub(super) token_scopes: Vec<String>,
@@ -85,6 +87,7 @@ impl Ticket {
             user_hold: None,
             off_plan: false,
             key_hold: None,
+            window_hold: None,
             slots: vec![],
             token_scopes: vec![],
             served_model: None,
@@ -173,6 +176,9 @@ impl Ticket {
         }
         if let Some(h) = self.key_hold.take() {
             h.settle(charge);
+        }
+        if let Some(h) = self.window_hold.take() {
+            h.settle(cost);
         }
         self.slots.clear();
         if !self.token_scopes.is_empty() {
