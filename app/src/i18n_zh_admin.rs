@@ -93,6 +93,10 @@ fn zh_admin(en: &str) -> Option<&'static str> {
         "Retired or not offered ({})" => "已退役或未提供（{}）",
         "retired {}" => "已于 {} 退役",
         "Not on sale: pay-as-you-go, enterprise and custom terms ({})" => "不在售：按量付费、企业版与定制条款（{}）",
+        "$ per 5 hours" => "每 5 小时上限（$）",
+        "$ per week" => "每周上限（$）",
+        "no cap" => "不设上限",
+        "Window caps must be positive dollar amounts (or empty for none)." => "窗口上限必须是正的美元金额（留空表示不设上限）。",
         _ => return zh_redeem(en),
     })
 }

@@ -162,6 +162,8 @@ pub mod convert {
             p.rpm_limit.map(|r| crate::i18n::tf("{} requests/min", &[&r])),
             p.concurrency_limit.map(|c| crate::i18n::tf("{} concurrent", &[&c])),
             p.tpm_limit.map(|n| crate::i18n::tf("{} tokens/min", &[&n])),
+            p.window_5h_micro_usd.map(|c| crate::i18n::tf("{} per 5 hours", &[&usd(c)])),
+            p.weekly_micro_usd.map(|c| crate::i18n::tf("{} per week", &[&usd(c)])),
         ]
             .into_iter()
             .flatten()
@@ -285,6 +287,13 @@ pub async fn cancel_plan_change() -> Result<String, ServerFnError> {
     let user = crate::ssr::require_user().await?;
     cloudrouter_core::billing::subscriptions::cancel_change(&crate::ssr::pool()?, user.id).await.map_err(billing_error)?;
     Ok(crate::i18n::t("The scheduled plan change is cancelled.").into())
+}
+
+/// Past a plan window's cap: go on at pay-as-you-go prices (`on`), or be refused until it resets.
+#[server(endpoint = "plans/overflow")]
+pub async fn set_plan_overflow(on: bool) -> Result<(), ServerFnError> {
+    let user = crate::ssr::require_user().await?;
+    cloudrouter_core::billing::windows::set_overflow_payg(&crate::ssr::pool()?, user.id, on).await.map_err(crate::ssr::internal)
 }
 
 #[server(endpoint = "topup")]

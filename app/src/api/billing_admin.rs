@@ -248,6 +248,9 @@ pub mod cloudrouter_plan {
         pub rpm_limit: String,
         pub concurrency_limit: String,
         pub tpm_limit: String,
+        /// caps of the 5-hour and weekly windows, decimal dollars ("" = none)
+        pub window_5h_usd: String,
+        pub weekly_usd: String,
         pub purchasable: bool,
     }
 
@@ -260,6 +263,8 @@ pub mod cloudrouter_plan {
             rpm_limit: p.rpm_limit.map(|v| v.to_string()).unwrap_or_default(),
             concurrency_limit: p.concurrency_limit.map(|v| v.to_string()).unwrap_or_default(),
             tpm_limit: p.tpm_limit.map(|v| v.to_string()).unwrap_or_default(),
+            window_5h_usd: p.window_5h_micro_usd.map(|v| v.decimal()).unwrap_or_default(),
+            weekly_usd: p.weekly_micro_usd.map(|v| v.decimal()).unwrap_or_default(),
             purchasable: p.purchasable,
             code: p.code,
             name: p.name,
@@ -278,6 +283,8 @@ pub async fn update_plan(
     concurrency_limit: String,
     // a form without the field keeps the plan's
     tpm_limit: Option<String>,
+    window_5h_usd: Option<String>,
+    weekly_usd: Option<String>,
 ) -> Result<String, ServerFnError> {
     use cloudrouter_core::billing::plans;
     use cloudrouter_core::money::{MicroCny, MicroUsd};
@@ -300,6 +307,22 @@ pub async fn update_plan(
     plan.concurrency_limit = limit(&concurrency_limit)?;
     if let Some(tpm) = tpm_limit {
         plan.tpm_limit = limit(&tpm)?;
+    }
+    let cap = |s: &str| -> Result<Option<MicroUsd>, ServerFnError> {
+        match s.trim() {
+            "" => Ok(None),
+            s => cloudrouter_core::money::parse_decimal(s)
+                .ok()
+                .filter(|v| *v > 0)
+                .map(|v| Some(MicroUsd::from_micros(v)))
+                .ok_or_else(|| ServerFnError::new(t("Window caps must be positive dollar amounts (or empty for none)."))),
+        }
+    };
+    if let Some(c) = window_5h_usd {
+        plan.window_5h_micro_usd = cap(&c)?;
+    }
+    if let Some(c) = weekly_usd {
+        plan.weekly_micro_usd = cap(&c)?;
     }
     plans::update_by(&pool, staff.id, &plan).await.map_err(billing_error)?;
     Ok(tf("Plan {} saved. It applies to new purchases and renewals.", &[&crate::i18n::tr(&plan.name)]))

@@ -25,6 +25,27 @@ pub struct OverviewData {
     pub demo: bool,
     /// Sandbox payments are on: balance can be had for test money.
     pub sandbox_payments: bool,
+    /// The plan's 5-hour and weekly windows, when it has any.
+    pub windows: Option<PlanWindows>,
+}
+
+/// A plan's usage windows as the Overview shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanWindows {
+    pub lines: Vec<WindowLine>,
+    /// Past a cap, requests go on pay-as-you-go (else they are refused until it resets).
+    pub overflow_payg: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowLine {
+    /// "5-hour window" / "Weekly window", translated
+    pub name: String,
+    /// "$0.02 of $0.06 used"
+    pub used: String,
+    pub percent: u32,
+    /// "resets 30 Nov 18:40" in the reader's zone, or that it opens with the next request
+    pub resets: String,
 }
 
 #[server(endpoint = "overview")]
@@ -59,7 +80,34 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         spend_30d_exact: month.charge_micros.exact(),
         demo: ups.iter().any(|u| u.enabled) && ups.iter().filter(|u| u.enabled).all(|u| u.is_demo),
         sandbox_payments: state.payments.sandbox().is_some(),
+        windows: plan_windows(pool, &user).await?,
     })
+}
+
+#[cfg(feature = "ssr")]
+async fn plan_windows(pool: &sqlx::PgPool, user: &cloudrouter_core::accounts::User) -> Result<Option<PlanWindows>, ServerFnError> {
+    use crate::i18n::{t, tf};
+    use cloudrouter_core::billing::windows::{self, Window};
+    let Some(st) = windows::status(pool, user.id).await.map_err(crate::ssr::internal)? else { return Ok(None) };
+    let zone = crate::ssr::zone_for(user);
+    let lines = st
+        .windows
+        .iter()
+        .map(|w| WindowLine {
+            name: match w.window {
+                Window::FiveHours => t("5-hour window"),
+                Window::Week => t("Weekly window"),
+            }
+            .to_string(),
+            used: tf("{} of {} used", &[&crate::ssr::usd(w.used), &crate::ssr::usd(w.cap)]),
+            percent: (w.used.micros().saturating_mul(100) / w.cap.micros().max(1)).clamp(0, 100) as u32,
+            resets: match w.resets_at {
+                Some(r) => tf("resets {}", &[&crate::ssr::when_in(r, zone)]),
+                None => t("opens with your next request").to_string(),
+            },
+        })
+        .collect();
+    Ok(Some(PlanWindows { lines, overflow_payg: st.overflow_payg }))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -45,7 +45,7 @@ pub fn PlansAdmin() -> impl IntoView {
 fn PlanRow(p: PlanForm, update: ServerAction<UpdatePlan>, row: Signal<Option<String>>) -> impl IntoView {
     let code = p.code.clone();
     view! {
-        <ActionForm action=update attr:class="card grid gap-3 sm:grid-cols-3 lg:grid-cols-8 lg:items-end" attr:data-testid="plan-row" attr:data-plan=code>
+        <ActionForm action=update attr:class="card grid gap-3 sm:grid-cols-3 lg:grid-cols-5 xl:grid-cols-10 lg:items-end" attr:data-testid="plan-row" attr:data-plan=code>
             <input type="hidden" name="code" value=p.code.clone() />
             <p class="font-semibold lg:col-span-1">{tr(&p.name)}</p>
             <label class="text-xs">{t("Price ¥/month")}<input name="price_yuan" value=p.price_yuan.clone() class="input mt-1" /></label>
@@ -54,6 +54,8 @@ fn PlanRow(p: PlanForm, update: ServerAction<UpdatePlan>, row: Signal<Option<Str
             <label class="text-xs">{t("Requests/min")}<input name="rpm_limit" value=p.rpm_limit.clone() class="input mt-1" /></label>
             <label class="text-xs">{t("Concurrent")}<input name="concurrency_limit" value=p.concurrency_limit.clone() class="input mt-1" /></label>
             <label class="text-xs">{t("Tokens/min")}<input name="tpm_limit" value=p.tpm_limit.clone() class="input mt-1" /></label>
+            <label class="text-xs">{t("$ per 5 hours")}<input name="window_5h_usd" value=p.window_5h_usd.clone() class="input mt-1" placeholder=t("no cap") /></label>
+            <label class="text-xs">{t("$ per week")}<input name="weekly_usd" value=p.weekly_usd.clone() class="input mt-1" placeholder=t("no cap") /></label>
             <button type="submit" class="btn-ghost">{t("Save")}</button>
             <RowMessage value=update.value() row id=p.code />
         </ActionForm>

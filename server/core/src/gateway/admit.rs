@@ -259,7 +259,7 @@ impl Shared {
                 Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
-                        "Your {plan} plan's {} usage limit ({} of list price) is reached: {} is used and this request may need up to {}. It resets {resets}. To go on meanwhile at pay-as-you-go prices, turn on \"continue pay-as-you-go\" on the console's Overview.",
+                        "Your {plan} plan's {} usage limit ({} of list price) is reached: {} is used and this request may need up to {}. It resets {resets}. To go on meanwhile at pay-as-you-go prices, choose \"Continue pay-as-you-go past a cap\" on the console's Overview.",
                         w.window.label(),
                         w.cap.short(),
                         w.used.short(),
