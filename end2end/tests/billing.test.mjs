@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { server, browser, useServer, uniqueEmail, signUp, signInStaff, open, PASSWORD } from './harness.mjs';
+import { buyStarter } from './helpers.mjs';
 
 useServer();
 
@@ -10,21 +11,6 @@ function creditCode(body17) {
   const weights = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
   const sum = [...body17].reduce((s, c, i) => s + chars.indexOf(c) * weights[i], 0);
   return body17 + chars[(31 - (sum % 31)) % 31];
-}
-
-async function buyStarter(page) {
-  await open(page, server.url + '/console/plans');
-  const starter = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
-  await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
-  await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
-  await page.waitForURL(/\/console\/pay\//);
-  await page.locator('body[data-hydrated]').waitFor();
-  const amount = (await page.getByTestId('pay-amount').textContent()).trim();
-  await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
-  await page.waitForURL(/\/console\/billing\?paid=/);
-  await page.getByTestId('payment-received').filter({ hasText: `Payment received: ${amount}` }).waitFor();
-  await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
-  return amount;
 }
 
 test('choose a plan, pay in the sandbox, then request a refund that staff approve', async () => {

@@ -1,6 +1,6 @@
 // Shared steps of the console tests (issue #18): a staff API client, a funded customer, calls.
 import assert from 'node:assert/strict';
-import { server, uniqueEmail, PASSWORD } from './harness.mjs';
+import { server, uniqueEmail, open, PASSWORD } from './harness.mjs';
 
 /** A staff API client (a staff account made by the CLI, with a token). */
 export async function staffApi() {
@@ -61,4 +61,20 @@ export async function signedInContext(browser, email, { lang = 'en', ...options 
   await page.waitForURL(server.url + '/console');
   if (lang !== 'en') await context.addCookies([{ name: 'cloudrouter_lang', value: lang, domain: url.hostname, path: '/' }]);
   return { context, page };
+}
+
+/** Buys the Starter plan on the Plans page, paid in the sandbox; returns the amount paid. */
+export async function buyStarter(page) {
+  await open(page, server.url + '/console/plans');
+  const starter = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
+  await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
+  await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
+  await page.waitForURL(/\/console\/pay\//);
+  await page.locator('body[data-hydrated]').waitFor();
+  const amount = (await page.getByTestId('pay-amount').textContent()).trim();
+  await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
+  await page.waitForURL(/\/console\/billing\?paid=/);
+  await page.getByTestId('payment-received').filter({ hasText: `Payment received: ${amount}` }).waitFor();
+  await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
+  return amount;
 }
