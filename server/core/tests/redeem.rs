@@ -87,6 +87,21 @@ async fn two_redemptions_racing_for_one_code_credit_once(pool: PgPool) {
     assert_eq!(total, MicroCny::units(40).micros(), "two codes, two credits");
     books_balance(&pool, a).await;
     books_balance(&pool, b).await;
+
+    // eight customers at once for one code, a few times (without the code's row lock this fails
+    // in most rounds)
+    let many: Vec<_> = futures::future::join_all((0..8).map(|_| customer(&pool, "0"))).await;
+    for round in 0..4 {
+        let (_, codes) = generate(&pool, balance_batch(20, 1)).await;
+        let results = futures::future::join_all(many.iter().enumerate().map(|(i, u)| redeem::redeem(&pool, *u, addr(10 + i as u8), &codes[0]))).await;
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {results:?}");
+    }
+    let mut total = 0;
+    for u in &many {
+        total += billing::ledger::balance(&pool, *u).await.unwrap().micros();
+        books_balance(&pool, *u).await;
+    }
+    assert_eq!(total, MicroCny::units(80).micros(), "four codes, four credits");
 }
 
 #[sqlx::test(migrations = "../../migrations")]
