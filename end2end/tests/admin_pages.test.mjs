@@ -41,6 +41,8 @@ async function toppedUp(tag, amount) {
 
 /** The emails of the users list, top to bottom. */
 async function listed(page) {
+  // the list loads after a sort link's navigation: read it once its rows are there
+  await page.getByTestId('user-row').first().waitFor();
   return (await page.getByTestId('user-row').locator('td:first-child').allTextContents()).map((s) => s.trim());
 }
 
