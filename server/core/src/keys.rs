@@ -36,12 +36,11 @@ impl Default for Clients {
 impl Clients {
     /// Whether a request with these headers comes from an allowed client.
     pub fn admits(self, headers: &http::HeaderMap) -> bool {
-        let ua = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let claude_code = ua.starts_with("claude-cli/");
+        let claude_code = || headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).is_some_and(|ua| ua.starts_with("claude-cli/"));
         match self {
             Clients::Any => true,
-            Clients::ClaudeCode => claude_code,
-            Clients::Sdk => claude_code || headers.contains_key("x-stainless-lang"),
+            Clients::ClaudeCode => claude_code(),
+            Clients::Sdk => claude_code() || headers.contains_key("x-stainless-lang"),
         }
     }
 }

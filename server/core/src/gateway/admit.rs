@@ -156,11 +156,13 @@ impl Shared {
     async fn token_limits(&self, t: &mut Ticket, key: &KeyAuth) -> Result<(), ApiError> {
         let on_plan = key.on_plan();
         let limits = [
-            (key.tpm_limit, format!("tpm:key:{}", key.key_id), None),
-            (key.plan_tpm_limit.filter(|_| on_plan), format!("tpm:user:{}", key.user_id), key.plan_name.as_deref()),
+            (key.tpm_limit, "key", key.key_id, None),
+            (key.plan_tpm_limit.filter(|_| on_plan), "user", key.user_id, key.plan_name.as_deref()),
         ];
-        for (limit, scope, plan) in limits {
+        for (limit, kind, id, plan) in limits {
+            // the scope's name is made only for a limit that is set (most keys have none)
             let Some(limit) = limit else { continue };
+            let scope = format!("tpm:{kind}:{id}");
             match self.tokens.check(&scope, limit).await {
                 Ok(Ok(())) => t.token_scopes.push(scope),
                 Ok(Err(secs)) => {
