@@ -12,6 +12,10 @@
 # BARE_PROXY_BIN=path likewise for bare-proxy.
 # CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
 # under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
+# BODY_KB="30 120 300" prints instead the same four ways with Claude Code-sized bodies of those
+# sizes (bench/claude_code_body.py: system prompt, tools with schemas, a conversation of tool
+# results, cache_control; model/stream/max_tokens first, in the middle or last), JSON and SSE, at
+# 1 and 8 connections: the gateway's added latency and each relay's CPU per request.
 # BURST_PROBE=1 prints instead the one-connection latency of bare-proxy (no Postgres work at all)
 # while another process burns the CPU in periodic bursts, as a usage flush makes Postgres do: it
 # shows what such bursts alone do to p99 on this machine (bench/RESULTS.md, 2026-11-26).
@@ -86,6 +90,9 @@ http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
+  # Claude Code-sized bodies (BODY_KB) stay in memory instead of a temporary file
+  client_body_buffer_size 1m;
+  client_max_body_size 2m;
   upstream fake_json { server 127.0.0.1:18081; keepalive 256; }
   upstream fake_sse  { server 127.0.0.1:18082; keepalive 256; }
   server {
@@ -218,6 +225,44 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
     bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
     echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
+  done
+  exit
+fi
+
+if [ -n "${BODY_KB:-}" ]; then
+  # Claude Code-sized bodies: added latency over direct, and CPU per request of each relay
+  for kb in $BODY_KB; do
+    for mode in json sse; do
+      python3 "$here/claude_code_body.py" "$kb" "$mode" >"$work/body-$kb-$mode.json"
+      cat > "$work/big-$mode-$kb.lua" <<LUA
+local f = io.open("$work/body-$kb-$mode.json", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
+LUA
+    done
+  done
+  printf '| body | mode | conns | direct p50 / p99 | nginx proxy p50 / p99 | axum proxy p50 / p99 | gateway p50 / p99 | gateway added over direct p50 / p99 (ms) | CPU µs per request: nginx / axum / gateway / Postgres | gateway − axum CPU (µs) | load |\n'
+  printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+  for kb in $BODY_KB; do
+    size="$(( $(wc -c <"$work/body-$kb-json.json") / 1024 )) KB"
+    for mode in json sse; do
+      port=18081; key="$KEY_JSON"; [ "$mode" = sse ] && { port=18082; key="$KEY_SSE"; }
+      for conns in 1 8; do
+        load="$(cut -d' ' -f1 /proc/loadavg)"
+        read -r _ d_p50 d_p99 _ <<<"$(run "big-$mode-$kb" "$conns" "http://127.0.0.1:$port/v1/messages" x)"
+        read -r _ n_p50 n_p99 _ n_cpu <<<"$(run "big-$mode-$kb" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x "$PROXY_PIDS")"
+        read -r _ a_p50 a_p99 _ a_cpu <<<"$(run "big-$mode-$kb" "$conns" "$BP/$mode/v1/messages" x "$BP_PID")"
+        read -r _ g_p50 g_p99 g_bad g_cpu p_cpu <<<"$(run "big-$mode-$kb" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids)")"
+        printf '| %s | %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s | %s / %s / %s / %s | %s | %s |%s\n' "$size" "$mode" "$conns" \
+          "$d_p50" "$d_p99" "$n_p50" "$n_p99" "$a_p50" "$a_p99" "$g_p50" "$g_p99" \
+          "$(python3 -c "print(f'{$g_p50-$d_p50:+.3f} / {$g_p99-$d_p99:+.3f}')")" "$n_cpu" "$a_cpu" "$g_cpu" "$p_cpu" \
+          "$(python3 -c "print(f'{$g_cpu-$a_cpu:+.1f}')")" "$load" "$([ "$g_bad" != 0 ] && echo " ($g_bad non-2xx!)")"
+      done
+    done
   done
   exit
 fi
