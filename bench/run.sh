@@ -12,6 +12,8 @@
 # BARE_PROXY_BIN=path likewise for bare-proxy.
 # CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
 # under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
+# LITELLM=1 adds a table for LiteLLM's proxy (installed from PyPI into a venv under the work dir)
+# on the same fake upstream, with the same load.
 # BODY_KB="30 120 300" prints instead the same four ways with Claude Code-sized bodies of those
 # sizes (bench/claude_code_body.py: system prompt, tools with schemas, a conversation of tool
 # results, cache_control; model/stream/max_tokens first, in the middle or last), JSON and SSE, at
@@ -267,7 +269,7 @@ LUA
   exit
 fi
 
-out="$work/results.txt"; : >"$out"
+out="$work/results.txt"; : >"$out"; : >"$work/gateway.txt"
 cpu_out="$work/cpu.txt"; : >"$cpu_out"
 printf '%-6s %-5s | %-26s | %-26s | %-26s | %-26s | %s\n' mode conns "direct rps/p50/p99 (ms)" "nginx proxy rps/p50/p99" \
   "axum proxy rps/p50/p99" "gateway rps/p50/p99" "gateway rps vs direct / nginx / axum; p99 over direct" | tee -a "$out"
@@ -279,6 +281,7 @@ for mode in json sse; do
     read -r a_rps a_p50 a_p99 _ a_cpu <<<"$(run "$mode" "$conns" "$BP/$mode/v1/messages" x "$BP_PID")"
     read -r g_rps g_p50 g_p99 g_bad g_cpu p_cpu <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids)")"
     printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' "$mode" "$conns" "$n_cpu" "$a_cpu" "$g_cpu" "$p_cpu" >>"$cpu_out"
+    echo "$mode $conns $g_rps $g_p50 $g_p99 $g_cpu" >>"$work/gateway.txt"
     ratio="$(python3 -c "
 d,n,a,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$a_rps') or 1,float('$g_rps')
 print(f'{g/d*100:.0f}% / {g/n*100:.0f}% / {g/a*100:.0f}%; {($g_p99-$d_p99)*1000:+.0f}us')")"
@@ -291,6 +294,44 @@ echo
 echo "CPU time per request (µs): the bare proxy's nginx workers; bare-proxy; the gateway process; Postgres during the gateway run"
 printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' mode conns "nginx" "axum" "gateway" "postgres"
 cat "$cpu_out"
+
+if [ "${LITELLM:-0}" = 1 ]; then
+  # A peer: LiteLLM's proxy (PyPI, no database), an `anthropic/` model on the same fake upstream,
+  # two workers like the gateway's two runtime threads, same load.
+  venv="$work/litellm-venv"
+  if [ ! -x "$venv/bin/litellm" ]; then
+    echo "installing litellm[proxy] from PyPI..." >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q 'litellm[proxy]' >&2
+  fi
+  cat > "$work/litellm.yaml" <<YAML
+model_list:
+  - model_name: bench-json
+    litellm_params: {model: anthropic/claude-sonnet-4-6, api_base: "http://127.0.0.1:18081", api_key: sk-fake-upstream}
+  - model_name: bench-sse
+    litellm_params: {model: anthropic/claude-sonnet-4-6, api_base: "http://127.0.0.1:18082", api_key: sk-fake-upstream}
+YAML
+  ll_key="sk-bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  LITELLM_MASTER_KEY="$ll_key" "$venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port 18095 --num_workers 2 \
+    >"$work/logs/litellm.log" 2>&1 &
+  LL_PID=$!
+  for _ in $(seq 1 120); do curl -s -o /dev/null http://127.0.0.1:18095/health/liveliness && break; sleep 1; done
+  for mode in json sse; do
+    sed "s/claude-sonnet-4-6/bench-$mode/" "$work/$mode.lua" >"$work/litellm-$mode.lua"
+  done
+  BENCH_KEY="$ll_key" wrk -t1 -c4 -d2s -s "$work/litellm-json.lua" http://127.0.0.1:18095/v1/messages >/dev/null 2>&1 || true
+  ll_pids="$LL_PID $(pgrep -P "$LL_PID" | tr '\n' ' ')"
+  echo
+  echo "LiteLLM proxy, same fake upstream and load: rps / p50 / p99 (ms); CPU µs per request; the gateway's figures from the table above"
+  printf '%-6s %-5s | %-26s | %-26s | %s\n' mode conns "litellm rps/p50/p99" "gateway rps/p50/p99" "gateway rps ÷ litellm; CPU µs per request litellm / gateway"
+  mapfile -t measured <"$work/gateway.txt"
+  for line in "${measured[@]}"; do
+    read -r mode conns g_rps g_p50 g_p99 g_cpu <<<"$line"
+    read -r l_rps l_p50 l_p99 l_bad l_cpu <<<"$(run "litellm-$mode" "$conns" http://127.0.0.1:18095/v1/messages "$ll_key" "$ll_pids")"
+    printf '%-6s %-5s | %7s %8s %8s | %7s %8s %8s | %s; %s / %s%s\n' "$mode" "$conns" "$l_rps" "$l_p50" "$l_p99" "$g_rps" "$g_p50" "$g_p99" \
+      "$(python3 -c "print(f'{float($g_rps) / max(float($l_rps), 1):.0f}x')")" "$l_cpu" "$g_cpu" "$([ "$l_bad" != 0 ] && echo " ($l_bad non-2xx)")"
+  done
+  kill $ll_pids 2>/dev/null || true
+fi
 exec 9>&-
 wait "$TB_PID" "$BP_PID" 2>/dev/null || true
 echo >&2; cat "$work/logs/testbed.err" | tail -2 >&2
