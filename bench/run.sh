@@ -12,6 +12,8 @@
 # BARE_PROXY_BIN=path likewise for bare-proxy.
 # CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
 # under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
+# OPEN_LOOP=1 prints instead open-loop latency (bench/src/bin/open-loop.rs): requests at 20 % and
+# 50 % of the gateway's closed-loop capacity, latency from each request's scheduled send time.
 # LITELLM=1 adds a table for LiteLLM's proxy (installed from PyPI into a venv under the work dir)
 # on the same fake upstream, with the same load.
 # BODY_KB="30 120 300" prints instead the same four ways with Claude Code-sized bodies of those
@@ -115,6 +117,7 @@ sleep 0.3
 NGINX_PID="$(cat "$work/nginx.pid") $(cat "$work/nginx-proxy.pid")"
 
 bins=()
+[ "${OPEN_LOOP:-0}" = 1 ] && bins+=(--bin open-loop)
 [ -z "${GATEWAY_BIN:-}" ] && bins+=(--bin gateway-testbed)
 [ -z "${BARE_PROXY_BIN:-}" ] && bins+=(--bin bare-proxy)
 if [ "${#bins[@]}" -gt 0 ]; then
@@ -227,6 +230,40 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
     bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
     echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
+  done
+  exit
+fi
+
+if [ "${OPEN_LOOP:-0}" = 1 ]; then
+  # Offered rates of 20 % and 50 % of the gateway's closed-loop capacity (measured here first),
+  # the same four ways; latency from each request's scheduled send time.
+  printf '| mode | load | rate /s | direct p50 / p99 / p99.9 | nginx proxy p50 / p99 / p99.9 | axum proxy p50 / p99 / p99.9 | gateway p50 / p99 / p99.9 | gateway over direct p50 / p99 / p99.9 | gateway over nginx p99 | gateway answered / failed | load avg |\n'
+  printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+  for mode in json sse; do
+    port=18081; key="$KEY_JSON"; flag=""; [ "$mode" = sse ] && { port=18082; key="$KEY_SSE"; flag="--stream"; }
+    read -r cap _ <<<"$(run "$mode" 64 "$GW/v1/messages" "$key")"
+    for pct in 20 50; do
+      rate=$((cap * pct / 100))
+      declare -A r=()
+      for way in direct nginx axum gateway; do
+        case "$way" in
+          direct) url="http://127.0.0.1:$port/v1/messages" ;;
+          nginx) url="http://127.0.0.1:18090/$mode/v1/messages" ;;
+          axum) url="$BP/$mode/v1/messages" ;;
+          gateway) url="$GW/v1/messages" ;;
+        esac
+        r[$way]="$("${OPEN_LOOP_BIN:-$CARGO_TARGET_DIR/release/open-loop}" --url "$url" --key "$key" --rate "$rate" --seconds "$DUR" --connections 32 $flag)"
+      done
+      python3 - "$mode" "$pct" "$(cut -d' ' -f1 /proc/loadavg)" "${r[direct]}" "${r[nginx]}" "${r[axum]}" "${r[gateway]}" <<'PY'
+import json, sys
+mode, pct, load = sys.argv[1:4]
+d, n, a, g = (json.loads(x) for x in sys.argv[4:8])
+ms = lambda us: f"{us / 1000:.3f}"
+t = lambda x: " / ".join(ms(x["latency_us"][p]) for p in ("p50", "p99", "p999"))
+over = " / ".join(f"{(g['latency_us'][p] - d['latency_us'][p]) / 1000:+.3f}" for p in ("p50", "p99", "p999"))
+print(f"| {mode} | {pct} % | {g['rate']:.0f} | {t(d)} | {t(n)} | {t(a)} | {t(g)} | {over} | {(g['latency_us']['p99'] - n['latency_us']['p99']) / 1000:+.3f} | {g['answered']} / {g['failed']} | {load} |")
+PY
+    done
   done
   exit
 fi

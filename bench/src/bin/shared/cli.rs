@@ -1,4 +1,4 @@
-//! What the bench binaries (`gateway-testbed`, `bare-proxy`) share: their arguments and their
+//! What the bench binaries share: their arguments and their
 //! lifetime (a bench script keeps a pipe open on stdin and closes it to stop them).
 
 use tokio::io::AsyncReadExt;
