@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The request head's cost on Claude Code-sized bodies (30, 120, 300 KB): the gateway's one-pass
-# head parse (model, stream, max_tokens and the cache-aware routing key) against a validating skip
-# of the same body (the floor of any JSON parse) and a full serde_json::Value parse. Release
+# head parse (model, stream, max_tokens and the cache-aware routing key, a top-level scan) against
+# the former serde-based head parse (its test oracle, same process), serde_json's validating skip
+# of the same body (the floor of any serde_json parse) and a full serde_json::Value parse. Release
 # build; run on a quiet machine, several times. Results: bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 //! Reading a client's request: the body as bytes (size limit), the one-pass head parse (`model`,
 //! `stream`, `max_tokens` and what names the conversation, borrowed from the body, which is
-//! forwarded untouched), the presented key, and the header policy both ways (what reaches the
-//! upstream, what reaches the client).
+//! forwarded untouched; the top level crossed by `scan`), the presented key, and the header
+//! policy both ways (what reaches the upstream, what reaches the client).
 
 use super::affinity::{self, ConvKey};
 use super::error::{set_request_id, ApiError, Dialect, SHOULD_RETRY};
@@ -68,26 +68,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for BodyStr<'a> {
     }
 }
 
-#[derive(Deserialize)]
-struct RequestHead<'a> {
-    #[serde(borrow, default)]
-    model: Option<BodyStr<'a>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    // What names the conversation (cache-aware routing, see `affinity`), read in the same pass.
-    // Any shape is accepted: these fields are the upstream's to validate, not the gateway's.
-    #[serde(borrow, default)]
-    metadata: Lenient<SessionOf<'a>>,
-    #[serde(borrow, default)]
-    system: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    tools: Option<&'a serde_json::value::RawValue>,
-    #[serde(borrow, default)]
-    messages: Lenient<FirstOf<'a>>,
-}
-
 /// A value read when it has the expected shape, and skipped (as `Default`) when it has not.
 #[derive(Default)]
 struct Lenient<T>(T);
@@ -101,10 +81,6 @@ impl<'de, T: Default + serde::de::Visitor<'de, Value = T>> Deserialize<'de> for 
 /// `metadata.user_id`'s session id (borrowed from the body when it has no escapes).
 #[derive(Default)]
 struct SessionOf<'a>(Option<Cow<'a, str>>);
-
-/// The first element of `messages`, as raw JSON.
-#[derive(Default)]
-struct FirstOf<'a>(Option<&'a serde_json::value::RawValue>);
 
 /// Visitor methods that skip a value of a shape the visitor does not read (to its `Default`).
 macro_rules! skip_shapes {
@@ -158,21 +134,6 @@ impl<'de: 'a, 'a> serde::de::Visitor<'de> for SessionOf<'a> {
     }
 }
 
-impl<'de: 'a, 'a> serde::de::Visitor<'de> for FirstOf<'a> {
-    type Value = FirstOf<'a>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any value")
-    }
-    skip_shapes!(scalars);
-    skip_shapes!(str);
-    skip_shapes!(map);
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        let first = a.next_element::<&'de serde_json::value::RawValue>()?;
-        while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(FirstOf(first))
-    }
-}
-
 /// A string, or None for a value of another shape.
 #[derive(Default)]
 struct MaybeStr<'a>(Option<BodyStr<'a>>);
@@ -203,16 +164,56 @@ pub(super) struct ParsedHead {
     conversation: Option<affinity::Conversation>,
 }
 
+/// The head in one pass: `scan` crosses the top level (validating, reading no nested value) and
+/// the few values the gateway reads are parsed by serde_json from their spans, so each means
+/// what it meant when serde_json read the whole body. A key the head reads, present twice, is
+/// refused: parsers disagree on which copy counts.
 pub(super) fn parse_head(body: &Bytes) -> Result<ParsedHead, ApiError> {
-    let head: RequestHead = serde_json::from_slice(body).map_err(|e| {
-        let msg = if e.is_data() {
-            format!("Invalid request body: {e}")
-        } else {
-            "There was an error parsing the body as JSON".to_string()
+    fn syntax<E>(_: E) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "There was an error parsing the body as JSON")
+    }
+    fn invalid(field: &str, e: serde_json::Error) -> ApiError {
+        if !e.is_data() {
+            return syntax(e);
+        }
+        let msg = e.to_string();
+        let msg = msg.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&msg);
+        ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid request body: {field}: {msg}"))
+    }
+    let b: &[u8] = body;
+    let mut obj = scan::Object::new(b).map_err(syntax)?;
+    let (mut model, mut stream, mut max_tokens, mut session) = (None, None, None, None);
+    let (mut system, mut tools, mut first) = (None, None, None);
+    let mut seen = [false; 7];
+    const FIELDS: [&str; 7] = ["model", "stream", "max_tokens", "metadata", "system", "tools", "messages"];
+    while let Some(key) = obj.next_key().map_err(syntax)? {
+        let Some(f) = FIELDS.iter().position(|f| *f == key) else {
+            obj.value().map_err(syntax)?;
+            continue;
         };
-        ApiError::new(StatusCode::BAD_REQUEST, msg)
-    })?;
-    let Some(model) = head.model else {
+        if std::mem::replace(&mut seen[f], true) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("Invalid request body: duplicate field `{key}`")));
+        }
+        let (start, end) = obj.value().map_err(syntax)?;
+        let v = &b[start..end];
+        // `system`, `tools` and the first message are hashed raw: checked as UTF-8, as serde_json
+        // checked a raw value (`null` is no value)
+        let raw = || std::str::from_utf8(v).map(|_| (v != b"null").then_some(v)).map_err(syntax);
+        match f {
+            0 => model = serde_json::from_slice::<Option<BodyStr>>(v).map_err(|e| invalid("model", e))?,
+            1 => stream = serde_json::from_slice::<Option<bool>>(v).map_err(|e| invalid("stream", e))?,
+            2 => max_tokens = serde_json::from_slice::<Option<u64>>(v).map_err(|e| invalid("max_tokens", e))?,
+            3 => session = serde_json::from_slice::<Lenient<SessionOf>>(v).map_err(|e| invalid("metadata", e))?.0 .0,
+            4 => system = raw()?,
+            5 => tools = raw()?,
+            _ => match scan::first_element(b, start) {
+                Some((s, e)) => first = std::str::from_utf8(&b[s..e]).map(|_| Some(&b[s..e])).map_err(syntax)?,
+                // not an array (or an empty one): no first message, but still a JSON value
+                None => drop(serde_json::from_slice::<serde_json::Value>(v).map_err(|e| invalid("messages", e))?),
+            },
+        }
+    }
+    let Some(model) = model else {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "model: Field required"));
     };
     let model = model.0;
@@ -223,21 +224,20 @@ pub(super) fn parse_head(body: &Bytes) -> Result<ParsedHead, ApiError> {
         }
         Cow::Owned(_) => None,
     };
-    fn raw(v: Option<&serde_json::value::RawValue>) -> &[u8] {
-        v.map_or(&b""[..], |r| r.get().as_bytes())
-    }
-    let conversation = match head.metadata.0 .0 {
+    let conversation = match session {
         Some(session) => Some(affinity::Conversation::session(&session)),
-        None if head.system.is_some() || head.tools.is_some() || head.messages.0 .0.is_some() => {
-            Some(affinity::Conversation::prefix(raw(head.system), raw(head.tools), raw(head.messages.0 .0)))
-        }
+        None if system.is_some() || tools.is_some() || first.is_some() => Some(affinity::Conversation::prefix(
+            system.unwrap_or_default(),
+            tools.unwrap_or_default(),
+            first.unwrap_or_default(),
+        )),
         None => None,
     };
     Ok(ParsedHead {
         model: model.into_owned(),
         model_span: span,
-        stream: head.stream.unwrap_or(false),
-        max_tokens: head.max_tokens,
+        stream: stream.unwrap_or(false),
+        max_tokens,
         conversation,
     })
 }
@@ -314,5 +314,6 @@ pub(super) fn conversation(headers: &HeaderMap, head: &ParsedHead, key_id: Uuid)
         .map(|c| c.of_key(key_id))
 }
 
+mod scan;
 #[cfg(test)]
 mod tests;
