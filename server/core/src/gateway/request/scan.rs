@@ -3,7 +3,7 @@
 //! accepts when it skips a value (`IgnoredAny`, which is what the former serde-based head parse
 //! did with everything it did not read): the full grammar, no control character in strings,
 //! valid escapes, no nesting limit, and no UTF-8 check inside skipped strings (the caller checks
-//! the spans it reads). Strings, most of a body's bytes, are crossed 32 bytes at a time.
+//! the spans it reads). Strings, most of a body's bytes, are crossed with SIMD searches.
 //!
 //! Nothing is guessed: a body that is not JSON is refused here, so a `"model"` inside a string or
 //! a nested value can never be taken for the top-level key a JSON parser upstream would read.
@@ -191,32 +191,22 @@ fn number_end(b: &[u8], mut i: usize) -> Result<usize, Syntax> {
     Ok(i)
 }
 
-/// A byte that ends a string's plain run: its closing quote, an escape, or a control character
-/// (never allowed raw in a JSON string). Bitwise ors, so that a block's test vectorizes.
-fn special(c: u8) -> bool {
-    (c == b'"') | (c == b'\\') | (c < 0x20)
-}
-
-/// Past the closing quote of the string whose contents start at `b[i]`.
+/// Past the closing quote of the string whose contents start at `b[i]`: from escape to escape
+/// with memchr's SIMD search, each run checked for control characters (never raw in JSON) by a
+/// min reduction, which vectorizes.
 fn string_end(b: &[u8], mut i: usize) -> Result<usize, Syntax> {
-    const BLOCK: usize = 32;
     loop {
-        // whole blocks without a special byte, tested at once (SIMD), then the rest byte by byte
-        while let Some(block) = b.get(i..).and_then(|r| r.first_chunk::<BLOCK>()) {
-            if block.iter().fold(false, |any, &c| any | special(c)) {
-                break;
-            }
-            i += BLOCK;
+        let at = memchr::memchr2(b'"', b'\\', &b[i..]).ok_or(Syntax)?;
+        if b[i..i + at].iter().fold(0xff, |m: u8, &c| m.min(c)) < 0x20 {
+            return Err(Syntax);
         }
-        let Some(at) = b.get(i..).and_then(|r| r.iter().position(|&c| special(c))) else { return Err(Syntax) };
         i += at;
-        match b[i] {
-            b'"' => return Ok(i + 1),
-            b'\\' => match b.get(i + 1) {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
-                Some(b'u') if b.get(i + 2..i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 6,
-                _ => return Err(Syntax),
-            },
+        if b[i] == b'"' {
+            return Ok(i + 1);
+        }
+        match b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+            Some(b'u') if b.get(i + 2..i + 6).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) => i += 6,
             _ => return Err(Syntax),
         }
     }

@@ -116,8 +116,9 @@ mod reference {
 }
 
 /// A Claude Code-shaped body of about `kb` KB: a long system prompt, tools with JSON schemas, a
-/// conversation with tool results, `cache_control` on the last message, `model` late.
-fn claude_code_body(kb: usize, session: bool) -> Bytes {
+/// conversation with tool results (file lines ending in `end`: a newline makes the JSON as
+/// escape-dense as code), `cache_control` on the last message, `model` late.
+fn claude_code_body(kb: usize, session: bool, end: &str) -> Bytes {
     let tools: Vec<serde_json::Value> = (0..40)
         .map(|i| serde_json::json!({"name": format!("tool_{i}"), "description": "Runs a thing. ".repeat(20),
             "input_schema": {"type": "object", "properties": {"path": {"type": "string", "description": "A path"}, "limit": {"type": "integer"}}, "required": ["path"]}}))
@@ -126,7 +127,7 @@ fn claude_code_body(kb: usize, session: bool) -> Bytes {
     let mut size = 0;
     let mut i = 0;
     while size < kb * 1024 {
-        let result = "line of a file with some code in it; ".repeat(60);
+        let result = format!("line of a file with some code in it;{end}").repeat(60);
         size += result.len() + 200;
         messages.push(serde_json::json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": format!("toolu_{i}"), "content": result}]}));
         messages.push(serde_json::json!({"role": "assistant", "content": [{"type": "tool_use", "id": format!("toolu_{}", i + 1), "name": "tool_1", "input": {"path": "src/main.rs"}}]}));
@@ -164,32 +165,35 @@ fn bench_request_head() {
     }
     println!("| body | conversation from | parse_head (scan) µs | former serde parse_head µs | skip-only floor µs | scan / floor | full Value parse µs |");
     println!("|---|---|---|---|---|---|---|");
-    for kb in [30, 120, 300] {
-        for session in [true, false] {
-            let body = claude_code_body(kb, session);
-            let head = parse_head(&body).unwrap();
-            assert!(head.conversation.is_some());
-            assert_eq!(reference::parse_head(&body).unwrap().4, head.conversation);
-            let runs = (30_000 / kb as u32).max(50);
-            let ours = per_op(runs, &|| {
-                std::hint::black_box(parse_head(std::hint::black_box(&body)).unwrap());
-            });
-            let former = per_op(runs, &|| {
-                std::hint::black_box(reference::parse_head(std::hint::black_box(&body)).unwrap());
-            });
-            let floor = per_op(runs, &|| {
-                std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap());
-            });
-            let full = per_op(runs, &|| {
-                std::hint::black_box(serde_json::from_slice::<serde_json::Value>(std::hint::black_box(&body)).unwrap());
-            });
-            println!(
-                "| {} KB | {} | {ours:.1} | {former:.1} | {floor:.1} | {:.2} | {full:.1} |",
-                body.len() / 1024,
-                if session { "session (metadata.user_id)" } else { "prefix hash" },
-                ours / floor
-            );
-        }
+    let cases = [(30, true, " "), (30, false, " "), (120, true, " "), (120, false, " "), (300, true, " "), (300, false, " "), (300, false, "\n")];
+    for (kb, session, end) in cases {
+        let body = claude_code_body(kb, session, end);
+        let head = parse_head(&body).unwrap();
+        assert!(head.conversation.is_some());
+        assert_eq!(reference::parse_head(&body).unwrap().4, head.conversation);
+        let runs = (30_000 / kb as u32).max(50);
+        let ours = per_op(runs, &|| {
+            std::hint::black_box(parse_head(std::hint::black_box(&body)).unwrap());
+        });
+        let former = per_op(runs, &|| {
+            std::hint::black_box(reference::parse_head(std::hint::black_box(&body)).unwrap());
+        });
+        let floor = per_op(runs, &|| {
+            std::hint::black_box(serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body)).unwrap());
+        });
+        let full = per_op(runs, &|| {
+            std::hint::black_box(serde_json::from_slice::<serde_json::Value>(std::hint::black_box(&body)).unwrap());
+        });
+        println!(
+            "| {} KB | {} | {ours:.1} | {former:.1} | {floor:.1} | {:.2} | {full:.1} |",
+            body.len() / 1024,
+            match (session, end) {
+                (true, _) => "session (metadata.user_id)",
+                (false, " ") => "prefix hash",
+                _ => "prefix hash, a `\\n` per 37 bytes",
+            },
+            ours / floor
+        );
     }
 }
 
@@ -213,6 +217,9 @@ fn the_scan_agrees_on_edge_cases() {
         br#"{"model":"a","x":[1,]}"#,
         br#"{"model":"a","x":{"k":1,}}"#,
         br#"{"model":"a","x":[}"#,
+        br#"{"model":"a","x":[1}}"#,
+        br#"{"model":"a","x":{"k":1]]"#,
+        br#"{"model":"a","x":{"k":[1}]}"#,
         br#"{"model":"a","x":01}"#,
         br#"{"model":"a","x":1.}"#,
         br#"{"model":"a","x":-}"#,
@@ -487,6 +494,13 @@ mod properties {
             4 => nth(&b, |c| c == b'"'),
             5 => nth(&b, |c| matches!(c, b'{' | b'}' | b'[' | b']')),
             6 => nth(&b, |c| c == b'\\'),
+            7 => {
+                // a closing bracket of the other kind
+                if let Some(i) = nth(&b, |c| matches!(c, b'}' | b']')) {
+                    b[i] = if b[i] == b'}' { b']' } else { b'}' };
+                }
+                return b;
+            }
             _ => {
                 if let Some(i) = nth(&b, |c| c == b'{') {
                     b.splice(i + 1..i + 1, br#""model":"claude-x","#.iter().copied());
@@ -507,8 +521,8 @@ mod properties {
         let counts = [Cell::new(0usize), Cell::new(0), Cell::new(0)];
         let tally = |o: Outcome| counts[o as usize].set(counts[o as usize].get() + 1);
         let bytes = prop::sample::select(br#"{}[],:"\ 0x-e."#.iter().copied().chain([0x01, 0x7f, 0xc3, 0xff]).collect::<Vec<u8>>());
-        let edits = prop::collection::vec((0u8..8, any::<prop::sample::Index>(), bytes), 3);
-        let mut runner = TestRunner::new(Config { cases: 3000, failure_persistence: None, ..Config::default() });
+        let edits = prop::collection::vec((0u8..9, any::<prop::sample::Index>(), bytes), 3);
+        let mut runner = TestRunner::new(Config { cases: 4000, failure_persistence: None, ..Config::default() });
         runner
             .run(&(top(), any::<u64>(), edits), |(j, seed, edits)| {
                 let mut body = String::new();
