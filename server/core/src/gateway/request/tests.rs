@@ -396,7 +396,7 @@ mod properties {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            self.0 % n == 0
+            self.0.is_multiple_of(n)
         }
         fn ws(&mut self, out: &mut String) {
             for w in [" ", "\n  ", "\t", "\r\n"] {
