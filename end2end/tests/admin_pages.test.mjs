@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { server, browser, useServer, uniqueEmail, signUp, signInStaff, open, PASSWORD } from './harness.mjs';
-import { staffApi, customer, call, usageRecords } from './helpers.mjs';
+import { staffApi, customer, call, usageRecords, buyStarter } from './helpers.mjs';
 
 useServer();
 
@@ -55,15 +55,7 @@ test('the users list shows balance, plan and 30-day spend per user, sorted on th
   const sub = await browser.newPage();
   const subEmail = uniqueEmail(`${tag}-sub`);
   await signUp(sub, server.url, subEmail);
-  await open(sub, server.url + '/console/plans');
-  const starter = sub.getByTestId('plan-card').filter({ hasText: 'Starter' });
-  await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
-  await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
-  await sub.waitForURL(/\/console\/pay\//);
-  await sub.locator('body[data-hydrated]').waitFor();
-  const amount = (await sub.getByTestId('pay-amount').textContent()).trim();
-  await sub.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
-  await sub.waitForURL(/\/console\/billing\?paid=/);
+  await buyStarter(sub);
   await sub.close();
   assert.equal((await call(rich.key)).status, 200);
   await usageRecords(rich.id, 1);

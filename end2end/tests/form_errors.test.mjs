@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { server, browser, useServer, uniqueEmail, signUp, signInStaff, open, PASSWORD } from './harness.mjs';
+import { buyStarter } from './helpers.mjs';
 
 useServer();
 
@@ -10,15 +11,7 @@ async function paidOrderWithInvoiceRequest() {
   const page = await browser.newPage();
   const email = uniqueEmail('invoiced');
   await signUp(page, server.url, email);
-  await open(page, server.url + '/console/plans');
-  const starter = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
-  await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
-  await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
-  await page.waitForURL(/\/console\/pay\//);
-  await page.locator('body[data-hydrated]').waitFor();
-  const amount = (await page.getByTestId('pay-amount').textContent()).trim();
-  await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
-  await page.waitForURL(/\/console\/billing\?paid=/);
+  await buyStarter(page);
   await open(page, server.url + '/console/invoices');
   await page.getByLabel('Name (individual)').fill('Li Lei');
   await page.getByLabel('Email for the invoice').fill(email);
