@@ -369,8 +369,9 @@ async fn signup_flood_from_one_address_is_throttled(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn hashing_flood_waits_for_a_slot_or_gets_503_instead_of_exhausting_memory(pool: PgPool) {
     let app = spawn_app_with(pool, |c| c.hash_slots = 1).await;
-    // Each sign-in of a distinct (unknown) email costs one argon2 check (19 MiB).
-    let attempts = (0..200).map(|i| {
+    // Each sign-in of a distinct (unknown) email costs one argon2 check (19 MiB). 400 of them take
+    // well over the 2 s a request may wait for the one slot (200 were about 2 s here: flaky).
+    let attempts = (0..400).map(|i| {
         let app = &app;
         async move {
             let res = client_from(&format!("127.0.{}.{}", 1 + i / 10, 10 + i % 10))
@@ -614,6 +615,7 @@ fn hostile_values() -> Vec<String> {
 
 /// Every field name the server functions take (nested `q[...]` for the usage log's filter).
 const FIELDS: &[&str] = &[
+    "on", "window_5h_usd", "weekly_usd", "tpm_limit", "ip_allow", "clients",
     "account", "address", "allow_fallback", "allowance_usd", "amount", "api_key", "approve", "back", "bank", "base_url", "by", "cache_read",
     "cache_write_1h", "cache_write_5m", "capacity", "channel", "channels", "code", "company", "concurrency_cap", "concurrency_limit", "confirm",
     "contact_name", "current", "days", "description", "email", "enabled", "everyone", "expires_in_days", "id", "idempotency_key", "impact",
@@ -650,21 +652,24 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
                         .header("accept", accept)
                         .header("content-type", "application/x-www-form-urlencoded")
                         .body(form.clone())
-                        .send()
-                        .await;
-                    match res {
-                        Ok(r) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
-                        Ok(_) => {}
-                        Err(e) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
+                        .send();
+                    // a request that is never answered is a failure that names it, not a hung test
+                    match tokio::time::timeout(std::time::Duration::from_secs(60), res).await {
+                        Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
+                        Err(_) => failures.push(format!("{path} {value:.40?} ({accept}): no answer in 60 s")),
                     }
                 }
             }
             // a body that is not UTF-8 once decoded, and one that is not a form at all
             for body in ["id=%FF%FE&amount=%C0%AF&q[from]=%80", "\u{0}\u{1}{not a form"] {
-                match who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send().await {
-                    Ok(r) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
-                    Ok(_) => {}
-                    Err(e) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
+                let res = who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send();
+                match tokio::time::timeout(std::time::Duration::from_secs(60), res).await {
+                    Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
+                    Err(_) => failures.push(format!("{path} raw {body:?}: no answer in 60 s")),
                 }
             }
         }
@@ -679,10 +684,11 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
             for value in hostile_values().into_iter().filter(|v| v.len() < 1000) {
                 let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id", "token"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
                 let url = format!("{}{}?{q}", app.base, page.replace("{v}", &enc(&value)));
-                match who.get(&url).send().await {
-                    Ok(r) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
-                    Ok(_) => {}
-                    Err(e) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
+                match tokio::time::timeout(std::time::Duration::from_secs(60), who.get(&url).send()).await {
+                    Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
+                    Err(_) => failures.push(format!("GET {page} {value:.40?}: no answer in 60 s")),
                 }
             }
         }
