@@ -41,13 +41,19 @@ CREATE FUNCTION cr_window_caps(snapshot JSONB, OUT cap_5h BIGINT, OUT cap_week B
     SELECT (snapshot->>'window_5h_micro_usd')::BIGINT, (snapshot->>'weekly_micro_usd')::BIGINT;
 $$ LANGUAGE sql IMMUTABLE;
 
+-- When the window opened at `start` closes, while it is open; NULL once it closed or when none
+-- opened. The one rule of a window's lifetime: the room, the draw and the console read it.
+CREATE FUNCTION cr_window_end(start TIMESTAMPTZ, length INTERVAL) RETURNS TIMESTAMPTZ AS $$
+    SELECT CASE WHEN start + length > now() THEN start + length END;
+$$ LANGUAGE sql STABLE;
+
 -- The room left in a subscription's windows, micro-USD: the smaller of its caps less what the
 -- allowance paid in the window if it is still open. NULL when the plan has no caps.
 CREATE FUNCTION cr_window_room(s subscriptions) RETURNS BIGINT AS $$
     -- LEAST and GREATEST skip NULLs: the room is NULL only when both caps are
     SELECT GREATEST(LEAST(
-        c.cap_5h - CASE WHEN s.window_5h_start > now() - interval '5 hours' THEN s.window_5h_used_micro_usd ELSE 0 END,
-        c.cap_week - CASE WHEN s.week_start > now() - interval '7 days' THEN s.week_used_micro_usd ELSE 0 END),
+        c.cap_5h - CASE WHEN cr_window_end(s.window_5h_start, '5 hours') IS NOT NULL THEN s.window_5h_used_micro_usd ELSE 0 END,
+        c.cap_week - CASE WHEN cr_window_end(s.week_start, '7 days') IS NOT NULL THEN s.week_used_micro_usd ELSE 0 END),
         CASE WHEN c.cap_5h IS NOT NULL OR c.cap_week IS NOT NULL THEN 0 END)
       FROM cr_window_caps(s.plan_snapshot) c;
 $$ LANGUAGE sql STABLE;
@@ -150,14 +156,14 @@ BEGIN
             -- a window with a cap opens with the first usage it pays after it closed
             UPDATE subscriptions x SET allowance_used_micro_usd = x.allowance_used_micro_usd + a_drawn,
                    window_5h_start = CASE WHEN w.cap_5h IS NULL THEN NULL
-                                          WHEN x.window_5h_start > now() - interval '5 hours' THEN x.window_5h_start ELSE now() END,
+                                          WHEN cr_window_end(x.window_5h_start, '5 hours') IS NOT NULL THEN x.window_5h_start ELSE now() END,
                    window_5h_used_micro_usd = CASE WHEN w.cap_5h IS NULL THEN 0
-                                          WHEN x.window_5h_start > now() - interval '5 hours' THEN x.window_5h_used_micro_usd ELSE 0 END
+                                          WHEN cr_window_end(x.window_5h_start, '5 hours') IS NOT NULL THEN x.window_5h_used_micro_usd ELSE 0 END
                                           + CASE WHEN w.cap_5h IS NULL THEN 0 ELSE a_drawn END,
                    week_start = CASE WHEN w.cap_week IS NULL THEN NULL
-                                     WHEN x.week_start > now() - interval '7 days' THEN x.week_start ELSE now() END,
+                                     WHEN cr_window_end(x.week_start, '7 days') IS NOT NULL THEN x.week_start ELSE now() END,
                    week_used_micro_usd = CASE WHEN w.cap_week IS NULL THEN 0
-                                     WHEN x.week_start > now() - interval '7 days' THEN x.week_used_micro_usd ELSE 0 END
+                                     WHEN cr_window_end(x.week_start, '7 days') IS NOT NULL THEN x.week_used_micro_usd ELSE 0 END
                                      + CASE WHEN w.cap_week IS NULL THEN 0 ELSE a_drawn END
               FROM cr_window_caps(sub.plan_snapshot) w
              WHERE x.id = s_id;

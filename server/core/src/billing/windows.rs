@@ -59,30 +59,26 @@ impl WindowStatus {
 /// The active subscription's windows; None without a subscription or when its plan has no caps.
 pub async fn status(pool: &PgPool, user_id: Uuid) -> Result<Option<WindowStatus>, sqlx::Error> {
     type Row = (Option<i64>, Option<DateTime<Utc>>, i64, Option<i64>, Option<DateTime<Utc>>, i64, bool);
+    // when each window closes, by the migration's one rule (`cr_window_end`)
     let row: Option<Row> = sqlx::query_as(
-        "SELECT c.cap_5h, s.window_5h_start, s.window_5h_used_micro_usd, c.cap_week, s.week_start, s.week_used_micro_usd, \
-                u.plan_overflow_payg \
+        "SELECT c.cap_5h, cr_window_end(s.window_5h_start, '5 hours'), s.window_5h_used_micro_usd, \
+                c.cap_week, cr_window_end(s.week_start, '7 days'), s.week_used_micro_usd, u.plan_overflow_payg \
            FROM subscriptions s JOIN users u ON u.id = s.user_id, cr_window_caps(s.plan_snapshot) c \
           WHERE s.user_id = $1 AND s.status = 'active'",
     )
     .bind(user_id)
     .fetch_optional(pool)
     .await?;
-    let Some((cap_5h, start_5h, used_5h, cap_week, start_week, used_week, overflow_payg)) = row else { return Ok(None) };
-    let now = Utc::now();
-    let open = |cap: Option<i64>, start: Option<DateTime<Utc>>, used: i64, window: Window, length: chrono::Duration| {
-        let cap = MicroUsd::from_micros(cap?);
-        let resets_at = start.map(|s| s + length).filter(|end| *end > now);
+    let Some((cap_5h, end_5h, used_5h, cap_week, end_week, used_week, overflow_payg)) = row else { return Ok(None) };
+    // a closed window has used nothing of its cap
+    let open = |cap: Option<i64>, resets_at: Option<DateTime<Utc>>, used: i64, window: Window| {
         let used = if resets_at.is_some() { MicroUsd::from_micros(used) } else { MicroUsd::ZERO };
-        Some(WindowUse { window, cap, used, resets_at })
+        Some(WindowUse { window, cap: MicroUsd::from_micros(cap?), used, resets_at })
     };
-    let windows: Vec<WindowUse> = [
-        open(cap_5h, start_5h, used_5h, Window::FiveHours, chrono::Duration::hours(5)),
-        open(cap_week, start_week, used_week, Window::Week, chrono::Duration::days(7)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let windows: Vec<WindowUse> = [open(cap_5h, end_5h, used_5h, Window::FiveHours), open(cap_week, end_week, used_week, Window::Week)]
+        .into_iter()
+        .flatten()
+        .collect();
     Ok((!windows.is_empty()).then_some(WindowStatus { windows, overflow_payg }))
 }
 

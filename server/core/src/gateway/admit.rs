@@ -231,9 +231,7 @@ impl Shared {
         }
         Ok(())
     }
-}
 
-impl Shared {
     /// A plan with 5-hour or weekly windows, for a customer who has not opted in to pay-as-you-go
     /// beyond them: the request's worst case at list price must fit in the windows' room, else
     /// 429 naming the window and when it resets (migration 0026).
