@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { server, browser, useServer, uniqueEmail, signUp, signInStaff, open, PASSWORD } from './harness.mjs';
-import { staffApi, customer, call, usageRecords, buyStarter } from './helpers.mjs';
+import { staffApi, customer, call, usageRecords, buyStarter, payInSandbox } from './helpers.mjs';
 
 useServer();
 
@@ -31,11 +31,7 @@ async function toppedUp(tag, amount) {
   await page.getByTestId('top-up-amount').fill(amount);
   await page.locator('select[name="method"]').selectOption('sandbox');
   await page.getByRole('button', { name: 'Continue to payment' }).click();
-  await page.waitForURL(/\/console\/pay\//);
-  await page.locator('body[data-hydrated]').waitFor();
-  const shown = (await page.getByTestId('pay-amount').textContent()).trim();
-  await page.getByRole('button', { name: `Pay ${shown} in the sandbox` }).click();
-  await page.waitForURL(/\/console\/billing\?paid=/);
+  await payInSandbox(page);
   return { page, email };
 }
 

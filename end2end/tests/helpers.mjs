@@ -69,12 +69,19 @@ export async function buyStarter(page) {
   const starter = page.getByTestId('plan-card').filter({ hasText: 'Starter' });
   await starter.getByLabel('Payment method for Starter').selectOption('sandbox');
   await starter.getByRole('button', { name: 'Subscribe to Starter' }).click();
+  const amount = await payInSandbox(page);
+  await page.getByTestId('payment-received').filter({ hasText: `Payment received: ${amount}` }).waitFor();
+  await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
+  return amount;
+}
+
+/** On the way to the pay page of an order just placed: pays it in the sandbox and waits for
+ *  Billing; returns the amount shown. */
+export async function payInSandbox(page) {
   await page.waitForURL(/\/console\/pay\//);
   await page.locator('body[data-hydrated]').waitFor();
   const amount = (await page.getByTestId('pay-amount').textContent()).trim();
   await page.getByRole('button', { name: `Pay ${amount} in the sandbox` }).click();
   await page.waitForURL(/\/console\/billing\?paid=/);
-  await page.getByTestId('payment-received').filter({ hasText: `Payment received: ${amount}` }).waitFor();
-  await page.getByTestId('subscription').filter({ hasText: 'Starter plan' }).waitFor();
   return amount;
 }
