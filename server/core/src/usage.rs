@@ -9,8 +9,9 @@
 //! at a time. One flush is one call of `cr_write_usage` (migrations 0010, 0013, 0018), one
 //! transaction in one round trip:
 //!
-//! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)` that skips a request id
-//!    already stored (migration 0018),
+//! 1. the rows, with one multi-row `INSERT … SELECT FROM UNNEST(…)`; a retry or a replay first
+//!    leaves out the request ids stored already (migration 0027: a batch's first attempt holds
+//!    only new ids and skips that per-row check, the costliest part of the flush),
 //! 2. the charges of the rows stored, summed per user: one balance update and one `usage` ledger
 //!    row per user (`cr_settle`), consuming this instance's balance lease,
 //! 3. the per-key spend and last use, and the key leases.
@@ -288,7 +289,7 @@ async fn replay(pool: &PgPool, me: spool::Owner, cfg: &WriterConfig) -> anyhow::
             read += records.len();
             while !records.is_empty() {
                 let mut batch: Vec<UsageRecord> = records.drain(..records.len().min(cfg.batch_rows)).collect();
-                if !flush_with_retry(pool, orphan.instance, &mut batch, Some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
+                if !flush_with_retry(pool, orphan.instance, &mut batch, Replayed, Some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
                     anyhow::bail!("cannot write the usage records spooled in {}; they stay there for the next start", path.display());
                 }
             }
@@ -354,7 +355,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() && flush_with_retry(&pool, instance, &mut batch, stopping.then_some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
+        if !batch.is_empty() && flush_with_retry(&pool, instance, &mut batch, Fresh, stopping.then_some(cfg.shutdown_deadline), cfg.alerts.as_ref()).await {
             spool.committed(&segments);
         }
         segments.clear();
@@ -375,11 +376,24 @@ async fn run(
 /// blip the retry absorbs).
 const ALERT_AFTER_FAILURES: u32 = 3;
 
+/// Whether some records of a batch may be stored already.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Batch {
+    /// Records never sent to the database before (the live writer's first attempt): written
+    /// without the per-row check for a stored request id.
+    Fresh,
+    /// A retry (the failed attempt may have committed) or a replayed spool: records stored
+    /// already are left out.
+    Replayed,
+}
+use Batch::{Fresh, Replayed};
+
 /// Flushes `batch` until it is written (true), retrying failures; with `give_up_after`, stops
 /// retrying after that long (false; the records stay in the spool). Staff are alerted
 /// (`alerts`) while it keeps failing or when the database rejects a record, and told when it
 /// works again.
-async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, give_up_after: Option<Duration>, alerts: Option<&Reporter>) -> bool {
+async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, kind: Batch, give_up_after: Option<Duration>, alerts: Option<&Reporter>) -> bool {
+    let mut kind = kind;
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;
@@ -392,14 +406,18 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
     };
     let written = loop {
         let attempt = std::time::Instant::now();
-        let r = flush(pool, instance, batch).await;
+        let r = flush(pool, instance, batch, kind).await;
         crate::telemetry::usage_flush(batch.len(), attempt.elapsed(), r.is_ok());
         match r {
             Ok(()) => {
                 batch.clear();
                 break true;
             }
+            // a "fresh" batch met a stored request id (its spool was replayed meanwhile): at once
+            // as a replay, which leaves that record out; not a failure
+            Err(sqlx::Error::Database(e)) if kind == Fresh && e.is_unique_violation() => kind = Replayed,
             Err(e) => {
+                kind = Replayed;
                 failures += 1;
                 tracing::warn!(rows = batch.len(), attempt = failures, error = %e, "usage flush failed; retrying");
                 if failures >= ALERT_AFTER_FAILURES {
@@ -412,7 +430,7 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
                     for r in rows {
                         let one = vec![r];
                         let attempt = std::time::Instant::now();
-                        let r = flush(pool, instance, &one).await;
+                        let r = flush(pool, instance, &one, Replayed).await;
                         crate::telemetry::usage_flush(1, attempt.elapsed(), r.is_ok());
                         if let Err(e) = r {
                             if matches!(e, sqlx::Error::Database(_)) {
@@ -448,7 +466,7 @@ async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRe
 
 /// Writes a batch and settles the charges of the records not stored before, in one transaction
 /// (one statement).
-pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -> Result<(), sqlx::Error> {
+pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord], kind: Batch) -> Result<(), sqlx::Error> {
     let n = rows.len();
     // strings are bound by reference: the batch is kept as it is for a retry
     let mut ids: Vec<&str> = Vec::with_capacity(n);
@@ -512,9 +530,10 @@ pub(crate) async fn flush(pool: &PgPool, instance: Uuid, rows: &[UsageRecord]) -
     // the per-user and per-key sums are taken in SQL over the rows stored (migration 0018)
     sqlx::query(
         "SELECT cr_write_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+         $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
     )
     .bind(instance)
+    .bind(kind == Fresh)
     .bind(&ids)
     .bind(&created)
     .bind(&users)
