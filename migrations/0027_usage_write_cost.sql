@@ -46,12 +46,13 @@ BEGIN
         SELECT date_trunc('hour', x.created_at) AS hour, x.user_id, x.key_id, x.channel,
                COALESCE(x.served_model, x.requested_model) AS model, x.upstream_id,
                cr_ms_bucket(x.latency_ms) AS lb, cr_ms_bucket(x.ttft_ms) AS tb,
-               count(*) AS n, count(*) FILTER (WHERE x.status >= 400) AS errors,
-               sum(x.input_tokens) AS input_tokens, sum(x.output_tokens) AS output_tokens,
-               sum(x.cache_write_5m_tokens + x.cache_write_1h_tokens) AS cache_write_tokens,
-               sum(x.cache_read_tokens) AS cache_read_tokens, sum(x.cost_micro_usd) AS cost_micro_usd,
-               sum(x.charge_micros) AS charge_micros, sum(x.latency_ms) AS latency_sum_ms,
-               count(x.ttft_ms) AS ttft_count, COALESCE(sum(x.ttft_ms), 0) AS ttft_sum_ms
+               -- integers, not the numeric that sum(bigint) gives: the sums over these are cheaper
+               count(*)::int AS n, (count(*) FILTER (WHERE x.status >= 400))::int AS errors,
+               sum(x.input_tokens)::bigint AS input_tokens, sum(x.output_tokens)::bigint AS output_tokens,
+               sum(x.cache_write_5m_tokens + x.cache_write_1h_tokens)::bigint AS cache_write_tokens,
+               sum(x.cache_read_tokens)::bigint AS cache_read_tokens, sum(x.cost_micro_usd)::bigint AS cost_micro_usd,
+               sum(x.charge_micros)::bigint AS charge_micros, sum(x.latency_ms)::bigint AS latency_sum_ms,
+               count(x.ttft_ms)::int AS ttft_count, COALESCE(sum(x.ttft_ms), 0)::bigint AS ttft_sum_ms
           FROM %1$s x
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
     ), per_user AS (
