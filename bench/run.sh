@@ -157,8 +157,16 @@ wrk.headers["x-api-key"] = os.getenv("BENCH_KEY") or "none"
 LUA
 done
 
-# CPU ticks (utime + stime, all threads) of the given processes
-ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# CPU ticks (utime + stime, all threads) of the given processes; "u:PID" counts only the user
+# time of PID (the rest of it is the kernel's: sockets, wake-ups, the spool's writes)
+ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    f='$14 + $15'; [[ "$p" == u:* ]] && { p="${p#u:}"; f='$14'; }
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk "{print $f}" "/proc/$p/stat")))
+  done
+  echo "$t"
+}
 PROXY_PIDS="$(pgrep -P "$(cat "$work/nginx-proxy.pid")" | tr '\n' ' ')"
 pg_pids() { pgrep -x postgres | tr '\n' ' '; }
 HZ="$(getconf CLK_TCK)"
@@ -315,9 +323,10 @@ for mode in json sse; do
   for conns in 1 "$MANY"; do
     read -r d_rps d_p50 d_p99 _ <<<"$(run "$mode" "$conns" "http://127.0.0.1:$port/v1/messages" x)"
     read -r n_rps n_p50 n_p99 _ n_cpu <<<"$(run "$mode" "$conns" "http://127.0.0.1:18090/$mode/v1/messages" x "$PROXY_PIDS")"
-    read -r a_rps a_p50 a_p99 _ a_cpu <<<"$(run "$mode" "$conns" "$BP/$mode/v1/messages" x "$BP_PID")"
-    read -r g_rps g_p50 g_p99 g_bad g_cpu p_cpu <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids)")"
-    printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' "$mode" "$conns" "$n_cpu" "$a_cpu" "$g_cpu" "$p_cpu" >>"$cpu_out"
+    read -r a_rps a_p50 a_p99 _ a_cpu a_user <<<"$(run "$mode" "$conns" "$BP/$mode/v1/messages" x "$BP_PID,u:$BP_PID")"
+    read -r g_rps g_p50 g_p99 g_bad g_cpu p_cpu g_user <<<"$(run "$mode" "$conns" "$GW/v1/messages" "$key" "$TB_PID,$(pg_pids),u:$TB_PID")"
+    printf '%-6s %-5s | %8s | %8s | %8s | %8s | %10s | %12s\n' "$mode" "$conns" "$n_cpu" "$a_cpu" "$g_cpu" "$p_cpu" \
+      "$(python3 -c "print(f'{$g_cpu/max($a_cpu, 0.1):.2f}x')")" "$a_user / $g_user" >>"$cpu_out"
     echo "$mode $conns $g_rps $g_p50 $g_p99 $g_cpu" >>"$work/gateway.txt"
     ratio="$(python3 -c "
 d,n,a,g=float('$d_rps') or 1,float('$n_rps') or 1,float('$a_rps') or 1,float('$g_rps')
@@ -328,8 +337,9 @@ print(f'{g/d*100:.0f}% / {g/n*100:.0f}% / {g/a*100:.0f}%; {($g_p99-$d_p99)*1000:
   done
 done
 echo
-echo "CPU time per request (µs): the bare proxy's nginx workers; bare-proxy; the gateway process; Postgres during the gateway run"
-printf '%-6s %-5s | %8s | %8s | %8s | %8s\n' mode conns "nginx" "axum" "gateway" "postgres"
+echo "CPU time per request (µs): the bare proxy's nginx workers; bare-proxy; the gateway process; Postgres during the gateway run;"
+echo "the gateway's as a multiple of bare-proxy's; the user-space part of bare-proxy's and the gateway's (the rest is the kernel's)"
+printf '%-6s %-5s | %8s | %8s | %8s | %8s | %10s | %12s\n' mode conns "nginx" "axum" "gateway" "postgres" "gw / axum" "user: axum / gw"
 cat "$cpu_out"
 
 if [ "${LITELLM:-0}" = 1 ]; then
