@@ -42,7 +42,9 @@ pub(in super::super) async fn messages(State(gw): State<Arc<Shared>>, req: Reque
 /// Serves a message (its body read) in a task of its own.
 pub(in super::super) async fn run(gw: Arc<Shared>, t: Ticket, key: Arc<KeyAuth>, parts: http::request::Parts, body: Bytes) -> Response {
     let (rid, dialect) = (t.rid.clone(), t.dialect);
-    match tokio::spawn(serve(gw, t, key, parts, body)).await {
+    // boxed: spawning moves the future several times, and unboxed each move copied the whole
+    // state machine (forwarding included) instead of a pointer
+    match tokio::spawn(Box::pin(serve(gw, t, key, parts, body))).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "request task failed");
