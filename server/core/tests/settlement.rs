@@ -6,7 +6,6 @@ mod common;
 
 use chrono::Utc;
 use cloudrouter_core::billing::{ledger, trials};
-use cloudrouter_core::pricing::TokenUsage;
 use cloudrouter_core::usage::{UsageRecord, UsageWriter, WriterConfig};
 use common::*;
 use sqlx::PgPool;
@@ -14,31 +13,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 fn record(n: usize, user: Uuid, charge: i64, held: i64, off_plan: bool) -> UsageRecord {
-    UsageRecord {
-        id: format!("req_settle_{n}"),
-        created_at: Utc::now(),
-        user_id: user,
-        key_id: None,
-        channel: "smart".into(),
-        endpoint: "messages".into(),
-        requested_model: "claude-sonnet-4-6".into(),
-        served_model: Some("claude-sonnet-4-6".into()),
-        upstream_id: None,
-        stream: false,
-        status: if charge > 0 { 200 } else { 529 },
-        error_type: None,
-        outcome: if charge > 0 { Outcome::Ok } else { Outcome::UpstreamError },
-        attempts: 1,
-        tokens: TokenUsage { input_tokens: 100, output_tokens: 10, ..Default::default() },
-        server_tools: Default::default(),
-        cost_micro_usd: usd(charge),
-        charge_micros: cny(charge),
-        held_micros: cny(held),
-        latency_ms: 5,
-        ttft_ms: None,
-        affinity: false,
-        off_plan,
-    }
+    // nothing charged: an upstream error
+    let status = if charge > 0 { 200 } else { 529 };
+    records::rec(format!("req_settle_{n}"), Utc::now(), user).status(status).charge(charge, held).off_plan(off_plan).build()
 }
 
 /// The user's ledger rows after `after` (id order): (source, amount, balance after, note, requests).

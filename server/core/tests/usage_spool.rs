@@ -5,7 +5,6 @@
 mod common;
 
 use chrono::Utc;
-use cloudrouter_core::pricing::TokenUsage;
 use cloudrouter_core::usage::{UsageRecord, UsageWriter, WriterConfig};
 use common::*;
 use sqlx::PgPool;
@@ -34,31 +33,7 @@ async fn writer(pool: &PgPool, spool: &Path) -> UsageWriter {
 }
 
 fn record(id: &str, user: Uuid, key: Uuid, charge: i64) -> UsageRecord {
-    UsageRecord {
-        id: id.into(),
-        created_at: Utc::now(),
-        user_id: user,
-        key_id: Some(key),
-        channel: "smart".into(),
-        endpoint: "messages".into(),
-        requested_model: "claude-sonnet-4-6".into(),
-        served_model: Some("claude-sonnet-4-6".into()),
-        upstream_id: None,
-        stream: false,
-        status: 200,
-        error_type: None,
-        outcome: Outcome::Ok,
-        attempts: 1,
-        tokens: TokenUsage { input_tokens: 100, output_tokens: 10, ..Default::default() },
-        server_tools: Default::default(),
-        cost_micro_usd: usd(charge),
-        charge_micros: cny(charge),
-        held_micros: cny(charge),
-        latency_ms: 5,
-        ttft_ms: None,
-        affinity: false,
-        off_plan: false,
-    }
+    records::rec(id, Utc::now(), user).key(Some(key)).charge(charge, charge).build()
 }
 
 /// A customer with ¥10 and a key; (user, key id).

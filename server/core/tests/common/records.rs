@@ -96,6 +96,17 @@ impl Rec {
         self.0.outcome = outcome;
         self
     }
+    /// The charge and the hold it was taken against (micro-CNY).
+    pub fn charge(mut self, charge: i64, held: i64) -> Rec {
+        self.0.charge_micros = MicroCny::from_micros(charge);
+        self.0.held_micros = MicroCny::from_micros(held);
+        self
+    }
+    /// Held from the customer's off-plan lease.
+    pub fn off_plan(mut self, off_plan: bool) -> Rec {
+        self.0.off_plan = off_plan;
+        self
+    }
     pub fn endpoint(mut self, endpoint: &str) -> Rec {
         self.0.endpoint = endpoint.into();
         self
