@@ -38,6 +38,7 @@
 
 mod admit;
 mod affinity;
+mod answer;
 mod config;
 mod error;
 mod forward;
