@@ -3,7 +3,6 @@
 //! to the batch writer — and the [`MeteredStream`] that passes a stream through chunk by chunk
 //! while reading its usage, draining the upstream when the client leaves.
 
-use super::answer;
 use super::error::{overloaded, upstream_stream_error, ApiError, Dialect};
 use super::health::Breaker;
 use super::leases::{MoneyHold, SlotGuard};
@@ -21,6 +20,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::Stream;
 use hyper::body::Incoming;
+use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -113,14 +113,21 @@ impl Ticket {
     /// A JSON answer: its usage, and the model that served it (the upstream's word, else the one
     /// asked), read from the body.
     pub(super) fn read_json_answer(&mut self, body: &[u8], model: &Model) {
-        match answer::read(body) {
-            Some((served, usage)) => {
-                if let Some(u) = usage {
+        #[derive(Deserialize)]
+        struct JsonHead {
+            #[serde(default)]
+            model: Option<String>,
+            #[serde(default)]
+            usage: Option<UsageReport>,
+        }
+        match serde_json::from_slice::<JsonHead>(body) {
+            Ok(h) => {
+                if let Some(u) = h.usage {
                     self.usage.merge(&u);
                 }
-                self.served_model = served.or_else(|| Some(model.id.clone()));
+                self.served_model = h.model.or_else(|| Some(model.id.clone()));
             }
-            None => self.served_model = Some(model.id.clone()),
+            Err(_) => self.served_model = Some(model.id.clone()),
         }
         self.outcome = Outcome::Ok;
     }

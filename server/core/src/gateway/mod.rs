@@ -38,7 +38,6 @@
 
 mod admit;
 mod affinity;
-mod answer;
 mod config;
 mod error;
 mod forward;

@@ -314,6 +314,6 @@ pub(super) fn conversation(headers: &HeaderMap, head: &ParsedHead, key_id: Uuid)
         .map(|c| c.of_key(key_id))
 }
 
-pub(super) mod scan;
+mod scan;
 #[cfg(test)]
 mod tests;

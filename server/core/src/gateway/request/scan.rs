@@ -12,10 +12,10 @@ use std::borrow::Cow;
 
 /// The body is not JSON (or not a JSON object).
 #[derive(Debug)]
-pub(in crate::gateway) struct Syntax;
+pub(super) struct Syntax;
 
 /// The members of a top-level object, in order.
-pub(in crate::gateway) struct Object<'a> {
+pub(super) struct Object<'a> {
     b: &'a [u8],
     i: usize,
     first: bool,
@@ -24,7 +24,7 @@ pub(in crate::gateway) struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    pub(in crate::gateway) fn new(b: &'a [u8]) -> Result<Self, Syntax> {
+    pub(super) fn new(b: &'a [u8]) -> Result<Self, Syntax> {
         let i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
             return Err(Syntax);
@@ -33,7 +33,7 @@ impl<'a> Object<'a> {
     }
 
     /// The next key, or None at the object's end (after which only whitespace may follow).
-    pub(in crate::gateway) fn next_key(&mut self) -> Result<Option<Cow<'a, str>>, Syntax> {
+    pub(super) fn next_key(&mut self) -> Result<Option<Cow<'a, str>>, Syntax> {
         let b = self.b;
         self.i = ws(b, self.i);
         match b.get(self.i) {
@@ -61,7 +61,7 @@ impl<'a> Object<'a> {
     }
 
     /// The span `(start, end)` of the value of the key just read, validated and skipped.
-    pub(in crate::gateway) fn value(&mut self) -> Result<(usize, usize), Syntax> {
+    pub(super) fn value(&mut self) -> Result<(usize, usize), Syntax> {
         let start = ws(self.b, self.i);
         self.i = value_end(self.b, start, &mut self.stack)?;
         Ok((start, self.i))
@@ -69,7 +69,7 @@ impl<'a> Object<'a> {
 }
 
 /// The span of the first element of the array at `b[at..]`, a value `Object::value` validated.
-pub(in crate::gateway) fn first_element(b: &[u8], at: usize) -> Option<(usize, usize)> {
+pub(super) fn first_element(b: &[u8], at: usize) -> Option<(usize, usize)> {
     if b.get(at) != Some(&b'[') {
         return None;
     }
