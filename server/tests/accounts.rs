@@ -658,7 +658,7 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
                         Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
-                        Err(_) => failures.push(format!("{path} {value:.40?} ({accept}): no answer in 60 s")),
+                        Err(_) => failures.push(format!("{path} {value:.40?} ({accept}): no answer in 60 s; {}", db_snapshot(&app.pool).await)),
                     }
                 }
             }
@@ -669,7 +669,7 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
                     Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
-                    Err(_) => failures.push(format!("{path} raw {body:?}: no answer in 60 s")),
+                    Err(_) => failures.push(format!("{path} raw {body:?}: no answer in 60 s; {}", db_snapshot(&app.pool).await)),
                 }
             }
         }
@@ -688,7 +688,7 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
                     Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
-                    Err(_) => failures.push(format!("GET {page} {value:.40?}: no answer in 60 s")),
+                    Err(_) => failures.push(format!("GET {page} {value:.40?}: no answer in 60 s; {}", db_snapshot(&app.pool).await)),
                 }
             }
         }
@@ -713,6 +713,22 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
         failures.push(format!("2 MiB form: {}", r.status()));
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// What the test database's other connections are doing, for a request that was never answered
+/// (an intermittent hang of the staff Operations page was seen twice in CI and could not be
+/// reproduced: this tells a lock or transaction wait from a wait outside the database).
+async fn db_snapshot(pool: &PgPool) -> String {
+    let q = sqlx::query_as::<_, (Option<String>, Option<String>, Option<String>, Option<f64>, Option<String>)>(
+        "SELECT state, wait_event_type, wait_event, extract(epoch FROM now() - query_start)::float8, left(query, 120) \
+           FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(pool);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), q).await {
+        Ok(Ok(rows)) => format!("the database's other connections (state, wait, seconds, query): {rows:?}"),
+        Ok(Err(e)) => format!("pg_stat_activity unreadable: {e}"),
+        Err(_) => "no connection from the test's pool within 10 s (the pool is exhausted)".into(),
+    }
 }
 
 /// Every table a staff action may change, as text, to compare before and after.
