@@ -64,10 +64,20 @@ pub fn spawn_housekeeping(pool: PgPool, store: PostgresStore, usage_retention_mo
     });
 }
 
+/// The console's routes, listed once per process. Listing them renders the app with resource
+/// loading suppressed by a process-wide flag (leptos_server's `SuppressResourceLoad`), and a
+/// resource first polled meanwhile by another app in the same process waits forever
+/// (leptos-rs/leptos#4773): a page of a console built later could then never answer. One app per
+/// process, as in production, never meets it; the test binaries build many.
+fn console_routes() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 /// The console: Leptos pages and server functions, plus `extra` cookie-authenticated routes
 /// (file uploads and downloads), all behind the session, sign-in and CSRF guards.
 pub fn console_router(leptos_options: LeptosOptions, state: ConsoleState, store: PostgresStore, config: &Config, trusted_proxies: TrustedProxies, extra: Router) -> Router {
-    let routes = generate_route_list(App);
+    let routes = console_routes();
     let leptos_options_for_keys = leptos_options.clone();
     let state_pool = state.pool.clone();
     let context = {
