@@ -647,30 +647,18 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
             for value in hostile_values() {
                 let form = FIELDS.iter().map(|f| format!("{}={}", enc(f), enc(&value))).collect::<Vec<_>>().join("&");
                 for accept in ["application/json", "text/html"] {
-                    let res = who
+                    let req = who
                         .post(format!("{}{path}", app.base))
                         .header("accept", accept)
                         .header("content-type", "application/x-www-form-urlencoded")
-                        .body(form.clone())
-                        .send();
-                    // a request that is never answered is a failure that names it, not a hung test
-                    match tokio::time::timeout(std::time::Duration::from_secs(60), res).await {
-                        Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} {value:.40?} ({accept}): {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => failures.push(format!("{path} {value:.40?}: connection dropped: {e}")),
-                        Err(_) => failures.push(format!("{path} {value:.40?} ({accept}): no answer in 60 s; {}", db_snapshot(&app.pool).await)),
-                    }
+                        .body(form.clone());
+                    failures.extend(answered(req, &format!("{path} {value:.40?} ({accept})"), &app.pool).await);
                 }
             }
             // a body that is not UTF-8 once decoded, and one that is not a form at all
             for body in ["id=%FF%FE&amount=%C0%AF&q[from]=%80", "\u{0}\u{1}{not a form"] {
-                let res = who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body).send();
-                match tokio::time::timeout(std::time::Duration::from_secs(60), res).await {
-                    Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("{path} raw {body:?}: {}", r.status())),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => failures.push(format!("{path} raw {body:?}: connection dropped: {e}")),
-                    Err(_) => failures.push(format!("{path} raw {body:?}: no answer in 60 s; {}", db_snapshot(&app.pool).await)),
-                }
+                let req = who.post(format!("{}{path}", app.base)).header("content-type", "application/x-www-form-urlencoded").body(body);
+                failures.extend(answered(req, &format!("{path} raw {body:?}"), &app.pool).await);
             }
         }
         let pages = [
@@ -684,12 +672,7 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
             for value in hostile_values().into_iter().filter(|v| v.len() < 1000) {
                 let q = ["next", "from", "to", "key", "model", "status", "cursor", "range", "by", "id", "token"].iter().map(|k| format!("{k}={}", enc(&value))).collect::<Vec<_>>().join("&");
                 let url = format!("{}{}?{q}", app.base, page.replace("{v}", &enc(&value)));
-                match tokio::time::timeout(std::time::Duration::from_secs(60), who.get(&url).send()).await {
-                    Ok(Ok(r)) if r.status().is_server_error() => failures.push(format!("GET {page} {value:.40?}: {}", r.status())),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => failures.push(format!("GET {page} {value:.40?}: connection dropped: {e}")),
-                    Err(_) => failures.push(format!("GET {page} {value:.40?}: no answer in 60 s; {}", db_snapshot(&app.pool).await)),
-                }
+                failures.extend(answered(who.get(&url), &format!("GET {page} {value:.40?}"), &app.pool).await);
             }
         }
     }
@@ -713,6 +696,17 @@ async fn hostile_input_never_panics_or_answers_5xx(pool: PgPool) {
         failures.push(format!("2 MiB form: {}", r.status()));
     }
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The crawl's failure for one request, if any: a 5xx (with the start of its body), a dropped
+/// connection, or no answer in 60 s (named, with what the database was doing, not a hung test).
+async fn answered(req: reqwest::RequestBuilder, what: &str, pool: &PgPool) -> Option<String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(60), req.send()).await {
+        Ok(Ok(r)) if r.status().is_server_error() => Some(format!("{what}: {} {:.200}", r.status(), r.text().await.unwrap_or_default())),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("{what}: connection dropped: {e}")),
+        Err(_) => Some(format!("{what}: no answer in 60 s; {}", db_snapshot(pool).await)),
+    }
 }
 
 /// What the test database's other connections are doing, for a request that was never answered

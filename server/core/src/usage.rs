@@ -392,8 +392,7 @@ use Batch::{Fresh, Replayed};
 /// retrying after that long (false; the records stay in the spool). Staff are alerted
 /// (`alerts`) while it keeps failing or when the database rejects a record, and told when it
 /// works again.
-async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, kind: Batch, give_up_after: Option<Duration>, alerts: Option<&Reporter>) -> bool {
-    let mut kind = kind;
+async fn flush_with_retry(pool: &PgPool, instance: Uuid, batch: &mut Vec<UsageRecord>, mut kind: Batch, give_up_after: Option<Duration>, alerts: Option<&Reporter>) -> bool {
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     let mut failures = 0u32;

@@ -23,7 +23,8 @@
 //! At start, before serving, [`orphans`] finds the spools whose instance is gone for the writer to
 //! replay. Replay is idempotent (`cr_write_usage`, told the batch is a replay, neither stores nor
 //! charges a record whose request id is stored already), so records committed before their
-//! instance died, or a spool replayed twice, are charged once. A torn last frame (the process died mid-write) is skipped.
+//! instance died, or a spool replayed twice, are charged once. A torn last frame (the process died
+//! mid-write) is skipped.
 
 mod encoding;
 
