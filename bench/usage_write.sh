@@ -16,6 +16,12 @@
 #   -daily_key      without the usage_daily_key rollup trigger
 #   -draw           without the trial/allowance draw trigger
 #   -user_check     without the statement check that the users exist
+#   -rollups        without the three rollup triggers (status, hourly, daily_key)
+#   -triggers       without any of the five insert triggers above
+#   floor:indexed   the floor of storing these rows: the same arrays inserted, by the same UNNEST,
+#                   into a plain table shaped like usage_records with its six indexes and nothing
+#                   else (no partitions, triggers, checks, settlement or key spend)
+#   floor:plain     the same into the plain table without any index
 #   -index:NAME     without one secondary index of usage_records (INDEXES=1; dropped, then made again)
 #   base            BASE=NNNN: "all" in a second scratch database with the migrations up to NNNN
 #                   only (the flush before a change, measured in the same run)
@@ -55,6 +61,17 @@ INSERT INTO gateway_instances (id) VALUES (md5('instance')::uuid);
 INSERT INTO balance_leases (instance_id, user_id, amount_micros) SELECT md5('instance')::uuid, id, 1000000000000 FROM users;
 INSERT INTO key_leases (instance_id, key_id, amount_micros) SELECT md5('instance')::uuid, id, 1000000000 FROM api_keys;
 
+-- the floor variants' tables: usage_records' columns, and on floor_indexed its indexes
+CREATE TABLE floor_plain (LIKE usage_records INCLUDING DEFAULTS);
+CREATE TABLE floor_indexed (LIKE usage_records INCLUDING DEFAULTS);
+DO $$
+DECLARE d TEXT;
+BEGIN
+    FOR d IN SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'usage_records'::regclass LOOP
+        EXECUTE replace(replace(d, 'ON ONLY public.usage_records', 'ON floor_indexed'), 'INDEX usage_records', 'INDEX floor_indexed');
+    END LOOP;
+END $$;
+
 -- One flush of n records, shaped like the gateway's: ids that grow (req_ + time + random), the
 -- last few seconds, 3 % upstream errors, streams and JSON, a charge below the hold.
 CREATE FUNCTION bench_flush(tag TEXT, n INT, users INT, write BOOL, fresh BOOL) RETURNS void AS $$
@@ -82,7 +99,16 @@ BEGIN
       INTO ids, created, us, ks, chans, eps, req, srv, ups, streams, statuses, errs, outcomes, att, inp, outp,
            c5, c1, cr, ws, wf, cost, charge, held, lat, ttft, aff, off
       FROM (SELECT i, i % 33 = 0 AS e FROM generate_series(1, n) i) g;
-    IF write AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'cr_write_usage' AND 'p_fresh' = ANY (proargnames)) THEN
+    IF write AND current_setting('bench.floor_table', true) <> '' THEN
+        EXECUTE format($i$INSERT INTO %I (id, created_at, user_id, key_id, channel, endpoint, requested_model, served_model,
+            upstream_id, stream, status, error_type, outcome, attempts, input_tokens, output_tokens, cache_write_5m_tokens,
+            cache_write_1h_tokens, cache_read_tokens, web_search_requests, web_fetch_requests, cost_micro_usd, charge_micros,
+            held_micros, latency_ms, ttft_ms, affinity)
+            SELECT * FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                $21, $22, $23, $24, $25, $26, $27)$i$, current_setting('bench.floor_table'))
+            USING ids, created, us, ks, chans, eps, req, srv, ups, streams, statuses, errs, outcomes, att, inp, outp,
+                  c5, c1, cr, ws, wf, cost, charge, held, lat, ttft, aff;
+    ELSIF write AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'cr_write_usage' AND 'p_fresh' = ANY (proargnames)) THEN
         PERFORM cr_write_usage(md5('instance')::uuid, fresh, ids, created, us, ks, chans, eps, req, srv, ups, streams, statuses,
             errs, outcomes, att, inp, outp, c5, c1, cr, ws, wf, cost, charge, held, lat, ttft, aff, off);
     ELSIF write THEN  -- before migration 0027
@@ -108,7 +134,7 @@ measure() {
 
 DB=cloudrouter_write_bench
 make_db "$DB" ""
-VARIANTS="${VARIANTS:-all retry -status -hourly -daily_key -draw -user_check}"
+VARIANTS="${VARIANTS:-all retry -status -hourly -daily_key -draw -user_check -triggers floor:indexed floor:plain}"
 if [[ "${INDEXES:-0}" == 1 ]]; then
   for ix in usage_records_key usage_records_time usage_records_user usage_records_overage usage_records_user_errors; do
     VARIANTS="$VARIANTS -index:$ix"
@@ -124,6 +150,8 @@ trigger_of() {
     -status) echo usage_records_status_ins ;; -hourly) echo usage_records_rollup_ins ;;
     -daily_key) echo usage_records_daily_key_ins ;; -draw) echo usage_records_draw ;;
     -user_check) echo usage_records_user_ins ;;
+    -rollups) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins ;;
+    -triggers) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins usage_records_draw usage_records_user_ins ;;
   esac
 }
 declare -A samples
@@ -137,13 +165,15 @@ for r in $(seq "$ROUNDS"); do
       all) ;;
       base) db="${DB}_base" ;;
       retry) fresh=false ;;
+      floor:*) setup="SET bench.floor_table = 'floor_${v#floor:}';" teardown="RESET bench.floor_table;" ;;
       -index:*)
         ix="${v#-index:}"
         setup="DROP INDEX $ix;"
         teardown="$(psql -X -q -At "$(db_url "$DB")" -c "SELECT pg_get_indexdef('$ix'::regclass)");" ;;
       *)
-        tg="$(trigger_of "$v")"
-        setup="ALTER TABLE usage_records DISABLE TRIGGER $tg;"; teardown="ALTER TABLE usage_records ENABLE TRIGGER $tg;" ;;
+        for tg in $(trigger_of "$v"); do
+          setup+="ALTER TABLE usage_records DISABLE TRIGGER $tg;"; teardown+="ALTER TABLE usage_records ENABLE TRIGGER $tg;"
+        done ;;
     esac
     samples[$v]+="$(measure "$db" "${v//[^a-z_]/}_$r" true "$fresh" "$setup" "$teardown") "
   done
