@@ -10,8 +10,9 @@
 # Needs: Postgres on 127.0.0.1:5432 (trust) or DATABASE_URL; installs nginx and wrk from Debian.
 # GATEWAY_BIN=path runs another gateway-testbed build (e.g. an older commit's) instead of building.
 # BARE_PROXY_BIN=path likewise for bare-proxy.
-# CALLGRIND=1 prints instead the instructions per request of the gateway process (user space,
-# under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8 connections.
+# CALLGRIND=1 prints instead the instructions per request of the gateway process and of bare-proxy
+# (user space, under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8
+# connections, and the gateway's as a multiple of bare-proxy's.
 # OPEN_LOOP=1 prints instead open-loop latency (bench/src/bin/open-loop.rs): requests at 20 % and
 # 50 % of the gateway's closed-loop capacity, latency from each request's scheduled send time.
 # LITELLM=1 adds a table for LiteLLM's proxy (installed from PyPI into a venv under the work dir)
@@ -125,21 +126,22 @@ if [ "${#bins[@]}" -gt 0 ]; then
   (cd "$root" && cargo build --quiet --release -p cloudrouter-bench "${bins[@]}")
 fi
 mkfifo "$work/stdin.$$"
-"${BARE_PROXY_BIN:-$CARGO_TARGET_DIR/release/bare-proxy}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
+wrap=() bp_wrap=()
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  rm -f "$work"/callgrind.out* "$work"/callgrind-bare.out*
+  wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
+  bp_wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind-bare.out")
+fi
+"${bp_wrap[@]}" "${BARE_PROXY_BIN:-$CARGO_TARGET_DIR/release/bare-proxy}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
    <"$work/stdin.$$" >"$work/bare.out" 2>"$work/logs/bare.err" &
 BP_PID=$!
-wrap=()
-if [ "${CALLGRIND:-0}" = 1 ]; then
-  rm -f "$work"/callgrind.out*
-  wrap=(valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out")
-fi
 "${wrap[@]}" "${GATEWAY_BIN:-$CARGO_TARGET_DIR/release/gateway-testbed}" --upstream-json http://127.0.0.1:18081 --upstream-sse http://127.0.0.1:18082 \
    --balance 100000000 <"$work/stdin.$$" >"$work/testbed.out" 2>"$work/logs/testbed.err" &
 TB_PID=$!
 exec 9>"$work/stdin.$$"
 cleanup() { exec 9>&- || true; wait "$TB_PID" "$BP_PID" 2>/dev/null || true; kill $NGINX_PID 2>/dev/null || true; rm -f "$work/stdin.$$"; }
 trap cleanup EXIT
-for _ in $(seq 1 600); do [ -s "$work/testbed.out" ] && break; sleep 0.1; done  # slow under callgrind
+for _ in $(seq 1 600); do [ -s "$work/testbed.out" ] && [ -s "$work/bare.out" ] && break; sleep 0.1; done  # slow under callgrind
 info="$(head -1 "$work/testbed.out")"
 GW="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_url"])')"
 KEY_JSON="$(printf '%s' "$info" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
@@ -228,16 +230,24 @@ BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/d
 BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
 
 if [ "${CALLGRIND:-0}" = 1 ]; then
-  # counters zeroed after the warm-up, dumped after each mode's run
+  # counters zeroed before each run, dumped after it; the instructions per request of PID (whose
+  # dumps are OUT.*) under wrk at 8 connections on URL
+  per_request() {
+    local pid=$1 out=$2 mode=$3 key=$4 url=$5 n ir bad
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
+    ir="$(sed -n 's/^totals: //p' "$(ls -t "$out".* | head -1)")"
+    bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
+    [ -n "$bad" ] && echo "$mode: $bad non-2xx answers from $url!" >&2
+    echo $((ir / n))
+  }
   for mode in json sse; do
     key="$KEY_JSON"; [ "$mode" = sse ] && key="$KEY_SSE"
-    callgrind_control -z "$TB_PID" >/dev/null 2>&1
-    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$GW/v1/messages" >"$work/wrk.out" 2>&1 || true
-    callgrind_control -d "$TB_PID" >/dev/null 2>&1
-    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
-    ir="$(sed -n 's/^totals: //p' "$(ls -t "$work"/callgrind.out.* | head -1)")"
-    bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
-    echo "$mode: $((ir / n)) instructions per request ($n requests${bad:+, $bad non-2xx!})"
+    gw="$(per_request "$TB_PID" "$work/callgrind.out" "$mode" "$key" "$GW/v1/messages")"
+    bare="$(per_request "$BP_PID" "$work/callgrind-bare.out" "$mode" "$key" "$BP/$mode/v1/messages")"
+    echo "$mode: gateway $gw, bare-proxy $bare instructions per request ($(awk -v g="$gw" -v b="$bare" 'BEGIN {printf "%.2f", g / b}')×)"
   done
   exit
 fi
