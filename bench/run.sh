@@ -13,6 +13,8 @@
 # CALLGRIND=1 prints instead the instructions per request of the gateway process and of bare-proxy
 # (user space, under valgrind's callgrind; unaffected by the machine's load), JSON and SSE, at 8
 # connections, and the gateway's as a multiple of bare-proxy's.
+# SYSCALLS=1 prints instead the system calls per request of bare-proxy and of the gateway (`perf
+# trace -s`, all threads), JSON and SSE, at 8 connections: where their kernel time differs.
 # OPEN_LOOP=1 prints instead open-loop latency (bench/src/bin/open-loop.rs): requests at 20 % and
 # 50 % of the gateway's closed-loop capacity, latency from each request's scheduled send time.
 # LITELLM=1 adds a table for LiteLLM's proxy (installed from PyPI into a venv under the work dir)
@@ -248,6 +250,32 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     gw="$(per_request "$TB_PID" "$work/callgrind.out" "$mode" "$key" "$GW/v1/messages")"
     bare="$(per_request "$BP_PID" "$work/callgrind-bare.out" "$mode" "$key" "$BP/$mode/v1/messages")"
     echo "$mode: gateway $gw, bare-proxy $bare instructions per request ($(awk -v g="$gw" -v b="$bare" 'BEGIN {printf "%.2f", g / b}')×)"
+  done
+  exit
+fi
+
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  # per_call PID MODE KEY URL -> "name calls-per-request ..." for the calls PID's threads made
+  # during a wrk run at 8 connections
+  per_call() {
+    local pid=$1 mode=$2 key=$3 url=$4 n
+    perf trace -s -p "$pid" -o "$work/trace.out" & local tp=$!
+    sleep 0.5
+    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+    kill -INT "$tp"; wait "$tp" 2>/dev/null || true
+    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
+    awk -v n="$n" '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ {c[$1] += $2} END {for (k in c) printf "%s %.2f\n", k, c[k] / n}' "$work/trace.out"
+  }
+  for mode in json sse; do
+    key="$KEY_JSON"; [ "$mode" = sse ] && key="$KEY_SSE"
+    per_call "$BP_PID" "$mode" "$key" "$BP/$mode/v1/messages" >"$work/sys.bare"
+    per_call "$TB_PID" "$mode" "$key" "$GW/v1/messages" >"$work/sys.gw"
+    echo "$mode, system calls per request (8 connections):"
+    echo "| call | bare-proxy | gateway |"
+    echo "|---|---|---|"
+    join -a1 -a2 -e 0 -o 0,1.2,2.2 <(sort "$work/sys.bare") <(sort "$work/sys.gw") \
+      | awk '$2 >= 0.01 || $3 >= 0.01 {print} {b += $2; g += $3} END {printf "total %.2f %.2f\n", b, g}' \
+      | sort -k3 -rn | awk '{printf "| %s | %s | %s |\n", $1, $2, $3}'
   done
   exit
 fi
