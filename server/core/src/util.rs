@@ -20,19 +20,23 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// primary key grows at its right edge instead of at random places (half the index cost).
 pub fn request_id() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let mut r: u128 = rand::thread_rng().gen();
+    let mut rng = rand::thread_rng();
     let mut b = [0u8; 28];
     b[..4].copy_from_slice(b"req_");
-    let mut t = ms;
-    for c in b[4..12].iter_mut().rev() {
-        *c = BASE62[(t % 62) as usize];
-        t /= 62;
+    base62_digits(ms, &mut b[4..12]);
+    // two 64-bit draws of 8 characters each (62^8 < 2^48): dividing a u64 by 62 is a multiply,
+    // where one u128 draw cost a library division per character
+    base62_digits(rng.gen(), &mut b[12..20]);
+    base62_digits(rng.gen(), &mut b[20..]);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// The low `out.len()` base62 digits of `v`, most significant first.
+fn base62_digits(mut v: u64, out: &mut [u8]) {
+    for c in out.iter_mut().rev() {
+        *c = BASE62[(v % 62) as usize];
+        v /= 62;
     }
-    for c in &mut b[12..] {
-        *c = BASE62[(r % 62) as usize];
-        r /= 62;
-    }
-    b.iter().map(|&c| c as char).collect()
 }
 
 #[cfg(test)]
@@ -47,6 +51,11 @@ mod tests {
         assert!(a < b, "{a} < {b}");
         let many: std::collections::HashSet<String> = (0..10_000).map(|_| super::request_id()).collect();
         assert_eq!(many.len(), 10_000);
+        // each of the 16 random characters takes (nearly) every base62 value
+        for pos in 12..28 {
+            let seen: std::collections::HashSet<u8> = many.iter().map(|id| id.as_bytes()[pos]).collect();
+            assert!(seen.len() >= 60, "position {pos}: {} values", seen.len());
+        }
     }
 }
 
