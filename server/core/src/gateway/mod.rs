@@ -30,7 +30,7 @@
 //! Billing rule shown to customers (README, "Money"): a failed request costs nothing; a
 //! failed-over request is billed once, for the attempt that answered; every answered request is
 //! charged for the whole of Anthropic's usage object, even above the hold. A client that leaves
-//! does not end the upstream's work: a JSON request runs to its answer in its own task, and a
+//! does not end the upstream's work: a JSON request runs to its answer (`detach`), and a
 //! stream whose client left is read on (not forwarded) to its final usage, for up to the drain
 //! timeout. A stream that ends without its final usage (upstream cut, idle timeout, drain timeout,
 //! shutdown) is billed for the usage reported so far with its output raised to an estimate of the
@@ -39,6 +39,7 @@
 mod admit;
 mod affinity;
 mod config;
+mod detach;
 mod error;
 mod forward;
 mod handlers;

@@ -1,8 +1,9 @@
 //! `POST /v1/messages`, JSON and SSE (and, in OpenAI's shape, `/v1/chat/completions`: see
-//! `chat_completions`). Once the body is read, the request runs in a task of its
-//! own: a client that hangs up does not cancel the upstream work it started, which is billed when
-//! it answers (a JSON answer is then dropped; a stream is drained, see `MeteredStream`).
+//! `chat_completions`). Once the body is read, the request's work is `Detachable`: a client that
+//! hangs up does not cancel the upstream work it started, which is billed when it answers (a JSON
+//! answer is then dropped; a stream is drained, see `MeteredStream`).
 
+use super::super::detach::Detachable;
 use super::super::error::{ApiError, Dialect};
 use super::super::forward::{Answer, ForwardPlan, Unanswered};
 use super::super::meter::{MeteredStream, StreamMeter, Ticket};
@@ -39,15 +40,13 @@ pub(in super::super) async fn messages(State(gw): State<Arc<Shared>>, req: Reque
     run(gw, t, key, parts, body).await
 }
 
-/// Serves a message (its body read) in a task of its own.
+/// Serves a message (its body read), to its end even if the client hangs up meanwhile.
 pub(in super::super) async fn run(gw: Arc<Shared>, t: Ticket, key: Arc<KeyAuth>, parts: http::request::Parts, body: Bytes) -> Response {
     let (rid, dialect) = (t.rid.clone(), t.dialect);
-    // boxed: spawning moves the future several times, and unboxed each move copied the whole
-    // state machine (forwarding included) instead of a pointer
-    match tokio::spawn(Box::pin(serve(gw, t, key, parts, body))).await {
+    match Detachable::new(serve(gw, t, key, parts, body)).await {
         Ok(resp) => resp,
-        Err(e) => {
-            tracing::error!(request_id = %rid, error = %e, "request task failed");
+        Err(_) => {
+            tracing::error!(request_id = %rid, "request work panicked");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").respond_in(&rid, dialect)
         }
     }
