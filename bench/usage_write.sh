@@ -18,6 +18,8 @@
 #   -user_check     without the statement check that the users exist
 #   -rollups        without the three rollup triggers (status, hourly, daily_key)
 #   -triggers       without any of the five insert triggers above
+#   capture         without them, and with one statement trigger that does nothing but take the
+#                   inserted rows as its transition table (what capturing them costs)
 #   floor:indexed   the floor of storing these rows: the same arrays inserted, by the same UNNEST,
 #                   into a plain table shaped like usage_records with its six indexes and nothing
 #                   else (no partitions, triggers, checks, settlement or key spend)
@@ -60,6 +62,12 @@ SELECT md5('key' || u || '-' || k)::uuid, md5('user' || u)::uuid, 'smart', decod
 INSERT INTO gateway_instances (id) VALUES (md5('instance')::uuid);
 INSERT INTO balance_leases (instance_id, user_id, amount_micros) SELECT md5('instance')::uuid, id, 1000000000000 FROM users;
 INSERT INTO key_leases (instance_id, key_id, amount_micros) SELECT md5('instance')::uuid, id, 1000000000 FROM api_keys;
+
+-- the capture variant's trigger: takes the inserted rows as a transition table, does nothing
+CREATE FUNCTION bench_noop() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ LANGUAGE plpgsql;
+CREATE TRIGGER usage_records_bench_capture AFTER INSERT ON usage_records REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION bench_noop();
+ALTER TABLE usage_records DISABLE TRIGGER usage_records_bench_capture;
 
 -- the floor variants' tables: usage_records' columns, and on floor_indexed its indexes
 CREATE TABLE floor_plain (LIKE usage_records INCLUDING DEFAULTS);
@@ -134,7 +142,7 @@ measure() {
 
 DB=cloudrouter_write_bench
 make_db "$DB" ""
-VARIANTS="${VARIANTS:-all retry -status -hourly -daily_key -draw -user_check -triggers floor:indexed floor:plain}"
+VARIANTS="${VARIANTS:-all retry -status -hourly -daily_key -draw -user_check -triggers capture floor:indexed floor:plain}"
 if [[ "${INDEXES:-0}" == 1 ]]; then
   for ix in usage_records_key usage_records_time usage_records_user usage_records_overage usage_records_user_errors; do
     VARIANTS="$VARIANTS -index:$ix"
@@ -151,7 +159,7 @@ trigger_of() {
     -daily_key) echo usage_records_daily_key_ins ;; -draw) echo usage_records_draw ;;
     -user_check) echo usage_records_user_ins ;;
     -rollups) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins ;;
-    -triggers) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins usage_records_draw usage_records_user_ins ;;
+    -triggers|capture) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins usage_records_draw usage_records_user_ins ;;
   esac
 }
 declare -A samples
@@ -173,7 +181,11 @@ for r in $(seq "$ROUNDS"); do
       *)
         for tg in $(trigger_of "$v"); do
           setup+="ALTER TABLE usage_records DISABLE TRIGGER $tg;"; teardown+="ALTER TABLE usage_records ENABLE TRIGGER $tg;"
-        done ;;
+        done
+        if [[ "$v" == capture ]]; then
+          setup+="ALTER TABLE usage_records ENABLE TRIGGER usage_records_bench_capture;"
+          teardown+="ALTER TABLE usage_records DISABLE TRIGGER usage_records_bench_capture;"
+        fi ;;
     esac
     samples[$v]+="$(measure "$db" "${v//[^a-z_]/}_$r" true "$fresh" "$setup" "$teardown") "
   done
