@@ -23,6 +23,8 @@
 # sizes (bench/claude_code_body.py: system prompt, tools with schemas, a conversation of tool
 # results, cache_control; model/stream/max_tokens first, in the middle or last), JSON and SSE, at
 # 1 and 8 connections: the gateway's added latency and each relay's CPU per request.
+# STREAMS="1000 5000 10000" runs instead bench/streams.sh with those numbers of streams held open
+# at once (memory per open stream, CPU per forwarded event, delay added per event).
 # BURST_PROBE=1 prints instead the one-connection latency of bare-proxy (no Postgres work at all)
 # while another process burns the CPU in periodic bursts, as a usage flush makes Postgres do: it
 # shows what such bursts alone do to p99 on this machine (bench/RESULTS.md, 2026-11-26).
@@ -38,6 +40,7 @@ root="$(cd "$here/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/cloudrouter-target}"
 work=/var/tmp/cloudrouter-bench
 mkdir -p "$work/logs"
+[ -n "${STREAMS:-}" ] && exec bash "$here/streams.sh" "$STREAMS"
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null 2>&1 \
