@@ -234,18 +234,25 @@ fi
 BENCH_KEY="$KEY_JSON" wrk -t1 -c4 -d2s -s "$work/json.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
 BENCH_KEY="$KEY_SSE" wrk -t1 -c4 -d2s -s "$work/sse.lua" "$GW/v1/messages" >/dev/null 2>&1 || true
 
+# load8 MODE KEY URL: the instrumented modes' load, wrk at 8 connections for DUR seconds; prints
+# the number of requests answered (and warns of non-2xx answers on stderr)
+load8() {
+  local mode=$1 key=$2 url=$3 bad
+  BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+  bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
+  if [ -n "$bad" ]; then echo "$mode: $bad non-2xx answers from $url!" >&2; fi
+  sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out"
+}
+
 if [ "${CALLGRIND:-0}" = 1 ]; then
   # counters zeroed before each run, dumped after it; the instructions per request of PID (whose
-  # dumps are OUT.*) under wrk at 8 connections on URL
+  # dumps are OUT.*) under load8
   per_request() {
-    local pid=$1 out=$2 mode=$3 key=$4 url=$5 n ir bad
+    local pid=$1 out=$2 mode=$3 key=$4 url=$5 n ir
     callgrind_control -z "$pid" >/dev/null 2>&1
-    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+    n="$(load8 "$mode" "$key" "$url")"
     callgrind_control -d "$pid" >/dev/null 2>&1
-    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
     ir="$(sed -n 's/^totals: //p' "$(ls -t "$out".* | head -1)")"
-    bad="$(sed -n 's/.*Non-2xx or 3xx responses: //p' "$work/wrk.out")"
-    [ -n "$bad" ] && echo "$mode: $bad non-2xx answers from $url!" >&2
     echo $((ir / n))
   }
   for mode in json sse; do
@@ -259,14 +266,13 @@ fi
 
 if [ "${SYSCALLS:-0}" = 1 ]; then
   # per_call PID MODE KEY URL -> "name calls-per-request ..." for the calls PID's threads made
-  # during a wrk run at 8 connections
+  # under load8
   per_call() {
     local pid=$1 mode=$2 key=$3 url=$4 n
     perf trace -s -p "$pid" -o "$work/trace.out" & local tp=$!
     sleep 0.5
-    BENCH_KEY="$key" wrk -t1 -c8 -d"${DUR}s" -s "$work/$mode.lua" "$url" >"$work/wrk.out" 2>&1 || true
+    n="$(load8 "$mode" "$key" "$url")"
     kill -INT "$tp"; wait "$tp" 2>/dev/null || true
-    n="$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$work/wrk.out")"
     awk -v n="$n" '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ {c[$1] += $2} END {for (k in c) printf "%s %.2f\n", k, c[k] / n}' "$work/trace.out"
   }
   for mode in json sse; do

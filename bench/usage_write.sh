@@ -158,8 +158,8 @@ trigger_of() {
     -status) echo usage_records_status_ins ;; -hourly) echo usage_records_rollup_ins ;;
     -daily_key) echo usage_records_daily_key_ins ;; -draw) echo usage_records_draw ;;
     -user_check) echo usage_records_user_ins ;;
-    -rollups) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins ;;
-    -triggers|capture) echo usage_records_status_ins usage_records_rollup_ins usage_records_daily_key_ins usage_records_draw usage_records_user_ins ;;
+    -rollups) echo "$(trigger_of -status) $(trigger_of -hourly) $(trigger_of -daily_key)" ;;
+    -triggers|capture) echo "$(trigger_of -rollups) $(trigger_of -draw) $(trigger_of -user_check)" ;;
   esac
 }
 declare -A samples
